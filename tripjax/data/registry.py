@@ -1,0 +1,71 @@
+"""One name space for every dataset: MovieLens releases and synthetic presets."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from tripjax.data import feedback
+from tripjax.data import split
+from tripjax.data import synthetic
+from tripjax.data.movielens import DATASETS, load_movielens
+
+SYNTHETIC_PREFIX = "synthetic-"
+DATASET_NAMES = tuple(sorted(DATASETS)) + tuple(
+    SYNTHETIC_PREFIX + preset for preset in synthetic.PRESETS)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
+                 seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+  """Loads a dataset by name.
+
+  Args:
+    name: a MovieLens release (`ml-100k`, `ml-1m`, ...; delegated to `load_movielens`) or
+      `synthetic-<preset>` (`synthetic-tiny`, `synthetic-ml-100k`, `synthetic-ml-1m`,
+      `synthetic-ml-20m`).
+    data_dir: where MovieLens files are (see `load_movielens`); ignored for synthetic data.
+    download: whether MovieLens may be downloaded; ignored for synthetic data.
+    seed: seed of the synthetic generator; ignored for MovieLens.
+
+  Returns:
+    (ratings, items) frames (see docs/DESIGN.md).
+
+  Raises:
+    ValueError: unknown name (the message lists the known names).
+  """
+  if not isinstance(name, str):
+    raise ValueError(f"dataset name must be a string, got {name!r}")
+  if name.startswith(SYNTHETIC_PREFIX) and name[len(SYNTHETIC_PREFIX):] in synthetic.PRESETS:
+    return synthetic.make_synthetic(name[len(SYNTHETIC_PREFIX):], seed=seed)
+  if name in DATASETS:
+    return load_movielens(name, data_dir=data_dir, download=download)
+  raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+
+
+def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
+            seed: int = 0, threshold: float = 4, min_user_positives: int = 20,
+            test_per_user: int = 10, split_seed: int = 0, temporal: bool = False,
+            keep_ratings: bool = False):
+  """Loads a dataset, applies the lab's implicit-feedback pipeline and splits it.
+
+  Args:
+    name, data_dir, download, seed: as in `load_dataset`.
+    threshold, min_user_positives, keep_ratings: as in `implicit_feedback`.
+    test_per_user: positives per user held out for test (k).
+    split_seed: seed of `leave_k_out` (unused when `temporal`).
+    temporal: hold out each user's last k positives (`leave_last_k_out`) instead of random ones.
+
+  Returns:
+    (dataset: ImplicitDataset, train: bool CSR [U, I], test: bool CSR [U, I]).
+  """
+  ratings, items = load_dataset(name, data_dir=data_dir, download=download, seed=seed)
+  dataset = feedback.implicit_feedback(ratings, items, threshold=threshold,
+                                       min_user_positives=min_user_positives,
+                                       keep_ratings=keep_ratings)
+  del ratings, items
+  if temporal:
+    train, test = split.leave_last_k_out(dataset.matrix, dataset.timestamps, k=test_per_user)
+  else:
+    train, test = split.leave_k_out(dataset.matrix, k=test_per_user, seed=split_seed)
+  return dataset, train, test
