@@ -81,7 +81,7 @@ class SyntheticConfig:
   num_users: int = 100
   num_items: int = 200
   num_ratings: int = 6_000
-  dim: int = 8
+  dim: int = 4
   zipf_exponent: float = 1.0
   zipf_offset: float = 0.01
   uniform_mix: float = 0.2
@@ -90,10 +90,10 @@ class SyntheticConfig:
   activity_sigma: float = 1.0
   max_user_fraction: float = 0.5
   oversample: float = 3.0
-  selection_strength: float = 1.0
+  selection_strength: float = 2.0
   popularity_quality: float = 0.3
   user_bias: float = 0.3
-  rating_noise: float = 0.5
+  rating_noise: float = 0.3
   genre_noise: float = 0.3
   start_year: int = 1996
   end_year: int = 2000
