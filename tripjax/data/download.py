@@ -230,7 +230,8 @@ def fetch_archive(url: str, dest_dir: str | os.PathLike, *, md5: str | None = No
     required: paths relative to `dest_dir` that the archive must provide.
     timeout: seconds allowed for connecting and for each read.
     progress: show a tqdm bar (None: only when stderr is a terminal).
-    keep_archive: keep the verified zip in `dest_dir` after extraction.
+    keep_archive: keep the verified zip in `dest_dir` after extraction. A zip already in
+      `dest_dir` under the archive's name is reused when its MD5 matches.
 
   Returns:
     The top-level paths created in `dest_dir`.
