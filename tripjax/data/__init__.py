@@ -3,6 +3,7 @@
 from tripjax.data.feedback import STEP_NAMES, ImplicitDataset, implicit_feedback
 from tripjax.data.movielens import DATASETS, load_movielens
 from tripjax.data.registry import DATASET_NAMES, load_dataset, prepare
+from tripjax.data.stats import describe, steps_table
 from tripjax.data.split import leave_k_out, leave_last_k_out
 from tripjax.data.synthetic import (GENRE_NAMES, PRESETS, SyntheticConfig, make_synthetic,
                                     planted_factors)
