@@ -104,7 +104,7 @@ def _last_per_pair(codes: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
     return order
   # Only the pairs that occur more than once need the timestamp: sort those few by (code, time).
   first = np.ones(len(order), dtype=bool)
-  first[1:] = ~last[:-1]
+  first[1:] = last[:-1]
   dup = ~(first & last)
   rows = np.sort(order[dup])
   rows = rows[np.lexsort((timestamps[rows], codes[rows]))]
