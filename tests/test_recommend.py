@@ -271,3 +271,32 @@ def test_fold_in_training_lowers_the_loss(planted_model):
 def test_fold_in_rejects_bad_input(planted_model, liked, message):
   with pytest.raises(ValueError, match=message):
     recommend.fold_in(planted_model[2], liked, jax.random.key(0))
+
+
+def test_user_index_finds_original_ids_and_names_what_exists():
+  user_ids = np.array([4, 9, 17, 30])
+  assert recommend.user_index(user_ids, 17) == 2
+  with pytest.raises(ValueError, match=r"unknown user id 5: the dataset keeps 4 users \(ids 4..30"):
+    recommend.user_index(user_ids, 5)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Toy Story,Fargo", ["Toy Story", "Fargo"]),
+    ("Usual Suspects, The (1995),Fargo", ["Usual Suspects, The (1995)", "Fargo"]),
+    ("Usual Suspects, The, fargo ", ["Usual Suspects, The", "fargo"]),
+    ("Crumb (1994); Fargo, the movie", ["Crumb (1994)", "Fargo, the movie"]),
+    ("a|b", ["a", "b"]), (" , ", [])])
+def test_split_titles(text, expected):
+  assert recommend.split_titles(text) == expected
+
+
+def test_item_rows_drops_padding_and_marks_test_items():
+  rows = recommend.item_rows(TITLES, [("Comedy",), ("Crime", "Drama")] + [()] * 7,
+                             np.arange(100, 109), np.array([1, 0, -1]),
+                             np.array([0.9, 0.5, -np.inf]),
+                             marked=np.arange(9) == 1)
+  assert rows == [
+      {"rank": 1, "item_id": 101, "title": "Fargo (1996)", "genres": "Crime|Drama",
+       "score": pytest.approx(0.9), "in_test": True},
+      {"rank": 2, "item_id": 100, "title": "Toy Story (1995)", "genres": "Comedy",
+       "score": pytest.approx(0.5), "in_test": False}]

@@ -341,3 +341,66 @@ def fold_in(params: Params, item_indices: Sequence[int], key: jax.Array, steps: 
   return _fold_in(item_table, liked, weight, candidates, np.int32((~mask).sum()), key,
                   steps=int(steps), num_negatives=int(num_negatives), margin=float(margin),
                   learning_rate=float(learning_rate))
+
+
+def user_index(user_ids: np.ndarray, user_id: int) -> int:
+  """Row of the user whose original id is `user_id`.
+
+  Args:
+    user_ids: int64[U], original user id of each row (`dataset.user_ids`).
+    user_id: an original (e.g. MovieLens) user id.
+
+  Raises:
+    ValueError: the id is not among the users kept by the pipeline (says which ids exist).
+  """
+  user_ids = np.asarray(user_ids)
+  rows = np.flatnonzero(user_ids == user_id)
+  if rows.size == 0:
+    raise ValueError(f"unknown user id {user_id}: the dataset keeps {user_ids.size} users "
+                     f"(ids {user_ids.min()}..{user_ids.max()}, not all of them; users with too "
+                     f"few positives were filtered out).")
+  return int(rows[0])
+
+
+def split_titles(text: str) -> list[str]:
+  """Splits a list of titles typed on one line.
+
+  Titles are separated by ';' or '|' when the text holds either, else by ','. With ',', a piece
+  that is only an article (and maybe a year) is glued back to the title before it, so
+  'Usual Suspects, The (1995),Fargo' gives ['Usual Suspects, The (1995)', 'Fargo'].
+  """
+  for sep in (";", "|"):
+    if sep in text:
+      return [p.strip() for p in text.split(sep) if p.strip()]
+  pieces = []
+  for piece in text.split(","):
+    if pieces and re.fullmatch(r"\s*(the|a|an)(\s*\(\d{4}\))?\s*", piece, re.IGNORECASE):
+      pieces[-1] = f"{pieces[-1]},{piece}"
+    else:
+      pieces.append(piece)
+  return [p.strip() for p in pieces if p.strip()]
+
+
+def item_rows(titles: Sequence[str], genres: Sequence[Sequence[str]], item_ids: np.ndarray,
+              items: np.ndarray, scores: np.ndarray,
+              marked: np.ndarray | None = None) -> list[dict]:
+  """One dict per recommended item, for tables and JSON (padding slots, index -1, dropped).
+
+  Args:
+    titles, genres, item_ids: the dataset's per-item columns.
+    items: int[k] item indices; scores: float[k].
+    marked: optional bool[I]; adds `in_test` = marked[item] to each row.
+
+  Returns:
+    [{"rank", "item_id", "title", "genres", "score"[, "in_test"]}], best first.
+  """
+  rows = []
+  for rank, (item, score) in enumerate(zip(np.asarray(items), np.asarray(scores)), 1):
+    if item < 0:
+      continue
+    row = {"rank": rank, "item_id": int(item_ids[item]), "title": str(titles[item]),
+           "genres": "|".join(genres[item]), "score": float(score)}
+    if marked is not None:
+      row["in_test"] = bool(marked[item])
+    rows.append(row)
+  return rows
