@@ -72,7 +72,7 @@ class SyntheticConfig:
     popularity_quality: weight of (standardised) log popularity in the rating score.
     user_bias: standard deviation of a per-user rating offset.
     rating_noise: standard deviation of the noise in the rating score.
-    genre_noise: noise added to the genre scores (relative to unit-norm item directions).
+    genre_noise: standard deviation of the noise added to the (unit-variance) genre scores.
     start_year: first year of the timestamps.
     end_year: last year of the timestamps (exclusive).
     mean_active_days: mean length of a user's active window.
@@ -94,7 +94,7 @@ class SyntheticConfig:
   popularity_quality: float = 0.3
   user_bias: float = 0.3
   rating_noise: float = 0.3
-  genre_noise: float = 0.3
+  genre_noise: float = 0.5
   start_year: int = 1996
   end_year: int = 2000
   mean_active_days: float = 60.0
@@ -187,14 +187,27 @@ def _popularity(c: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
 
 
 def _activity(c: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-  """int64[U]: how many items each user rates."""
+  """int64[U]: how many items each user rates (sums to num_ratings unless every user is capped)."""
   cap = int(c.max_user_fraction * c.num_items)
   weights = rng.lognormal(0.0, c.activity_sigma, c.num_users)
-  extra = (c.num_ratings - c.num_users * c.min_ratings) * weights / weights.sum()
-  counts = c.min_ratings + np.floor(extra).astype(np.int64)
-  # Hand the rounding remainder to the users with the largest fractional parts.
+  share = np.zeros(c.num_users)
+  free = np.ones(c.num_users, dtype=bool)
+  # Water-filling: users above the cap are capped and the excess goes to the others.
+  for _ in range(c.num_users):
+    budget = c.num_ratings - c.num_users * c.min_ratings - share[~free].sum()
+    share[free] = budget * weights[free] / weights[free].sum()
+    over = free & (share > cap - c.min_ratings)
+    if not over.any():
+      break
+    share[over] = cap - c.min_ratings
+    free &= ~over
+    if not free.any():
+      break
+  counts = c.min_ratings + np.floor(share).astype(np.int64)
+  # Hand the rounding remainder to the uncapped users with the largest fractional parts.
   remainder = c.num_ratings - int(counts.sum())
-  counts[np.argsort(-(extra - np.floor(extra)), kind="stable")[:remainder]] += 1
+  fraction = np.where(counts < cap, share - np.floor(share), -1.0)
+  counts[np.argsort(-fraction, kind="stable")[:max(remainder, 0)]] += 1
   return np.minimum(counts, cap)
 
 
@@ -204,7 +217,8 @@ def _genres(c: SyntheticConfig, item_factors: np.ndarray,
   directions = rng.standard_normal((c.dim, len(GENRE_NAMES))).astype(np.float32)
   directions /= np.linalg.norm(directions, axis=0, keepdims=True)
   unit = item_factors / np.linalg.norm(item_factors, axis=1, keepdims=True)
-  scores = unit @ directions + c.genre_noise * rng.standard_normal(
+  # Projections of unit vectors have std 1/sqrt(D); rescale them to unit std.
+  scores = math.sqrt(c.dim) * (unit @ directions) + c.genre_noise * rng.standard_normal(
       (c.num_items, len(GENRE_NAMES)), dtype=np.float32)
   freqs = np.array([GENRE_FREQUENCIES[g] for g in GENRE_NAMES])
   thresholds = np.array([np.quantile(scores[:, g], 1.0 - f) for g, f in enumerate(freqs)])
