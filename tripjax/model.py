@@ -1,0 +1,75 @@
+"""The triplet model's parameters and its cosine scores."""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from tripjax import losses
+
+Params = dict  # {"user": float32[U, D], "item": float32[I, D]}
+
+
+def init_params(key: jax.Array, num_users: int, num_items: int, dim: int = 64,
+                scale: float = 0.1) -> Params:
+  """Draws the user and item embedding tables.
+
+  Args:
+    key: a PRNG key.
+    num_users: U, rows of the user table.
+    num_items: I, rows of the item table.
+    dim: D, the embedding size.
+    scale: standard deviation of the normal entries (cosine ignores it, but the optimizer's
+      step size is relative to it).
+
+  Returns:
+    {"user": float32[U, D], "item": float32[I, D]}.
+  """
+  for name, value in (("num_users", num_users), ("num_items", num_items), ("dim", dim)):
+    if value <= 0:
+      raise ValueError(f"init_params: {name} must be positive, got {value}.")
+  user_key, item_key = jax.random.split(key)
+  return {
+      "user": scale * jax.random.normal(user_key, (num_users, dim), jnp.float32),
+      "item": scale * jax.random.normal(item_key, (num_items, dim), jnp.float32),
+  }
+
+
+def _scores(user_table: jax.Array, unit_items: jax.Array, users: jax.Array) -> jax.Array:
+  """Cosine scores of `users` against pre-normalised items: float32[B, I]."""
+  return losses.normalize(user_table[users]) @ unit_items.T
+
+
+_jit_scores = jax.jit(_scores)
+_jit_normalize = jax.jit(losses.normalize)
+
+
+def cosine_scores(params: Params, users: jax.Array) -> jax.Array:
+  """Cosine similarity of each given user with every item.
+
+  Args:
+    params: {"user": float32[U, D], "item": float32[I, D]}.
+    users: int32[B], user rows.
+
+  Returns:
+    float32[B, I].
+  """
+  return _scores(params["user"], losses.normalize(params["item"]), users)
+
+
+def score_fn(params: Params) -> Callable[[jax.Array], jax.Array]:
+  """The model as a `tripjax.metrics.ScoreFn` (items normalised once, scores jitted).
+
+  Args:
+    params: {"user": float32[U, D], "item": float32[I, D]}.
+
+  Returns:
+    `users: int32[B] -> float32[B, I]` cosine scores.
+  """
+  user_table = jnp.asarray(params["user"])
+  unit_items = _jit_normalize(jnp.asarray(params["item"]))
+
+  def scores(users):
+    return _jit_scores(user_table, unit_items, jnp.asarray(users, jnp.int32))
+
+  return scores
