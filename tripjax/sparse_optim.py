@@ -33,13 +33,21 @@ Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
 
 
+# Tables with at most this many rows per gathered index take the masked dense
+# path (see `_apply_rows`); measured in benchmarks/throughput.py.
+DENSE_ROW_RATIO = 2.0
+
+
 class RowOptimizer(NamedTuple):
   """A row-sparse optimizer: pure `init` and `update` functions.
 
   Attributes:
     init: `init(params) -> state`.
-    update: `update(row_grads, row_indices, state, params) -> (new_params,
-      new_state)`; jit-able, and safe to call with donated `state` and `params`.
+    update: `update(row_grads, row_indices, state, params, param_rows=None)
+      -> (new_params, new_state)`; jit-able, and safe to call with donated
+      `state` and `params`. `param_rows` (optional, params' structure,
+      float32[N, D] leaves) are the rows of params at `row_indices`, as the
+      forward pass gathered them; passing them saves one gather per table.
   """
   init: Callable[[Params], Any]
   update: Callable[[Params, Params, Any, Params], tuple[Params, Any]]
@@ -121,36 +129,63 @@ def _learning_rate(learning_rate, count):
   return learning_rate
 
 
-def _apply_rows(row_update, row_grads, row_indices, params, *tables):
+def _apply_rows(row_update, dense_row_ratio, row_grads, row_indices, params,
+                param_rows, *tables):
   """Sums duplicates, gathers rows, applies `row_update`, scatters the rows.
+
+  A table with at most `dense_row_ratio` times as many rows as the step has
+  indices is mostly touched anyway; streaming over it with a touched-row mask
+  gives the same values (the untouched rows are selected unchanged) and is
+  faster on CPU than row gathers and scatters.
 
   Args:
     row_update: `(g, p, *state_rows) -> (new_p, *new_state_rows)`, rowwise.
-    row_grads, row_indices, params: as in `RowOptimizer.update`.
+    dense_row_ratio: float; see above (0 always takes the row path).
+    row_grads, row_indices, params, param_rows: as in `RowOptimizer.update`.
     *tables: per-row optimizer state pytrees, each with params' structure.
 
   Returns:
     new params and new state tables, as a tuple (params, *tables).
   """
-  def one_table(grads, indices, table, *state):
+  def one_table(grads, indices, table, rows, *state):
     num_rows = table.shape[0]
-    unique, summed = sum_duplicate_rows(indices.astype(jnp.int32),
-                                        grads.astype(table.dtype), num_rows)
-    gathered = [t.at[unique].get(mode="clip") for t in (table,) + state]
-    new_rows = row_update(summed, *gathered)
+    indices = indices.astype(jnp.int32)
+    if num_rows <= dense_row_ratio * indices.shape[0]:
+      return _masked_dense(row_update, grads, indices, table, *state)
+    unique, summed = sum_duplicate_rows(indices, grads.astype(table.dtype), num_rows)
+    # XLA CPU fuses the index arithmetic into every gather and scatter and
+    # redoes it per element; the barrier makes it a buffer computed once.
+    unique, summed = jax.lax.optimization_barrier((unique, summed))
+    if rows is None:
+      rows = table.at[unique].get(mode="clip")
+    gathered = [s.at[unique].get(mode="clip") for s in state]
+    new_rows = row_update(summed, rows, *gathered)
     return tuple(
         t.at[unique].set(r.astype(t.dtype), mode="drop",
                          unique_indices=True)
         for t, r in zip((table,) + state, new_rows))
 
-  per_table = jax.tree.map(one_table, row_grads, row_indices, params, *tables)
+  if param_rows is None:
+    param_rows = jax.tree.map(lambda _: None, params)
+  per_table = jax.tree.map(one_table, row_grads, row_indices, params,
+                           param_rows, *tables, is_leaf=lambda x: x is None)
   outer = jax.tree.structure(params)
   inner = jax.tree.structure((0,) * (1 + len(tables)))
   return jax.tree.transpose(outer, inner, per_table)
 
 
+def _masked_dense(row_update, grads, indices, table, *state):
+  """`row_update` on every row, kept only on the rows `indices` touch."""
+  summed = jnp.zeros_like(table).at[indices].add(grads.astype(table.dtype))
+  touched = jnp.zeros(table.shape[:1], bool).at[indices].set(True)[:, None]
+  new_rows = row_update(summed, table, *state)
+  return tuple(jnp.where(touched, r.astype(t.dtype), t)
+               for t, r in zip((table,) + state, new_rows))
+
+
 def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
-                b2: float = 0.999, eps: float = 1e-8) -> RowOptimizer:
+                b2: float = 0.999, eps: float = 1e-8,
+                dense_row_ratio: float = DENSE_ROW_RATIO) -> RowOptimizer:
   """Lazy Adam: Adam on the rows a batch touches, nothing elsewhere.
 
   Definition (TensorFlow's `LazyAdamOptimizer`, tf.contrib.opt /
@@ -178,6 +213,9 @@ def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
     b1: decay of the first moment.
     b2: decay of the second moment.
     eps: added to the denominator.
+    dense_row_ratio: tables with at most this many rows per index in the step
+      are updated by a masked pass over the whole table instead of row
+      gathers/scatters (same values; faster when most rows are touched).
 
   Returns:
     A `RowOptimizer`.
@@ -189,7 +227,7 @@ def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
                            mu=jax.tree.map(zeros, params),
                            nu=jax.tree.map(zeros, params))
 
-  def update(row_grads, row_indices, state, params):
+  def update(row_grads, row_indices, state, params, param_rows=None):
     _check_rows(row_grads, row_indices, params)
     count = _safe_increment(state.count)
     lr = _learning_rate(learning_rate, state.count)
@@ -203,8 +241,9 @@ def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
       step = (m / correction1) / (jnp.sqrt(v / correction2) + eps)
       return p - lr * step, m, v
 
-    new_params, mu, nu = _apply_rows(row_update, row_grads, row_indices,
-                                     params, state.mu, state.nu)
+    new_params, mu, nu = _apply_rows(row_update, dense_row_ratio, row_grads,
+                                     row_indices, params, param_rows,
+                                     state.mu, state.nu)
     return new_params, SparseAdamState(count=count, mu=mu, nu=nu)
 
   return RowOptimizer(init, update)
@@ -212,7 +251,8 @@ def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
 
 def sparse_adagrad(learning_rate: ScalarOrSchedule,
                    initial_accumulator_value: float = 0.1,
-                   eps: float = 1e-7) -> RowOptimizer:
+                   eps: float = 1e-7,
+                   dense_row_ratio: float = DENSE_ROW_RATIO) -> RowOptimizer:
   """Adagrad on the rows a batch touches (`optax.adagrad`'s math).
 
   For each row r in the batch, with g its summed gradient,
@@ -229,6 +269,7 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
       updates applied before this one (0 for the first, as in optax).
     initial_accumulator_value: starting value of the accumulators (>= 0).
     eps: added to the accumulator under the square root.
+    dense_row_ratio: as in `sparse_adam`.
 
   Returns:
     A `RowOptimizer`.
@@ -242,7 +283,7 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
     return SparseAdagradState(count=jnp.zeros([], jnp.int32),
                               sum_of_squares=jax.tree.map(fill, params))
 
-  def update(row_grads, row_indices, state, params):
+  def update(row_grads, row_indices, state, params, param_rows=None):
     _check_rows(row_grads, row_indices, params)
     lr = _learning_rate(learning_rate, state.count)
 
@@ -251,7 +292,8 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
       scale = jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0)
       return p - lr * (scale * g), s
 
-    new_params, sums = _apply_rows(row_update, row_grads, row_indices, params,
+    new_params, sums = _apply_rows(row_update, dense_row_ratio, row_grads,
+                                   row_indices, params, param_rows,
                                    state.sum_of_squares)
     return new_params, SparseAdagradState(
         count=_safe_increment(state.count), sum_of_squares=sums)
