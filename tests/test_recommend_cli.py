@@ -1,0 +1,131 @@
+"""End-to-end tests of `python -m experiments.recommend` on a smoke.cfg training run."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _start(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(proc, timeout=240):
+  out, err = proc.communicate(timeout=timeout)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def smoke_workdir(tmp_path_factory) -> pathlib.Path:
+  """A finished smoke.cfg run, trained once per test session (later callers reuse it)."""
+  workdir = tmp_path_factory.getbasetemp() / "smoke_run"
+  if not (workdir / "results.json").exists():
+    done = _finish(_start("experiments.train", "--flagfile=experiments/configs/smoke.cfg",
+                          f"--workdir={workdir}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+  return workdir
+
+
+CASES = {
+    "user_json": ["--user={user}", "--k=7", "--format=json"],
+    "user_table": ["--user={user}", "--k=5"],
+    "similar_json": ["--similar_to={title}", "--format=json"],
+    "liked_json": ["--liked={liked}", "--k=6", "--format=json"],
+    "unknown_user": ["--user=987654321"],
+    "unknown_title": ["--similar_to=No Such Film Anywhere"],
+    "k_zero": ["--user={user}", "--k=0"],
+    "k_too_big": ["--similar_to={title}", "--k=100000"],
+    "two_modes": ["--user={user}", "--similar_to={title}"],
+    "no_checkpoint": ["--user=1"],
+}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+  """Runs every case in CASES once (in parallel) against the smoke run."""
+  workdir = smoke_workdir(tmp_path_factory)
+  from tripjax import train  # pylint: disable=g-import-not-at-top
+  run = train.restore_run(workdir)
+  titles = [str(t) for t in run.dataset.titles]
+  values = {"user": int(run.dataset.user_ids[0]), "title": titles[3],
+            "liked": ";".join(titles[i] for i in run.train[0].indices[:5])}
+  empty = tmp_path_factory.mktemp("not_a_run")
+  procs = {}
+  for name, args in CASES.items():
+    where = empty if name == "no_checkpoint" else workdir
+    procs[name] = _start("experiments.recommend", f"--workdir={where}",
+                         *[a.format(**values) for a in args])
+  return run, values, {name: _finish(proc) for name, proc in procs.items()}
+
+
+def test_user_recommendations_json(cli):
+  run, values, results = cli
+  done = results["user_json"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  answer = json.loads(done.stdout)
+  assert answer["query"]["user"] == values["user"] and answer["query"]["k"] == 7
+  items = answer["items"]
+  assert [r["rank"] for r in items] == list(range(1, 8))
+  scores = [r["score"] for r in items]
+  assert scores == sorted(scores, reverse=True)
+  ids = list(run.dataset.item_ids)
+  seen = set(run.train[0].indices.tolist())
+  test = set(run.test[0].indices.tolist())
+  for row in items:
+    item = ids.index(row["item_id"])
+    assert item not in seen
+    assert row["title"] == str(run.dataset.titles[item])
+    assert row["in_test"] == (item in test)
+
+
+def test_user_recommendations_table(cli):
+  _, values, results = cli
+  done = results["user_table"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  lines = done.stdout.strip().splitlines()
+  assert f"user: {values['user']}" in lines[0]
+  assert lines[1].split()[:5] == ["rank", "item_id", "title", "genres", "score"]
+  assert len(lines) == 2 + 5
+
+
+def test_similar_items_json(cli):
+  run, values, results = cli
+  done = results["similar_json"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  answer = json.loads(done.stdout)
+  assert answer["query"]["similar_to"] == values["title"]
+  titles = [r["title"] for r in answer["items"]]
+  assert len(titles) == 10 and values["title"] not in titles
+
+
+def test_fold_in_json(cli):
+  _, values, results = cli
+  done = results["liked_json"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  answer = json.loads(done.stdout)
+  liked = values["liked"].split(";")
+  assert answer["query"]["liked"] == liked
+  titles = [r["title"] for r in answer["items"]]
+  assert len(titles) == 6 and not set(titles) & set(liked)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("unknown_user", r"unknown user id 987654321: the dataset keeps \d+ users"),
+    ("unknown_title", "no item title matches 'No Such Film Anywhere'"),
+    ("k_zero", "k must be a positive integer, got k=0"),
+    ("k_too_big", r"k=100000 is larger than the catalogue"),
+    ("two_modes", "give exactly one of --user, --similar_to, --liked"),
+    ("no_checkpoint", "not a tripjax training folder"),
+])
+def test_bad_input_is_one_clear_line(cli, case, message):
+  done = cli[2][case]
+  assert done.returncode == 1
+  assert "Traceback" not in done.stderr
+  assert re.search(message, done.stderr), done.stderr[-2000:]

@@ -1,0 +1,380 @@
+"""The lab's analysis of a trained run: numbers, figures and a markdown report.
+
+`analyze(run)` answers the lab's questions for a `tripjax.train.Run`: the AUC a random scorer is
+expected to get (and gets), the untrained model's AUC, model vs popularity, and a close look at
+the best and the worst user. `write_report(workdir)` writes them to `workdir/report.md` with PNG
+figures under `workdir/figures/` (matplotlib, Agg backend; every file written atomically).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+from typing import Sequence
+
+import jax
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import scipy.sparse as sp
+
+from tripjax import baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tripjax import metrics
+from tripjax import model
+from tripjax import recommend
+
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+FIGURES = {
+    "training": "training_curves.png",
+    "histogram": "auc_histogram.png",
+    "roc": "roc_best_worst.png",
+    "positives": "auc_vs_train_positives.png",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class UserCase:
+  """One user looked at closely.
+
+  Attributes:
+    row: the user's row in the matrices.
+    user_id: the original user id.
+    auc: the model's AUC for this user.
+    num_train: training positives.
+    num_test: held-out positives.
+    items: int32[k], the model's top-k unseen items.
+    scores: float32[k], their scores.
+    in_test: bool[k], whether each item is one of the user's test items.
+    fpr, tpr: float64[T], the user's ROC curve (over the unseen items).
+  """
+  row: int
+  user_id: int
+  auc: float
+  num_train: int
+  num_test: int
+  items: np.ndarray
+  scores: np.ndarray
+  in_test: np.ndarray
+  fpr: np.ndarray
+  tpr: np.ndarray
+
+  @property
+  def hits(self) -> int:
+    return int(self.in_test.sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """The lab's questions, answered for one run.
+
+  Attributes:
+    title: what was analysed (dataset, dims, epochs).
+    k: the cut-off of the @k metrics and top-k lists.
+    random_measured_auc: mean AUC of the seeded random scorer (expected: 0.5).
+    untrained_auc: mean AUC of the model at its initial parameters (the run's seed).
+    model_means, popularity_means: the @k metrics' means ({"auc", "precision", "recall",
+      "ndcg"}).
+    model_auc, popularity_auc: float[U], per-user AUC (NaN where undefined).
+    num_train: int[U], training positives per user.
+    overlap: mean number of items the model's and popularity's top-k unseen lists share.
+    best, worst: the users with the highest and the lowest model AUC.
+    history: the run's metrics.jsonl entries.
+  """
+  title: str
+  k: int
+  random_measured_auc: float
+  untrained_auc: float
+  model_means: dict
+  popularity_means: dict
+  model_auc: np.ndarray
+  popularity_auc: np.ndarray
+  num_train: np.ndarray
+  overlap: float
+  best: UserCase
+  worst: UserCase
+  history: list
+
+  random_expected_auc: float = 0.5
+
+
+def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The ROC curve of one ranking, tied scores taken as one threshold.
+
+  Args:
+    scores: float[N], candidate scores.
+    positives: bool[N], the candidates that are positives (at least one of each class).
+
+  Returns:
+    (fpr, tpr): float64[T + 1] each, from (0, 0) to (1, 1).
+  """
+  scores = np.asarray(scores, np.float64)
+  positives = np.asarray(positives, bool)
+  num_pos, num_neg = int(positives.sum()), int((~positives).sum())
+  if num_pos == 0 or num_neg == 0:
+    raise ValueError(f"roc_curve needs positives and negatives, got {num_pos} and {num_neg}.")
+  order = np.argsort(-scores, kind="stable")
+  scores, positives = scores[order], positives[order]
+  last_of_threshold = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1]
+  tp = np.cumsum(positives)[last_of_threshold]
+  fp = (last_of_threshold + 1) - tp
+  return np.r_[0.0, fp / num_neg], np.r_[0.0, tp / num_pos]
+
+
+def _mean_metrics(result, k: int) -> dict:
+  means = result.means
+  return {"auc": float(means["auc"]), "precision": float(means[f"precision@{k}"]),
+          "recall": float(means[f"recall@{k}"]), "ndcg": float(means[f"ndcg@{k}"])}
+
+
+def _user_case(params, row: int, user_id: int, auc: float, train: sp.csr_matrix,
+               test: sp.csr_matrix, k: int) -> UserCase:
+  items, scores = recommend.top_k(params, np.array([row]), k=k, exclude=train)
+  items, scores = items[0], scores[0]
+  test_row = np.zeros(train.shape[1], bool)
+  test_row[test[row].indices] = True
+  unseen = np.ones(train.shape[1], bool)
+  unseen[train[row].indices] = False
+  all_scores = np.asarray(model.cosine_scores(params, np.array([row])))[0]
+  fpr, tpr = roc_curve(all_scores[unseen], test_row[unseen])
+  kept = items >= 0
+  return UserCase(row, int(user_id), float(auc), int(train[row].nnz), int(test[row].nnz),
+                  items[kept], scores[kept], test_row[items[kept]], fpr, tpr)
+
+
+def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> Analysis:
+  """Answers the lab's questions for a run.
+
+  Args:
+    run: a `tripjax.train.Run` (config, dataset, train, test, params, history).
+    k: cut-off of the @k metrics, the top-k lists and their overlap.
+    block_size: users per evaluation block.
+    random_seed: seed of the random scorer.
+
+  Returns:
+    An `Analysis`.
+  """
+  train, test, params, config = run.train, run.test, run.params, run.config
+  num_users, num_items = train.shape
+  k = recommend._check_k(k, num_items)  # pylint: disable=protected-access
+
+  def evaluate(score_fn):
+    return metrics.evaluate(score_fn, train, test, ks=(k,), block_size=block_size)
+
+  model_result = evaluate(model.score_fn(params))
+  popularity_result = evaluate(baselines.popularity_scores(train))
+  random_result = evaluate(baselines.random_scores(num_items, random_seed))
+  untrained = model.init_params(jax.random.key(config.seed), num_users, num_items, config.dim,
+                                config.init_scale)
+  untrained_result = evaluate(model.score_fn(untrained))
+
+  model_auc = np.asarray(model_result.auc, np.float64)
+  if np.all(np.isnan(model_auc)):
+    raise ValueError("no user has a defined AUC (every user needs test items and unseen "
+                     "non-test items).")
+  best, worst = int(np.nanargmax(model_auc)), int(np.nanargmin(model_auc))
+  user_ids = run.dataset.user_ids
+  cases = [_user_case(params, row, user_ids[row], model_auc[row], train, test, k)
+           for row in (best, worst)]
+  model_top = np.asarray(model_result.top_items)  # int32[U, k]
+  popularity_top = np.asarray(popularity_result.top_items)
+  return Analysis(
+      title=(f"{config.dataset}: {num_users} users x {num_items} items, dim {config.dim}, "
+             f"{config.epochs} epochs ({config.optimizer}, lr {config.learning_rate:g}, "
+             f"batch {config.batch_size}, margin {config.margin:g})"),
+      k=k,
+      random_measured_auc=float(random_result.means["auc"]),
+      untrained_auc=float(untrained_result.means["auc"]),
+      model_means=_mean_metrics(model_result, k),
+      popularity_means=_mean_metrics(popularity_result, k),
+      model_auc=model_auc,
+      popularity_auc=np.asarray(popularity_result.auc, np.float64),
+      num_train=np.diff(train.indptr),
+      overlap=float(baselines.top_k_overlap(model_top, popularity_top, k)),
+      best=cases[0], worst=cases[1], history=list(run.history))
+
+
+def _save(fig, path: pathlib.Path) -> None:
+  """Writes a figure as PNG atomically and closes it."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def plot_training(history: Sequence[dict], path: pathlib.Path) -> None:
+  """Training loss and test AUC per epoch (metrics.jsonl)."""
+  epochs = [h["epoch"] for h in history]
+  fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.4))
+  ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color="tab:red")
+  ax_loss.set(xlabel="epoch", ylabel="mean triplet loss", title="Training loss")
+  with_auc = [h for h in history if "auc" in h]
+  ax_auc.plot([h["epoch"] for h in with_auc], [h["auc"] for h in with_auc], "o-",
+              color="tab:blue")
+  ax_auc.set(xlabel="epoch", ylabel="mean test AUC", title="Test AUC")
+  for ax in (ax_loss, ax_auc):
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+  _save(fig, path)
+
+
+def plot_auc_histogram(model_auc: np.ndarray, popularity_auc: np.ndarray,
+                       path: pathlib.Path) -> None:
+  """Histogram of per-user AUC, model vs popularity (users with undefined AUC left out)."""
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  bins = np.linspace(0, 1, 41)
+  for values, label, color in ((popularity_auc, "popularity", "tab:gray"),
+                               (model_auc, "model", "tab:blue")):
+    values = values[~np.isnan(values)]
+    ax.hist(values, bins=bins, alpha=0.6, color=color,
+            label=f"{label} (mean {values.mean():.3f})")
+  ax.axvline(0.5, color="k", ls=":", lw=1, label="random (0.5)")
+  ax.set(xlabel="per-user ROC AUC", ylabel="users", title="Per-user AUC")
+  ax.legend(loc="upper left")
+  _save(fig, path)
+
+
+def plot_roc(cases: Sequence[tuple[str, UserCase]], path: pathlib.Path) -> None:
+  """ROC curves of a few users (over their unseen items)."""
+  fig, ax = plt.subplots(figsize=(4.6, 4.4))
+  for (label, case), color in zip(cases, ("tab:green", "tab:red", "tab:blue", "tab:orange")):
+    ax.plot(case.fpr, case.tpr, color=color,
+            label=f"{label}: user {case.user_id}, AUC {case.auc:.3f}")
+  ax.plot([0, 1], [0, 1], "k:", lw=1, label="random")
+  ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+         title="ROC of the best and the worst user")
+  ax.legend(loc="lower right", fontsize=8)
+  _save(fig, path)
+
+
+def plot_auc_vs_positives(num_train: np.ndarray, model_auc: np.ndarray,
+                          popularity_auc: np.ndarray, path: pathlib.Path) -> None:
+  """Per-user AUC against the user's number of training positives (log x), with binned means."""
+  num_train = np.asarray(num_train)
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  edges = np.unique(np.geomspace(max(num_train.min(), 1), num_train.max() + 1, 9).round())
+  for values, label, color in ((popularity_auc, "popularity", "tab:gray"),
+                               (model_auc, "model", "tab:blue")):
+    ok = ~np.isnan(values)
+    ax.scatter(num_train[ok], values[ok], s=8, alpha=0.35, color=color, label=label)
+    which = np.digitize(num_train[ok], edges)
+    centers, means = [], []
+    for b in np.unique(which):
+      in_bin = which == b
+      centers.append(np.exp(np.log(np.maximum(num_train[ok][in_bin], 1)).mean()))
+      means.append(values[ok][in_bin].mean())
+    ax.plot(centers, means, "o-", color=color, lw=2, ms=4, label=f"{label}, binned mean")
+  ax.set_xscale("log")
+  ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+      lambda x, _: f"{x:g}" if f"{x:g}"[0] in "25" else ""))
+  ax.set(xlabel="training positives of the user", ylabel="ROC AUC",
+         title="AUC against user activity")
+  ax.legend(loc="lower right")
+  ax.grid(alpha=0.3)
+  _save(fig, path)
+
+
+def _fmt(x: float) -> str:
+  return f"{x:.4f}"
+
+
+def _case_section(name: str, case: UserCase, dataset, k: int) -> list[str]:
+  lines = [f"### {name}: user {case.user_id} (AUC {case.auc:.4f})", "",
+           f"{case.num_train} training positives, {case.num_test} test items; "
+           f"**{case.hits} of the top {len(case.items)} unseen recommendations are test items** "
+           "(marked ✓).", "",
+           "| rank | title | genres | score | in test |", "| --- | --- | --- | --- | --- |"]
+  for rank, (item, score, hit) in enumerate(zip(case.items, case.scores, case.in_test), 1):
+    title = str(dataset.titles[item]).replace("|", "\\|")
+    genres = ", ".join(dataset.genres[item])
+    lines.append(f"| {rank} | {title} | {genres} | {score:.3f} | {'✓' if hit else ''} |")
+  return lines + [""]
+
+
+def render_markdown(analysis: Analysis, dataset, figures: dict[str, str]) -> str:
+  """The report as markdown; `figures` maps FIGURES keys to paths relative to the report."""
+  a, k = analysis, analysis.k
+  rows = [("model", a.model_means), ("popularity", a.popularity_means)]
+  lines = [
+      "# Analysis of a tripjax run", "", a.title, "",
+      "## Random and untrained scores", "",
+      f"- A random scorer ranks a test item above a non-test item half the time: its expected "
+      f"AUC is **{a.random_expected_auc:.1f}**. Measured with the seeded random baseline: "
+      f"**{_fmt(a.random_measured_auc)}**.",
+      f"- The untrained model (initial parameters from the run's seed) scores "
+      f"**{_fmt(a.untrained_auc)}** (trained: {_fmt(a.model_means['auc'])}).", "",
+      "## Model vs popularity", "",
+      f"| scorer | mean AUC | precision@{k} | recall@{k} | NDCG@{k} |",
+      "| --- | --- | --- | --- | --- |"]
+  lines += [f"| {name} | {_fmt(m['auc'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
+            f"{_fmt(m['ndcg'])} |" for name, m in rows]
+  better = np.nanmean(a.model_auc > a.popularity_auc)
+  lines += [
+      "",
+      f"On average the model's and popularity's top-{k} unseen lists share **{a.overlap:.2f}** "
+      f"of {k} items. The model beats popularity's AUC for {100 * better:.1f}% of the users.", "",
+      f"![Per-user AUC]({figures['histogram']})", "",
+      f"![AUC against training positives]({figures['positives']})", "",
+      "## The best and the worst user", ""]
+  lines += _case_section("Highest AUC", a.best, dataset, k)
+  lines += _case_section("Lowest AUC", a.worst, dataset, k)
+  lines += [f"![ROC curves]({figures['roc']})", "", "## Training", ""]
+  if a.history:
+    lines += ["| epoch | loss | AUC |", "| --- | --- | --- |"]
+    lines += [f"| {h['epoch']} | {h['loss']:.4f} | {h['auc']:.4f} |" if "auc" in h else
+              f"| {h['epoch']} | {h['loss']:.4f} | |" for h in a.history]
+    lines += ["", f"![Training curves]({figures['training']})", ""]
+  else:
+    lines += ["No training history (metrics.jsonl) was found.", ""]
+  return "\n".join(lines)
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def write_report(run, workdir: str | os.PathLike, k: int = 20,
+                 block_size: int = 1024) -> pathlib.Path:
+  """Analyses `run` and writes `workdir/report.md` and its figures.
+
+  Args:
+    run: a `tripjax.train.Run` (`tripjax.train.restore_run(workdir)`).
+    workdir: folder to write into (normally the run's own).
+    k: cut-off of the @k metrics and the top-k lists.
+    block_size: users per evaluation block.
+
+  Returns:
+    The path of report.md.
+  """
+  workdir = pathlib.Path(workdir)
+  analysis = analyze(run, k=k, block_size=block_size)
+  figures_dir = workdir / FIGURES_DIR
+  paths = {name: figures_dir / file for name, file in FIGURES.items()}
+  if analysis.history:
+    plot_training(analysis.history, paths["training"])
+  plot_auc_histogram(analysis.model_auc, analysis.popularity_auc, paths["histogram"])
+  plot_roc([("best", analysis.best), ("worst", analysis.worst)], paths["roc"])
+  plot_auc_vs_positives(analysis.num_train, analysis.model_auc, analysis.popularity_auc,
+                        paths["positives"])
+  relative = {name: f"{FIGURES_DIR}/{file}" for name, file in FIGURES.items()}
+  report = workdir / REPORT_FILE
+  _write_text(report, render_markdown(analysis, run.dataset, relative))
+  return report
