@@ -1,0 +1,145 @@
+"""Tests of tripjax.train: the jitted step (dense and row-sparse), recompilation, the run loop."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.sparse as sp
+
+from tripjax import losses
+from tripjax import sampling
+from tripjax import sparse_optim
+from tripjax import train
+from tripjax.config import TrainConfig
+
+
+def _planted(num_users=60, num_items=80, per_user=12, seed=0):
+  """A matrix whose users like the items of their own cluster (4 clusters)."""
+  rng = np.random.default_rng(seed)
+  user_cluster = rng.integers(0, 4, num_users)
+  item_cluster = np.arange(num_items) % 4
+  dense = np.zeros((num_users, num_items), bool)
+  for u in range(num_users):
+    dense[u, rng.choice(np.flatnonzero(item_cluster == user_cluster[u]), per_user,
+                        replace=False)] = True
+  return sp.csr_matrix(dense)
+
+
+def _state(optimizer, matrix, dim=8, seed=0):
+  return train.init_state(jax.random.key(seed), optimizer, *matrix.shape, dim)
+
+
+def _run_epochs(step_fn, state, sampler, epochs):
+  history = []
+  for epoch in range(epochs):
+    state, chunks = train.run_epoch(step_fn, state, sampler.epoch(epoch))
+    history.append(chunks)
+  return state, history
+
+
+def test_second_epoch_does_not_recompile(monkeypatch):
+  traces = []
+  original = losses.triplet_cosine_loss
+
+  def counting(*args, **kwargs):
+    traces.append(1)  # runs at trace time only
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(losses, "triplet_cosine_loss", counting)
+  matrix = _planted(30, 40, 8)
+  sampler = sampling.EpochSampler(matrix, batch_size=50, batches_per_chunk=2, seed=0)
+  assert matrix.nnz % 50 and sampler.num_batches % 4  # a ragged last batch and last chunk
+  step_fn = train.make_train_step(optax.adam(1e-2))
+  state, _ = _run_epochs(step_fn, _state(optax.adam(1e-2), matrix), sampler, 1)
+  after_first = len(traces)
+  assert after_first >= 1
+  state, _ = _run_epochs(step_fn, state, sampler, 1)
+  assert len(traces) == after_first
+
+
+def test_step_counts_real_batches_and_weights_mask_padding():
+  matrix = _planted()
+  sampler = sampling.EpochSampler(matrix, batch_size=50, batches_per_chunk=4, seed=0)
+  optimizer = optax.sgd(0.1)
+  step_fn = train.make_train_step(optimizer)
+  state, (chunks,) = _run_epochs(step_fn, _state(optimizer, matrix), sampler, 1)
+  assert int(state.step) == sampler.num_batches
+  assert chunks["triplets"].sum() == matrix.nnz
+
+
+def test_padded_triplets_do_not_change_the_update():
+  # One batch of 3 real triplets padded to 5 with weight-0 copies == the 3 triplets alone.
+  matrix = _planted()
+  optimizer = optax.sgd(1.0)
+  state = _state(optimizer, matrix)
+  users = jnp.array([1, 2, 3, 1, 2], jnp.int32)
+  pos = jnp.asarray(np.array([matrix[u].indices[0] for u in (1, 2, 3, 1, 2)], np.int32))
+  neg = jnp.array([[5], [6], [7], [9], [10]], jnp.int32)
+  padded = sampling.Batches(users[None], pos[None], neg[None],
+                            jnp.array([[1.0, 1, 1, 0, 0]]))
+  alone = sampling.Batches(users[None, :3], pos[None, :3], neg[None, :3], jnp.ones((1, 3)))
+  step_fn = train.make_train_step(optimizer)
+  copy = lambda s: jax.tree.map(jnp.copy, s)
+  a, _ = step_fn(copy(state), padded)
+  b, _ = train.make_train_step(optimizer)(copy(state), alone)
+  np.testing.assert_allclose(a.params["user"], b.params["user"], atol=1e-6)
+  np.testing.assert_allclose(a.params["item"], b.params["item"], atol=1e-6)
+  assert not np.allclose(a.params["user"], state.params["user"])
+
+
+def test_sparse_adagrad_step_equals_dense_adagrad():
+  # sparse_adagrad equals optax.adagrad step for step, so the two code paths of the step
+  # (gradient w.r.t. tables vs. gathered rows) must give the same parameters.
+  matrix = _planted()
+  sampler = sampling.EpochSampler(matrix, batch_size=64, batches_per_chunk=3,
+                                  num_negatives=3, seed=1)
+  results = []
+  for optimizer in (optax.adagrad(0.05), sparse_optim.sparse_adagrad(0.05)):
+    step_fn = train.make_train_step(optimizer, margin=0.5, l2=1e-3)
+    state, _ = _run_epochs(step_fn, _state(optimizer, matrix), sampler, 2)
+    results.append(state)
+  for name in ("user", "item"):
+    np.testing.assert_allclose(results[0].params[name], results[1].params[name], atol=2e-5)
+  assert int(results[0].step) == int(results[1].step)
+
+
+@pytest.mark.parametrize("name, learning_rate", [("adam", 0.05), ("sparse_adam", 0.05),
+                                                 ("sgd", 1.0)])
+def test_training_separates_positives_from_negatives(name, learning_rate):
+  matrix = _planted(40, 40, 8)
+  config = TrainConfig(dataset="synthetic-tiny", optimizer=name, learning_rate=learning_rate,
+                       dim=8, batch_size=32, steps_per_dispatch=10, schedule="cosine", epochs=6)
+  sampler = sampling.EpochSampler(matrix, config.batch_size, config.steps_per_dispatch, 2,
+                                  seed=0)
+  optimizer = train.make_optimizer(config, config.epochs * sampler.num_batches)
+  step_fn = train.make_train_step(optimizer, config.margin)
+  state, history = _run_epochs(step_fn, _state(optimizer, matrix), sampler, config.epochs)
+  first = history[0]["loss_sum"].sum() / history[0]["triplets"].sum()
+  last = history[-1]["loss_sum"].sum() / history[-1]["triplets"].sum()
+  assert last < 0.5 * first, (first, last)
+
+
+def test_make_optimizer_kinds_and_schedules():
+  config = TrainConfig(dataset="synthetic-tiny")
+  assert isinstance(train.make_optimizer(config, 10), optax.GradientTransformation)
+  sparse = train.make_optimizer(TrainConfig(dataset="synthetic-tiny", optimizer="sparse_adam"),
+                                10)
+  assert train.is_row_optimizer(sparse)
+  warm = train.make_schedule(TrainConfig(dataset="synthetic-tiny", schedule="warmup_cosine",
+                                         warmup_steps=5, learning_rate=0.1), 100)
+  assert float(warm(0)) == 0.0 and float(warm(5)) == pytest.approx(0.1)
+  assert float(warm(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_check_finite_names_the_steps():
+  state = train.TrainState({"user": jnp.ones((2, 2)), "item": jnp.ones((2, 2))}, (),
+                           jnp.int32(30))
+  train._check_finite(np.array([0.3, 0.2]), state, 10, 8)  # finite: no error
+  with pytest.raises(train.TrainingDiverged, match="between steps 18 and 26"):
+    train._check_finite(np.array([0.3, np.nan]), state, 10, 8)
+  bad = state._replace(params={"user": jnp.full((2, 2), jnp.inf), "item": jnp.ones((2, 2))})
+  with pytest.raises(train.TrainingDiverged, match="learning_rate"):
+    train._check_finite(np.array([0.3]), bad, 10, 8)

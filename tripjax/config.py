@@ -1,0 +1,141 @@
+"""`TrainConfig`: every setting of a training run, validated, and its flagfile form.
+
+Field names are the flag names of `experiments/train.py`, so `to_flagfile` writes a flagfile
+that reproduces the run and `from_flagfile` reads it back (the workdir's `flags.txt`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
+
+
+def dataset_names() -> tuple[str, ...]:
+  """The dataset names `tripjax.data.registry.load_dataset` accepts."""
+  from tripjax.data import registry  # pylint: disable=g-import-not-at-top
+  return tuple(registry.DATASET_NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """A training run. Defaults are the reference lab's settings.
+
+  Attributes:
+    dataset: a `tripjax.data.registry` name (`ml-100k`, `synthetic-ml-100k`, ...).
+    data_dir: folder holding MovieLens releases; None for the loader's default search.
+    download: whether a missing MovieLens release may be downloaded.
+    threshold: ratings >= threshold count as positives.
+    min_user_positives: users with fewer positives are dropped.
+    test_per_user: positives held out per user for the test set.
+    split_seed: seed of the leave-k-out split.
+    data_seed: seed of the synthetic generator (ignored for MovieLens).
+    dim: embedding size D.
+    init_scale: standard deviation of the initial embeddings.
+    margin: the triplet margin (cosine units).
+    optimizer: one of `OPTIMIZERS`; `sparse_*` update only the rows a batch gathers.
+    learning_rate: the (peak) learning rate.
+    schedule: one of `SCHEDULES`: constant, cosine decay to 0 over the run, or linear warmup
+      for `warmup_steps` then cosine decay.
+    warmup_steps: warmup length for `warmup_cosine`.
+    batch_size: triplets per optimizer step.
+    epochs: passes over the training positives.
+    num_negatives: negative candidates per triplet; the step trains on the hardest one.
+    l2: weight of the L2 penalty on the gathered embeddings (mean over the batch).
+    seed: seed of initialisation and sampling.
+    eval_every: evaluate every this many epochs (and always after the last).
+    steps_per_dispatch: batches per jitted call (the `lax.scan` chunk).
+    eval_block_size: users scored per block during evaluation.
+  """
+
+  dataset: str = "synthetic-ml-100k"
+  data_dir: str | None = None
+  download: bool = True
+  threshold: float = 4.0
+  min_user_positives: int = 20
+  test_per_user: int = 10
+  split_seed: int = 0
+  data_seed: int = 0
+  dim: int = 64
+  init_scale: float = 0.1
+  margin: float = 0.5
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  batch_size: int = 64
+  epochs: int = 3
+  num_negatives: int = 1
+  l2: float = 0.0
+  seed: int = 0
+  eval_every: int = 1
+  steps_per_dispatch: int = 64
+  eval_block_size: int = 1024
+
+  def __post_init__(self):
+    if self.data_dir == "":
+      object.__setattr__(self, "data_dir", None)
+    positive = ("dim", "batch_size", "epochs", "num_negatives", "eval_every",
+                "steps_per_dispatch", "eval_block_size", "test_per_user", "learning_rate",
+                "init_scale")
+    for name in positive:
+      if not getattr(self, name) > 0:
+        raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)!r}.")
+    for name in ("margin", "l2", "min_user_positives", "warmup_steps", "threshold"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)!r}.")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
+                       f"{self.optimizer!r}.")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"TrainConfig: schedule must be one of {SCHEDULES}, got "
+                       f"{self.schedule!r}.")
+    names = dataset_names()
+    if self.dataset not in names:
+      raise ValueError(f"TrainConfig: unknown dataset {self.dataset!r}; known: {names}.")
+
+  def to_flagfile(self) -> str:
+    """The config as absl flagfile text, one `--name=value` per field."""
+    lines = []
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if value is None:
+        value = ""
+      elif isinstance(value, bool):
+        value = "true" if value else "false"
+      elif isinstance(value, float):
+        value = repr(value)
+      lines.append(f"--{field.name}={value}")
+    return "\n".join(lines) + "\n"
+
+  @classmethod
+  def from_flagfile(cls, path: str | os.PathLike) -> TrainConfig:
+    """Reads a flagfile written by `to_flagfile` (unknown flags are an error).
+
+    Raises:
+      ValueError: naming the file and the offending line.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+      line = line.strip()
+      if not line or line.startswith("#"):
+        continue
+      name, sep, raw = line.lstrip("-").partition("=")
+      if not line.startswith("--") or not sep or name not in fields:
+        raise ValueError(f"{path}:{number}: expected --<TrainConfig field>=<value>, got {line!r}.")
+      default = fields[name].default
+      if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+          raise ValueError(f"{path}:{number}: --{name} must be true or false, got {raw!r}.")
+        values[name] = raw.lower() in ("true", "1")
+      elif isinstance(default, int):
+        values[name] = int(raw)
+      elif isinstance(default, float):
+        values[name] = float(raw)
+      else:
+        values[name] = (raw or None) if name == "data_dir" else raw
+    return cls(**values)

@@ -1,0 +1,470 @@
+"""Training the triplet model: the jitted step, the epoch loop with checkpoints, and run restore.
+
+`make_train_step` is the hot path: ONE `jax.jit` (state donated) that runs `lax.scan` over a
+chunk of S batches; each batch picks its hardest negative, differentiates the triplet loss and
+applies the optimizer. The loss is a function of the gathered rows (user, positive, negative),
+so the same step serves two optimizer kinds:
+
+- dense optax (`adam`, `adagrad`, `sgd`): gradient w.r.t. the full tables, `optax` update;
+- row-sparse (`sparse_adam`, `sparse_adagrad`, `tripjax.sparse_optim`): gradient w.r.t. the
+  gathered rows, then `RowOptimizer.update(row_grads, row_indices, ...)` touches only them.
+
+`train_and_evaluate(config, workdir)` is the whole run: data, sampler, step, per-epoch
+checkpoints (resume from the latest), evaluation, the popularity baseline, `results.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from tripjax import checkpoint
+from tripjax import losses
+from tripjax import model
+from tripjax import sampling
+from tripjax.config import TrainConfig
+
+Params = dict  # {"user": float32[U, D], "item": float32[I, D]}
+FLAGS_FILE = "flags.txt"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainState(NamedTuple):
+  """Everything the step updates (the optimizer's functions stay outside)."""
+  params: Params  # {"user": float32[U, D], "item": float32[I, D]}
+  opt_state: Any  # the optimizer's state pytree (optax, or a sparse_optim state)
+  step: jax.Array  # int32[]: optimizer steps applied (empty padded batches not counted)
+
+
+class TrainingDiverged(FloatingPointError):
+  """The loss or the parameters became NaN/Inf."""
+
+
+def is_row_optimizer(optimizer) -> bool:
+  """True for a `tripjax.sparse_optim.RowOptimizer`, False for an optax transformation."""
+  return not isinstance(optimizer, optax.GradientTransformation)
+
+
+def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule | float:
+  """The learning rate (a float, or an optax schedule over `total_steps` optimizer steps)."""
+  if config.schedule == "constant":
+    return config.learning_rate
+  total_steps = max(int(total_steps), config.warmup_steps + 1)
+  if config.schedule == "cosine":
+    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps,
+                                            total_steps)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int):
+  """The optimizer named by `config.optimizer`.
+
+  Returns:
+    an `optax.GradientTransformation` (adam, adagrad, sgd) or a
+    `tripjax.sparse_optim.RowOptimizer` (sparse_adam, sparse_adagrad).
+  """
+  learning_rate = make_schedule(config, total_steps)
+  if config.optimizer.startswith("sparse_"):
+    from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
+    return sparse_optim.row_optimizer(config.optimizer, learning_rate)
+  factories = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}
+  if config.optimizer not in factories:
+    raise ValueError(f"optimizer must be one of {sorted(factories)} or sparse_adam / "
+                     f"sparse_adagrad, got {config.optimizer!r}.")
+  return factories[config.optimizer](learning_rate)
+
+
+def init_state(key: jax.Array, optimizer, num_users: int, num_items: int, dim: int,
+               scale: float = 0.1) -> TrainState:
+  """Fresh parameters and optimizer state."""
+  params = model.init_params(key, num_users, num_items, dim, scale)
+  return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
+
+
+def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
+               weights: jax.Array, margin: float, l2: float):
+  """The batch objective as a function of the gathered rows.
+
+  Args:
+    user_rows: float32[B, D].
+    pos_rows: float32[B, D].
+    neg_rows: float32[B, D].
+    weights: float32[B], 1 for real triplets, 0 for padding.
+    margin: the triplet margin.
+    l2: weight of the mean squared norm of the gathered rows.
+
+  Returns:
+    (objective float32[], per-triplet hinge losses float32[B]).
+  """
+  per_triplet = losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin)
+  denom = jnp.maximum(jnp.sum(weights), 1.0)
+  objective = jnp.sum(weights * per_triplet) / denom
+  if l2:
+    squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows, neg_rows))
+    objective += l2 * jnp.sum(weights * squares) / denom
+  return objective, per_triplet
+
+
+def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0
+                    ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
+  """Builds the jitted, state-donating training step over a chunk of batches.
+
+  Args:
+    optimizer: an `optax.GradientTransformation`, or a `sparse_optim.RowOptimizer` (then the
+      gradient is taken w.r.t. the gathered rows and only those rows are updated).
+    margin: the triplet margin.
+    l2: L2 weight on the gathered embeddings.
+
+  Returns:
+    `step(state, batches) -> (state, metrics)`, where `batches` is a `sampling.Batches` with
+    users/pos int32[S, B], neg int32[S, B, n], weights float32[S, B]. With n > 1 each triplet
+    trains on its hardest (highest-cosine) candidate. Batches whose weights are all 0 leave the
+    state untouched. metrics: `loss` (weighted mean hinge loss), `active_fraction` (share of
+    triplets with positive loss), and their sums `loss_sum`, `active_sum`, `triplets`.
+    `state` is donated: do not reuse it after the call.
+  """
+  row_sparse = is_row_optimizer(optimizer)
+
+  def apply(state, users, pos, neg, weights):
+    params = state.params
+    if row_sparse:
+      rows = (params["user"][users], params["item"][pos], params["item"][neg])
+      (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
+          batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2)
+      new_params, opt_state = optimizer.update(
+          {"user": g_user, "item": jnp.concatenate([g_pos, g_neg])},
+          {"user": users, "item": jnp.concatenate([pos, neg])}, state.opt_state, params,
+          param_rows={"user": rows[0], "item": jnp.concatenate(rows[1:])})
+    else:
+      def objective(params):
+        return batch_loss(params["user"][users], params["item"][pos], params["item"][neg],
+                          weights, margin, l2)
+      (_, per), grads = jax.value_and_grad(objective, has_aux=True)(params)
+      updates, opt_state = optimizer.update(grads, state.opt_state, params)
+      new_params = optax.apply_updates(params, updates)
+    sums = (jnp.sum(weights * per), jnp.sum(weights * (per > 0)))
+    return TrainState(new_params, opt_state, state.step + 1), sums
+
+  def skip(state, *unused):
+    del unused
+    return state, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32))
+
+  def one_batch(state, batch):
+    users, pos, neg, weights = batch
+    if neg.shape[-1] > 1:
+      item_table = state.params["item"]
+      neg = sampling.hardest_negatives(state.params["user"][users], item_table[neg], neg)
+    else:
+      neg = neg[:, 0]
+    state, (loss_sum, active_sum) = jax.lax.cond(
+        jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights)
+    return state, (loss_sum, active_sum, jnp.sum(weights))
+
+  def step(state: TrainState, batches: sampling.Batches):
+    batches = (batches.users, batches.pos, batches.neg, batches.weights)
+    state, (loss_sums, active_sums, counts) = jax.lax.scan(one_batch, state, batches)
+    loss_sum, active_sum, triplets = jnp.sum(loss_sums), jnp.sum(active_sums), jnp.sum(counts)
+    denom = jnp.maximum(triplets, 1.0)
+    return state, {"loss": loss_sum / denom, "active_fraction": active_sum / denom,
+                   "loss_sum": loss_sum, "active_sum": active_sum, "triplets": triplets}
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def run_epoch(step_fn, state: TrainState, batches: sampling.Batches):
+  """Runs every chunk of an epoch's `batches` ([C, S, B] leading axes) through `step_fn`.
+
+  Returns:
+    (state, per-chunk metrics as host numpy dict of float[C]).
+  """
+  chunk_metrics = []
+  for c in range(batches.users.shape[0]):
+    state, metrics = step_fn(state, jax.tree.map(lambda x, c=c: x[c], batches))
+    chunk_metrics.append(metrics)
+  fetched = jax.device_get(chunk_metrics)  # one host transfer per epoch
+  return state, {k: np.array([m[k] for m in fetched], np.float64) for k in fetched[0]}
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+class Run(NamedTuple):
+  """A finished (or checkpointed) run, as `restore_run` rebuilds it."""
+  config: TrainConfig
+  dataset: Any  # tripjax.data.ImplicitDataset
+  train: sp.csr_matrix  # bool [U, I]
+  test: sp.csr_matrix  # bool [U, I]
+  params: Params  # {"user": float32[U, D], "item": float32[I, D]} of the latest checkpoint
+  history: list  # metrics.jsonl entries, one dict per evaluation
+  results: dict | None  # results.json, or None if the run did not finish
+
+
+def load_split(config: TrainConfig):
+  """The config's dataset through the lab pipeline and its leave-k-out split.
+
+  Returns:
+    (dataset: ImplicitDataset, train: bool CSR [U, I], test: bool CSR [U, I]).
+  """
+  from tripjax.data import registry  # pylint: disable=g-import-not-at-top
+  return registry.prepare(config.dataset, data_dir=config.data_dir, download=config.download,
+                          seed=config.data_seed, threshold=config.threshold,
+                          min_user_positives=config.min_user_positives,
+                          test_per_user=config.test_per_user, split_seed=config.split_seed)
+
+
+def evaluate(score_fn, train, test, block_size: int) -> dict[str, float]:
+  """Mean metrics of a score function (`tripjax.metrics.evaluate`), as plain floats."""
+  from tripjax import metrics  # pylint: disable=g-import-not-at-top
+  result = metrics.evaluate(score_fn, train, test, ks=(10, 20), block_size=block_size)
+  return {k: float(v) for k, v in result.means.items()}
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _read_history(workdir: pathlib.Path) -> list[dict]:
+  path = workdir / METRICS_FILE
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_history(workdir: pathlib.Path, history: list[dict]) -> None:
+  _write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def _flagfile_text(config: TrainConfig) -> str:
+  return ("# Reproduce: python -m experiments.train --flagfile=<this file> "
+          "--workdir=<its folder>\n" + config.to_flagfile())
+
+
+def _claim_workdir(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> None:
+  """Refuses a workdir holding a different run (unless overwrite), then writes flags.txt."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  flags_path = workdir / FLAGS_FILE
+  stale = [workdir / CHECKPOINT_DIR, workdir / METRICS_FILE, workdir / RESULTS_FILE]
+  if flags_path.exists():
+    try:
+      previous = TrainConfig.from_flagfile(flags_path)
+    except ValueError as e:
+      previous = e
+    if previous != config and not overwrite:
+      if isinstance(previous, TrainConfig):
+        diff = ", ".join(f"--{f.name}={getattr(previous, f.name)!r} (now "
+                         f"{getattr(config, f.name)!r})"
+                         for f in dataclasses.fields(config)
+                         if getattr(previous, f.name) != getattr(config, f.name))
+      else:
+        diff = f"unreadable: {previous}"
+      raise ValueError(f"workdir {workdir} holds a run with other flags ({flags_path}: {diff}). "
+                       "Use another --workdir, or pass --overwrite to delete that run.")
+  elif any(p.exists() for p in stale) and not overwrite:
+    raise ValueError(f"workdir {workdir} holds run outputs but no {FLAGS_FILE}; use another "
+                     "--workdir, or pass --overwrite to delete them.")
+  if overwrite:
+    for path in stale:
+      if path.is_dir():
+        shutil.rmtree(path)
+      elif path.exists():
+        path.unlink()
+  _write_atomic(flags_path, _flagfile_text(config))
+
+
+def _dataset_summary(config, dataset, train, test) -> dict:
+  num_users, num_items = train.shape
+  return {"name": config.dataset, "users": int(num_users), "items": int(num_items),
+          "positives": int(dataset.matrix.nnz), "train_positives": int(train.nnz),
+          "test_positives": int(test.nnz),
+          "density": float(dataset.matrix.nnz) / max(num_users * num_items, 1)}
+
+
+def _check_finite(chunk_loss: np.ndarray, state: TrainState, first_step: int,
+                  steps_per_chunk: int) -> None:
+  bad = np.flatnonzero(~np.isfinite(chunk_loss))
+  params_ok = all(bool(jnp.isfinite(jnp.sum(t))) for t in jax.tree.leaves(state.params))
+  if bad.size or not params_ok:
+    where = (f"between steps {first_step + bad[0] * steps_per_chunk} and "
+             f"{first_step + (bad[0] + 1) * steps_per_chunk}" if bad.size
+             else f"before step {int(state.step)} (parameters)")
+    raise TrainingDiverged(
+        f"the loss became NaN/Inf {where}. The last good checkpoint is kept; try a lower "
+        "--learning_rate, a smaller --l2, --schedule=warmup_cosine, or --optimizer=adam.")
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
+                       overwrite: bool = False, stop_after_epoch: int | None = None) -> dict:
+  """Trains (resuming from the workdir's latest checkpoint), evaluates, writes the results.
+
+  Args:
+    config: the run's settings.
+    workdir: output folder: flags.txt, metrics.jsonl, results.json, checkpoints/.
+    overwrite: delete a previous run with different settings instead of refusing.
+    stop_after_epoch: return after this many epochs in total (checkpointed), as a pre-empted
+      job would; rerunning resumes. None trains to `config.epochs`.
+
+  Returns:
+    The results.json dict (or, when stopped early, {"finished": False, "epoch": ...}).
+
+  Raises:
+    ValueError: the workdir holds a different run and `overwrite` is False.
+    TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
+  """
+  workdir = pathlib.Path(workdir)
+  _claim_workdir(config, workdir, overwrite)
+  dataset, train, test = load_split(config)
+  sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
+                                  config.num_negatives, seed=config.seed)
+  total_steps = config.epochs * sampler.num_batches
+  optimizer = make_optimizer(config, total_steps)
+  state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
+                     config.dim, config.init_scale)
+  logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
+               "batches of %d.", config.dataset, train.shape[0], train.shape[1], train.nnz,
+               test.nnz, config.epochs, sampler.num_batches, config.batch_size)
+
+  ckpts = checkpoint.Checkpoints(workdir / CHECKPOINT_DIR)
+  try:
+    start_epoch, train_seconds, history = 0, 0.0, []
+    latest = ckpts.latest_epoch()
+    if latest is not None:
+      params, opt_state, step, meta = ckpts.restore(latest, state.params, state.opt_state)
+      state = TrainState(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, opt_state),
+                         jnp.asarray(step, jnp.int32))
+      start_epoch, train_seconds = int(meta["epoch"]), float(meta["train_seconds"])
+      history = [h for h in _read_history(workdir) if h["epoch"] <= start_epoch]
+      _write_history(workdir, history)
+      logging.info("Resumed from the checkpoint of epoch %d (step %d).", start_epoch, int(step))
+    elif (workdir / METRICS_FILE).exists():
+      _write_history(workdir, [])
+    if start_epoch >= config.epochs and (workdir / RESULTS_FILE).exists():
+      logging.info("The run in %s is already finished.", workdir)
+      return json.loads((workdir / RESULTS_FILE).read_text())
+
+    step_fn = make_train_step(optimizer, config.margin, config.l2)
+    last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch,
+                                                                     config.epochs)
+    run_started = time.perf_counter()
+    for epoch in range(start_epoch, last_epoch):
+      started = time.perf_counter()
+      first_step = int(state.step)
+      state, chunks = run_epoch(step_fn, state, sampler.epoch(epoch))
+      jax.block_until_ready(state)
+      seconds = time.perf_counter() - started
+      _check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch)
+      train_seconds += seconds
+      triplets = chunks["triplets"].sum()
+      loss = chunks["loss_sum"].sum() / triplets
+      active = chunks["active_sum"].sum() / triplets
+      ckpts.save(epoch + 1, state.params, state.opt_state, state.step,
+                 {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds})
+      entry = {"epoch": epoch + 1, "step": int(state.step), "loss": float(loss),
+               "active_fraction": float(active), "triplets_per_sec": float(triplets / seconds),
+               "epoch_seconds": seconds, "train_seconds": train_seconds}
+      evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+      if evaluated:
+        eval_started = time.perf_counter()
+        entry.update(evaluate(model.score_fn(state.params), train, test, config.eval_block_size))
+        entry["eval_seconds"] = time.perf_counter() - eval_started
+        history.append(entry)
+        ckpts.wait()  # metrics.jsonl never gets ahead of the committed checkpoints
+        _write_history(workdir, history)
+      done = epoch + 1 - start_epoch
+      eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
+      logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s  ETA %.0fs",
+                   epoch + 1, config.epochs, loss, active,
+                   f"AUC {entry['auc']:.4f}  " if "auc" in entry else "",
+                   entry["triplets_per_sec"], eta)
+    ckpts.wait()
+    if last_epoch < config.epochs:
+      return {"finished": False, "epoch": last_epoch}
+
+    final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
+    model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
+                     evaluate(model.score_fn(state.params), train, test, config.eval_block_size))
+    from tripjax import baselines  # pylint: disable=g-import-not-at-top
+    popularity = evaluate(baselines.popularity_scores(train), train, test,
+                          config.eval_block_size)
+    device = jax.devices()[0]
+    results = {
+        "config": dataclasses.asdict(config),
+        "dataset": _dataset_summary(config, dataset, train, test),
+        "model": model_metrics,
+        "popularity": popularity,
+        "epochs": config.epochs,
+        "steps": int(state.step),
+        "train_seconds": train_seconds,
+        "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+    }
+    _write_atomic(workdir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
+                 model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),
+                 train_seconds, results["triplets_per_sec"] or 0.0)
+    return results
+  finally:
+    ckpts.close()
+
+
+_TRAIN_KEYS = ("epoch", "step", "loss", "active_fraction", "triplets_per_sec", "epoch_seconds",
+               "train_seconds", "eval_seconds")
+
+
+def restore_run(workdir: str | os.PathLike) -> Run:
+  """Rebuilds a run from its workdir: config, data split, latest parameters, history, results.
+
+  Raises:
+    FileNotFoundError: the folder has no flags.txt or no finished checkpoint.
+  """
+  workdir = pathlib.Path(workdir)
+  flags_path = workdir / FLAGS_FILE
+  if not flags_path.exists():
+    raise FileNotFoundError(f"{workdir} is not a tripjax training folder (no {FLAGS_FILE}); "
+                            "train one with python -m experiments.train --workdir=...")
+  config = TrainConfig.from_flagfile(flags_path)
+  ckpt_dir = workdir / CHECKPOINT_DIR
+  latest = None
+  if ckpt_dir.is_dir():
+    ckpts = checkpoint.Checkpoints(ckpt_dir)
+    try:
+      latest = ckpts.latest_epoch()
+      if latest is not None:
+        dataset, train, test = load_split(config)
+        like = jax.eval_shape(lambda: model.init_params(jax.random.key(0), train.shape[0],
+                                                        train.shape[1], config.dim))
+        params, _ = ckpts.restore_params(latest, like)
+    finally:
+      ckpts.close()
+  if latest is None:
+    raise FileNotFoundError(f"{workdir} has no finished checkpoint in {ckpt_dir}; the run did "
+                            "not complete an epoch. Rerun its training command to resume.")
+  results_path = workdir / RESULTS_FILE
+  results = json.loads(results_path.read_text()) if results_path.exists() else None
+  return Run(config, dataset, train, test, jax.tree.map(jnp.asarray, params),
+             _read_history(workdir), results)
