@@ -1,0 +1,222 @@
+"""Tests for tripjax.sparse_optim: row-wise lazy Adam and Adagrad."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tripjax import sparse_optim
+
+U, I, D = 7, 11, 5
+# 0: always the row path (gathers/scatters); inf: always the masked dense path.
+RATIOS = [0.0, float("inf")]
+LR = 0.05
+
+
+def _params(seed=0):
+  rng = np.random.default_rng(seed)
+  return {"user": jnp.asarray(rng.normal(size=(U, D)), jnp.float32),
+          "item": jnp.asarray(rng.normal(size=(I, D)), jnp.float32)}
+
+
+def _batch(rng, users, items):
+  """Row gradients for the given (possibly repeated) indices."""
+  users = jnp.asarray(users, jnp.int32)
+  items = jnp.asarray(items, jnp.int32)
+  grads = {"user": jnp.asarray(rng.normal(size=(users.size, D)), jnp.float32),
+           "item": jnp.asarray(rng.normal(size=(items.size, D)), jnp.float32)}
+  return grads, {"user": users, "item": items}
+
+
+def _dense(grads, indices):
+  """The gradient w.r.t. the whole tables (what the gather's transpose gives)."""
+  return {"user": jnp.zeros((U, D)).at[indices["user"]].add(grads["user"]),
+          "item": jnp.zeros((I, D)).at[indices["item"]].add(grads["item"])}
+
+
+def _pair(name, learning_rate, ratio):
+  if name == "adam":
+    return (optax.adam(learning_rate),
+            sparse_optim.sparse_adam(learning_rate, dense_row_ratio=ratio))
+  return (optax.adagrad(learning_rate),
+          sparse_optim.sparse_adagrad(learning_rate, dense_row_ratio=ratio))
+
+
+def _dense_moments(name, optax_state):
+  """The per-row tables of the optax state, in sparse_optim's order."""
+  inner = optax_state[0]
+  if name == "adam":
+    return (inner.mu, inner.nu)
+  return (inner.sum_of_squares,)
+
+
+def _sparse_moments(name, state):
+  if name == "adam":
+    return (state.mu, state.nu)
+  return (state.sum_of_squares,)
+
+
+def _assert_trees_close(a, b, rtol=2e-6, atol=2e-6):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_equals_optax_when_every_row_is_touched(name, ratio):
+  rng = np.random.default_rng(1)
+  dense, sparse = _pair(name, LR, ratio)
+  dense_params = sparse_params = _params()
+  dense_state, sparse_state = dense.init(dense_params), sparse.init(sparse_params)
+  update = jax.jit(sparse.update)
+  for _ in range(4):  # several steps: moments and bias correction must track optax's
+    users = np.concatenate([rng.permutation(U), rng.integers(0, U, 3)])
+    items = np.concatenate([rng.permutation(I), rng.integers(0, I, 4)])
+    grads, indices = _batch(rng, users, items)
+    updates, dense_state = dense.update(_dense(grads, indices), dense_state, dense_params)
+    dense_params = optax.apply_updates(dense_params, updates)
+    sparse_params, sparse_state = update(grads, indices, sparse_state, sparse_params)
+    _assert_trees_close(sparse_params, dense_params)
+    _assert_trees_close(_sparse_moments(name, sparse_state),
+                        _dense_moments(name, dense_state))
+  assert int(sparse_state.count) == 4
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_untouched_rows_and_their_state_stay_bit_identical(name, ratio):
+  rng = np.random.default_rng(2)
+  _, sparse = _pair(name, LR, ratio)
+  params = _params()
+  state = sparse.init(params)
+  # Warm the state on every row, so that "unchanged" is not just "still at init".
+  grads, indices = _batch(rng, np.arange(U), np.arange(I))
+  params, state = sparse.update(grads, indices, state, params)
+  before_params, before_state = jax.device_get((params, state))
+  touched_users, touched_items = np.array([1, 4, 4]), np.array([0, 3, 3, 9, 0])
+  for _ in range(3):
+    grads, indices = _batch(rng, touched_users, touched_items)
+    params, state = jax.jit(sparse.update)(grads, indices, state, params)
+  for key, touched in (("user", touched_users), ("item", touched_items)):
+    rows = np.setdiff1d(np.arange(params[key].shape[0]), touched)
+    np.testing.assert_array_equal(np.asarray(params[key])[rows], before_params[key][rows])
+    for after, before in zip(_sparse_moments(name, state), _sparse_moments(name, before_state)):
+      np.testing.assert_array_equal(np.asarray(after[key])[rows], before[key][rows])
+    # The touched rows did move (the test would pass vacuously otherwise).
+    assert not np.any(np.all(np.asarray(params[key])[touched] == before_params[key][touched], 1))
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_duplicate_indices_equal_the_summed_gradient(name, ratio):
+  rng = np.random.default_rng(4)
+  _, sparse = _pair(name, LR, ratio)
+  params = _params()
+  state = sparse.init(params)
+  users = np.array([3, 0, 3, 3, 6])
+  items = np.array([2, 2, 10, 5, 2, 10])
+  grads, indices = _batch(rng, users, items)
+  with_duplicates, dup_state = sparse.update(grads, indices, state, params)
+  summed = _dense(grads, indices)
+  unique = {"user": np.unique(users), "item": np.unique(items)}
+  unique_grads = {k: summed[k][unique[k]] for k in unique}
+  unique_indices = {k: jnp.asarray(v, jnp.int32) for k, v in unique.items()}
+  once, once_state = sparse.update(unique_grads, unique_indices, state, params)
+  _assert_trees_close(with_duplicates, once, rtol=1e-6, atol=1e-7)
+  _assert_trees_close(dup_state, once_state, rtol=1e-6, atol=1e-7)
+
+
+def test_sum_duplicate_rows_against_numpy():
+  rng = np.random.default_rng(5)
+  indices = rng.integers(0, 20, 64).astype(np.int32)
+  grads = rng.normal(size=(64, 3)).astype(np.float32)
+  unique, summed = jax.jit(sparse_optim.sum_duplicate_rows, static_argnums=2)(
+      jnp.asarray(indices), jnp.asarray(grads), 20)
+  unique, summed = np.asarray(unique), np.asarray(summed)
+  rows = unique < 20
+  assert sorted(unique[rows]) == sorted(set(indices.tolist()))
+  expected = np.zeros((20, 3), np.float32)
+  np.add.at(expected, indices, grads)
+  np.testing.assert_allclose(summed[rows], expected[unique[rows]], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(summed[~rows], 0)
+  assert np.all(unique[~rows] == 20)
+
+
+def test_param_rows_give_the_same_update():
+  rng = np.random.default_rng(6)
+  sparse = sparse_optim.sparse_adam(LR, dense_row_ratio=0.0)
+  params = _params()
+  state = sparse.init(params)
+  grads, indices = _batch(rng, [5, 1, 5], [7, 7, 2, 0])
+  rows = {k: params[k][indices[k]] for k in params}
+  expected = sparse.update(grads, indices, state, params)
+  got = sparse.update(grads, indices, state, params, param_rows=rows)
+  _assert_trees_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_jit_with_donation(name):
+  rng = np.random.default_rng(7)
+  _, sparse = _pair(name, LR, 0.0)
+  params = _params()
+  state = sparse.init(params)
+  grads, indices = _batch(rng, [0, 2, 2], [1, 5])
+  expected = sparse.update(grads, indices, state, params)
+  donated_params = jax.tree.map(jnp.copy, params)
+  donated_state = jax.tree.map(jnp.copy, state)
+  update = jax.jit(sparse.update, donate_argnums=(2, 3))
+  got = update(grads, indices, donated_state, donated_params)
+  assert all(x.is_deleted() for x in jax.tree.leaves((donated_params, donated_state)))
+  _assert_trees_close(got, expected, rtol=1e-6, atol=1e-7)  # jit may fuse differently
+  # A second call on the returned buffers (what a training loop does).
+  update(grads, indices, got[1], got[0])
+
+
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_schedule_matches_optax(name):
+  rng = np.random.default_rng(8)
+  schedule = optax.linear_schedule(0.1, 0.01, transition_steps=3)
+  dense, sparse = _pair(name, schedule, 0.0)
+  dense_params = sparse_params = _params()
+  dense_state, sparse_state = dense.init(dense_params), sparse.init(sparse_params)
+  for _ in range(4):
+    grads, indices = _batch(rng, np.arange(U), np.arange(I))
+    updates, dense_state = dense.update(_dense(grads, indices), dense_state, dense_params)
+    dense_params = optax.apply_updates(dense_params, updates)
+    sparse_params, sparse_state = jax.jit(sparse.update)(grads, indices, sparse_state,
+                                                         sparse_params)
+    _assert_trees_close(sparse_params, dense_params)
+
+
+def test_schedule_is_called_with_the_step_count():
+  calls = []
+  sparse = sparse_optim.sparse_adagrad(lambda count: calls.append(count) or 0.1)
+  params = _params()
+  state = sparse.init(params)
+  grads, indices = _batch(np.random.default_rng(9), [0], [0])
+  _, state = sparse.update(grads, indices, state, params)
+  _, state = sparse.update(grads, indices, state, params)
+  assert [int(c) for c in calls] == [0, 1]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda g, i: ({"user": g["user"][:, :2], "item": g["item"]}, i), "row_grads"),
+    (lambda g, i: (g, {"user": i["user"][:1], "item": i["item"]}), "row_grads"),
+    (lambda g, i: ({"user": g["user"]}, i), "structure"),
+    (lambda g, i: (g, {"user": i["user"].astype(jnp.float32), "item": i["item"]}),
+     "integer"),
+])
+def test_bad_input_names_the_argument(bad, message):
+  sparse = sparse_optim.sparse_adam(LR)
+  params = _params()
+  grads, indices = bad(*_batch(np.random.default_rng(10), [0, 1], [2, 3]))
+  with pytest.raises(ValueError, match=message):
+    sparse.update(grads, indices, sparse.init(params), params)
+
+
+def test_unknown_optimizer_name():
+  with pytest.raises(ValueError, match="sparse_adam"):
+    sparse_optim.row_optimizer("sparse_sgd", 0.1)
+  with pytest.raises(ValueError, match="initial_accumulator_value"):
+    sparse_optim.sparse_adagrad(0.1, initial_accumulator_value=-1.0)
