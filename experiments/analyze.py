@@ -10,6 +10,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from tripjax import report
 from tripjax import train
@@ -23,6 +24,8 @@ _BLOCK_SIZE = flags.DEFINE_integer("block_size", 1024, "Users per evaluation blo
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # the answer, not the checkpoint library's chatter
   try:
     run = train.restore_run(_WORKDIR.value)
     path = report.write_report(run, _WORKDIR.value, k=_K.value, block_size=_BLOCK_SIZE.value)

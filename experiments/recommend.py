@@ -15,6 +15,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 import pandas as pd
@@ -69,6 +70,8 @@ def _answer():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # the answer, not the checkpoint library's chatter
   try:
     query, rows = _answer()
   except (ValueError, FileNotFoundError) as err:
