@@ -1,0 +1,235 @@
+"""Tests for tripjax.metrics: AUC against sklearn, top-k metrics against numpy, blocked evaluate."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import roc_auc_score
+
+from tripjax import metrics
+
+METHODS = [None, 64]  # sort path, compare path
+
+
+def _jit_auc(max_positives):
+  return jax.jit(functools.partial(metrics.roc_auc, max_positives=max_positives))
+
+
+def _sk_auc(scores, positives, exclude):
+  """sklearn per user over the candidates; NaN when a class is missing."""
+  out = []
+  for s, p, e in zip(np.asarray(scores, np.float32), positives, exclude):
+    y, c = p[~e], s[~e]
+    out.append(roc_auc_score(y, c) if 0 < y.sum() < y.size else np.nan)
+  return np.array(out)
+
+
+def _random_case(seed, users=40, items=60, decimals=None, pos_rate=0.15):
+  rng = np.random.default_rng(seed)
+  scores = rng.standard_normal((users, items)).astype(np.float32)
+  if decimals is not None:
+    scores = np.round(scores, decimals).astype(np.float32)
+  exclude = rng.random((users, items)) < 0.3
+  positives = (rng.random((users, items)) < pos_rate) & ~exclude
+  positives[:, 0] = ~exclude[:, 0] | positives[:, 0]  # at least one positive for most users
+  positives &= ~exclude
+  return scores, positives, exclude
+
+
+@pytest.mark.parametrize("max_positives", METHODS)
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_roc_auc_matches_sklearn(max_positives, decimals):
+  scores, pos, exc = _random_case(0, decimals=decimals)
+  got = np.asarray(_jit_auc(max_positives)(scores, pos, exc))
+  want = _sk_auc(scores, pos, exc)
+  assert np.array_equal(np.isnan(got), np.isnan(want))
+  np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("max_positives", METHODS)
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_roc_auc_dtypes_equal_sklearn_on_the_float32_values(max_positives, dtype):
+  scores, pos, exc = _random_case(1)
+  low = jnp.asarray(scores, dtype)  # many ties after rounding to 8-11 bits
+  got = np.asarray(_jit_auc(max_positives)(low, pos, exc))
+  want = _sk_auc(np.asarray(low.astype(jnp.float32)), pos, exc)
+  np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("max_positives", METHODS)
+def test_roc_auc_edge_cases(max_positives):
+  items = 8
+  scores = np.tile(np.arange(items, dtype=np.float32), (6, 1))
+  pos = np.zeros((6, items), bool)
+  exc = np.zeros((6, items), bool)
+  pos[0, 5:] = True                        # perfect ranking
+  pos[1, :3] = True                        # reversed
+  pos[2, 4] = True
+  scores[2] = 1.0                          # all equal -> 0.5
+  pos[3, 6] = True                         # a single positive: 6 of 7 negatives below
+  pos[4, 2:] = True
+  exc[4, :2] = True                        # every candidate positive -> NaN
+  # row 5: no positive -> NaN
+  got = np.asarray(_jit_auc(max_positives)(scores, pos, exc))
+  np.testing.assert_allclose(got[:4], [1.0, 0.0, 0.5, 6 / 7], atol=1e-7)
+  assert np.isnan(got[4]) and np.isnan(got[5])
+  np.testing.assert_allclose(got[:4], _sk_auc(scores, pos, exc)[:4], atol=1e-6)
+
+
+def test_roc_auc_signed_zero_and_infinities_tie_like_numpy():
+  scores = np.array([[-0.0, 0.0, np.inf, -np.inf, 0.0]], np.float32)
+  pos = np.array([[True, False, True, False, False]])
+  exc = np.zeros_like(pos)
+  for mp in METHODS:
+    got = np.asarray(_jit_auc(mp)(scores, pos, exc))
+    # sklearn rejects inf, so count by hand: -0.0 ties 2 zeros, beats -inf; inf beats all 3.
+    np.testing.assert_allclose(got, [(1 + 0.5 * 2 + 3) / 6], atol=1e-7)
+
+
+def test_roc_auc_nan_score_gives_nan_and_shape_mismatch_raises():
+  scores, pos, exc = _random_case(2, users=3)
+  scores[1, np.flatnonzero(~exc[1])[0]] = np.nan
+  got = np.asarray(_jit_auc(None)(scores, pos, exc))
+  assert np.isnan(got[1]) and not np.isnan(got[0])
+  with pytest.raises(ValueError, match="same"):
+    metrics.roc_auc(scores, pos[:, :-1], exc)
+
+
+def test_compare_path_flags_users_with_too_many_positives():
+  scores, pos, exc = _random_case(3, pos_rate=0.5)
+  got = np.asarray(_jit_auc(3)(scores, pos, exc))
+  many = (pos & ~exc).sum(1) > 3
+  assert many.any() and np.isnan(got[many]).all()
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _split(seed, users=37, items=50, test_per_user=4):
+  rng = np.random.default_rng(seed)
+  train = rng.random((users, items)) < 0.25
+  test = np.zeros_like(train)
+  for u in range(users):
+    free = np.flatnonzero(~train[u])
+    test[u, rng.choice(free, size=min(test_per_user, free.size), replace=False)] = True
+  test[3] = False                          # a user with no test item: skipped
+  train[5] = ~test[5]                      # a user whose candidates are all positive: skipped
+  return sp.csr_matrix(train), sp.csr_matrix(test)
+
+
+def _table_score_fn(table):
+  table = jnp.asarray(table)
+  return lambda users: table[users]
+
+
+def _numpy_reference(scores, train, test, ks):
+  """Plain per-user numpy definitions (the docstring of `evaluate`)."""
+  train, test = train.toarray(), test.toarray()
+  out = {name: [] for name in metrics.metric_names(ks)}
+  for s, tr, te in zip(scores, train, test):
+    cand = np.flatnonzero(~tr)
+    labels = te[cand]
+    ok = 0 < labels.sum() < labels.size
+    out["auc"].append(roc_auc_score(labels, s[cand]) if ok else np.nan)
+    order = cand[np.lexsort((cand, -s[cand]))]  # score desc, lower index first
+    n_test = te.sum()
+    for k in ks:
+      hits = te[order[:k]]
+      h = hits.sum()
+      dcg = np.sum(hits / np.log2(np.arange(2, hits.size + 2)))
+      idcg = np.sum(1 / np.log2(np.arange(2, min(k, n_test) + 2)))
+      vals = {"precision": h / k, "recall": h / max(n_test, 1), "ndcg": dcg / max(idcg, 1e-30),
+              "hit_rate": float(h > 0)}
+      for name, v in vals.items():
+        out[f"{name}@{k}"].append(v if ok else np.nan)
+  return {name: np.array(v) for name, v in out.items()}
+
+
+@pytest.mark.parametrize("block_size", [1024, 37, 8, 5])
+def test_evaluate_matches_numpy_reference_for_any_block_size(block_size):
+  train, test = _split(0)
+  rng = np.random.default_rng(1)
+  scores = np.round(rng.standard_normal(train.shape), 1).astype(np.float32)  # ties
+  ks = (3, 10)
+  res = metrics.evaluate(_table_score_fn(scores), train, test, ks=ks, block_size=block_size)
+  ref = _numpy_reference(scores, train, test, ks)
+  for name in metrics.metric_names(ks):
+    np.testing.assert_allclose(res.per_user[name], ref[name], atol=1e-6, err_msg=name)
+  assert res.users_skipped == 2 and res.users_evaluated == train.shape[0] - 2
+  assert res.means["auc"] == pytest.approx(np.nanmean(ref["auc"]), abs=1e-6)
+  assert res.top_items.shape == (train.shape[0], 10) and res.top_items.dtype == np.int32
+  for u in (0, 10, 36):
+    cand = np.flatnonzero(~train[u].toarray()[0])
+    order = cand[np.lexsort((cand, -scores[u, cand]))]
+    np.testing.assert_array_equal(res.top_items[u], order[:10])
+
+
+def test_evaluate_sort_path_for_many_test_items(monkeypatch):
+  train, test = _split(4, test_per_user=9)
+  scores = np.round(np.random.default_rng(2).standard_normal(train.shape), 1).astype(np.float32)
+  monkeypatch.setattr(metrics, "_COMPARE_MAX_POSITIVES", 4)  # max_test 9 > 4: sort path
+  res = metrics.evaluate(_table_score_fn(scores), train, test, ks=(5,), block_size=16)
+  np.testing.assert_allclose(res.auc, _numpy_reference(scores, train, test, (5,))["auc"],
+                             atol=1e-6)
+
+
+def test_top_k_ties_lower_index_first_and_short_lists_padded():
+  scores = jnp.array([[1.0, 2.0, 2.0, -0.0, 0.0, 2.0]])
+  cand = jnp.array([[True, True, False, True, True, True]])
+  np.testing.assert_array_equal(metrics.top_k_unseen(scores, cand, 5), [[1, 5, 0, 3, 4]])
+  few = jnp.array([[False, False, True, False, False, False]])
+  np.testing.assert_array_equal(metrics.top_k_unseen(scores, few, 3), [[2, -1, -1]])
+
+
+def test_evaluate_compiles_once_across_blocks():
+  train, test = _split(5, users=23)
+  scores = np.random.default_rng(3).standard_normal(train.shape).astype(np.float32)
+  before = metrics.trace_count
+  metrics.evaluate(_table_score_fn(scores), train, test, ks=(4,), block_size=6)  # 4 blocks
+  assert metrics.trace_count - before == 1
+  metrics.evaluate(_table_score_fn(scores), train, test, ks=(4,), block_size=6)
+  assert metrics.trace_count - before == 1
+
+
+def test_evaluate_passes_fixed_size_blocks_padded_with_user_zero():
+  train, test = _split(6, users=10)
+  seen = []
+
+  def score_fn(users):
+    seen.append(np.asarray(users))
+    return jnp.zeros((users.shape[0], train.shape[1]))
+
+  metrics.evaluate(score_fn, train, test, ks=(2,), block_size=4)
+  assert [s.tolist() for s in seen] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 0]]
+
+
+def test_evaluate_bad_inputs():
+  train, test = _split(7, users=6, items=12)
+  fn = _table_score_fn(np.zeros(train.shape, np.float32))
+  with pytest.raises(ValueError, match="shape"):
+    metrics.evaluate(fn, train, test[:, :-1], ks=(2,))
+  with pytest.raises(ValueError, match="leakage"):
+    metrics.evaluate(fn, train, (test + train[:, :]).tocsr(), ks=(2,))
+  with pytest.raises(ValueError, match="number of items"):
+    metrics.evaluate(fn, train, test, ks=(13,))
+  with pytest.raises(ValueError, match="block_size"):
+    metrics.evaluate(fn, train, test, ks=(2,), block_size=0)
+  with pytest.raises(ValueError, match="score_fn returned shape"):
+    metrics.evaluate(lambda u: jnp.zeros((u.shape[0], 3)), train, test, ks=(2,))
+  nan_scores = np.zeros(train.shape, np.float32)
+  nan_scores[4, 7] = np.nan
+  with pytest.raises(ValueError, match="NaN"):
+    metrics.evaluate(_table_score_fn(nan_scores), train, test, ks=(2,), block_size=4)
+
+
+def test_eval_result_to_dict_is_json_ready():
+  import json
+  train, test = _split(8, users=9)
+  res = metrics.evaluate(_table_score_fn(np.ones(train.shape, np.float32)), train, test, ks=(2,))
+  d = json.loads(json.dumps(res.to_dict()))
+  assert d["users_evaluated"] == res.users_evaluated and d["ks"] == [2]
+  assert d["means"]["auc"] == pytest.approx(0.5)
+  assert set(d["means"]) == set(metrics.metric_names((2,)))
