@@ -461,7 +461,7 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
               for name in metric_names(ks)}
   top_items = np.concatenate([o[1] for o in outs])[:num_users]
   evaluated = int(np.sum(~np.isnan(per_user["auc"])))
-  means = {name: (float(np.nanmean(v)) if evaluated else float("nan"))
+  means = {name: (float(np.nanmean(v.astype(np.float64))) if evaluated else float("nan"))
            for name, v in per_user.items()}
   return EvalResult(per_user=per_user, top_items=top_items, means=means,
                     users_evaluated=evaluated, users_skipped=num_users - evaluated, ks=ks)

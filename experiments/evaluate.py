@@ -1,0 +1,101 @@
+"""Evaluates the non-personalised baselines on a dataset and writes results.json.
+
+  python -m experiments.evaluate --model=random --model=popularity --dataset=ml-100k \
+      [--data_dir=...] [--threshold=4] [--min_user_positives=20] [--test_per_user=10] \
+      [--split_seed=0] [--block_size=1024] [--k=10 --k=20] [--output_dir=.]
+"""
+
+import json
+import os
+import pathlib
+import tempfile
+
+from absl import app
+from absl import flags
+
+from tripjax import baselines
+from tripjax import data
+from tripjax import metrics
+
+MODELS = ("random", "popularity")
+
+_MODEL = flags.DEFINE_multi_enum("model", list(MODELS), MODELS,
+                                 "Baseline(s) to evaluate; repeat the flag for several.")
+_DATASET = flags.DEFINE_enum("dataset", "synthetic-tiny", data.DATASET_NAMES, "Dataset.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding MovieLens releases (default: "
+                                "$TRIPJAX_DATA_DIR, then ~/.cache/tripjax).")
+_DOWNLOAD = flags.DEFINE_bool("download", True, "Download MovieLens when it is absent.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of synthetic datasets.")
+_THRESHOLD = flags.DEFINE_float("threshold", 4.0, "A rating >= threshold is a positive.")
+_MIN_USER_POSITIVES = flags.DEFINE_integer(
+    "min_user_positives", 20, "Users with fewer positives are dropped.", lower_bound=1)
+_TEST_PER_USER = flags.DEFINE_integer("test_per_user", 10, "Positives per user held out.",
+                                      lower_bound=1)
+_SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of the leave-k-out split.")
+_RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random baseline.")
+_BLOCK_SIZE = flags.DEFINE_integer("block_size", 1024, "Users per evaluation block.",
+                                   lower_bound=1)
+_K = flags.DEFINE_multi_integer("k", [10, 20], "Cut-offs of the @k metrics.", lower_bound=1)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", ".", "Where results.json is written.")
+
+
+def _score_fn(name: str, train, num_items: int) -> metrics.ScoreFn:
+  if name == "random":
+    return baselines.random_scores(num_items, _RANDOM_SEED.value)
+  return baselines.popularity_scores(train)
+
+
+def _table(results: dict, names: tuple[str, ...]) -> str:
+  header = f"{'model':<12}" + "".join(f"{n:>14}" for n in names) + f"{'users':>8}{'skipped':>9}"
+  lines = [header]
+  for model, res in results.items():
+    cells = "".join(f"{res.means[n]:>14.4f}" for n in names)
+    lines.append(f"{model:<12}{cells}{res.users_evaluated:>8}{res.users_skipped:>9}")
+  return "\n".join(lines)
+
+
+def write_json_atomic(path: pathlib.Path, obj) -> None:
+  """Writes `obj` as JSON to `path` through a temporary file and `os.replace`."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  _, train, test = data.prepare(
+      _DATASET.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value, seed=_SEED.value,
+      threshold=_THRESHOLD.value, min_user_positives=_MIN_USER_POSITIVES.value,
+      test_per_user=_TEST_PER_USER.value, split_seed=_SPLIT_SEED.value)
+  num_users, num_items = train.shape
+  ks = tuple(sorted(set(_K.value)))
+  if ks[-1] > num_items:
+    raise app.UsageError(f"--k={ks[-1]} is larger than the number of items ({num_items})")
+  models = tuple(dict.fromkeys(_MODEL.value))
+  results = {name: metrics.evaluate(_score_fn(name, train, num_items), train, test, ks=ks,
+                                    block_size=_BLOCK_SIZE.value)
+             for name in models}
+  print(f"{_DATASET.value}: {num_users} users x {num_items} items, {train.nnz} train / "
+        f"{test.nnz} test positives")
+  print(_table(results, metrics.metric_names(ks)))
+  out = {"dataset": _DATASET.value, "num_users": num_users, "num_items": num_items,
+         "settings": {"threshold": _THRESHOLD.value,
+                      "min_user_positives": _MIN_USER_POSITIVES.value,
+                      "test_per_user": _TEST_PER_USER.value, "split_seed": _SPLIT_SEED.value,
+                      "random_seed": _RANDOM_SEED.value, "seed": _SEED.value,
+                      "block_size": _BLOCK_SIZE.value, "ks": list(ks)},
+         "models": {name: res.to_dict() for name, res in results.items()}}
+  path = pathlib.Path(_OUTPUT_DIR.value) / "results.json"
+  write_json_atomic(path, out)
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
