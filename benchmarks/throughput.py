@@ -1,0 +1,334 @@
+"""Training throughput: triplets/s of tripjax's jitted step vs implicit's BPR samples/s.
+
+  python -m benchmarks.throughput [--quick] [--out=benchmarks/results/throughput_<device>.json]
+
+For each table shape (ML-100K 943x1682, ML-1M 6040x3706, ML-20M 138,000x27,000) a random
+positive matrix with the real datasets' number of positives (ratings >= 4) and Zipf-like item
+popularity / log-normal user activity is drawn; `tripjax.sampling.EpochSampler` makes the epoch's
+triplets and `tripjax.train.make_train_step` (one jit, `lax.scan` over a chunk of batches, state
+donated) is timed over batch sizes, dims and optimizers (dense optax adam, sparse_adam,
+sparse_adagrad). Each figure is the median over `--reps` timed runs of whole chunks, after a
+warm-up call whose extra time is reported as compile seconds. Beside it, implicit's
+`BayesianPersonalizedRanking(factors=64)` (all cores) on the same matrix: samples/s =
+nnz / seconds per iteration (median over iterations, from implicit's own per-iteration timer)
+and nnz * iterations / fit seconds (the whole fit). Ratios are taken within the same run.
+
+The machine may be shared: the JSON records the load average before and after.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from tripjax import losses
+from tripjax import sampling
+from tripjax import sparse_optim
+from tripjax import train
+
+_QUICK = flags.DEFINE_bool("quick", False, "A short sweep (target configs only).")
+_OUT = flags.DEFINE_string("out", None, "Output JSON (default: "
+                           "benchmarks/results/throughput_<device>.json).")
+_REPS = flags.DEFINE_integer("reps", 5, "Timed runs per configuration (median reported).")
+_SHAPES = flags.DEFINE_list("shapes", ["ml-100k", "ml-1m", "ml-20m"], "Table shapes to run.")
+_IMPLICIT = flags.DEFINE_bool("implicit", True, "Also time implicit's BPR (if installed).")
+_BPR_ITERATIONS = flags.DEFINE_integer("bpr_iterations", 3, "BPR iterations timed.")
+_MIN_TRIPLETS = flags.DEFINE_integer("min_triplets", 262_144,
+                                     "Triplets per timed run (whole chunks, at least one).")
+
+# (users, items, positives): the real datasets' sizes, positives = ratings >= 4.
+SHAPES = {
+    "ml-100k": (943, 1682, 55_375),
+    "ml-1m": (6040, 3706, 575_281),
+    "ml-20m": (138_000, 27_000, 9_995_410),
+}
+OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad")
+TARGET_DIM, TARGET_BATCH = 64, 4096
+TRIPLETS_PER_DISPATCH = 65_536  # batches per chunk = this // batch size (at least 1)
+
+
+def random_positives(num_users: int, num_items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
+  """bool CSR [U, I] with about `nnz` positives, skewed like MovieLens.
+
+  Users' activity is log-normal (at least 5 positives), item popularity Zipf-like.
+  """
+  rng = np.random.default_rng(seed)
+  activity = rng.lognormal(0.0, 1.0, num_users)
+  counts = np.maximum(5, np.round(activity / activity.sum() * nnz)).astype(np.int64)
+  counts = np.minimum(counts, num_items // 2)
+  users = np.repeat(np.arange(num_users, dtype=np.int32), counts)
+  popularity = 1.0 / (np.arange(num_items) + 10.0) ** 0.9
+  items = rng.choice(num_items, size=users.size, p=popularity / popularity.sum())
+  items = rng.permutation(num_items)[items].astype(np.int32)
+  matrix = sp.csr_matrix((np.ones(users.size, bool), (users, items)),
+                         shape=(num_users, num_items))
+  matrix.sum_duplicates()
+  matrix.data[:] = True
+  matrix.sort_indices()
+  return matrix
+
+
+def _batches_per_chunk(num_positives: int, batch_size: int) -> int:
+  """About TRIPLETS_PER_DISPATCH triplets per chunk, but at least 3 chunks per epoch."""
+  num_batches = -(-num_positives // batch_size)
+  return max(1, min(TRIPLETS_PER_DISPATCH // batch_size, num_batches // 3))
+
+
+def _make_optimizer(name: str, learning_rate: float = 1e-3):
+  if name == "adam":
+    return optax.adam(learning_rate)
+  return sparse_optim.row_optimizer(name, learning_rate)
+
+
+def _chunk(batches: sampling.Batches, c: int) -> sampling.Batches:
+  return jax.tree.map(lambda x: x[c], batches)
+
+
+def minimal_step(optimizer, margin: float = 0.5):
+  """A reference row-sparse step: `make_train_step`'s math without its options.
+
+  No padding weights (`lax.cond`), no hardest-of-n, no l2, and the forward pass's gathered
+  rows are handed to the optimizer (`param_rows`), saving one gather per table. It shows
+  what the options of `train.make_train_step` cost; the library's step is the one that counts.
+  """
+  def one_batch(state, batch):
+    users, pos, neg = batch
+    params = state.params
+    user_rows, item_rows = params["user"][users], params["item"][jnp.concatenate([pos, neg])]
+
+    def objective(user_rows, item_rows):
+      pos_rows, neg_rows = jnp.split(item_rows, 2)
+      return jnp.mean(losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin))
+
+    loss, (g_user, g_item) = jax.value_and_grad(objective, (0, 1))(user_rows, item_rows)
+    new_params, opt_state = optimizer.update(
+        {"user": g_user, "item": g_item}, {"user": users, "item": jnp.concatenate([pos, neg])},
+        state.opt_state, params, param_rows={"user": user_rows, "item": item_rows})
+    return train.TrainState(new_params, opt_state, state.step + 1), loss
+
+  def step(state, batches: sampling.Batches):
+    state, loss = jax.lax.scan(one_batch, state,
+                               (batches.users, batches.pos, batches.neg[..., 0]))
+    return state, {"loss": jnp.mean(loss)}
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int, reps: int,
+               min_triplets: int) -> list[dict]:
+  """Times several steps on the same full chunks of one epoch, interleaved run by run.
+
+  Args:
+    train_matrix: bool CSR [U, I].
+    sampler: makes the chunks ([S, B] batches each).
+    variants: (step_name, optimizer_name) pairs; step_name "make_train_step" or "minimal".
+    dim: embedding size.
+    reps: timed runs per variant; run r of every variant happens before run r + 1 of any.
+    min_triplets: triplets per timed run (whole chunks).
+
+  Returns:
+    one dict per variant: triplets_per_s (median), runs, compile_s, triplets_per_run.
+  """
+  num_users, num_items = train_matrix.shape
+  batches = sampler.epoch(0)
+  full_chunks = max(1, batches.users.shape[0] - 1)  # the last chunk may be padded
+  per_chunk = sampler.batch_size * sampler.batches_per_chunk
+  chunks = jax.block_until_ready([_chunk(batches, c) for c in range(full_chunks)])
+  runs = max(1, -(-min_triplets // per_chunk))
+  steps, states, results = [], [], []
+  for step_name, optimizer_name in variants:
+    optimizer = _make_optimizer(optimizer_name)
+    step = (train.make_train_step(optimizer) if step_name == "make_train_step" else
+            minimal_step(optimizer))
+    state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
+    start = time.perf_counter()
+    state, metrics = jax.block_until_ready(step(state, chunks[0]))
+    first_call = time.perf_counter() - start
+    start = time.perf_counter()
+    state, metrics = jax.block_until_ready(step(state, chunks[1 % full_chunks]))
+    second_call = time.perf_counter() - start
+    steps.append(step)
+    states.append(state)
+    results.append({"step": step_name, "optimizer": optimizer_name, "runs_triplets_per_s": [],
+                    "compile_s": max(first_call - second_call, 0.0),
+                    "triplets_per_run": runs * per_chunk})
+  for r in range(reps):
+    for v, step in enumerate(steps):
+      start = time.perf_counter()
+      for i in range(runs):
+        states[v], metrics = step(states[v], chunks[(r * runs + i) % full_chunks])
+      jax.block_until_ready((states[v], metrics))
+      results[v]["runs_triplets_per_s"].append(runs * per_chunk / (time.perf_counter() - start))
+  for result, state, step in zip(results, states, steps):
+    result["triplets_per_s"] = float(np.median(result["runs_triplets_per_s"]))
+    if not all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params)):
+      raise FloatingPointError(f"{result}: the parameters went non-finite.")
+  return results
+
+
+def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
+               reps: int) -> dict:
+  """Splits a whole epoch's time into sampling (negatives, shuffle, batching) and steps."""
+  sampler = sampling.EpochSampler(train_matrix, batch_size,
+                                  _batches_per_chunk(train_matrix.nnz, batch_size))
+  optimizer = _make_optimizer(optimizer_name)
+  step = train.make_train_step(optimizer)
+  state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
+  state, _ = train.run_epoch(step, state, jax.block_until_ready(sampler.epoch(0)))  # compile
+  sample_s, step_s = [], []
+  for epoch in range(1, reps + 1):
+    start = time.perf_counter()
+    batches = jax.block_until_ready(sampler.epoch(epoch))
+    sample_s.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    state, _ = train.run_epoch(step, state, batches)
+    jax.block_until_ready(state)
+    step_s.append(time.perf_counter() - start)
+  sample, steps = float(np.median(sample_s)), float(np.median(step_s))
+  return {"batch_size": batch_size, "optimizer": optimizer_name, "dim": dim,
+          "sampling_s": sample, "steps_s": steps, "sampling_share": sample / (sample + steps),
+          "epoch_triplets_per_s": sampler.num_positives / (sample + steps)}
+
+
+def time_bpr(train_matrix, iterations: int, factors: int = 64) -> dict | None:
+  """implicit's CPU BPR on the same matrix; None when implicit is not installed."""
+  try:
+    import implicit  # pylint: disable=g-import-not-at-top
+    from implicit.cpu.bpr import BayesianPersonalizedRanking  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  matrix = train_matrix.astype(np.float32).tocsr()
+  per_iteration = []
+  model = BayesianPersonalizedRanking(factors=factors, iterations=iterations, num_threads=0,
+                                      random_state=0)
+  start = time.perf_counter()
+  model.fit(matrix, show_progress=False,
+            callback=lambda iteration, elapsed, *unused: per_iteration.append(elapsed))
+  fit_s = time.perf_counter() - start
+  nnz = matrix.nnz
+  return {"implicit_version": implicit.__version__, "factors": factors,
+          "iterations": iterations, "fit_s": fit_s, "iteration_s": per_iteration,
+          "samples_per_s": nnz / float(np.median(per_iteration)),
+          "samples_per_s_whole_fit": nnz * iterations / fit_s}
+
+
+def sweep(quick: bool) -> list[tuple[int, int]]:
+  """(batch_size, dim) pairs to time."""
+  if quick:
+    return [(1024, TARGET_DIM), (TARGET_BATCH, TARGET_DIM)]
+  batches = [64, 256, 1024, 4096, 16384, 65536]
+  dims = [32, 64, 128, 256]
+  pairs = [(b, TARGET_DIM) for b in batches] + [(TARGET_BATCH, d) for d in dims]
+  return sorted(set(pairs))
+
+
+def _versions() -> dict:
+  out = {"python": platform.python_version(), "jax": jax.__version__, "numpy": np.__version__,
+         "optax": optax.__version__}
+  try:
+    import jaxlib  # pylint: disable=g-import-not-at-top
+    out["jaxlib"] = jaxlib.__version__
+  except ImportError:
+    pass
+  return out
+
+
+def _write_json(path: pathlib.Path, payload: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    json.dump(payload, f, indent=1)
+  os.replace(tmp, path)
+
+
+def main(argv):
+  del argv
+  for name in _SHAPES.value:
+    if name not in SHAPES:
+      raise app.UsageError(f"--shapes: unknown shape {name!r}; known: {sorted(SHAPES)}")
+  if _REPS.value <= 0:
+    raise app.UsageError(f"--reps must be positive, got {_REPS.value}")
+  device = jax.devices()[0]
+  device_name = device.platform if device.platform != "gpu" else device.device_kind
+  out = pathlib.Path(_OUT.value or
+                     f"benchmarks/results/throughput_{device_name.replace(' ', '_').lower()}.json")
+  payload = {
+      "command": "python -m benchmarks.throughput" + (" --quick" if _QUICK.value else ""),
+      "device_kind": device.device_kind, "platform": device.platform,
+      "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+      "versions": _versions(), "load_average_start": os.getloadavg(),
+      "step": "tripjax.train.make_train_step", "reps": _REPS.value,
+      "shapes": {}, "steps": [], "epochs": [], "bpr": {}, "target": [],
+  }
+  reps = _REPS.value
+  for shape in _SHAPES.value:
+    num_users, num_items, nnz = SHAPES[shape]
+    matrix = random_positives(num_users, num_items, nnz)
+    payload["shapes"][shape] = {"users": num_users, "items": num_items, "positives": matrix.nnz}
+    print(f"[{shape}] {num_users} x {num_items}, {matrix.nnz} positives", flush=True)
+    bpr_runs = []
+    if _IMPLICIT.value:  # timed before and after the steps, as the load drifts
+      bpr_runs.append(time_bpr(matrix, _BPR_ITERATIONS.value))
+      if bpr_runs[0]:
+        print(f"  implicit BPR: {bpr_runs[0]['samples_per_s'] / 1e6:.2f}M samples/s",
+              flush=True)
+    first_result = len(payload["steps"])
+    for batch_size, dim in sweep(_QUICK.value):
+      if batch_size * 3 > matrix.nnz:
+        continue
+      sampler = sampling.EpochSampler(matrix, batch_size, _batches_per_chunk(matrix.nnz,
+                                                                             batch_size))
+      variants = [("make_train_step", name) for name in OPTIMIZERS]
+      if (batch_size, dim) == (TARGET_BATCH, TARGET_DIM):
+        variants += [("minimal", name) for name in OPTIMIZERS[1:]]
+      for result in time_steps(matrix, sampler, variants, dim, reps, _MIN_TRIPLETS.value):
+        result.update(shape=shape, batch_size=batch_size, dim=dim)
+        payload["steps"].append(result)
+        print(f"  B={batch_size:6d} D={dim:3d} {result['step']:15s} {result['optimizer']:15s} "
+              f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
+              f"{result['compile_s']:.1f}s", flush=True)
+      _write_json(out, payload)
+    for optimizer_name in ("sparse_adam", "sparse_adagrad"):
+      epoch = time_epoch(matrix, TARGET_BATCH, optimizer_name, TARGET_DIM,
+                         max(2, reps // 2))
+      epoch["shape"] = shape
+      payload["epochs"].append(epoch)
+      print(f"  epoch {optimizer_name}: sampling {epoch['sampling_s']:.3f}s, steps "
+            f"{epoch['steps_s']:.3f}s, sampling share {epoch['sampling_share']:.1%}",
+            flush=True)
+    if bpr_runs and bpr_runs[0]:
+      bpr_runs.append(time_bpr(matrix, _BPR_ITERATIONS.value))
+      iteration_s = [t for run in bpr_runs for t in run["iteration_s"]]
+      bpr = {"runs": bpr_runs, "samples_per_s": matrix.nnz / float(np.median(iteration_s)),
+             "factors": bpr_runs[0]["factors"],
+             "implicit_version": bpr_runs[0]["implicit_version"]}
+      payload["bpr"][shape] = bpr
+      print(f"  implicit BPR (before and after): {bpr['samples_per_s'] / 1e6:.2f}M samples/s",
+            flush=True)
+      for result in payload["steps"][first_result:]:
+        result["ratio_vs_bpr"] = result["triplets_per_s"] / bpr["samples_per_s"]
+    _write_json(out, payload)
+
+  for result in payload["steps"]:
+    if (result["dim"], result["batch_size"]) == (TARGET_DIM, TARGET_BATCH) and \
+        "ratio_vs_bpr" in result and result["shape"] in ("ml-1m", "ml-20m"):
+      payload["target"].append({k: result[k] for k in (
+          "shape", "step", "optimizer", "triplets_per_s", "ratio_vs_bpr")} | {
+              "reached": result["ratio_vs_bpr"] >= 1.0})
+  payload["load_average_end"] = os.getloadavg()
+  _write_json(out, payload)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
