@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tripjax import recommend
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -35,12 +37,10 @@ def smoke_workdir(tmp_path_factory) -> pathlib.Path:
 
 CASES = {
     "user_json": ["--user={user}", "--k=7", "--format=json"],
-    "user_table": ["--user={user}", "--k=5"],
-    "similar_json": ["--similar_to={title}", "--format=json"],
+    "similar_table": ["--similar_to={title}"],
     "liked_json": ["--liked={liked}", "--k=6", "--format=json"],
     "unknown_user": ["--user=987654321"],
     "unknown_title": ["--similar_to=No Such Film Anywhere"],
-    "k_zero": ["--user={user}", "--k=0"],
     "k_too_big": ["--similar_to={title}", "--k=100000"],
     "two_modes": ["--user={user}", "--similar_to={title}"],
     "no_checkpoint": ["--user=1"],
@@ -85,24 +85,20 @@ def test_user_recommendations_json(cli):
     assert row["in_test"] == (item in test)
 
 
-def test_user_recommendations_table(cli):
-  _, values, results = cli
-  done = results["user_table"]
+def test_similar_items_table(cli):
+  run, values, results = cli
+  done = results["similar_table"]
   assert done.returncode == 0, done.stderr[-3000:]
   lines = done.stdout.strip().splitlines()
-  assert f"user: {values['user']}" in lines[0]
-  assert lines[1].split()[:5] == ["rank", "item_id", "title", "genres", "score"]
-  assert len(lines) == 2 + 5
-
-
-def test_similar_items_json(cli):
-  run, values, results = cli
-  done = results["similar_json"]
-  assert done.returncode == 0, done.stderr[-3000:]
-  answer = json.loads(done.stdout)
-  assert answer["query"]["similar_to"] == values["title"]
-  titles = [r["title"] for r in answer["items"]]
-  assert len(titles) == 10 and values["title"] not in titles
+  assert lines[0] == f"similar_to: {values['title']}, k: 10"
+  assert lines[1].split() == ["rank", "item_id", "title", "genres", "score"]
+  assert len(lines) == 2 + 10  # default k for --similar_to
+  body = "\n".join(lines[2:])
+  assert values["title"] not in body
+  item = [str(t) for t in run.dataset.titles].index(values["title"])
+  expected, _ = recommend.similar_items(run.params, item, k=10)
+  for rank, (line, neighbour) in enumerate(zip(lines[2:], expected), 1):
+    assert line.split()[:2] == [str(rank), str(run.dataset.item_ids[neighbour])]
 
 
 def test_fold_in_json(cli):
@@ -119,7 +115,6 @@ def test_fold_in_json(cli):
 @pytest.mark.parametrize("case,message", [
     ("unknown_user", r"unknown user id 987654321: the dataset keeps \d+ users"),
     ("unknown_title", "no item title matches 'No Such Film Anywhere'"),
-    ("k_zero", "k must be a positive integer, got k=0"),
     ("k_too_big", r"k=100000 is larger than the catalogue"),
     ("two_modes", "give exactly one of --user, --similar_to, --liked"),
     ("no_checkpoint", "not a tripjax training folder"),
