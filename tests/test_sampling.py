@@ -78,15 +78,19 @@ def test_negatives_are_uniform_over_missing_items():
   assert chi2 < 20.5, counts
 
 
-def test_reproducible_from_seed_and_epoch():
+@pytest.mark.parametrize("shuffle_on", ["host", "device"])
+def test_reproducible_from_seed_and_epoch(shuffle_on):
   matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
-  a = sampling.EpochSampler(matrix, 16, 2, 2, seed=3)
-  b = sampling.EpochSampler(matrix, 16, 2, 2, seed=3)
+  a = sampling.EpochSampler(matrix, 16, 2, 2, seed=3, shuffle_on=shuffle_on)
+  b = sampling.EpochSampler(matrix, 16, 2, 2, seed=3, shuffle_on=shuffle_on)
   for x, y in zip(a.epoch(1), b.epoch(1)):
     np.testing.assert_array_equal(x, y)
   assert not np.array_equal(a.epoch(1).users, a.epoch(2).users)  # a fresh order per epoch
-  c = sampling.EpochSampler(matrix, 16, 2, 2, seed=4)
+  c = sampling.EpochSampler(matrix, 16, 2, 2, seed=4, shuffle_on=shuffle_on)
   assert not np.array_equal(a.epoch(1).neg, c.epoch(1).neg)
+  users, pos, neg = _real(a.epoch(1))
+  assert sorted(zip(users, pos)) == sorted(zip(*matrix.nonzero()))
+  assert not matrix.toarray()[users[:, None], neg].any()
 
 
 _jit_missing = jax.jit(sampling.missing_items, static_argnums=4)

@@ -42,7 +42,7 @@ class EpochSampler:
   """
 
   def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
-               num_negatives: int = 1, seed: int = 0):
+               num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -50,7 +50,10 @@ class EpochSampler:
       batch_size: B, triplets per batch.
       batches_per_chunk: S, batches per chunk (one dispatch of the train step).
       num_negatives: n, negative candidates drawn per triplet.
-      seed: the sampler's seed; epoch e uses `fold_in(key(seed), e)`.
+      seed: the sampler's seed; epoch e uses `fold_in(key(seed), e)` (and, for a host
+        shuffle, `np.random.default_rng([seed, e])`).
+      shuffle_on: "host" (numpy's permutation: ~40x faster than `jax.random.permutation`'s
+        sort-based shuffle on CPU) or "device"; None picks host on CPU, device elsewhere.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -72,6 +75,11 @@ class EpochSampler:
     if full.size:
       raise ValueError(f"EpochSampler: user row {int(full[0])} holds all {num_items} items, so "
                        "it has no negative to sample; drop such users before training.")
+    if shuffle_on is None:
+      shuffle_on = "host" if jax.default_backend() == "cpu" else "device"
+    if shuffle_on not in ("host", "device"):
+      raise ValueError(f"EpochSampler: shuffle_on must be 'host' or 'device', got {shuffle_on!r}.")
+    self.shuffle_on = shuffle_on
     self.num_users, self.num_items = num_users, num_items
     self.num_positives = int(train.nnz)
     self.batch_size = int(batch_size)
@@ -104,7 +112,13 @@ class EpochSampler:
       `Batches` with leading shape [C, S, B].
     """
     key = jax.random.fold_in(jax.random.key(self.seed), epoch)
-    return _draw_epoch(key, self._users, self._items, self._v, self._indptr, self._num_missing,
+    order_key, key = jax.random.split(key)
+    if self.shuffle_on == "host":
+      rng = np.random.default_rng([self.seed, epoch])
+      order = jnp.asarray(rng.permutation(self.num_positives).astype(np.int32))
+    else:
+      order = _permutation(order_key, self.num_positives)
+    return _draw_epoch(key, order, self._users, self._items, self._v, self._indptr, self._num_missing,
                        **self._sizes)
 
 
@@ -140,14 +154,17 @@ def missing_items(v: jax.Array, indptr: jax.Array, users: jax.Array, x: jax.Arra
   return x + (lo - start)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _permutation(key, size):
+  return jax.random.permutation(key, size).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
                                              "num_negatives", "search_steps"))
-def _draw_epoch(key, users, items, v, indptr, num_missing, *, num_chunks, batches_per_chunk,
-                batch_size, num_negatives, search_steps):
-  """One epoch of padded triplets (jitted; see `EpochSampler.epoch`)."""
+def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, *, num_chunks,
+                batches_per_chunk, batch_size, num_negatives, search_steps):
+  """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`)."""
   num_positives = users.shape[0]
-  order_key, neg_key = jax.random.split(key)
-  order = jax.random.permutation(order_key, num_positives)
   u, p = users[order], items[order]
   x = jax.random.randint(neg_key, (num_positives, num_negatives), 0,
                          num_missing[u][:, None], dtype=jnp.int32)

@@ -56,6 +56,10 @@ class TrainingDiverged(FloatingPointError):
   """The loss or the parameters became NaN/Inf."""
 
 
+class WorkdirConflict(ValueError):
+  """The workdir holds a run with other settings (pass overwrite=True to replace it)."""
+
+
 def is_row_optimizer(optimizer) -> bool:
   """True for a `tripjax.sparse_optim.RowOptimizer`, False for an optax transformation."""
   return not isinstance(optimizer, optax.GradientTransformation)
@@ -281,10 +285,10 @@ def _claim_workdir(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) 
                          if getattr(previous, f.name) != getattr(config, f.name))
       else:
         diff = f"unreadable: {previous}"
-      raise ValueError(f"workdir {workdir} holds a run with other flags ({flags_path}: {diff}). "
+      raise WorkdirConflict(f"workdir {workdir} holds a run with other flags ({flags_path}: {diff}). "
                        "Use another --workdir, or pass --overwrite to delete that run.")
   elif any(p.exists() for p in stale) and not overwrite:
-    raise ValueError(f"workdir {workdir} holds run outputs but no {FLAGS_FILE}; use another "
+    raise WorkdirConflict(f"workdir {workdir} holds run outputs but no {FLAGS_FILE}; use another "
                      "--workdir, or pass --overwrite to delete them.")
   if overwrite:
     for path in stale:
@@ -331,7 +335,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     The results.json dict (or, when stopped early, {"finished": False, "epoch": ...}).
 
   Raises:
-    ValueError: the workdir holds a different run and `overwrite` is False.
+    WorkdirConflict: the workdir holds a different run and `overwrite` is False.
     TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
   """
   workdir = pathlib.Path(workdir)
@@ -365,14 +369,23 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       logging.info("The run in %s is already finished.", workdir)
       return json.loads((workdir / RESULTS_FILE).read_text())
 
-    step_fn = make_train_step(optimizer, config.margin, config.l2)
+    # Compile the sampler and the step before the clock starts (the warm-up draw is discarded;
+    # the step is compiled ahead of time and keeps its donation).
+    compile_started = time.perf_counter()
+    warm = sampler.epoch(start_epoch)
+    step_fn = make_train_step(optimizer, config.margin, config.l2).lower(
+        state, jax.tree.map(lambda x: x[0], warm)).compile()
+    del warm
+    compile_seconds = time.perf_counter() - compile_started
     last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch,
                                                                      config.epochs)
     run_started = time.perf_counter()
     for epoch in range(start_epoch, last_epoch):
       started = time.perf_counter()
       first_step = int(state.step)
-      state, chunks = run_epoch(step_fn, state, sampler.epoch(epoch))
+      batches = jax.block_until_ready(sampler.epoch(epoch))
+      sample_seconds = time.perf_counter() - started
+      state, chunks = run_epoch(step_fn, state, batches)
       jax.block_until_ready(state)
       seconds = time.perf_counter() - started
       _check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch)
@@ -384,7 +397,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
                  {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds})
       entry = {"epoch": epoch + 1, "step": int(state.step), "loss": float(loss),
                "active_fraction": float(active), "triplets_per_sec": float(triplets / seconds),
-               "epoch_seconds": seconds, "train_seconds": train_seconds}
+               "epoch_seconds": seconds, "sample_seconds": sample_seconds,
+               "train_seconds": train_seconds}
       evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
       if evaluated:
         eval_started = time.perf_counter()
@@ -395,10 +409,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         _write_history(workdir, history)
       done = epoch + 1 - start_epoch
       eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
-      logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s  ETA %.0fs",
-                   epoch + 1, config.epochs, loss, active,
+      logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"
+                   "  ETA %.0fs", epoch + 1, config.epochs, loss, active,
                    f"AUC {entry['auc']:.4f}  " if "auc" in entry else "",
-                   entry["triplets_per_sec"], eta)
+                   entry["triplets_per_sec"], 100 * sample_seconds / seconds, eta)
     ckpts.wait()
     if last_epoch < config.epochs:
       return {"finished": False, "epoch": last_epoch}
@@ -418,6 +432,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         "epochs": config.epochs,
         "steps": int(state.step),
         "train_seconds": train_seconds,
+        "compile_seconds": compile_seconds,
         "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
@@ -433,7 +448,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
 
 
 _TRAIN_KEYS = ("epoch", "step", "loss", "active_fraction", "triplets_per_sec", "epoch_seconds",
-               "train_seconds", "eval_seconds")
+               "sample_seconds", "train_seconds", "eval_seconds")
 
 
 def restore_run(workdir: str | os.PathLike) -> Run:
