@@ -98,8 +98,8 @@ def test_factor_scores_beat_popularity_on_held_out_positives():
 
 
 def test_genres_follow_item_factors():
-  _, items = data.make_synthetic("ml-1m")
-  _, factors = data.planted_factors("ml-1m")
+  _, items = data.make_synthetic("ml-100k")
+  _, factors = data.planted_factors("ml-100k")
   unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
   half = len(items) // 2
   for genre in ("Drama", "Comedy", "Action"):
