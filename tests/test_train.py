@@ -1,5 +1,6 @@
 """Tests of tripjax.train: the jitted step (dense and row-sparse), recompilation, the run loop."""
 
+import dataclasses
 import json
 
 import jax
@@ -143,3 +144,92 @@ def test_check_finite_names_the_steps():
   bad = state._replace(params={"user": jnp.full((2, 2), jnp.inf), "item": jnp.ones((2, 2))})
   with pytest.raises(train.TrainingDiverged, match="learning_rate"):
     train._check_finite(np.array([0.3]), bad, 10, 8)
+
+
+# --------------------------------------------------------------------------- whole runs
+
+_RUN = TrainConfig(dataset="synthetic-tiny", dim=16, learning_rate=0.02, schedule="cosine",
+                   batch_size=64, epochs=6, num_negatives=4, eval_every=3,
+                   steps_per_dispatch=16)
+_MODEL_KEYS = ("auc", "precision@20", "recall@20", "ndcg@20")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  return workdir, train.train_and_evaluate(_RUN, workdir)
+
+
+def test_untrained_model_scores_auc_one_half():
+  from tripjax import metrics, model  # pylint: disable=g-import-not-at-top
+  _, train_m, test_m = train.load_split(TrainConfig(dataset="synthetic-ml-100k"))
+  params = model.init_params(jax.random.key(0), *train_m.shape, 64)
+  auc = metrics.evaluate(model.score_fn(params), train_m, test_m).means["auc"]
+  assert abs(auc - 0.5) <= 0.02
+
+
+def test_short_run_beats_popularity_and_writes_its_files(finished_run):
+  workdir, results = finished_run
+  assert results["model"]["auc"] > results["popularity"]["auc"] + 0.02
+  assert results["model"]["recall@20"] > results["popularity"]["recall@20"]
+  assert results["dataset"]["users"] == 100 and results["steps"] > 0
+  assert json.loads((workdir / "results.json").read_text())["model"] == results["model"]
+  history = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [h["epoch"] for h in history] == [3, 6]
+  assert history[-1]["auc"] == results["model"]["auc"]
+  assert TrainConfig.from_flagfile(workdir / "flags.txt") == _RUN
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(finished_run, tmp_path):
+  _, uninterrupted = finished_run
+  partial = train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=1)
+  assert partial == {"finished": False, "epoch": 1}
+  assert not (tmp_path / "results.json").exists()
+  resumed = train.train_and_evaluate(_RUN, tmp_path)  # same config and workdir: resumes
+  assert resumed["model"] == uninterrupted["model"]
+  assert resumed["steps"] == uninterrupted["steps"]
+  # A finished run is not trained again.
+  assert train.train_and_evaluate(_RUN, tmp_path)["model"] == uninterrupted["model"]
+
+
+def test_restore_run(finished_run, tmp_path):
+  workdir, results = finished_run
+  run = train.restore_run(workdir)
+  assert run.config == _RUN and run.results == results and len(run.history) == 2
+  assert run.params["user"].shape == (run.train.shape[0], 16)
+  from tripjax import metrics, model  # pylint: disable=g-import-not-at-top
+  auc = metrics.evaluate(model.score_fn(run.params), run.train, run.test).means["auc"]
+  assert auc == pytest.approx(results["model"]["auc"], abs=1e-6)
+  with pytest.raises(FileNotFoundError, match="flags.txt"):
+    train.restore_run(tmp_path)
+  (tmp_path / "flags.txt").write_text(_RUN.to_flagfile())
+  with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
+    train.restore_run(tmp_path)
+
+
+def test_workdir_with_other_flags_is_refused(finished_run, tmp_path):
+  workdir, _ = finished_run
+  other = dataclasses.replace(_RUN, margin=0.3)
+  with pytest.raises(train.WorkdirConflict, match="margin"):
+    train.train_and_evaluate(other, workdir)
+  assert TrainConfig.from_flagfile(workdir / "flags.txt") == _RUN  # untouched
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  real = train.make_train_step
+
+  def poisoned(*args, **kwargs):
+    step = real(*args, **kwargs)
+    def nan_after_first_epoch(state, batches):
+      state, metrics = step(state, batches)
+      scale = jnp.where(state.step > 40, jnp.nan, 1.0)
+      return state, dict(metrics, loss=metrics["loss"] * scale,
+                         loss_sum=metrics["loss_sum"] * scale)
+    return jax.jit(nan_after_first_epoch, donate_argnums=0)
+
+  monkeypatch.setattr(train, "make_train_step", poisoned)
+  # synthetic-tiny has 38 batches of 64 per epoch: the loss goes NaN in epoch 2.
+  with pytest.raises(train.TrainingDiverged, match="NaN/Inf between steps"):
+    train.train_and_evaluate(_RUN, tmp_path)
+  from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+  assert checkpoint.Checkpoints(tmp_path / "checkpoints").latest_epoch() == 1
