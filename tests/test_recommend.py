@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 from tripjax import losses
+from tripjax import model
 from tripjax import recommend
 
 
@@ -300,3 +301,10 @@ def test_item_rows_drops_padding_and_marks_test_items():
        "score": pytest.approx(0.9), "in_test": True},
       {"rank": 2, "item_id": 100, "title": "Toy Story (1995)", "genres": "Comedy",
        "score": pytest.approx(0.5), "in_test": False}]
+
+
+def test_top_k_scores_are_the_models_cosine_scores():
+  params = model.init_params(jax.random.key(4), 9, 30, 5)
+  items, scores = recommend.top_k(params, np.arange(9), k=30)
+  full = np.asarray(model.cosine_scores(params, np.arange(9)))
+  np.testing.assert_allclose(scores, np.take_along_axis(full, items, axis=1), atol=1e-6)
