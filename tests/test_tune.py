@@ -1,0 +1,144 @@
+"""Tests of experiments/tune.py: the validation split, the search, the flagfile it writes."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import tune
+from tripjax import model
+from tripjax import train as train_lib
+from tripjax.config import TrainConfig
+
+TINY = TrainConfig(dataset="synthetic-tiny", dim=8, batch_size=256, epochs=1,
+                   steps_per_dispatch=8, learning_rate=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_split():
+  _, train, test = train_lib.load_split(TINY)
+  return train, test
+
+
+def _overlap(a, b) -> int:
+  return int(a.multiply(b).nnz)
+
+
+def test_tuning_split_comes_from_train_only(tiny_split):
+  train, test = tiny_split
+  fit, valid = tune.tuning_split(train, validation_per_user=5, seed=1)
+  assert (fit + valid != train).nnz == 0
+  assert _overlap(fit, valid) == 0
+  assert _overlap(fit, test) == 0 and _overlap(valid, test) == 0
+  np.testing.assert_array_equal(np.diff(valid.indptr), 5)
+
+
+def test_tuning_split_names_the_flag_when_users_are_short(tiny_split):
+  train, _ = tiny_split
+  with pytest.raises(ValueError, match="--validation_per_user=10000"):
+    tune.tuning_split(train, validation_per_user=10000)
+
+
+def test_tune_two_trials_writes_best_flagfile_and_never_sees_test(tmp_path, monkeypatch,
+                                                                  tiny_split):
+  _, test = tiny_split
+  seen = []
+  real_validate = tune.validate
+
+  def spy(config, fit_matrix, valid_matrix):
+    seen.append((fit_matrix, valid_matrix))
+    return real_validate(config, fit_matrix, valid_matrix)
+
+  monkeypatch.setattr(tune, "validate", spy)
+  out_json, out_cfg = tmp_path / "trials.json", tmp_path / "best.cfg"
+  space = {"learning_rate": [0.01, 0.2], "margin": [0.3], "num_negatives": [1, 2]}
+  report = tune.tune(TINY, space, num_trials=2, initial_trials=2, seed=3,
+                     out_json=out_json, out_flagfile=out_cfg)
+
+  assert len(report["trials"]) == 2 and len(seen) == 2
+  for fit_matrix, valid_matrix in seen:
+    assert _overlap(fit_matrix, test) == 0 and _overlap(valid_matrix, test) == 0
+  aucs = [t["metrics"]["auc"] for t in report["trials"]]
+  assert all(0.0 <= a <= 1.0 for a in aucs)
+  assert report["best"]["metrics"]["auc"] == max(aucs)
+  assert json.loads(out_json.read_text()) == json.loads(json.dumps(report))
+
+  parsed = TrainConfig.from_flagfile(out_cfg)
+  expected = dataclasses.replace(TINY, **report["best"]["values"])
+  assert parsed == expected
+  for name in space:
+    assert f"--{name}=" in out_cfg.read_text()
+
+
+def test_fit_trains_the_same_model_as_the_driver(tmp_path, tiny_split):
+  train, test = tiny_split
+  config = dataclasses.replace(TINY, epochs=2, num_negatives=2, eval_every=2)
+  params, seconds = tune.fit(config, train)
+  ours = train_lib.evaluate(model.score_fn(params), train, test, config.eval_block_size)
+  results = train_lib.train_and_evaluate(config, tmp_path / "run")
+  assert seconds > 0
+  assert ours["auc"] == pytest.approx(results["model"]["auc"], abs=1e-6)
+
+
+def _separable_objective(calls):
+  best = {"learning_rate": 0.1, "margin": 0.5, "dim": 64}
+
+  def objective(config):
+    calls.append(config)
+    miss = sum(abs(math.log(getattr(config, k) / v)) for k, v in best.items())
+    return {"auc": 1.0 - miss}
+
+  return objective
+
+
+SPACE = {"learning_rate": [0.001, 0.01, 0.1, 1.0], "margin": [0.1, 0.3, 0.5, 0.7, 0.9],
+         "dim": [16, 32, 64, 128]}
+
+
+def test_search_refines_to_the_optimum_within_budget():
+  calls = []
+  trials = tune.search(TrainConfig(), SPACE, _separable_objective(calls), num_trials=40,
+                       initial_trials=3, seed=0)
+  assert len(trials) == len(calls) <= 40
+  assert [t["stage"] for t in trials[:3]] == ["random"] * 3
+  assert tune.best_trial(trials)["values"] == {"learning_rate": 0.1, "margin": 0.5, "dim": 64}
+  points = [tuple(sorted(t["values"].items())) for t in trials]
+  assert len(set(points)) == len(points)  # no point is trained twice
+
+
+def test_search_is_deterministic_and_respects_the_budget():
+  runs = [tune.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=5,
+                      initial_trials=4, seed=7) for _ in range(2)]
+  assert runs[0] == runs[1] and len(runs[0]) == 5
+  other = tune.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=5,
+                      initial_trials=4, seed=8)
+  assert [t["values"] for t in other] != [t["values"] for t in runs[0]]
+
+
+def test_best_trial_skips_diverged_trials():
+  trials = [{"trial": 0, "metrics": {"auc": float("nan")}},
+            {"trial": 1, "metrics": {"auc": 0.7}}, {"trial": 2, "metrics": {"auc": 0.7}}]
+  assert tune.best_trial(trials)["trial"] == 1
+  with pytest.raises(ValueError, match="diverged"):
+    tune.best_trial(trials[:1])
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"colour": [1]}, "unknown field 'colour'"),
+    ({"margin": []}, "margin has no values"),
+    ({"dim": [8, 8]}, "dim repeats"),
+    ({"dim": [0]}, "dim=0 is not a valid setting"),
+    ({"optimizer": ["rmsprop"]}, "optimizer='rmsprop'"),
+])
+def test_check_space_rejects_bad_spaces(space, message):
+  with pytest.raises(ValueError, match=message):
+    tune.check_space(space)
+
+
+def test_parse_space_names_the_flag():
+  assert tune.parse_space({"dim": ["8", "16"], "optimizer": ["adam"]}) == {
+      "dim": (8, 16), "optimizer": ("adam",)}
+  with pytest.raises(ValueError, match="--search_dim=8,x"):
+    tune.parse_space({"dim": ["8", "x"]})
