@@ -17,7 +17,6 @@ defaults, plus every searched field) and trains the final model on the full trai
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -180,7 +179,8 @@ def point_values(point: tuple[int, ...], space: Space) -> dict[str, Any]:
 
 def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], dict],
            num_trials: int, initial_trials: int, seed: int = 0,
-           on_trial: Callable[[list[dict]], None] | None = None) -> list[dict]:
+           on_trial: Callable[[list[dict]], None] | None = None,
+           previous: Sequence[dict] = ()) -> list[dict]:
   """Coarse-to-fine grid search: random distinct points, then one-step coordinate moves.
 
   Args:
@@ -191,6 +191,9 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
     initial_trials: trials of the random stage (at most num_trials).
     seed: seed of the random stage.
     on_trial: called with the trial list after each trial (e.g. to save progress).
+    previous: trials of an earlier run of the same search; a point found there reuses its
+      metrics instead of training again (the search being deterministic, an interrupted run
+      resumes where it stopped).
 
   Returns:
     the trials, in order: {"trial", "stage", "values", "metrics"}.
@@ -200,12 +203,13 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
     raise ValueError(f"num_trials and initial_trials must be >= 1, got {num_trials} and "
                      f"{initial_trials}.")
   trials, seen = [], {}
+  cache = {_key(t["values"]): t["metrics"] for t in previous}
 
   def run(point, stage):
     values = point_values(point, space)
     config = dataclasses.replace(base, **values)
     try:
-      metrics = objective(config)
+      metrics = cache[_key(values)] if _key(values) in cache else objective(config)
     except train_lib.TrainingDiverged as e:
       logging.warning("trial %d diverged: %s", len(trials), e)
       metrics = {"auc": float("nan"), "diverged": str(e)}
@@ -233,6 +237,41 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
       break
     best = new_best
   return trials
+
+
+def _key(values: Mapping[str, Any]) -> str:
+  return json.dumps(dict(values), sort_keys=True)
+
+
+def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
+             objective: Callable[[TrainConfig], dict], best_auc: float) -> list[dict]:
+  """What each setting contributes: the best config with one field put back to `reference`.
+
+  Args:
+    best: the tuned settings.
+    reference: the settings to compare with (e.g. the lab's).
+    fields: the fields to revert, one at a time (fields equal in both are skipped).
+    objective: config -> metrics with "auc" (the validation objective of the search).
+    best_auc: the objective of `best`.
+
+  Returns:
+    [{"field", "tuned", "reference", "auc", "delta"}], delta = best_auc - auc (what keeping the
+    tuned value is worth).
+  """
+  rows = []
+  for name in fields:
+    tuned, ref = getattr(best, name), getattr(reference, name)
+    if tuned == ref:
+      continue
+    try:
+      auc = objective(dataclasses.replace(best, **{name: ref}))["auc"]
+    except train_lib.TrainingDiverged:
+      auc = float("nan")
+    rows.append({"field": name, "tuned": tuned, "reference": ref, "auc": auc,
+                 "delta": best_auc - auc})
+    logging.info("ablation: %s=%r instead of %r: AUC %.4f (%+.4f)", name, ref, tuned, auc,
+                 auc - best_auc)
+  return rows
 
 
 def best_trial(trials: Sequence[dict]) -> dict:
@@ -263,6 +302,31 @@ def flagfile_text(config: TrainConfig, searched: Sequence[str], header: str = ""
   return "\n".join(lines) + "\n"
 
 
+# Flags of experiments/train.py that are not TrainConfig fields (a flagfile may hold them).
+_DRIVER_FLAGS = ("workdir", "overwrite")
+
+
+def read_flagfile(path: str | os.PathLike) -> TrainConfig:
+  """Reads a training flagfile into a `TrainConfig`, ignoring the driver's own flags.
+
+  Raises:
+    ValueError: the file is missing, or a line is not a TrainConfig field (naming the file and
+      the line, as `TrainConfig.from_flagfile` does).
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"flagfile {path} does not exist.")
+  kept = [line if line.strip().lstrip("-").split("=", 1)[0] not in _DRIVER_FLAGS else ""
+          for line in path.read_text().splitlines()]
+  with tempfile.TemporaryDirectory() as tmp:
+    copy = pathlib.Path(tmp) / path.name
+    copy.write_text("\n".join(kept) + "\n")
+    try:
+      return TrainConfig.from_flagfile(copy)
+    except ValueError as e:
+      raise ValueError(str(e).replace(str(copy), str(path))) from e
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
   """Writes `text` to `path` through a temporary file and `os.replace`."""
   path = pathlib.Path(path)
@@ -281,12 +345,19 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
 def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, seed: int = 0,
          validation_per_user: int = 5, validation_seed: int = 1,
          out_json: str | os.PathLike | None = None,
-         out_flagfile: str | os.PathLike | None = None) -> dict:
+         out_flagfile: str | os.PathLike | None = None, previous: Sequence[dict] = (),
+         reference: TrainConfig | None = None) -> dict:
   """Loads the base config's lab split, searches on the validation split, writes the outputs.
+
+  Args:
+    base, space, num_trials, initial_trials, seed, previous: as in `search`.
+    validation_per_user, validation_seed: as in `tuning_split`.
+    out_json, out_flagfile: where the report and the best flagfile go (None: not written).
+    reference: when given, `ablation` of the best config against it (on validation).
 
   Returns:
     the report written to `out_json`: {"base_config", "space", "budget", "split", "trials",
-    "best"} (plus "flagfile" when one was written).
+    "best"} (plus "flagfile" and "ablation" when asked for).
   """
   space = check_space(space)
   dataset, train, test = train_lib.load_split(base)
@@ -310,10 +381,16 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
     if out_json is not None:
       write_atomic(out_json, json.dumps(report, indent=2) + "\n")
 
-  trials = search(base, space, lambda c: validate(c, fit_matrix, valid_matrix), num_trials,
-                  initial_trials, seed, on_trial=save)
+  def objective(config):
+    return validate(config, fit_matrix, valid_matrix)
+
+  trials = search(base, space, objective, num_trials, initial_trials, seed, on_trial=save,
+                  previous=previous)
   best = best_trial(trials)
   report["best"] = best
+  if reference is not None:
+    report["ablation"] = ablation(dataclasses.replace(base, **best["values"]), reference,
+                                  list(space), objective, best["metrics"]["auc"])
   if out_flagfile is not None:
     config = dataclasses.replace(base, **best["values"])
     header = (f"Tuned by experiments.tune on {base.dataset} (validation: {validation_per_user} "
@@ -339,17 +416,22 @@ _STEPS_PER_DISPATCH = flags.DEFINE_integer("steps_per_dispatch", None,
 _VALIDATION_PER_USER = flags.DEFINE_integer(
     "validation_per_user", 5, "Train positives per user held out for validation.", lower_bound=1)
 _VALIDATION_SEED = flags.DEFINE_integer("validation_seed", 1, "Seed of the validation split.")
-_NUM_TRIALS = flags.DEFINE_integer("num_trials", 32, "Total trials.", lower_bound=1)
+_NUM_TRIALS = flags.DEFINE_integer("num_trials", 40, "Total trials.", lower_bound=1)
 _INITIAL_TRIALS = flags.DEFINE_integer("initial_trials", 16, "Random-stage trials.",
                                        lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random stage.")
 _OUT_JSON = flags.DEFINE_string("out_json", "benchmarks/results/tune_ml100k.json",
                                 "Where the trials go (JSON).")
 _OUT_FLAGFILE = flags.DEFINE_string("out_flagfile", None, "Where the best flagfile goes.")
+_RESUME = flags.DEFINE_bool("resume", False, "Reuse the trials of an existing --out_json "
+                            "written with the same base, space and split.")
+_ABLATE_AGAINST = flags.DEFINE_string(
+    "ablate_against", None, "A flagfile (e.g. the lab's); after the search, each searched "
+    "field of the best config is put back to its value there, one at a time, on validation.")
 _SPACE = {
     "learning_rate": flags.DEFINE_list("search_learning_rate", ["0.01", "0.03", "0.1"],
                                        "Learning rates."),
-    "margin": flags.DEFINE_list("search_margin", ["0.3", "0.5", "0.6", "0.7"], "Margins."),
+    "margin": flags.DEFINE_list("search_margin", ["0.4", "0.5", "0.6", "0.7"], "Margins."),
     "epochs": flags.DEFINE_list("search_epochs", ["20", "40", "80"], "Epochs."),
     "batch_size": flags.DEFINE_list("search_batch_size", ["256", "1024", "4096"],
                                     "Batch sizes."),
@@ -377,17 +459,33 @@ def parse_space(raw: Mapping[str, Sequence[str]]) -> dict[str, tuple]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  base = (TrainConfig.from_flagfile(_BASE_FLAGFILE.value) if _BASE_FLAGFILE.value
-          else TrainConfig())
+  base = read_flagfile(_BASE_FLAGFILE.value) if _BASE_FLAGFILE.value else TrainConfig()
   overrides = {"dataset": _DATASET.value, "data_dir": _DATA_DIR.value or None,
                "split_seed": _SPLIT_SEED.value}
   if _STEPS_PER_DISPATCH.value:
     overrides["steps_per_dispatch"] = _STEPS_PER_DISPATCH.value
   base = dataclasses.replace(base, **overrides)
   space = parse_space({name: flag.value for name, flag in _SPACE.items()})
+  previous = []
+  if _RESUME.value and _OUT_JSON.value and os.path.exists(_OUT_JSON.value):
+    old = json.loads(pathlib.Path(_OUT_JSON.value).read_text())
+    same = (old.get("base_config") == json.loads(json.dumps(dataclasses.asdict(base))) and
+            old.get("space") == {k: list(v) for k, v in space.items()} and
+            old["split"]["validation_per_user"] == _VALIDATION_PER_USER.value and
+            old["split"]["validation_seed"] == _VALIDATION_SEED.value)
+    if not same:
+      raise app.UsageError(f"--resume: {_OUT_JSON.value} holds a search with another base, "
+                           "space or validation split.")
+    previous = old.get("trials", [])
+  reference = None
+  if _ABLATE_AGAINST.value:
+    reference = read_flagfile(_ABLATE_AGAINST.value)
   report = tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
                 _VALIDATION_PER_USER.value, _VALIDATION_SEED.value, _OUT_JSON.value,
-                _OUT_FLAGFILE.value)
+                _OUT_FLAGFILE.value, previous, reference)
+  for row in report.get("ablation", []):
+    print(f"  {row['field']}={row['reference']!r} instead of {row['tuned']!r}: validation AUC "
+          f"{row['auc']:.4f} ({-row['delta']:+.4f})")
   best = report["best"]
   print(f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
         f"{len(report['trials'])}): {best['values']}")

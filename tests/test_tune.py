@@ -142,3 +142,37 @@ def test_parse_space_names_the_flag():
       "dim": (8, 16), "optimizer": ("adam",)}
   with pytest.raises(ValueError, match="--search_dim=8,x"):
     tune.parse_space({"dim": ["8", "x"]})
+
+
+def test_search_reuses_previous_trials_without_training_again():
+  first = tune.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=6,
+                      initial_trials=4, seed=2)
+  calls = []
+  again = tune.search(TrainConfig(), SPACE, _separable_objective(calls), num_trials=9,
+                      initial_trials=4, seed=2, previous=first[:5])
+  assert again[:6] == first
+  assert len(calls) == len(again) - 5
+
+
+def test_ablation_reverts_one_field_at_a_time():
+  calls = []
+  objective = _separable_objective(calls)
+  best = dataclasses.replace(TrainConfig(), learning_rate=0.1, margin=0.5, dim=64)
+  reference = dataclasses.replace(best, learning_rate=0.001, margin=0.5, dim=16)
+  rows = tune.ablation(best, reference, ["learning_rate", "margin", "dim"], objective, 1.0)
+  assert [r["field"] for r in rows] == ["learning_rate", "dim"]  # margin is the same in both
+  assert [(c.learning_rate, c.dim) for c in calls] == [(0.001, 64), (0.1, 16)]
+  assert rows[0]["delta"] == pytest.approx(math.log(100))
+  assert rows[1]["delta"] == pytest.approx(math.log(4))
+
+
+def test_read_flagfile_ignores_driver_flags_and_names_bad_lines(tmp_path):
+  good = tmp_path / "lab.cfg"
+  good.write_text("# comment\n--dataset=synthetic-tiny\n--workdir=runs/x\n--dim=12\n")
+  assert tune.read_flagfile(good) == TrainConfig(dataset="synthetic-tiny", dim=12)
+  bad = tmp_path / "bad.cfg"
+  bad.write_text("--dim=12\n--colour=red\n")
+  with pytest.raises(ValueError, match=r"bad.cfg:2"):
+    tune.read_flagfile(bad)
+  with pytest.raises(ValueError, match="does not exist"):
+    tune.read_flagfile(tmp_path / "missing.cfg")

@@ -1,0 +1,114 @@
+r"""Accuracy on real MovieLens 100K: popularity, the lab's settings and the tuned flagfile.
+
+  python -m benchmarks.accuracy_table --data_dir=/work/shared/data
+
+For each split seed, trains the lab config (`ml1m_lab.cfg`'s model settings on ML-100K) and the
+tuned config (`ml100k.cfg`) with `tripjax.train.train_and_evaluate` (each in a fresh temporary
+workdir, evaluated once at the end) and reads popularity off the same split. Writes a markdown
+table (mean AUC, precision/recall/NDCG@20 averaged over the seeds, AUC of every seed, median
+train seconds) and the raw results as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from experiments import tune
+from tripjax import train as train_lib
+from tripjax.config import TrainConfig
+
+COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
+
+
+def on_split(config: TrainConfig, data_dir: str | None, split_seed: int) -> TrainConfig:
+  """The config's model settings on the lab's ML-100K split `split_seed`, one final evaluation."""
+  return dataclasses.replace(config, dataset="ml-100k", data_dir=data_dir, download=False,
+                             split_seed=split_seed, eval_every=config.epochs)
+
+
+def run_models(configs: dict[str, TrainConfig], data_dir: str | None,
+               split_seeds: list[int]) -> dict:
+  """Trains every named config on every split; popularity comes from the same splits.
+
+  Returns:
+    {"popularity"|name: {"seeds": {seed: metrics + train_seconds}}, ...}.
+  """
+  rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in configs}
+  for seed in split_seeds:
+    for name, config in configs.items():
+      config = on_split(config, data_dir, seed)
+      with tempfile.TemporaryDirectory() as workdir:
+        results = train_lib.train_and_evaluate(config, workdir)
+      rows[name]["config"] = dataclasses.asdict(dataclasses.replace(config, split_seed=0))
+      rows[name]["seeds"][seed] = dict(results["model"], train_seconds=results["train_seconds"])
+      rows["popularity"]["seeds"][seed] = dict(results["popularity"], train_seconds=0.0)
+      logging.info("split %d  %-10s AUC %.4f  (%.1fs)", seed, name, results["model"]["auc"],
+                   results["train_seconds"])
+  for row in rows.values():
+    seeds = row["seeds"].values()
+    row["mean"] = {k: statistics.fmean(s[k] for s in seeds) for k in COLUMNS}
+    row["median_train_seconds"] = statistics.median(s["train_seconds"] for s in seeds)
+  return rows
+
+
+def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
+  """The README table."""
+  head = (["model", "mean AUC"] + [f"AUC seed {s}" for s in split_seeds] +
+          ["P@20", "R@20", "NDCG@20", "train s"])
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, row in rows.items():
+    cells = [name, f"{row['mean']['auc']:.4f}"]
+    cells += [f"{row['seeds'][s]['auc']:.4f}" for s in split_seeds]
+    cells += [f"{row['mean'][k]:.4f}" for k in COLUMNS[1:]]
+    cells.append(f"{row['median_train_seconds']:.1f}" if name != "popularity" else "-")
+    lines.append("| " + " | ".join(cells) + " |")
+  device = jax.devices()[0].device_kind
+  return ("Real MovieLens 100K, lab pipeline (ratings >= 4, users with >= 20 positives, 10 test "
+          f"positives per user), split seeds {', '.join(map(str, split_seeds))}; AUC over all "
+          "items not in train, P/R/NDCG@20 averaged over the seeds; train seconds: median over "
+          f"the seeds, compile excluded ({device}, JAX {jax.__version__}).\n\n" +
+          "\n".join(lines) + f"\n\nProduced by `{command}`.\n")
+
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding ml-100k/ (empty: "
+                                "$TRIPJAX_DATA_DIR, then the cache).")
+_SPLIT_SEEDS = flags.DEFINE_list("split_seeds", ["0", "1", "2"], "Lab split seeds.")
+_LAB = flags.DEFINE_string("lab_flagfile", "experiments/configs/ml1m_lab.cfg",
+                           "The lab's settings (its dataset is replaced by ml-100k).")
+_TUNED = flags.DEFINE_string("tuned_flagfile", "experiments/configs/ml100k.cfg",
+                             "The tuned settings.")
+_OUT_JSON = flags.DEFINE_string("out_json", "benchmarks/results/accuracy_ml100k.json",
+                                "Raw results.")
+_OUT_MD = flags.DEFINE_string("out_md", "benchmarks/results/accuracy_ml100k.md",
+                              "The markdown table.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    seeds = [int(s) for s in _SPLIT_SEEDS.value]
+  except ValueError as e:
+    raise app.UsageError(f"--split_seeds must be integers: {e}") from e
+  configs = {"lab config": tune.read_flagfile(_LAB.value), "tuned": tune.read_flagfile(_TUNED.value)}
+  rows = run_models(configs, _DATA_DIR.value or None, seeds)
+  command = ("python -m benchmarks.accuracy_table" +
+             (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else ""))
+  tune.write_atomic(_OUT_JSON.value, json.dumps(
+      {"split_seeds": seeds, "rows": rows, "jax_version": jax.__version__,
+       "device_kind": jax.devices()[0].device_kind, "command": command}, indent=2) + "\n")
+  table = markdown(rows, seeds, command)
+  tune.write_atomic(_OUT_MD.value, table)
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
