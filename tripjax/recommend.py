@@ -92,6 +92,8 @@ def top_k_for_vectors(params: Params, user_vecs, k: int = 20, exclude=None,
   if vecs.ndim != 2 or vecs.shape[1] != dim:
     raise ValueError(f"user_vecs must be float32[{dim}] or float32[B, {dim}] to match the item "
                      f"table, got shape {np.shape(user_vecs)}.")
+  if exclude is not None and not sp.issparse(exclude):
+    exclude = np.asarray(exclude, bool)
   if exclude is not None and tuple(exclude.shape) != (vecs.shape[0], num_items):
     raise ValueError(f"exclude must have shape {(vecs.shape[0], num_items)} (one row per user), "
                      f"got {tuple(exclude.shape)}.")
