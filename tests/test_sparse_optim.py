@@ -220,3 +220,43 @@ def test_unknown_optimizer_name():
     sparse_optim.row_optimizer("sparse_sgd", 0.1)
   with pytest.raises(ValueError, match="initial_accumulator_value"):
     sparse_optim.sparse_adagrad(0.1, initial_accumulator_value=-1.0)
+
+
+# ---------------------------------------------------------------- through the training step
+
+
+@pytest.fixture(scope="module")
+def planted():
+  from tripjax.data import prepare  # pylint: disable=g-import-not-at-top
+  _, train_matrix, test_matrix = prepare("synthetic-tiny")
+  return train_matrix, test_matrix
+
+
+def _train_auc(optimizer, train_matrix, test_matrix, epochs):
+  from tripjax import metrics, model, sampling, train  # pylint: disable=g-import-not-at-top
+  sampler = sampling.EpochSampler(train_matrix, batch_size=64, batches_per_chunk=8, seed=0)
+  step = train.make_train_step(optimizer)
+  state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim=16)
+  for epoch in range(epochs):
+    state, _ = train.run_epoch(step, state, sampler.epoch(epoch))
+  result = metrics.evaluate(model.score_fn(state.params), train_matrix, test_matrix)
+  return result.means["auc"], state.params
+
+
+def test_sparse_adam_training_reaches_the_dense_auc(planted):
+  """`make_train_step` with sparse_adam vs optax.adam on planted data: same AUC within noise.
+
+  Measured: 10 epochs at lr 0.05 give 0.795 (sparse) vs 0.799 (dense); popularity 0.737.
+  """
+  dense_auc, _ = _train_auc(optax.adam(0.05), *planted, epochs=10)
+  sparse_auc, _ = _train_auc(sparse_optim.sparse_adam(0.05), *planted, epochs=10)
+  assert sparse_auc > 0.77, sparse_auc  # well above popularity (0.74) and random (0.5)
+  assert abs(sparse_auc - dense_auc) < 0.02, (sparse_auc, dense_auc)
+
+
+def test_sparse_adagrad_training_equals_dense_adagrad(planted):
+  """Adagrad leaves zero-gradient rows alone, so both paths train the same model."""
+  dense_auc, dense_params = _train_auc(optax.adagrad(0.2), *planted, epochs=3)
+  sparse_auc, sparse_params = _train_auc(sparse_optim.sparse_adagrad(0.2), *planted, epochs=3)
+  _assert_trees_close(sparse_params, dense_params, rtol=1e-4, atol=1e-5)
+  assert abs(sparse_auc - dense_auc) < 1e-4
