@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pathlib
 import statistics
 import tempfile
 
@@ -21,11 +23,49 @@ from absl import flags
 from absl import logging
 import jax
 
-from experiments import tune
 from tripjax import train as train_lib
 from tripjax.config import TrainConfig
 
 COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
+# Flags of experiments/train.py that are not TrainConfig fields (a flagfile may hold them).
+_DRIVER_FLAGS = ("workdir", "overwrite")
+
+
+# experiments/tune.py has the same two helpers; importing it would define its flags here too.
+def read_flagfile(path: str | os.PathLike) -> TrainConfig:
+  """Reads a training flagfile into a `TrainConfig`, ignoring the driver's own flags.
+
+  Raises:
+    ValueError: the file is missing, or a line is not a TrainConfig field (naming the file and
+      the line, as `TrainConfig.from_flagfile` does).
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"flagfile {path} does not exist.")
+  kept = [line if line.strip().lstrip("-").split("=", 1)[0] not in _DRIVER_FLAGS else ""
+          for line in path.read_text().splitlines()]
+  with tempfile.TemporaryDirectory() as tmp:
+    copy = pathlib.Path(tmp) / path.name
+    copy.write_text("\n".join(kept) + "\n")
+    try:
+      return TrainConfig.from_flagfile(copy)
+    except ValueError as e:
+      raise ValueError(str(e).replace(str(copy), str(path))) from e
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and `os.replace`."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
 
 
 def on_split(config: TrainConfig, data_dir: str | None, split_seed: int) -> TrainConfig:
@@ -94,19 +134,20 @@ _OUT_MD = flags.DEFINE_string("out_md", "benchmarks/results/accuracy_ml100k.md",
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
   try:
     seeds = [int(s) for s in _SPLIT_SEEDS.value]
   except ValueError as e:
     raise app.UsageError(f"--split_seeds must be integers: {e}") from e
-  configs = {"lab config": tune.read_flagfile(_LAB.value), "tuned": tune.read_flagfile(_TUNED.value)}
+  configs = {"lab config": read_flagfile(_LAB.value), "tuned": read_flagfile(_TUNED.value)}
   rows = run_models(configs, _DATA_DIR.value or None, seeds)
   command = ("python -m benchmarks.accuracy_table" +
              (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else ""))
-  tune.write_atomic(_OUT_JSON.value, json.dumps(
+  write_atomic(_OUT_JSON.value, json.dumps(
       {"split_seeds": seeds, "rows": rows, "jax_version": jax.__version__,
        "device_kind": jax.devices()[0].device_kind, "command": command}, indent=2) + "\n")
   table = markdown(rows, seeds, command)
-  tune.write_atomic(_OUT_MD.value, table)
+  write_atomic(_OUT_MD.value, table)
   print(table)
 
 
