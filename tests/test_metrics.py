@@ -180,6 +180,10 @@ def test_top_k_ties_lower_index_first_and_short_lists_padded():
   scores = jnp.array([[1.0, 2.0, 2.0, -0.0, 0.0, 2.0]])
   cand = jnp.array([[True, True, False, True, True, True]])
   np.testing.assert_array_equal(metrics.top_k_unseen(scores, cand, 5), [[1, 5, 0, 3, 4]])
+  # A candidate scored -inf still beats every excluded item.
+  inf_scores = jnp.array([[5.0, -jnp.inf, 1.0, -jnp.inf]])
+  np.testing.assert_array_equal(
+      metrics.top_k_unseen(inf_scores, jnp.array([[False, False, True, True]]), 3), [[2, 3, -1]])
   few = jnp.array([[False, False, True, False, False, False]])
   np.testing.assert_array_equal(metrics.top_k_unseen(scores, few, 3), [[2, -1, -1]])
 

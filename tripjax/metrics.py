@@ -298,11 +298,11 @@ def _block_metrics(scores, start, num_users, train_indptr, train_indices, train_
   has_nan = jnp.any(jnp.isnan(scores) & real[:, None])
 
   # Train rows: one contiguous slice of the CSR arrays covers the whole block.
+  # Entries past the block belong to later rows (>= b after the shift, as do the padding's
+  # rows = U), so the scatter drops them.
   lo = train_indptr[start]
-  hi = train_indptr[jnp.minimum(start + b, num_users)]
   cols = lax.dynamic_slice(train_indices, (lo,), (train_pad,))
   rows = lax.dynamic_slice(train_rows, (lo,), (train_pad,)) - start
-  rows = jnp.where(jnp.arange(train_pad) < hi - lo, rows, b)  # out of range: dropped
   train_dense = jnp.zeros((b, num_items), bool).at[rows, cols].set(True, mode="drop")
 
   # Test items: at most P per user, gathered per user (padding users get none).
