@@ -143,8 +143,10 @@ def main(argv):
   rows = run_models(configs, _DATA_DIR.value or None, seeds)
   command = ("python -m benchmarks.accuracy_table" +
              (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else ""))
+  flagfiles = {"lab config": {"path": _LAB.value, "text": pathlib.Path(_LAB.value).read_text()},
+               "tuned": {"path": _TUNED.value, "text": pathlib.Path(_TUNED.value).read_text()}}
   write_atomic(_OUT_JSON.value, json.dumps(
-      {"split_seeds": seeds, "rows": rows, "jax_version": jax.__version__,
+      {"split_seeds": seeds, "rows": rows, "flagfiles": flagfiles, "jax_version": jax.__version__,
        "device_kind": jax.devices()[0].device_kind, "command": command}, indent=2) + "\n")
   table = markdown(rows, seeds, command)
   write_atomic(_OUT_MD.value, table)
