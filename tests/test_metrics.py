@@ -14,6 +14,7 @@ from tripjax import metrics
 METHODS = [None, 64]  # sort path, compare path
 
 
+@functools.lru_cache(maxsize=None)
 def _jit_auc(max_positives):
   return jax.jit(functools.partial(metrics.roc_auc, max_positives=max_positives))
 
