@@ -31,4 +31,6 @@ def test_cli_bad_flags_name_the_flag(tmp_path):
   assert proc.returncode != 0 and "--model" in proc.stderr
   proc = _run("--dataset=synthetic-tiny", "--block_size=0", f"--output_dir={tmp_path}", cwd=None)
   assert proc.returncode != 0 and "--block_size" in proc.stderr
+  proc = _run("--dataset=synthetic-tiny", "--k=100000", f"--output_dir={tmp_path}", cwd=None)
+  assert proc.returncode != 0 and "--k=100000" in proc.stderr
   assert not (tmp_path / "results.json").exists()
