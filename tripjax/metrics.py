@@ -29,9 +29,10 @@ ScoreFn = Callable[[jax.Array], jax.Array]
 """`score_fn(user_indices: int32[B]) -> float32[B, I]`: every item's score for each user."""
 
 _INT32_MAX = np.iinfo(np.int32).max
-_LOW_BITS = 12  # counts are summed as (c >> 12, c & 4095) so the int32 sums cannot overflow.
+# Counts are summed as (c >> 12, c & 4095), so the int32 sums are exact for up to ~500k items.
+_LOW_BITS = 12
 _COMPARE_MAX_POSITIVES = 64  # up to this many positives per user, compare; above, sort.
-_CHUNK_USERS = 32  # users per inner step of the comparison; keeps a chunk's rows in cache.
+_CHUNK_USERS = 32  # users per vmapped step of lax.map; keeps a chunk's rows in cache.
 
 # Number of times the block function has been traced (a recompile guard for tests).
 trace_count = 0
