@@ -176,3 +176,18 @@ def test_read_flagfile_ignores_driver_flags_and_names_bad_lines(tmp_path):
     tune.read_flagfile(bad)
   with pytest.raises(ValueError, match="does not exist"):
     tune.read_flagfile(tmp_path / "missing.cfg")
+
+
+def test_previous_trials_refuses_a_report_of_another_search(tmp_path):
+  path = tmp_path / "trials.json"
+  assert tune.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == []
+  trials = [{"trial": 0, "stage": "random", "values": {"dim": 8}, "metrics": {"auc": 0.6}}]
+  path.write_text(json.dumps({"base_config": dataclasses.asdict(TINY), "space": {"dim": [8]},
+                              "split": {"validation_per_user": 5, "validation_seed": 1},
+                              "trials": trials}))
+  assert tune.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == trials
+  for space, k, seed in (({"dim": [8, 16]}, 5, 1), ({"dim": [8]}, 4, 1), ({"dim": [8]}, 5, 2)):
+    with pytest.raises(ValueError, match="another base config, space or validation split"):
+      tune.previous_trials(path, TINY, space, k, seed)
+  with pytest.raises(ValueError, match="--resume"):
+    tune.previous_trials(path, dataclasses.replace(TINY, dim=9), {"dim": [8]}, 5, 1)
