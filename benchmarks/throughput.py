@@ -248,6 +248,7 @@ def _write_json(path: pathlib.Path, payload: dict) -> None:
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
   with os.fdopen(fd, "w") as f:
     json.dump(payload, f, indent=1)
+  os.chmod(tmp, 0o644)
   os.replace(tmp, path)
 
 
