@@ -20,7 +20,10 @@ gather would sum them, so a row is updated once per step whatever its
 multiplicity.
 
 Per step the work is O((N + M) * D) plus one O(U + I) int32 scratch fill used
-to find each index's first occurrence; nothing of size [U, D] is touched.
+to find each index's representative occurrence; nothing of size [U, D] is
+touched, except on a table with at most `dense_row_ratio` (default 2) rows per
+gathered index, which a batch mostly touches anyway: there one masked pass over
+the table is cheaper on CPU than row gathers/scatters and gives the same values.
 """
 
 from typing import Any, Callable, NamedTuple, Union
