@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import statistics
 import tempfile
@@ -24,50 +23,10 @@ from absl import logging
 import jax
 
 from tripjax import train as train_lib
+from tripjax import tuning
 from tripjax.config import TrainConfig
 
 COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
-# Flags of experiments/train.py that are not TrainConfig fields (a flagfile may hold them).
-_DRIVER_FLAGS = ("workdir", "overwrite")
-
-
-# experiments/tune.py has the same two helpers; importing it would define its flags here too.
-def read_flagfile(path: str | os.PathLike) -> TrainConfig:
-  """Reads a training flagfile into a `TrainConfig`, ignoring the driver's own flags.
-
-  Raises:
-    ValueError: the file is missing, or a line is not a TrainConfig field (naming the file and
-      the line, as `TrainConfig.from_flagfile` does).
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise ValueError(f"flagfile {path} does not exist.")
-  kept = [line if line.strip().lstrip("-").split("=", 1)[0] not in _DRIVER_FLAGS else ""
-          for line in path.read_text().splitlines()]
-  with tempfile.TemporaryDirectory() as tmp:
-    copy = pathlib.Path(tmp) / path.name
-    copy.write_text("\n".join(kept) + "\n")
-    try:
-      return TrainConfig.from_flagfile(copy)
-    except ValueError as e:
-      raise ValueError(str(e).replace(str(copy), str(path))) from e
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and `os.replace`."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def on_split(config: TrainConfig, data_dir: str | None, split_seed: int) -> TrainConfig:
   """The config's model settings on the lab's ML-100K split `split_seed`, one final evaluation."""
   return dataclasses.replace(config, dataset="ml-100k", data_dir=data_dir, download=False,
@@ -139,17 +98,21 @@ def main(argv):
     seeds = [int(s) for s in _SPLIT_SEEDS.value]
   except ValueError as e:
     raise app.UsageError(f"--split_seeds must be integers: {e}") from e
-  configs = {"lab config": read_flagfile(_LAB.value), "tuned": read_flagfile(_TUNED.value)}
+  try:
+    configs = {"lab config": tuning.read_flagfile(_LAB.value),
+               "tuned": tuning.read_flagfile(_TUNED.value)}
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   rows = run_models(configs, _DATA_DIR.value or None, seeds)
   command = ("python -m benchmarks.accuracy_table" +
              (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else ""))
   flagfiles = {"lab config": {"path": _LAB.value, "text": pathlib.Path(_LAB.value).read_text()},
                "tuned": {"path": _TUNED.value, "text": pathlib.Path(_TUNED.value).read_text()}}
-  write_atomic(_OUT_JSON.value, json.dumps(
+  tuning.write_atomic(_OUT_JSON.value, json.dumps(
       {"split_seeds": seeds, "rows": rows, "flagfiles": flagfiles, "jax_version": jax.__version__,
        "device_kind": jax.devices()[0].device_kind, "command": command}, indent=2) + "\n")
   table = markdown(rows, seeds, command)
-  write_atomic(_OUT_MD.value, table)
+  tuning.write_atomic(_OUT_MD.value, table)
   print(table)
 
 

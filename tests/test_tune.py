@@ -1,4 +1,5 @@
-"""Tests of experiments/tune.py: the validation split, the search, the flagfile it writes."""
+"""Tests of tripjax/tuning.py (behind experiments/tuning.py): the validation split, the search,
+the flagfile it writes."""
 
 import dataclasses
 import json
@@ -7,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from experiments import tune
 from tripjax import model
 from tripjax import train as train_lib
+from tripjax import tuning
 from tripjax.config import TrainConfig
 
 TINY = TrainConfig(dataset="synthetic-tiny", dim=8, batch_size=256, epochs=1,
@@ -28,7 +29,7 @@ def _overlap(a, b) -> int:
 
 def test_tuning_split_comes_from_train_only(tiny_split):
   train, test = tiny_split
-  fit, valid = tune.tuning_split(train, validation_per_user=5, seed=1)
+  fit, valid = tuning.tuning_split(train, validation_per_user=5, seed=1)
   assert (fit + valid != train).nnz == 0
   assert _overlap(fit, valid) == 0
   assert _overlap(fit, test) == 0 and _overlap(valid, test) == 0
@@ -38,23 +39,23 @@ def test_tuning_split_comes_from_train_only(tiny_split):
 def test_tuning_split_names_the_flag_when_users_are_short(tiny_split):
   train, _ = tiny_split
   with pytest.raises(ValueError, match="--validation_per_user=10000"):
-    tune.tuning_split(train, validation_per_user=10000)
+    tuning.tuning_split(train, validation_per_user=10000)
 
 
 def test_tune_two_trials_writes_best_flagfile_and_never_sees_test(tmp_path, monkeypatch,
                                                                   tiny_split):
   _, test = tiny_split
   seen = []
-  real_validate = tune.validate
+  real_validate = tuning.validate
 
   def spy(config, fit_matrix, valid_matrix):
     seen.append((fit_matrix, valid_matrix))
     return real_validate(config, fit_matrix, valid_matrix)
 
-  monkeypatch.setattr(tune, "validate", spy)
+  monkeypatch.setattr(tuning, "validate", spy)
   out_json, out_cfg = tmp_path / "trials.json", tmp_path / "best.cfg"
   space = {"learning_rate": [0.01, 0.2], "margin": [0.3], "num_negatives": [1, 2]}
-  report = tune.tune(TINY, space, num_trials=2, initial_trials=2, seed=3,
+  report = tuning.tune(TINY, space, num_trials=2, initial_trials=2, seed=3,
                      out_json=out_json, out_flagfile=out_cfg)
 
   assert len(report["trials"]) == 2 and len(seen) == 2
@@ -75,7 +76,7 @@ def test_tune_two_trials_writes_best_flagfile_and_never_sees_test(tmp_path, monk
 def test_fit_trains_the_same_model_as_the_driver(tmp_path, tiny_split):
   train, test = tiny_split
   config = dataclasses.replace(TINY, epochs=2, num_negatives=2, eval_every=2)
-  params, seconds = tune.fit(config, train)
+  params, seconds = tuning.fit(config, train)
   ours = train_lib.evaluate(model.score_fn(params), train, test, config.eval_block_size)
   results = train_lib.train_and_evaluate(config, tmp_path / "run")
   assert seconds > 0
@@ -99,20 +100,20 @@ SPACE = {"learning_rate": [0.001, 0.01, 0.1, 1.0], "margin": [0.1, 0.3, 0.5, 0.7
 
 def test_search_refines_to_the_optimum_within_budget():
   calls = []
-  trials = tune.search(TrainConfig(), SPACE, _separable_objective(calls), num_trials=40,
+  trials = tuning.search(TrainConfig(), SPACE, _separable_objective(calls), num_trials=40,
                        initial_trials=3, seed=0)
   assert len(trials) == len(calls) <= 40
   assert [t["stage"] for t in trials[:3]] == ["random"] * 3
-  assert tune.best_trial(trials)["values"] == {"learning_rate": 0.1, "margin": 0.5, "dim": 64}
+  assert tuning.best_trial(trials)["values"] == {"learning_rate": 0.1, "margin": 0.5, "dim": 64}
   points = [tuple(sorted(t["values"].items())) for t in trials]
   assert len(set(points)) == len(points)  # no point is trained twice
 
 
 def test_search_is_deterministic_and_respects_the_budget():
-  runs = [tune.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=5,
+  runs = [tuning.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=5,
                       initial_trials=4, seed=7) for _ in range(2)]
   assert runs[0] == runs[1] and len(runs[0]) == 5
-  other = tune.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=5,
+  other = tuning.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=5,
                       initial_trials=4, seed=8)
   assert [t["values"] for t in other] != [t["values"] for t in runs[0]]
 
@@ -120,9 +121,9 @@ def test_search_is_deterministic_and_respects_the_budget():
 def test_best_trial_skips_diverged_trials():
   trials = [{"trial": 0, "metrics": {"auc": float("nan")}},
             {"trial": 1, "metrics": {"auc": 0.7}}, {"trial": 2, "metrics": {"auc": 0.7}}]
-  assert tune.best_trial(trials)["trial"] == 1
+  assert tuning.best_trial(trials)["trial"] == 1
   with pytest.raises(ValueError, match="diverged"):
-    tune.best_trial(trials[:1])
+    tuning.best_trial(trials[:1])
 
 
 @pytest.mark.parametrize("space, message", [
@@ -134,21 +135,23 @@ def test_best_trial_skips_diverged_trials():
 ])
 def test_check_space_rejects_bad_spaces(space, message):
   with pytest.raises(ValueError, match=message):
-    tune.check_space(space)
+    tuning.check_space(space)
 
 
 def test_parse_space_names_the_flag():
-  assert tune.parse_space({"dim": ["8", "16"], "optimizer": ["adam"]}) == {
+  assert tuning.parse_space({"dim": ["8", "16"], "optimizer": ["adam"]}) == {
       "dim": (8, 16), "optimizer": ("adam",)}
   with pytest.raises(ValueError, match="--search_dim=8,x"):
-    tune.parse_space({"dim": ["8", "x"]})
+    tuning.parse_space({"dim": ["8", "x"]})
+  with pytest.raises(ValueError, match="unknown field 'colour'"):
+    tuning.parse_space({"colour": ["red"]})
 
 
 def test_search_reuses_previous_trials_without_training_again():
-  first = tune.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=6,
+  first = tuning.search(TrainConfig(), SPACE, _separable_objective([]), num_trials=6,
                       initial_trials=4, seed=2)
   calls = []
-  again = tune.search(TrainConfig(), SPACE, _separable_objective(calls), num_trials=9,
+  again = tuning.search(TrainConfig(), SPACE, _separable_objective(calls), num_trials=9,
                       initial_trials=4, seed=2, previous=first[:5])
   assert again[:6] == first
   assert len(calls) == len(again) - 5
@@ -159,7 +162,7 @@ def test_ablation_reverts_one_field_at_a_time():
   objective = _separable_objective(calls)
   best = dataclasses.replace(TrainConfig(), learning_rate=0.1, margin=0.5, dim=64)
   reference = dataclasses.replace(best, learning_rate=0.001, margin=0.5, dim=16)
-  rows = tune.ablation(best, reference, ["learning_rate", "margin", "dim"], objective, 1.0)
+  rows = tuning.ablation(best, reference, ["learning_rate", "margin", "dim"], objective, 1.0)
   assert [r["field"] for r in rows] == ["learning_rate", "dim"]  # margin is the same in both
   assert [(c.learning_rate, c.dim) for c in calls] == [(0.001, 64), (0.1, 16)]
   assert rows[0]["delta"] == pytest.approx(math.log(100))
@@ -169,25 +172,25 @@ def test_ablation_reverts_one_field_at_a_time():
 def test_read_flagfile_ignores_driver_flags_and_names_bad_lines(tmp_path):
   good = tmp_path / "lab.cfg"
   good.write_text("# comment\n--dataset=synthetic-tiny\n--workdir=runs/x\n--dim=12\n")
-  assert tune.read_flagfile(good) == TrainConfig(dataset="synthetic-tiny", dim=12)
+  assert tuning.read_flagfile(good) == TrainConfig(dataset="synthetic-tiny", dim=12)
   bad = tmp_path / "bad.cfg"
   bad.write_text("--dim=12\n--colour=red\n")
   with pytest.raises(ValueError, match=r"bad.cfg:2"):
-    tune.read_flagfile(bad)
+    tuning.read_flagfile(bad)
   with pytest.raises(ValueError, match="does not exist"):
-    tune.read_flagfile(tmp_path / "missing.cfg")
+    tuning.read_flagfile(tmp_path / "missing.cfg")
 
 
 def test_previous_trials_refuses_a_report_of_another_search(tmp_path):
   path = tmp_path / "trials.json"
-  assert tune.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == []
+  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == []
   trials = [{"trial": 0, "stage": "random", "values": {"dim": 8}, "metrics": {"auc": 0.6}}]
   path.write_text(json.dumps({"base_config": dataclasses.asdict(TINY), "space": {"dim": [8]},
                               "split": {"validation_per_user": 5, "validation_seed": 1},
                               "trials": trials}))
-  assert tune.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == trials
+  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == trials
   for space, k, seed in (({"dim": [8, 16]}, 5, 1), ({"dim": [8]}, 4, 1), ({"dim": [8]}, 5, 2)):
     with pytest.raises(ValueError, match="another base config, space or validation split"):
-      tune.previous_trials(path, TINY, space, k, seed)
+      tuning.previous_trials(path, TINY, space, k, seed)
   with pytest.raises(ValueError, match="--resume"):
-    tune.previous_trials(path, dataclasses.replace(TINY, dim=9), {"dim": [8]}, 5, 1)
+    tuning.previous_trials(path, dataclasses.replace(TINY, dim=9), {"dim": [8]}, 5, 1)

@@ -1,0 +1,435 @@
+"""Hyperparameter search for the triplet model on a validation split carved out of train.
+
+The test positives of the lab split are never looked at: `tuning_split` moves
+`validation_per_user` more positives of every user out of TRAIN, `fit` trains on the rest
+exactly as `tripjax.train.train_and_evaluate` does (no workdir), and `validate` scores the fit by
+the mean AUC of the held-out positives against all items not in the fitted matrix.
+
+`search` draws distinct points of a grid at random (seeded), then walks one grid step at a time
+along each axis from the best point while it improves. `ablation` puts the best point's fields
+back to a reference (e.g. the lab's settings) one at a time. `tune` is the whole run behind
+`experiments/tune.py`: split, search, ablation, the JSON report and the best flagfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import tempfile
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+import numpy as np
+import scipy.sparse as sp
+
+from tripjax import model
+from tripjax import sampling
+from tripjax import train as train_lib
+from tripjax.config import TrainConfig
+from tripjax.data import split
+
+# Searchable TrainConfig fields and how a command-line value of each is parsed.
+SEARCHABLE = {
+    "learning_rate": float, "margin": float, "epochs": int, "batch_size": int, "dim": int,
+    "l2": float, "num_negatives": int, "optimizer": str, "schedule": str, "init_scale": float,
+}
+# Fields that describe where the data is, not the run: never written to the flagfile.
+_MACHINE_FIELDS = ("data_dir", "download")
+
+Space = Mapping[str, Sequence[Any]]  # field name -> candidate values (a grid axis)
+
+
+# ------------------------------------------------------------------------------- data
+
+
+def tuning_split(train: sp.csr_matrix, validation_per_user: int = 5,
+                 seed: int = 1) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+  """Carves a validation split out of the training positives only.
+
+  Args:
+    train: bool CSR [U, I], the lab split's training positives (test already removed).
+    validation_per_user: positives per user moved to validation.
+    seed: seed of the hold-out (`tripjax.data.split.leave_k_out`).
+
+  Returns:
+    (fit, valid): disjoint bool CSR [U, I] with fit + valid == train.
+
+  Raises:
+    ValueError: a user has fewer than validation_per_user + 1 training positives.
+  """
+  try:
+    return split.leave_k_out(train, k=validation_per_user, seed=seed)
+  except ValueError as e:
+    raise ValueError(f"--validation_per_user={validation_per_user}: {e}") from e
+
+
+# ------------------------------------------------------------------------------- one trial
+
+
+def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float]:
+  """Trains the triplet model on `matrix` exactly as `train_and_evaluate` does, without a workdir.
+
+  Same sampler, optimizer, initialisation and jitted step, epoch by epoch; no checkpoints and no
+  evaluation.
+
+  Args:
+    config: the run's settings (its data fields are ignored: the data is `matrix`).
+    matrix: bool CSR [U, I], the positives to train on.
+
+  Returns:
+    (params {"user": float32[U, D], "item": float32[I, D]}, training seconds).
+
+  Raises:
+    train.TrainingDiverged: the loss or the parameters became NaN/Inf.
+  """
+  num_users, num_items = matrix.shape
+  sampler = sampling.EpochSampler(matrix, config.batch_size, config.steps_per_dispatch,
+                                  config.num_negatives, seed=config.seed)
+  optimizer = train_lib.make_optimizer(config, config.epochs * sampler.num_batches)
+  state = train_lib.init_state(jax.random.key(config.seed), optimizer, num_users, num_items,
+                               config.dim, config.init_scale)
+  step_fn = train_lib.make_train_step(optimizer, config.margin, config.l2)
+  seconds = 0.0
+  for epoch in range(config.epochs):
+    started = time.perf_counter()
+    state, chunks = train_lib.run_epoch(step_fn, state, sampler.epoch(epoch))
+    jax.block_until_ready(state)
+    seconds += time.perf_counter() - started
+    if not np.all(np.isfinite(chunks["loss"])):
+      raise train_lib.TrainingDiverged(
+          f"the loss became NaN/Inf in epoch {epoch + 1} (learning_rate="
+          f"{config.learning_rate}, optimizer={config.optimizer}); lower the learning rate.")
+  return state.params, seconds
+
+
+def validate(config: TrainConfig, fit_matrix: sp.csr_matrix,
+             valid_matrix: sp.csr_matrix) -> dict[str, float]:
+  """Fits on `fit_matrix` and returns the validation means (auc, ndcg@20, ...) and seconds."""
+  params, seconds = fit(config, fit_matrix)
+  metrics = train_lib.evaluate(model.score_fn(params), fit_matrix, valid_matrix,
+                               config.eval_block_size)
+  metrics["train_seconds"] = seconds
+  return metrics
+
+
+# ------------------------------------------------------------------------------- the search
+
+
+def check_space(space: Space) -> dict[str, tuple]:
+  """Validates a search space: known fields, non-empty, distinct values, each a valid config.
+
+  Returns:
+    field -> tuple of values, in the given order (the order is the grid axis).
+
+  Raises:
+    ValueError: naming the field and the bad value.
+  """
+  out = {}
+  for name, values in space.items():
+    if name not in SEARCHABLE:
+      raise ValueError(f"search space: unknown field {name!r}; searchable: "
+                       f"{sorted(SEARCHABLE)}")
+    values = tuple(values)
+    if not values:
+      raise ValueError(f"search space: {name} has no values.")
+    if len(set(values)) != len(values):
+      raise ValueError(f"search space: {name} repeats a value: {list(values)}.")
+    for value in values:
+      try:
+        dataclasses.replace(TrainConfig(), **{name: value})
+      except (ValueError, TypeError) as e:
+        raise ValueError(f"search space: {name}={value!r} is not a valid setting: {e}") from e
+    out[name] = values
+  return out
+
+
+def initial_points(space: Space, num_points: int, seed: int) -> list[tuple[int, ...]]:
+  """`num_points` distinct grid points (index tuples) drawn uniformly, reproducibly from seed."""
+  shape = tuple(len(v) for v in space.values())
+  total = math.prod(shape)
+  chosen = np.random.default_rng(seed).choice(total, size=min(num_points, total), replace=False)
+  return [tuple(int(i) for i in np.unravel_index(c, shape)) for c in chosen]
+
+
+def neighbours(point: tuple[int, ...], space: Space) -> list[tuple[int, ...]]:
+  """The grid points one step away from `point` along a single axis, axis by axis."""
+  sizes = [len(v) for v in space.values()]
+  out = []
+  for axis, size in enumerate(sizes):
+    for delta in (-1, 1):
+      j = point[axis] + delta
+      if 0 <= j < size:
+        out.append(point[:axis] + (j,) + point[axis + 1:])
+  return out
+
+
+def point_values(point: tuple[int, ...], space: Space) -> dict[str, Any]:
+  return {name: values[i] for (name, values), i in zip(space.items(), point)}
+
+
+def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], dict],
+           num_trials: int, initial_trials: int, seed: int = 0,
+           on_trial: Callable[[list[dict]], None] | None = None,
+           previous: Sequence[dict] = ()) -> list[dict]:
+  """Coarse-to-fine grid search: random distinct points, then one-step coordinate moves.
+
+  Args:
+    base: the settings the searched fields are applied to.
+    space: field -> candidate values (see `check_space`).
+    objective: config -> metrics dict holding "auc" (higher is better).
+    num_trials: total trials (stops earlier when the walk finds no better neighbour).
+    initial_trials: trials of the random stage (at most num_trials).
+    seed: seed of the random stage.
+    on_trial: called with the trial list after each trial (e.g. to save progress).
+    previous: trials of an earlier run of the same search; a point found there reuses its
+      metrics instead of training again (the search being deterministic, an interrupted run
+      resumes where it stopped).
+
+  Returns:
+    the trials, in order: {"trial", "stage", "values", "metrics"}.
+  """
+  space = check_space(space)
+  if num_trials < 1 or initial_trials < 1:
+    raise ValueError(f"num_trials and initial_trials must be >= 1, got {num_trials} and "
+                     f"{initial_trials}.")
+  trials, seen = [], {}
+  cache = {_key(t["values"]): t["metrics"] for t in previous}
+
+  def run(point, stage):
+    values = point_values(point, space)
+    config = dataclasses.replace(base, **values)
+    try:
+      metrics = cache[_key(values)] if _key(values) in cache else objective(config)
+    except train_lib.TrainingDiverged as e:
+      logging.warning("trial %d diverged: %s", len(trials), e)
+      metrics = {"auc": float("nan"), "diverged": str(e)}
+    seen[point] = metrics["auc"]
+    trials.append({"trial": len(trials), "stage": stage, "values": values, "metrics": metrics})
+    logging.info("trial %d (%s) AUC %.4f  %s", len(trials) - 1, stage, metrics["auc"], values)
+    if on_trial is not None:
+      on_trial(trials)
+
+  for point in initial_points(space, min(initial_trials, num_trials), seed):
+    run(point, "random")
+
+  def score(p):
+    return -math.inf if math.isnan(seen[p]) else seen[p]
+
+  best = max(seen, key=score)
+  while len(trials) < num_trials:
+    fresh = [p for p in neighbours(best, space) if p not in seen]
+    if not fresh:
+      break
+    for point in fresh[:num_trials - len(trials)]:
+      run(point, "refine")
+    new_best = max(seen, key=score)
+    if new_best == best:
+      break
+    best = new_best
+  return trials
+
+
+def _key(values: Mapping[str, Any]) -> str:
+  return json.dumps(dict(values), sort_keys=True)
+
+
+def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
+             objective: Callable[[TrainConfig], dict], best_auc: float) -> list[dict]:
+  """What each setting contributes: the best config with one field put back to `reference`.
+
+  Args:
+    best: the tuned settings.
+    reference: the settings to compare with (e.g. the lab's).
+    fields: the fields to revert, one at a time (fields equal in both are skipped).
+    objective: config -> metrics with "auc" (the validation objective of the search).
+    best_auc: the objective of `best`.
+
+  Returns:
+    [{"field", "tuned", "reference", "auc", "delta"}], delta = best_auc - auc (what keeping the
+    tuned value is worth).
+  """
+  rows = []
+  for name in fields:
+    tuned, ref = getattr(best, name), getattr(reference, name)
+    if tuned == ref:
+      continue
+    try:
+      auc = objective(dataclasses.replace(best, **{name: ref}))["auc"]
+    except train_lib.TrainingDiverged:
+      auc = float("nan")
+    rows.append({"field": name, "tuned": tuned, "reference": ref, "auc": auc,
+                 "delta": best_auc - auc})
+    logging.info("ablation: %s=%r instead of %r: AUC %.4f (%+.4f)", name, ref, tuned, auc,
+                 auc - best_auc)
+  return rows
+
+
+def best_trial(trials: Sequence[dict]) -> dict:
+  """The trial with the highest validation AUC (the earliest on ties; diverged ones never)."""
+  finite = [t for t in trials if not math.isnan(t["metrics"]["auc"])]
+  if not finite:
+    raise ValueError("every trial diverged; lower the learning rates of the search space.")
+  return max(finite, key=lambda t: (t["metrics"]["auc"], -t["trial"]))
+
+
+# ------------------------------------------------------------------------------- outputs
+
+
+def flagfile_text(config: TrainConfig, searched: Sequence[str], header: str = "") -> str:
+  """A flagfile of `config`: every searched field and every field that differs from the defaults.
+
+  `data_dir`/`download` are left out (they depend on the machine, not on the result).
+  """
+  defaults = TrainConfig()
+  lines = [f"# {line}" for line in header.splitlines()]
+  full = dict(line[2:].split("=", 1) for line in config.to_flagfile().splitlines())
+  for field in dataclasses.fields(config):
+    name = field.name
+    if name in _MACHINE_FIELDS:
+      continue
+    if name in searched or getattr(config, name) != getattr(defaults, name):
+      lines.append(f"--{name}={full[name]}")
+  return "\n".join(lines) + "\n"
+
+
+# Flags of experiments/train.py that are not TrainConfig fields (a flagfile may hold them).
+_DRIVER_FLAGS = ("workdir", "overwrite")
+
+
+def read_flagfile(path: str | os.PathLike) -> TrainConfig:
+  """Reads a training flagfile into a `TrainConfig`, ignoring the driver's own flags.
+
+  Raises:
+    ValueError: the file is missing, or a line is not a TrainConfig field (naming the file and
+      the line, as `TrainConfig.from_flagfile` does).
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ValueError(f"flagfile {path} does not exist.")
+  kept = [line if line.strip().lstrip("-").split("=", 1)[0] not in _DRIVER_FLAGS else ""
+          for line in path.read_text().splitlines()]
+  with tempfile.TemporaryDirectory() as tmp:
+    copy = pathlib.Path(tmp) / path.name
+    copy.write_text("\n".join(kept) + "\n")
+    try:
+      return TrainConfig.from_flagfile(copy)
+    except ValueError as e:
+      raise ValueError(str(e).replace(str(copy), str(path))) from e
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` to `path` through a temporary file and `os.replace`."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, seed: int = 0,
+         validation_per_user: int = 5, validation_seed: int = 1,
+         out_json: str | os.PathLike | None = None,
+         out_flagfile: str | os.PathLike | None = None, previous: Sequence[dict] = (),
+         reference: TrainConfig | None = None) -> dict:
+  """Loads the base config's lab split, searches on the validation split, writes the outputs.
+
+  Args:
+    base, space, num_trials, initial_trials, seed, previous: as in `search`.
+    validation_per_user, validation_seed: as in `tuning_split`.
+    out_json, out_flagfile: where the report and the best flagfile go (None: not written).
+    reference: when given, `ablation` of the best config against it (on validation).
+
+  Returns:
+    the report written to `out_json`: {"base_config", "space", "budget", "split", "trials",
+    "best"} (plus "flagfile" and "ablation" when asked for).
+  """
+  space = check_space(space)
+  dataset, train, test = train_lib.load_split(base)
+  fit_matrix, valid_matrix = tuning_split(train, validation_per_user, validation_seed)
+  report = {
+      "base_config": dataclasses.asdict(base),
+      "space": {k: list(v) for k, v in space.items()},
+      "budget": {"num_trials": num_trials, "initial_trials": initial_trials, "seed": seed},
+      "split": {"dataset": base.dataset, "split_seed": base.split_seed,
+                "test_per_user": base.test_per_user, "validation_per_user": validation_per_user,
+                "validation_seed": validation_seed, "users": int(train.shape[0]),
+                "items": int(train.shape[1]), "fit_positives": int(fit_matrix.nnz),
+                "validation_positives": int(valid_matrix.nnz),
+                "test_positives_unused": int(test.nnz)},
+      "jax_version": jax.__version__, "device_kind": jax.devices()[0].device_kind,
+  }
+  del dataset, test  # the test positives play no part in the search
+
+  def save(trials):
+    report["trials"] = trials
+    if out_json is not None:
+      write_atomic(out_json, json.dumps(report, indent=2) + "\n")
+
+  def objective(config):
+    return validate(config, fit_matrix, valid_matrix)
+
+  trials = search(base, space, objective, num_trials, initial_trials, seed, on_trial=save,
+                  previous=previous)
+  best = best_trial(trials)
+  report["best"] = best
+  if reference is not None:
+    report["ablation"] = ablation(dataclasses.replace(base, **best["values"]), reference,
+                                  list(space), objective, best["metrics"]["auc"])
+  if out_flagfile is not None:
+    config = dataclasses.replace(base, **best["values"])
+    header = (f"Tuned by experiments.tune on {base.dataset} (validation: {validation_per_user} "
+              f"train positives per user, seed {validation_seed}; split seed "
+              f"{base.split_seed}):\nvalidation AUC {best['metrics']['auc']:.4f}, trial "
+              f"{best['trial']} of {len(trials)}.")
+    write_atomic(out_flagfile, flagfile_text(config, list(space), header))
+    report["flagfile"] = str(out_flagfile)
+  save(trials)
+  return report
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+def parse_space(raw: Mapping[str, Sequence[str]]) -> dict[str, tuple]:
+  """Parses `--search_<field>` lists ("a,b,c") into typed values; raises ValueError on junk."""
+  space = {}
+  for name, values in raw.items():
+    if name not in SEARCHABLE:
+      check_space({name: values})  # raises, naming the searchable fields
+    try:
+      space[name] = tuple(SEARCHABLE[name](v) for v in values)
+    except ValueError as e:
+      raise ValueError(f"--search_{name}={','.join(values)}: {e}") from e
+  return check_space(space)
+
+
+def previous_trials(path: str | os.PathLike, base: TrainConfig, space: Space,
+                    validation_per_user: int, validation_seed: int) -> list[dict]:
+  """The trials of an earlier report at `path` ([] when absent) for `search(previous=...)`.
+
+  Raises:
+    ValueError: the report was written for another base config, space or validation split.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  old = json.loads(path.read_text())
+  same = (old.get("base_config") == json.loads(json.dumps(dataclasses.asdict(base))) and
+          old.get("space") == {k: list(v) for k, v in check_space(space).items()} and
+          old.get("split", {}).get("validation_per_user") == validation_per_user and
+          old.get("split", {}).get("validation_seed") == validation_seed)
+  if not same:
+    raise ValueError(f"--resume: {path} holds a search with another base config, space or "
+                     "validation split; use another --out_json.")
+  return old.get("trials", [])
