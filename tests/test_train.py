@@ -180,14 +180,57 @@ def test_short_run_beats_popularity_and_writes_its_files(finished_run):
   assert TrainConfig.from_flagfile(workdir / "flags.txt") == _RUN
 
 
-def test_interrupted_run_resumes_to_the_same_metrics(finished_run, tmp_path):
-  _, uninterrupted = finished_run
-  partial = train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=1)
-  assert partial == {"finished": False, "epoch": 1}
+def _history(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+class _Killed(BaseException):
+  """Stands for the process dying (not an Exception, so nothing catches it on the way)."""
+
+
+def _raise_once(real, when):
+  """`real`, except that the first call for which `when(*args, **kwargs)` holds raises."""
+  def wrapper(*args, **kwargs):
+    if not wrapper.raised and when(*args, **kwargs):
+      wrapper.raised = True
+      raise _Killed()
+    return real(*args, **kwargs)
+  wrapper.raised = False
+  return wrapper
+
+
+@pytest.mark.parametrize("interruption", ["stop_after_evaluation", "during_evaluation",
+                                          "before_checkpoint_commit"])
+def test_interrupted_run_resumes_to_the_same_metrics(finished_run, tmp_path, monkeypatch,
+                                                     interruption):
+  workdir, uninterrupted = finished_run
+  if interruption == "stop_after_evaluation":
+    partial = train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=3)  # eval_every=3
+    assert partial == {"finished": False, "epoch": 3}
+    assert [h["epoch"] for h in _history(tmp_path)] == [3]
+  else:
+    if interruption == "during_evaluation":
+      # The first evaluation (of epoch 3) dies.
+      monkeypatch.setattr(train, "evaluate", _raise_once(train.evaluate, lambda *a, **k: True))
+    else:
+      # Epoch 3's line is written, then the process dies before its checkpoint is committed.
+      from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+      monkeypatch.setattr(checkpoint.Checkpoints, "save", _raise_once(
+          checkpoint.Checkpoints.save, lambda self, epoch, *a, **k: epoch == 3))
+    with pytest.raises(_Killed):
+      train.train_and_evaluate(_RUN, tmp_path)
+    monkeypatch.undo()
+    # Whatever metrics.jsonl holds, a restored run only shows lines its checkpoints back.
+    assert train.restore_run(tmp_path).history == []
   assert not (tmp_path / "results.json").exists()
   resumed = train.train_and_evaluate(_RUN, tmp_path)  # same config and workdir: resumes
   assert resumed["model"] == uninterrupted["model"]
   assert resumed["steps"] == uninterrupted["steps"]
+  expected, got = _history(workdir), _history(tmp_path)
+  assert [h["epoch"] for h in got] == [h["epoch"] for h in expected] == [3, 6]
+  for line, reference in zip(got, expected):
+    assert {k: line[k] for k in ("step", "loss", "active_fraction") + _MODEL_KEYS} == {
+        k: reference[k] for k in ("step", "loss", "active_fraction") + _MODEL_KEYS}
   # A finished run is not trained again.
   assert train.train_and_evaluate(_RUN, tmp_path)["model"] == uninterrupted["model"]
 

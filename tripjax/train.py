@@ -215,7 +215,7 @@ class Run(NamedTuple):
   train: sp.csr_matrix  # bool [U, I]
   test: sp.csr_matrix  # bool [U, I]
   params: Params  # {"user": float32[U, D], "item": float32[I, D]} of the latest checkpoint
-  history: list  # metrics.jsonl entries, one dict per evaluation
+  history: list  # metrics.jsonl entries up to the latest checkpoint, one dict per evaluation
   results: dict | None  # results.json, or None if the run did not finish
 
 
@@ -393,8 +393,6 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       triplets = chunks["triplets"].sum()
       loss = chunks["loss_sum"].sum() / triplets
       active = chunks["active_sum"].sum() / triplets
-      ckpts.save(epoch + 1, state.params, state.opt_state, state.step,
-                 {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds})
       entry = {"epoch": epoch + 1, "step": int(state.step), "loss": float(loss),
                "active_fraction": float(active), "triplets_per_sec": float(triplets / seconds),
                "epoch_seconds": seconds, "sample_seconds": sample_seconds,
@@ -405,8 +403,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         entry.update(evaluate(model.score_fn(state.params), train, test, config.eval_block_size))
         entry["eval_seconds"] = time.perf_counter() - eval_started
         history.append(entry)
-        ckpts.wait()  # metrics.jsonl never gets ahead of the committed checkpoints
         _write_history(workdir, history)
+      # Saved only once the epoch's metrics.jsonl line is written: a committed checkpoint always
+      # has its line, and a line ahead of the checkpoints (a kill in between) is dropped and
+      # recomputed on resume.
+      ckpts.save(epoch + 1, state.params, state.opt_state, state.step,
+                 {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds})
       done = epoch + 1 - start_epoch
       eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
       logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"
@@ -481,5 +483,5 @@ def restore_run(workdir: str | os.PathLike) -> Run:
                             "not complete an epoch. Rerun its training command to resume.")
   results_path = workdir / RESULTS_FILE
   results = json.loads(results_path.read_text()) if results_path.exists() else None
-  return Run(config, dataset, train, test, jax.tree.map(jnp.asarray, params),
-             _read_history(workdir), results)
+  history = [h for h in _read_history(workdir) if h["epoch"] <= latest]
+  return Run(config, dataset, train, test, jax.tree.map(jnp.asarray, params), history, results)
