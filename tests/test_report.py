@@ -1,5 +1,6 @@
 """Tests for tripjax.report: ROC curves, figures, the analysis of a small trained model."""
 
+import dataclasses
 import types
 
 import jax
@@ -135,3 +136,24 @@ def test_write_report(planted_analysis, tmp_path):
     assert _is_png(tmp_path / "figures" / file), file
   assert "expected AUC is **0.5**" in text and "| model |" in text and "| popularity |" in text
   assert text.count("| 5 | Item") == 2  # the best and the worst user's fifth recommendation
+
+
+def test_share_better_counts_only_users_with_both_aucs():
+  nan = np.nan
+  model_auc = np.array([0.9, nan, 0.4, 0.7, nan])
+  other_auc = np.array([0.5, nan, 0.6, nan, 0.2])
+  assert report.share_better(model_auc, other_auc) == 0.5  # users 0 (win) and 2 (loss)
+  assert np.isnan(report.share_better(np.array([nan]), np.array([0.5])))
+
+
+def test_report_share_skips_users_without_an_auc(planted_analysis):
+  run, a = planted_analysis
+  model_auc, popularity_auc = a.model_auc.copy(), a.popularity_auc.copy()
+  wins = model_auc > popularity_auc
+  skipped = int(np.flatnonzero(wins)[0])  # a user the model beats, now without test items
+  model_auc[skipped] = popularity_auc[skipped] = np.nan
+  text = report.render_markdown(
+      dataclasses.replace(a, model_auc=model_auc, popularity_auc=popularity_auc), run.dataset,
+      {name: name for name in report.FIGURES})
+  expected = 100 * (wins.sum() - 1) / (len(wins) - 1)
+  assert f"beats popularity's AUC for {expected:.1f}% of the users" in text

@@ -289,6 +289,21 @@ def _fmt(x: float) -> str:
   return f"{x:.4f}"
 
 
+def share_better(model_auc: np.ndarray, other_auc: np.ndarray) -> float:
+  """The share of users whose model AUC beats another scorer's.
+
+  Args:
+    model_auc: float[U], per-user AUC (NaN where undefined).
+    other_auc: float[U], the other scorer's.
+
+  Returns:
+    Among the users where both AUCs are defined, the share with model_auc > other_auc (NaN if
+    there are none).
+  """
+  both = np.isfinite(model_auc) & np.isfinite(other_auc)
+  return float(np.mean(model_auc[both] > other_auc[both])) if both.any() else float("nan")
+
+
 def _case_section(name: str, case: UserCase, dataset, k: int) -> list[str]:
   lines = [f"### {name}: user {case.user_id} (AUC {case.auc:.4f})", "",
            f"{case.num_train} training positives, {case.num_test} test items; "
@@ -319,11 +334,12 @@ def render_markdown(analysis: Analysis, dataset, figures: dict[str, str]) -> str
       "| --- | --- | --- | --- | --- |"]
   lines += [f"| {name} | {_fmt(m['auc'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
             f"{_fmt(m['ndcg'])} |" for name, m in rows]
-  better = np.nanmean(a.model_auc > a.popularity_auc)
+  better = share_better(a.model_auc, a.popularity_auc)
   lines += [
       "",
       f"On average the model's and popularity's top-{k} unseen lists share **{a.overlap:.2f}** "
-      f"of {k} items. The model beats popularity's AUC for {100 * better:.1f}% of the users.", "",
+      f"of {k} items. The model beats popularity's AUC for {100 * better:.1f}% of the users "
+      "(of those with a defined AUC).", "",
       f"![Per-user AUC]({figures['histogram']})", "",
       f"![AUC against training positives]({figures['positives']})", "",
       "## The best and the worst user", ""]
