@@ -308,3 +308,46 @@ def test_top_k_scores_are_the_models_cosine_scores():
   items, scores = recommend.top_k(params, np.arange(9), k=30)
   full = np.asarray(model.cosine_scores(params, np.arange(9)))
   np.testing.assert_allclose(scores, np.take_along_axis(full, items, axis=1), atol=1e-6)
+
+
+def _dot_precisions(jaxpr) -> list:
+  """The `precision` of every dot_general in a (closed) jaxpr, sub-jaxprs included."""
+  found = []
+  for eqn in jaxpr.jaxpr.eqns if hasattr(jaxpr, "jaxpr") else jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.append(eqn.params["precision"])
+    for value in eqn.params.values():
+      if hasattr(value, "eqns") or hasattr(value, "jaxpr"):
+        found += _dot_precisions(value)
+  return found
+
+
+def test_evaluation_and_recommendations_score_with_one_precision():
+  params = _params_with_ties()
+  users = jnp.arange(3, dtype=jnp.int32)
+  unit = losses.normalize(params["item"])
+  highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+  paths = {
+      "score_fn": jax.make_jaxpr(model.score_fn(params))(users),
+      "cosine_scores": jax.make_jaxpr(model.cosine_scores)(params, users),
+      "top_k": jax.make_jaxpr(recommend._masked_top_k, static_argnums=3)(
+          params["user"][:3], unit, jnp.zeros((3, 80), bool), 5),
+  }
+  for name, jaxpr in paths.items():
+    precisions = _dot_precisions(jaxpr)
+    assert precisions and all(p == highest for p in precisions), (name, precisions)
+
+
+@pytest.mark.parametrize("k", [5, 20])
+def test_top_k_lists_what_evaluation_ranks(k):
+  from tripjax import metrics  # pylint: disable=g-import-not-at-top
+  params = _params_with_ties()  # exact ties between items
+  rng = np.random.default_rng(2)
+  dense = _random_csr(rng, (13, 80), 0.3).toarray()
+  dense[4] = np.arange(80) >= 10  # user 4 has 10 unseen items: padding at k=20
+  train = sp.csr_matrix(dense)
+  test = sp.csr_matrix(_random_csr(rng, (13, 80), 0.2).toarray() & ~dense)
+  evaluated = metrics.evaluate(model.score_fn(params), train, test, ks=(k,), block_size=4)
+  items, _ = recommend.top_k(params, np.arange(13), k=k, exclude=train, batch_size=4)
+  np.testing.assert_array_equal(items, evaluated.top_items)
+  assert (items[4] == -1).sum() == max(k - 10, 0)

@@ -35,9 +35,30 @@ def init_params(key: jax.Array, num_users: int, num_items: int, dim: int = 64,
   }
 
 
+# Full float32 matmuls (on GPU the default may use TF32): evaluation, reports and recommendations
+# rank items by the very same scores on every backend.
+SCORE_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def vector_scores(user_vecs: jax.Array, unit_items: jax.Array) -> jax.Array:
+  """Cosine scores of raw user vectors against pre-normalised items.
+
+  The one place the model's scores are computed (`cosine_scores`, `score_fn` and
+  `tripjax.recommend` all use it).
+
+  Args:
+    user_vecs: float32[B, D], not necessarily unit length.
+    unit_items: float32[I, D], unit rows (`losses.normalize(params["item"])`).
+
+  Returns:
+    float32[B, I].
+  """
+  return jnp.matmul(losses.normalize(user_vecs), unit_items.T, precision=SCORE_PRECISION)
+
+
 def _scores(user_table: jax.Array, unit_items: jax.Array, users: jax.Array) -> jax.Array:
   """Cosine scores of `users` against pre-normalised items: float32[B, I]."""
-  return losses.normalize(user_table[users]) @ unit_items.T
+  return vector_scores(user_table[users], unit_items)
 
 
 _jit_scores = jax.jit(_scores)

@@ -20,6 +20,8 @@ import optax
 import scipy.sparse as sp
 
 from tripjax import losses
+from tripjax import metrics
+from tripjax import model
 
 Params = Mapping[str, jax.Array]
 
@@ -33,12 +35,22 @@ _unit = losses.normalize  # the model's own normalisation, so scores equal model
 @functools.partial(jax.jit, static_argnames=("k",))
 def _masked_top_k(user_vecs: jax.Array, item_unit: jax.Array, exclude: jax.Array,
                   k: int) -> tuple[jax.Array, jax.Array]:
-  """Top-k of one block: float32[B, D], float32[I, D], bool[B, I] -> (int32[B, k], float32[B, k])."""
-  scores = jnp.matmul(_unit(user_vecs), item_unit.T, precision=jax.lax.Precision.HIGHEST)
-  scores = jnp.where(exclude, -jnp.inf, scores)
-  # lax.top_k is stable: among equal scores the lower item index comes first.
-  scores, indices = jax.lax.top_k(scores, k)
-  return indices.astype(jnp.int32), scores
+  """Top-k of one block, with the model's scores and evaluation's top-k (`metrics.top_k_unseen`).
+
+  Args:
+    user_vecs: float32[B, D].
+    item_unit: float32[I, D], unit rows.
+    exclude: bool[B, I], items never to recommend.
+    k: static number of items.
+
+  Returns:
+    (int32[B, k] items, -1 where a user has fewer than k candidates; float32[B, k] their scores,
+    -inf in those slots).
+  """
+  scores = model.vector_scores(user_vecs, item_unit)
+  items = metrics.top_k_unseen(scores, ~exclude, k)
+  top_scores = jnp.take_along_axis(scores, jnp.maximum(items, 0), axis=1)
+  return items, jnp.where(items >= 0, top_scores, -jnp.inf)
 
 
 def _check_k(k: int, num_candidates: int, what: str = "catalogue") -> int:
@@ -121,7 +133,6 @@ def _blocked_top_k(vecs: np.ndarray, item_table: jax.Array, k: int, exclude,
     items, scores = _masked_top_k(block, item_unit, mask, k)
     out_items[rows] = np.asarray(items)[:size]
     out_scores[rows] = np.asarray(scores)[:size]
-  out_items[np.isneginf(out_scores)] = -1
   return out_items, out_scores
 
 
