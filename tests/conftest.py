@@ -1,9 +1,15 @@
 """Shared pytest fixtures for tripjax."""
 
+import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +19,49 @@ def data_dir():
   if not path or not (pathlib.Path(path) / "ml-100k" / "u.data").exists():
     pytest.skip("TRIPJAX_DATA_DIR does not point at a folder holding ml-100k/")
   return pathlib.Path(path)
+
+
+def _cpu_env() -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """One `python -m experiments.train --flagfile=experiments/configs/smoke.cfg` per session.
+
+  The CLI tests share it: check the process's output on it, read it, never train it again.
+
+  Returns:
+    (workdir: pathlib.Path of the finished run, the training's subprocess.CompletedProcess).
+  """
+  workdir = tmp_path_factory.mktemp("smoke") / "run"
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--flagfile=experiments/configs/smoke.cfg",
+       f"--workdir={workdir}"], cwd=REPO, env=_cpu_env(), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, done
+
+
+@pytest.fixture(scope="session")
+def run_cli(tmp_path_factory):
+  """Runs command lines of one experiments main, all in ONE subprocess (tests/cli_driver.py).
+
+  `run_cli("experiments.recommend", {"name": [args...], ...})` returns
+  {"name": subprocess.CompletedProcess} with what `python -m experiments.recommend args...`
+  would have printed and returned; the cases run in order, each with the flags reset.
+  """
+  def run(module: str, cases: dict[str, list[str]], timeout: int = 300) -> dict:
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "cases.json").write_text(json.dumps(cases))
+    args = [sys.executable, str(_DRIVER), module, str(folder / "cases.json"),
+            str(folder / "out.json")]
+    done = subprocess.run(args, cwd=REPO, env=_cpu_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((folder / "out.json").read_text())
+    return {name: subprocess.CompletedProcess([module, *cases[name]], r["returncode"],
+                                              r["stdout"], r["stderr"])
+            for name, r in results.items()}
+
+  return run

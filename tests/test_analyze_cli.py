@@ -1,41 +1,26 @@
-"""End-to-end test of `python -m experiments.analyze` on a smoke.cfg training run."""
+"""End-to-end test of `python -m experiments.analyze` on the session's smoke.cfg run."""
 
-import os
-import pathlib
-import subprocess
-import sys
+import json
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(*args, timeout=240):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, text=True,
-                        capture_output=True, timeout=timeout, check=False)
-
-
-def smoke_workdir(tmp_path_factory) -> pathlib.Path:
-  """A finished smoke.cfg run, trained once per test session (later callers reuse it)."""
-  workdir = tmp_path_factory.getbasetemp() / "smoke_run"
-  if not (workdir / "results.json").exists():
-    done = _run("experiments.train", "--flagfile=experiments/configs/smoke.cfg",
-                f"--workdir={workdir}")
-    assert done.returncode == 0, done.stderr[-3000:]
-  return workdir
-
-
 @pytest.fixture(scope="module")
-def analyzed(tmp_path_factory):
-  workdir = smoke_workdir(tmp_path_factory)
-  done = _run("experiments.analyze", f"--workdir={workdir}")
-  return workdir, done
+def analyzed(smoke_run, run_cli, tmp_path_factory):
+  """The report of the smoke run, and analyze on a workdir without a checkpoint (one process)."""
+  workdir, _ = smoke_run
+  no_checkpoint = tmp_path_factory.mktemp("no_checkpoint")
+  (no_checkpoint / "flags.txt").write_text("--dataset=synthetic-tiny\n")
+  results = run_cli("experiments.analyze", {"report": [f"--workdir={workdir}"],
+                                            "no_checkpoint": [f"--workdir={no_checkpoint}"]})
+  return workdir, no_checkpoint, results
 
 
 def test_report_and_every_figure_written(analyzed):
-  workdir, done = analyzed
+  workdir, _, results = analyzed
+  done = results["report"]
   assert done.returncode == 0, done.stderr[-3000:]
   text = (workdir / "report.md").read_text()
   for section in ("## Random and untrained scores", "## Model vs popularity",
@@ -52,8 +37,7 @@ def test_report_and_every_figure_written(analyzed):
 
 
 def test_report_numbers_match_the_run(analyzed):
-  workdir, _ = analyzed
-  import json  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = analyzed
   results = json.loads((workdir / "results.json").read_text())
   text = (workdir / "report.md").read_text()
   model_row = next(line for line in text.splitlines() if line.startswith("| model |"))
@@ -63,8 +47,8 @@ def test_report_numbers_match_the_run(analyzed):
                                                              abs=1e-4)
 
 
-def test_workdir_without_checkpoint(tmp_path):
-  (tmp_path / "flags.txt").write_text("--dataset=synthetic-tiny\n")
-  done = _run("experiments.analyze", f"--workdir={tmp_path}")
+def test_workdir_without_checkpoint(analyzed):
+  _, no_checkpoint, results = analyzed
+  done = results["no_checkpoint"]
   assert done.returncode == 1 and "Traceback" not in done.stderr
-  assert f"{tmp_path} has no finished checkpoint" in done.stderr, done.stderr[-2000:]
+  assert f"{no_checkpoint} has no finished checkpoint" in done.stderr, done.stderr[-2000:]

@@ -1,38 +1,11 @@
-"""End-to-end tests of `python -m experiments.recommend` on a smoke.cfg training run."""
+"""End-to-end tests of `python -m experiments.recommend` on the session's smoke.cfg run."""
 
 import json
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tripjax import recommend
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _start(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(proc, timeout=240):
-  out, err = proc.communicate(timeout=timeout)
-  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def smoke_workdir(tmp_path_factory) -> pathlib.Path:
-  """A finished smoke.cfg run, trained once per test session (later callers reuse it)."""
-  workdir = tmp_path_factory.getbasetemp() / "smoke_run"
-  if not (workdir / "results.json").exists():
-    done = _finish(_start("experiments.train", "--flagfile=experiments/configs/smoke.cfg",
-                          f"--workdir={workdir}"))
-    assert done.returncode == 0, done.stderr[-3000:]
-  return workdir
 
 
 CASES = {
@@ -48,21 +21,18 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-  """Runs every case in CASES once (in parallel) against the smoke run."""
-  workdir = smoke_workdir(tmp_path_factory)
+def cli(smoke_run, run_cli, tmp_path_factory):
+  """Runs every case in CASES once (one interpreter, tests/cli_driver.py) on the smoke run."""
+  workdir, _ = smoke_run
   from tripjax import train  # pylint: disable=g-import-not-at-top
   run = train.restore_run(workdir)
   titles = [str(t) for t in run.dataset.titles]
   values = {"user": int(run.dataset.user_ids[0]), "title": titles[3],
             "liked": ";".join(titles[i] for i in run.train[0].indices[:5])}
   empty = tmp_path_factory.mktemp("not_a_run")
-  procs = {}
-  for name, args in CASES.items():
-    where = empty if name == "no_checkpoint" else workdir
-    procs[name] = _start("experiments.recommend", f"--workdir={where}",
-                         *[a.format(**values) for a in args])
-  return run, values, {name: _finish(proc) for name, proc in procs.items()}
+  cases = {name: [f"--workdir={empty if name == 'no_checkpoint' else workdir}",
+                  *[a.format(**values) for a in args]] for name, args in CASES.items()}
+  return run, values, run_cli("experiments.recommend", cases)
 
 
 def test_user_recommendations_json(cli):

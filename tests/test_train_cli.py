@@ -1,62 +1,71 @@
-"""End-to-end tests of `python -m experiments.train` (subprocesses, smoke.cfg)."""
+"""End-to-end tests of `python -m experiments.train` (smoke.cfg; the session's smoke run)."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
+import shutil
+
+import pytest
 
 from tripjax.config import TrainConfig
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def _train(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=_ROOT,
-                        capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
-
-
-def test_smoke_config_end_to_end_and_rerun(tmp_path):
-  done = _train("--flagfile=experiments/configs/smoke.cfg", f"--workdir={tmp_path}")
-  assert done.returncode == 0, done.stderr[-3000:]
-  results = json.loads((tmp_path / "results.json").read_text())
-  assert 0.5 < results["model"]["auc"] <= 1 and "auc" in results["popularity"]
-  assert results["jax_version"] and results["device_kind"]
-  config = TrainConfig.from_flagfile(tmp_path / "flags.txt")
-  assert config.dataset == "synthetic-tiny" and config.epochs == 3
-  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
-  assert "AUC" in done.stdout and "epoch 3/3" in done.stderr
-  # flags.txt reproduces the run: same command from it resumes (finished) with equal metrics.
-  again = _train(f"--flagfile={tmp_path / 'flags.txt'}", f"--workdir={tmp_path}")
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert json.loads((tmp_path / "results.json").read_text())["model"] == results["model"]
-  # Other flags in the same workdir: refused, unless --overwrite.
-  refused = _train("--flagfile=experiments/configs/smoke.cfg", f"--workdir={tmp_path}",
-                   "--margin=0.25", "--epochs=1")
-  assert refused.returncode != 0 and "--overwrite" in refused.stderr
-  assert "margin" in refused.stderr
-
-
 _BAD_FLAGS = [("--dim=0", "dim"), ("--margin=-0.1", "margin"), ("--batch_size=0", "batch_size"),
               ("--optimizer=adamw", "optimizer"), ("--dataset=ml-5", "dataset")]
 
 
-def test_invalid_flags_fail_before_any_work(tmp_path):
-  # One process per bad flag, run side by side (each costs an interpreter start).
-  procs = []
-  for flag, name in _BAD_FLAGS:
-    workdir = tmp_path / name
-    procs.append((name, workdir, subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", "--flagfile=experiments/configs/smoke.cfg",
-         f"--workdir={workdir}", flag], cwd=_ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))))
-  for name, workdir, proc in procs:
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode != 0, name
-    assert f"flag --{name}=" in stderr, stderr[-2000:]
-    assert not workdir.exists()  # failed before any work
+@pytest.fixture(scope="module")
+def reruns(smoke_run, run_cli, tmp_path_factory):
+  """A copy of the smoke run, then (one interpreter) the commands that reuse or refuse it."""
+  workdir = tmp_path_factory.mktemp("rerun") / "run"
+  shutil.copytree(smoke_run[0], workdir)
+  before = json.loads((workdir / "results.json").read_text())
+  bad_root = tmp_path_factory.mktemp("bad_flags")
+  smoke = "--flagfile=experiments/configs/smoke.cfg"
+  cases = {
+      "rerun": [f"--flagfile={workdir / 'flags.txt'}", f"--workdir={workdir}"],
+      "other_flags": [smoke, f"--workdir={workdir}", "--margin=0.25", "--epochs=1"],
+  }
+  cases.update({name: [smoke, f"--workdir={bad_root / name}", flag] for flag, name in _BAD_FLAGS})
+  return workdir, before, bad_root, run_cli("experiments.train", cases)
+
+
+def test_smoke_config_end_to_end(smoke_run):
+  workdir, done = smoke_run
+  results = json.loads((workdir / "results.json").read_text())
+  assert 0.5 < results["model"]["auc"] <= 1 and "auc" in results["popularity"]
+  assert results["jax_version"] and results["device_kind"]
+  config = TrainConfig.from_flagfile(workdir / "flags.txt")
+  assert config.dataset == "synthetic-tiny" and config.epochs == 3
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+  assert "AUC" in done.stdout and "epoch 3/3" in done.stderr
+
+
+def test_flags_txt_reruns_the_finished_run(reruns):
+  # flags.txt reproduces the run: the same command from it resumes (finished) with equal metrics.
+  workdir, before, _, results = reruns
+  again = results["rerun"]
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "AUC" in again.stdout
+  assert json.loads((workdir / "results.json").read_text())["model"] == before["model"]
+
+
+def test_other_flags_in_the_same_workdir_are_refused(reruns):
+  workdir, _, _, results = reruns
+  refused = results["other_flags"]
+  assert refused.returncode != 0 and "--overwrite" in refused.stderr
+  assert "margin" in refused.stderr
+  assert TrainConfig.from_flagfile(workdir / "flags.txt").margin == 0.5  # untouched
+
+
+@pytest.mark.parametrize("flag,name", _BAD_FLAGS)
+def test_invalid_flags_fail_before_any_work(reruns, flag, name):
+  _, _, bad_root, results = reruns
+  done = results[name]
+  assert done.returncode != 0, flag
+  assert f"flag --{name}=" in done.stderr, done.stderr[-2000:]
+  assert not (bad_root / name).exists()  # failed before any work
 
 
 def test_every_config_parses(tmp_path):
