@@ -39,7 +39,7 @@ _FIELDS = {
                                     "Ratings >= threshold are positives.", lower_bound=0.0),
     "min_user_positives": flags.DEFINE_integer(
         "min_user_positives", _default("min_user_positives"),
-        "Drop users with fewer positives.", lower_bound=0),
+        "Drop users with fewer positives.", lower_bound=1),
     "test_per_user": flags.DEFINE_integer("test_per_user", _default("test_per_user"),
                                           "Held-out positives per user.", lower_bound=1),
     "split_seed": flags.DEFINE_integer("split_seed", _default("split_seed"),

@@ -11,7 +11,8 @@ from tripjax.config import TrainConfig
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 _BAD_FLAGS = [("--dim=0", "dim"), ("--margin=-0.1", "margin"), ("--batch_size=0", "batch_size"),
-              ("--optimizer=adamw", "optimizer"), ("--dataset=ml-5", "dataset")]
+              ("--optimizer=adamw", "optimizer"), ("--dataset=ml-5", "dataset"),
+              ("--min_user_positives=0", "min_user_positives")]
 
 
 @pytest.fixture(scope="module")

@@ -80,11 +80,11 @@ class TrainConfig:
       object.__setattr__(self, "data_dir", None)
     positive = ("dim", "batch_size", "epochs", "num_negatives", "eval_every",
                 "steps_per_dispatch", "eval_block_size", "test_per_user", "learning_rate",
-                "init_scale")
+                "init_scale", "min_user_positives")
     for name in positive:
       if not getattr(self, name) > 0:
         raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)!r}.")
-    for name in ("margin", "l2", "min_user_positives", "warmup_steps", "threshold"):
+    for name in ("margin", "l2", "warmup_steps", "threshold"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)!r}.")
     if self.optimizer not in OPTIMIZERS:
