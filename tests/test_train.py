@@ -235,6 +235,24 @@ def test_interrupted_run_resumes_to_the_same_metrics(finished_run, tmp_path, mon
   assert train.train_and_evaluate(_RUN, tmp_path)["model"] == uninterrupted["model"]
 
 
+def test_resume_keeps_the_recorded_shuffle_when_the_default_differs(finished_run, tmp_path,
+                                                                     monkeypatch):
+  # The run starts with the CPU default (host shuffle) and resumes where the default is the
+  # device shuffle (as on a GPU): the recorded shuffle must win, or the trajectory changes.
+  _, uninterrupted = finished_run
+  from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+  assert sampling.default_shuffle_on() == "host"
+  train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=1)
+  ckpts = checkpoint.Checkpoints(tmp_path / "checkpoints")
+  try:
+    assert ckpts.metadata(1)["shuffle_on"] == "host"
+  finally:
+    ckpts.close()
+  monkeypatch.setattr(sampling, "default_shuffle_on", lambda: "device")
+  resumed = train.train_and_evaluate(_RUN, tmp_path)
+  assert resumed["model"] == uninterrupted["model"]
+
+
 def test_restore_run(finished_run, tmp_path):
   workdir, results = finished_run
   run = train.restore_run(workdir)

@@ -104,6 +104,11 @@ class Checkpoints:
         params=params_args, meta=ocp.args.JsonRestore()))
     return restored["params"], dict(restored["meta"])
 
+  def metadata(self, epoch: int) -> dict[str, Any]:
+    """The run metadata saved with a checkpoint (nothing else is read)."""
+    restored = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"])
+
   def wait(self) -> None:
     """Blocks until pending saves are committed."""
     self._manager.wait_until_finished()

@@ -32,6 +32,15 @@ class Batches(NamedTuple):
   weights: jax.Array  # float32[C, S, B]: 1 for a real triplet, 0 for padding
 
 
+def default_shuffle_on() -> str:
+  """The shuffle `EpochSampler` uses when not told: "host" on CPU, "device" elsewhere.
+
+  The two give different orders for the same seed: a run records the one it used (see
+  `tripjax.train`) so that resuming on another backend does not change its trajectory.
+  """
+  return "host" if jax.default_backend() == "cpu" else "device"
+
+
 class EpochSampler:
   """Draws one epoch of triplets at a time from a training matrix.
 
@@ -53,7 +62,8 @@ class EpochSampler:
       seed: the sampler's seed; epoch e uses `fold_in(key(seed), e)` (and, for a host
         shuffle, `np.random.default_rng([seed, e])`).
       shuffle_on: "host" (numpy's permutation: ~40x faster than `jax.random.permutation`'s
-        sort-based shuffle on CPU) or "device"; None picks host on CPU, device elsewhere.
+        sort-based shuffle on CPU) or "device"; None: `default_shuffle_on()`, host on CPU,
+        device elsewhere. The attribute `shuffle_on` holds the one used.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -76,7 +86,7 @@ class EpochSampler:
       raise ValueError(f"EpochSampler: user row {int(full[0])} holds all {num_items} items, so "
                        "it has no negative to sample; drop such users before training.")
     if shuffle_on is None:
-      shuffle_on = "host" if jax.default_backend() == "cpu" else "device"
+      shuffle_on = default_shuffle_on()
     if shuffle_on not in ("host", "device"):
       raise ValueError(f"EpochSampler: shuffle_on must be 'host' or 'device', got {shuffle_on!r}.")
     self.shuffle_on = shuffle_on

@@ -341,20 +341,23 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   workdir = pathlib.Path(workdir)
   _claim_workdir(config, workdir, overwrite)
   dataset, train, test = load_split(config)
-  sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
-                                  config.num_negatives, seed=config.seed)
-  total_steps = config.epochs * sampler.num_batches
-  optimizer = make_optimizer(config, total_steps)
-  state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
-                     config.dim, config.init_scale)
-  logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
-               "batches of %d.", config.dataset, train.shape[0], train.shape[1], train.nnz,
-               test.nnz, config.epochs, sampler.num_batches, config.batch_size)
-
   ckpts = checkpoint.Checkpoints(workdir / CHECKPOINT_DIR)
   try:
-    start_epoch, train_seconds, history = 0, 0.0, []
     latest = ckpts.latest_epoch()
+    # The shuffle's default depends on the backend: a resumed run keeps the one it started with.
+    shuffle_on = ckpts.metadata(latest).get("shuffle_on") if latest is not None else None
+    sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
+                                    config.num_negatives, seed=config.seed, shuffle_on=shuffle_on)
+    total_steps = config.epochs * sampler.num_batches
+    optimizer = make_optimizer(config, total_steps)
+    state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
+                       config.dim, config.init_scale)
+    logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
+                 "batches of %d (%s shuffle).", config.dataset, train.shape[0], train.shape[1],
+                 train.nnz, test.nnz, config.epochs, sampler.num_batches, config.batch_size,
+                 sampler.shuffle_on)
+
+    start_epoch, train_seconds, history = 0, 0.0, []
     if latest is not None:
       params, opt_state, step, meta = ckpts.restore(latest, state.params, state.opt_state)
       state = TrainState(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, opt_state),
@@ -408,7 +411,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       # has its line, and a line ahead of the checkpoints (a kill in between) is dropped and
       # recomputed on resume.
       ckpts.save(epoch + 1, state.params, state.opt_state, state.step,
-                 {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds})
+                 {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds,
+                  "shuffle_on": sampler.shuffle_on})
       done = epoch + 1 - start_epoch
       eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
       logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"
