@@ -1,6 +1,11 @@
-"""Tests of tripjax.checkpoint: round trips for every optimizer, atomicity, interrupted writes."""
+"""Tests of tripjax.checkpoint: round trips for every optimizer, writers killed mid-save."""
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +34,7 @@ def test_round_trip(tmp_path, optimizer):
   assert ckpts.latest_epoch() == 3
   like = jax.tree.map(jnp.zeros_like, params)
   got_params, got_opt, step, meta = ckpts.restore(3, like, optimizer.init(like))
+  assert ckpts.metadata(3) == {"epoch": 3, "seed": 1}
   ckpts.close()
   assert int(step) == 42 and meta == {"epoch": 3, "seed": 1}
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(got_params)):
@@ -58,6 +64,69 @@ def test_interrupted_write_is_ignored(tmp_path):
   ckpts.save(2, params, (), jnp.int32(2), {"epoch": 2})
   ckpts.close()
   assert checkpoint.Checkpoints(tmp_path).latest_epoch() == 2
+
+
+# The state saved as checkpoint e (~13 MB of float32): the writer and the test build it alike.
+_TREE_SOURCE = textwrap.dedent("""
+    import numpy as np
+
+    def tree(epoch):
+      base = np.random.default_rng(0).standard_normal((50_000, 32), dtype=np.float32)
+      params = {"user": base + np.float32(epoch), "item": base[:20_000] - np.float32(epoch)}
+      opt_state = {"mu": params["user"] * np.float32(0.5), "nu": params["item"] * 2}
+      return params, opt_state
+""")
+
+# Saves checkpoints epoch after epoch (resuming after the folder's latest), as fast as it can.
+_WRITER = _TREE_SOURCE + textwrap.dedent("""
+    import sys
+    from tripjax import checkpoint
+
+    ckpts = checkpoint.Checkpoints(sys.argv[1], max_to_keep=2)
+    first = epoch = (ckpts.latest_epoch() or 0) + 1
+    while True:
+      params, opt_state = tree(epoch)
+      ckpts.save(epoch, params, opt_state, np.int32(epoch), {"epoch": epoch})
+      if epoch == first:
+        ckpts.wait()
+        print("ready", flush=True)  # from now on, a kill lands amid saves
+      epoch += 1
+""")
+
+
+def test_killed_writer_leaves_a_restorable_latest_checkpoint(tmp_path):
+  """SIGKILLs a process that saves back to back; the latest checkpoint restores exactly."""
+  namespace = {}
+  exec(_TREE_SOURCE, namespace)  # pylint: disable=exec-used
+  tree = namespace["tree"]
+  rng = np.random.default_rng(0)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  latest_seen, partial_writes = [], 0
+  for _ in range(4):
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    time.sleep(rng.uniform(0.05, 0.6))
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    partial_writes += any("tmp" in name for name in os.listdir(tmp_path))
+
+    ckpts = checkpoint.Checkpoints(tmp_path)
+    try:
+      latest = ckpts.latest_epoch()
+      params, opt_state = tree(latest)
+      got_params, got_opt, step, meta = ckpts.restore(latest, params, opt_state)
+    finally:
+      ckpts.close()
+    assert int(step) == latest and meta == {"epoch": latest}
+    for want, got in zip(jax.tree.leaves((params, opt_state)),
+                         jax.tree.leaves((got_params, got_opt))):
+      np.testing.assert_array_equal(got, want)
+    latest_seen.append(latest)
+  # Every writer committed its first save before the kill, so each round got further.
+  assert all(b > a for a, b in zip(latest_seen, latest_seen[1:])), latest_seen
+  assert partial_writes  # some kill did land inside a save (saves run back to back)
 
 
 def test_keeps_only_the_latest(tmp_path):
