@@ -237,6 +237,10 @@ BAD_DAT = [
     ("1::2::3::4\n1::2::nan::4\n", 2, "rating 'nan' is not"),
     ("1.5::2::3::4\n", 1, "user_id '1.5' is not an integer"),
     ("1::2::3::4\n1::2::3::t\n", 2, "timestamp 't' is not an integer"),
+    ("1::2::3::4\n99999999999999999999::2::3::4\n", 2,
+     "user_id '99999999999999999999' is outside the int64 range"),
+    ("1::2::3::4\n1::9223372036854775808::3::4\n", 2, "item_id '9223372036854775808' is outside"),
+    ("1::2::3::4\n1::2::1e40::4\n", 2, "rating '1e40' is not a finite number"),
 ]
 
 
@@ -255,6 +259,21 @@ def test_malformed_u_data_names_file_and_line(tmp_path):
   _write(path, "1\t2\t3\t4\n1\t2\t3\n")
   with pytest.raises(ValueError, match=f"{path}, line 2: expected 4 fields separated by '\\\\t'"):
     movielens.load_movielens("ml-100k", data_dir=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("layout,folder,name,text", [
+    ("100k", "ml-100k", "u.data", ""),
+    ("100k", "ml-100k", "u.data", "\n\n"),
+    ("dat", "ml-1m", "ratings.dat", ""),
+    ("csv", "ml-20m", "ratings.csv", "userId,movieId,rating,timestamp\n"),
+])
+def test_empty_ratings_file_is_an_error_naming_it(tmp_path, layout, folder, name, text):
+  {"100k": write_ml100k, "dat": write_ml1m,
+   "csv": lambda root: write_csv_release(root, "ml-20m")}[layout](tmp_path)
+  path = tmp_path / folder / name
+  _write(path, text)
+  with pytest.raises(ValueError, match=f"{path}: the ratings file is empty"):
+    movielens.load_movielens(folder, data_dir=tmp_path, download=False)
 
 
 def test_malformed_ratings_csv_counts_the_header_line(tmp_path):

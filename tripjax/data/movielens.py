@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 import os
 import pathlib
 from typing import Callable, Sequence
@@ -244,24 +243,37 @@ def _parse_ratings(source, path: pathlib.Path, sep: str, file_sep: str,
                    header: bool) -> pd.DataFrame:
   """C-engine parse of a 4-column numeric table; on failure, names the first bad line."""
   try:
-    frame = pd.read_csv(
-        source, sep=sep, header=None, names=list(RATING_COLUMNS), dtype=_RATING_DTYPES,
-        skiprows=1 if header else 0, engine="c", quoting=csv.QUOTE_NONE, na_filter=False,
-        encoding="latin-1")
+    with np.errstate(over="ignore"):  # a rating beyond float32 becomes inf, reported below
+      frame = pd.read_csv(
+          source, sep=sep, header=None, names=list(RATING_COLUMNS), dtype=_RATING_DTYPES,
+          skiprows=1 if header else 0, engine="c", quoting=csv.QUOTE_NONE, na_filter=False,
+          encoding="latin-1")
   except (ValueError, OverflowError, TypeError) as err:
     _raise_bad_line(path, file_sep, header, err)
   if not np.isfinite(frame["rating"].to_numpy()).all():
     _raise_bad_line(path, file_sep, header, None)
+  if frame.empty:
+    what = "nothing but its header" if header else "no line"
+    raise ValueError(f"{path}: the ratings file is empty ({what}); expected one rating per line.")
   return frame  # columns and dtypes are already those of RATING_COLUMNS (no extra copy)
 
 
+_INT64 = np.iinfo(np.int64)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _as_int(field: str) -> int:
-  return int(field)
+  """The field as an int64 value (OverflowError beyond the int64 range)."""
+  value = int(field)
+  if not _INT64.min <= value <= _INT64.max:
+    raise OverflowError("outside the int64 range")
+  return value
 
 
 def _as_finite_float(field: str) -> float:
+  """The field as a rating: finite, also once stored as float32."""
   value = float(field)
-  if not math.isfinite(value):
+  if not abs(value) <= _FLOAT32_MAX:
     raise ValueError("not finite")
   return value
 
@@ -277,7 +289,9 @@ def _bad_field(fields: Sequence[str], sep: str,
   for field, check, name in zip(fields, checks, names):
     try:
       check(field.strip())
-    except (ValueError, OverflowError):
+    except OverflowError:
+      return f"{name} {field!r} is outside the int64 range"
+    except ValueError:
       kind = "an integer" if check is _as_int else "a finite number"
       return f"{name} {field!r} is not {kind}"
   return None
