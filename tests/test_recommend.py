@@ -1,5 +1,7 @@
 """Tests for tripjax.recommend: top-k, similar items, title look-up, fold-in."""
 
+import difflib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,6 +167,18 @@ def test_find_item_missing_suggests_closest():
     recommend.find_item(TITLES, "zzzzzz")
   with pytest.raises(ValueError, match="empty"):
     recommend.find_item(TITLES, "  ")
+
+
+@pytest.mark.parametrize("query", ["zzzqqq", "Fargoo", "starwars 1977"])
+def test_find_item_missing_always_lists_the_closest_titles(query):
+  with pytest.raises(ValueError, match=f"no item title matches '{query}'") as info:
+    recommend.find_item(TITLES, query, max_candidates=3)
+  listed = str(info.value).split("; closest: ")[1].rstrip(".").split("; ")
+  assert len(listed) == 3 and set(listed) <= {repr(t) for t in TITLES}
+  best = max(TITLES, key=lambda t: max(
+      difflib.SequenceMatcher(None, form, query.lower()).ratio()
+      for form in (t.lower(), t.lower().rsplit(" (", 1)[0])))
+  assert listed[0] == repr(best)
 
 
 def _planted_split(seed=0, num_users=300, num_items=200, dim=6, per_user=40, test_per_user=6):

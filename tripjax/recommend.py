@@ -208,6 +208,16 @@ def _title_keys(title: str) -> set[str]:
   return keys
 
 
+def _similarity(query: str, title: str) -> float:
+  """difflib's ratio of a lower-case query and title, the better of with and without the year."""
+  matcher = difflib.SequenceMatcher(None, b=query)
+  ratios = []
+  for form in {title, _YEAR.sub("", title)}:
+    matcher.set_seq1(form)
+    ratios.append(matcher.ratio())
+  return max(ratios)
+
+
 def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> int:
   """Index of the item whose title matches `query`, case-insensitively.
 
@@ -224,7 +234,8 @@ def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> in
     The matching item index.
 
   Raises:
-    ValueError: no title matches (with the closest titles), or several do (listing them).
+    ValueError: no title matches (listing the `max_candidates` closest titles by difflib's
+      ratio, however far), or several do (listing them).
   """
   titles = [str(t) for t in titles]
   q = " ".join(str(query).split()).lower()
@@ -243,17 +254,9 @@ def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> in
       more = f" and {len(matches) - max_candidates} more" if len(matches) > max_candidates else ""
       raise ValueError(f"title {query!r} is ambiguous: it matches {len(matches)} items: "
                        f"{listed}{more}. Give the full title, with the year.")
-  lowered = [t.lower() for t in titles]
-  close = difflib.get_close_matches(q, lowered, n=max_candidates, cutoff=0.4)
-  close += [k for k in difflib.get_close_matches(
-      q, [_YEAR.sub("", t) for t in lowered], n=max_candidates, cutoff=0.4)]
-  suggestions = []
-  for c in close:
-    for i, t in enumerate(lowered):
-      if (t == c or _YEAR.sub("", t) == c) and titles[i] not in suggestions:
-        suggestions.append(titles[i])
-  hint = ("; closest: " + "; ".join(repr(s) for s in suggestions[:max_candidates])
-          if suggestions else "")
+  closest = sorted(range(len(titles)), key=lambda i: -_similarity(q, titles[i].lower()))
+  hint = ("; closest: " + "; ".join(repr(titles[i]) for i in closest[:max_candidates])
+          if closest else "")
   raise ValueError(f"no item title matches {query!r} among {len(titles)} titles{hint}.")
 
 
