@@ -10,12 +10,14 @@ margins below 0.5 and dims below 64 lose; see benchmarks/results/tune_ml100k*.js
 The test positives of the lab split (`--split_seed`, `--test_per_user`) are never looked at:
 `--validation_per_user` more positives of every user are moved out of TRAIN, models are fitted
 on the rest, and each trial is scored by the mean AUC of those validation positives against all
-items not in the fitted matrix. The search draws `--initial_trials` distinct points of the grid
-at random (seeded), then walks one grid step at a time along each axis from the best point
-while it improves, until `--num_trials` trials have run. The result JSON is rewritten after
-every trial; the flagfile holds the best point (the fields that differ from `TrainConfig`'s
-defaults, plus every searched field) and trains the final model on the full train split with
-`python -m experiments.train --flagfile=...`. The search itself lives in `tripjax.tuning`.
+items not in the fitted matrix (averaged over the splits of `--validation_seeds` when several
+are given: less noise, one fit per split). The search draws `--initial_trials` distinct points
+of the grid at random (seeded), then walks one grid step at a time along each axis from the
+best point while it improves, until `--num_trials` trials have run. The result JSON is
+rewritten after every trial; the flagfile holds the best point (the fields that differ from
+`TrainConfig`'s defaults, plus every searched field) and trains the final model on the full
+train split with `python -m experiments.train --flagfile=...`. The search itself lives in
+`tripjax.tuning`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ _STEPS_PER_DISPATCH = flags.DEFINE_integer("steps_per_dispatch", None,
                                            "Override the base's batches per jitted call.")
 _VALIDATION_PER_USER = flags.DEFINE_integer(
     "validation_per_user", 5, "Train positives per user held out for validation.", lower_bound=1)
-_VALIDATION_SEED = flags.DEFINE_integer("validation_seed", 1, "Seed of the validation split.")
+_VALIDATION_SEEDS = flags.DEFINE_list(
+    "validation_seeds", ["1"], "Seeds of the validation splits; a trial's objective is the "
+    "mean validation AUC over them (one fit per split).")
 _NUM_TRIALS = flags.DEFINE_integer("num_trials", 40, "Total trials.", lower_bound=1)
 _INITIAL_TRIALS = flags.DEFINE_integer("initial_trials", 12, "Random-stage trials.",
                                        lower_bound=1)
@@ -78,16 +82,20 @@ def main(argv):
     if _STEPS_PER_DISPATCH.value:
       overrides["steps_per_dispatch"] = _STEPS_PER_DISPATCH.value
     base = dataclasses.replace(base, **overrides)
+    try:
+      validation_seeds = tuning.check_seeds(int(s) for s in _VALIDATION_SEEDS.value)
+    except ValueError as e:
+      raise ValueError(f"--validation_seeds={','.join(_VALIDATION_SEEDS.value)}: {e}") from e
     space = tuning.parse_space({name: flag.value for name, flag in _SPACE.items()})
     reference = (tuning.read_flagfile(_ABLATE_AGAINST.value) if _ABLATE_AGAINST.value
                  else None)
     previous = (tuning.previous_trials(_OUT_JSON.value, base, space,
-                                       _VALIDATION_PER_USER.value, _VALIDATION_SEED.value)
+                                       _VALIDATION_PER_USER.value, validation_seeds)
                 if _RESUME.value and _OUT_JSON.value else [])
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
-                       _VALIDATION_PER_USER.value, _VALIDATION_SEED.value,
+                       _VALIDATION_PER_USER.value, validation_seeds,
                        _OUT_JSON.value or None, _OUT_FLAGFILE.value, previous, reference)
   best = report["best"]
   print(f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "

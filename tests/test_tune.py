@@ -183,14 +183,58 @@ def test_read_flagfile_ignores_driver_flags_and_names_bad_lines(tmp_path):
 
 def test_previous_trials_refuses_a_report_of_another_search(tmp_path):
   path = tmp_path / "trials.json"
-  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == []
+  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, [1]) == []
+  trials = [{"trial": 0, "stage": "random", "values": {"dim": 8}, "metrics": {"auc": 0.6}}]
+  path.write_text(json.dumps({"base_config": dataclasses.asdict(TINY), "space": {"dim": [8]},
+                              "split": {"validation_per_user": 5, "validation_seeds": [1, 2]},
+                              "trials": trials}))
+  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, [1, 2]) == trials
+  for space, k, seeds in (({"dim": [8, 16]}, 5, [1, 2]), ({"dim": [8]}, 4, [1, 2]),
+                          ({"dim": [8]}, 5, [1]), ({"dim": [8]}, 5, [2, 1])):
+    with pytest.raises(ValueError, match="another base config, space or validation split"):
+      tuning.previous_trials(path, TINY, space, k, seeds)
+  with pytest.raises(ValueError, match="--resume"):
+    tuning.previous_trials(path, dataclasses.replace(TINY, dim=9), {"dim": [8]}, 5, [1, 2])
+
+
+def test_previous_trials_reads_a_report_with_one_validation_seed(tmp_path):
+  path = tmp_path / "trials.json"
   trials = [{"trial": 0, "stage": "random", "values": {"dim": 8}, "metrics": {"auc": 0.6}}]
   path.write_text(json.dumps({"base_config": dataclasses.asdict(TINY), "space": {"dim": [8]},
                               "split": {"validation_per_user": 5, "validation_seed": 1},
                               "trials": trials}))
-  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, 1) == trials
-  for space, k, seed in (({"dim": [8, 16]}, 5, 1), ({"dim": [8]}, 4, 1), ({"dim": [8]}, 5, 2)):
-    with pytest.raises(ValueError, match="another base config, space or validation split"):
-      tuning.previous_trials(path, TINY, space, k, seed)
-  with pytest.raises(ValueError, match="--resume"):
-    tuning.previous_trials(path, dataclasses.replace(TINY, dim=9), {"dim": [8]}, 5, 1)
+  assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, [1]) == trials
+  with pytest.raises(ValueError, match="validation split"):
+    tuning.previous_trials(path, TINY, {"dim": [8]}, 5, [2])
+
+
+def test_tune_averages_the_objective_over_validation_seeds(tmp_path, monkeypatch, tiny_split):
+  train, test = tiny_split
+  seen = []
+  real_validate = tuning.validate
+
+  def spy(config, fit_matrix, valid_matrix):
+    metrics = real_validate(config, fit_matrix, valid_matrix)
+    seen.append((fit_matrix, valid_matrix, metrics["auc"]))
+    return metrics
+
+  monkeypatch.setattr(tuning, "validate", spy)
+  report = tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
+                       validation_seeds=(1, 2), out_json=tmp_path / "trials.json")
+  assert len(seen) == 2  # one fit per validation split
+  (fit1, valid1, auc1), (fit2, valid2, auc2) = seen
+  assert (valid1 != valid2).nnz > 0  # two different splits of the same train
+  for fit_matrix, valid_matrix in ((fit1, valid1), (fit2, valid2)):
+    assert (fit_matrix + valid_matrix != train).nnz == 0
+    assert _overlap(valid_matrix, test) == 0
+  metrics = report["trials"][0]["metrics"]
+  assert metrics["auc_per_split"] == [auc1, auc2]
+  assert metrics["auc"] == pytest.approx((auc1 + auc2) / 2, abs=1e-12)
+  assert report["split"]["validation_seeds"] == [1, 2]
+
+
+@pytest.mark.parametrize("seeds, message", [((), "at least one seed"), ((1, 1), "repeats")])
+def test_tune_rejects_bad_validation_seeds(seeds, message):
+  with pytest.raises(ValueError, match=message):
+    tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
+                validation_seeds=seeds)

@@ -117,6 +117,30 @@ def validate(config: TrainConfig, fit_matrix: sp.csr_matrix,
   return metrics
 
 
+def validate_mean(config: TrainConfig,
+                  splits: Sequence[tuple[sp.csr_matrix, sp.csr_matrix]]) -> dict[str, Any]:
+  """`validate` on each (fit, valid) split; the mean of every metric over the splits.
+
+  Averaging over validation splits drawn with different seeds lowers the noise of the
+  objective (each split is fitted from scratch), at one fit per split.
+
+  Args:
+    config: the run's settings.
+    splits: one or more (fit bool CSR [U, I], valid bool CSR [U, I]) pairs.
+
+  Returns:
+    the mean metrics (train_seconds: their sum) and `auc_per_split`, a list of the AUCs.
+  """
+  if not splits:
+    raise ValueError("validate_mean: no validation split given.")
+  runs = [validate(config, fit_matrix, valid_matrix) for fit_matrix, valid_matrix in splits]
+  metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+  metrics["train_seconds"] = float(sum(r["train_seconds"] for r in runs))
+  if len(runs) > 1:
+    metrics["auc_per_split"] = [r["auc"] for r in runs]
+  return metrics
+
+
 # ------------------------------------------------------------------------------- the search
 
 
@@ -337,16 +361,29 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     raise
 
 
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+  """Validation seeds as a tuple; raises ValueError when empty or repeated."""
+  seeds = tuple(seeds)
+  if not seeds:
+    raise ValueError("validation_seeds: give at least one seed.")
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"validation_seeds: {list(seeds)} repeats a seed (the splits would be "
+                     "the same).")
+  return seeds
+
+
 def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, seed: int = 0,
-         validation_per_user: int = 5, validation_seed: int = 1,
+         validation_per_user: int = 5, validation_seeds: Sequence[int] = (1,),
          out_json: str | os.PathLike | None = None,
          out_flagfile: str | os.PathLike | None = None, previous: Sequence[dict] = (),
          reference: TrainConfig | None = None) -> dict:
-  """Loads the base config's lab split, searches on the validation split, writes the outputs.
+  """Loads the base config's lab split, searches on validation splits, writes the outputs.
 
   Args:
     base, space, num_trials, initial_trials, seed, previous: as in `search`.
-    validation_per_user, validation_seed: as in `tuning_split`.
+    validation_per_user: as in `tuning_split`.
+    validation_seeds: one validation split per seed (`tuning_split`); a trial's objective is
+      the mean over them (`validate_mean`).
     out_json, out_flagfile: where the report and the best flagfile go (None: not written).
     reference: when given, `ablation` of the best config against it (on validation).
 
@@ -355,15 +392,17 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
     "best"} (plus "flagfile" and "ablation" when asked for).
   """
   space = check_space(space)
+  validation_seeds = check_seeds(validation_seeds)
   dataset, train, test = train_lib.load_split(base)
-  fit_matrix, valid_matrix = tuning_split(train, validation_per_user, validation_seed)
+  splits = [tuning_split(train, validation_per_user, s) for s in validation_seeds]
+  fit_matrix, valid_matrix = splits[0]
   report = {
       "base_config": dataclasses.asdict(base),
       "space": {k: list(v) for k, v in space.items()},
       "budget": {"num_trials": num_trials, "initial_trials": initial_trials, "seed": seed},
       "split": {"dataset": base.dataset, "split_seed": base.split_seed,
                 "test_per_user": base.test_per_user, "validation_per_user": validation_per_user,
-                "validation_seed": validation_seed, "users": int(train.shape[0]),
+                "validation_seeds": list(validation_seeds), "users": int(train.shape[0]),
                 "items": int(train.shape[1]), "fit_positives": int(fit_matrix.nnz),
                 "validation_positives": int(valid_matrix.nnz),
                 "test_positives_unused": int(test.nnz)},
@@ -377,7 +416,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
       write_atomic(out_json, json.dumps(report, indent=2) + "\n")
 
   def objective(config):
-    return validate(config, fit_matrix, valid_matrix)
+    return validate_mean(config, splits)
 
   trials = search(base, space, objective, num_trials, initial_trials, seed, on_trial=save,
                   previous=previous)
@@ -389,7 +428,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   if out_flagfile is not None:
     config = dataclasses.replace(base, **best["values"])
     header = (f"Tuned by experiments.tune on {base.dataset} (validation: {validation_per_user} "
-              f"train positives per user, seed {validation_seed}; split seed "
+              f"train positives per user, seeds {','.join(map(str, validation_seeds))}; split seed "
               f"{base.split_seed}):\nvalidation AUC {best['metrics']['auc']:.4f}, trial "
               f"{best['trial']} of {len(trials)}.")
     write_atomic(out_flagfile, flagfile_text(config, list(space), header))
@@ -415,7 +454,7 @@ def parse_space(raw: Mapping[str, Sequence[str]]) -> dict[str, tuple]:
 
 
 def previous_trials(path: str | os.PathLike, base: TrainConfig, space: Space,
-                    validation_per_user: int, validation_seed: int) -> list[dict]:
+                    validation_per_user: int, validation_seeds: Sequence[int]) -> list[dict]:
   """The trials of an earlier report at `path` ([] when absent) for `search(previous=...)`.
 
   Raises:
@@ -425,10 +464,13 @@ def previous_trials(path: str | os.PathLike, base: TrainConfig, space: Space,
   if not path.exists():
     return []
   old = json.loads(path.read_text())
+  old_split = old.get("split", {})
+  # Reports written before validation_seeds existed hold one "validation_seed".
+  old_seeds = old_split.get("validation_seeds", [old_split.get("validation_seed")])
   same = (old.get("base_config") == json.loads(json.dumps(dataclasses.asdict(base))) and
           old.get("space") == {k: list(v) for k, v in check_space(space).items()} and
-          old.get("split", {}).get("validation_per_user") == validation_per_user and
-          old.get("split", {}).get("validation_seed") == validation_seed)
+          old_split.get("validation_per_user") == validation_per_user and
+          old_seeds == list(validation_seeds))
   if not same:
     raise ValueError(f"--resume: {path} holds a search with another base config, space or "
                      "validation split; use another --out_json.")
