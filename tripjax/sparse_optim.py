@@ -1,4 +1,4 @@
-"""Row-wise sparse optimizers for embedding tables: lazy Adam and Adagrad.
+"""Row-sparse optimizers for embedding tables: lazy Adam, (row-wise) Adagrad, SGD.
 
 A triplet batch gathers a few thousand rows of tables that may hold hundreds of
 thousands. A dense optax optimizer touches every row at every step, so its cost
@@ -67,6 +67,17 @@ class SparseAdagradState(NamedTuple):
   """State of `sparse_adagrad`."""
   count: jax.Array  # int32[]: updates applied so far (drives schedules).
   sum_of_squares: Params  # like params, float32[R, D]: accumulated g**2.
+
+
+class SparseRowwiseAdagradState(NamedTuple):
+  """State of `sparse_rowwise_adagrad`."""
+  count: jax.Array  # int32[]: updates applied so far (drives schedules).
+  sum_of_squares: Params  # params' structure, float32[R]: accumulated mean g**2.
+
+
+class SparseSgdState(NamedTuple):
+  """State of `sparse_sgd`."""
+  count: jax.Array  # int32[]: updates applied so far (drives schedules).
 
 
 def sum_duplicate_rows(indices, grads, num_rows):
@@ -310,12 +321,124 @@ def _safe_increment(count):
   return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
 
 
-ROW_OPTIMIZERS = {"sparse_adam": sparse_adam, "sparse_adagrad": sparse_adagrad}
+def sparse_rowwise_adagrad(learning_rate: ScalarOrSchedule,
+                           initial_accumulator_value: float = 0.0,
+                           eps: float = 1e-8,
+                           dense_row_ratio: float = DENSE_ROW_RATIO
+                           ) -> RowOptimizer:
+  """Row-wise Adagrad: one accumulator per row, the mean of its squared gradients.
+
+  FBGEMM's `EmbOptimType.EXACT_ROWWISE_ADAGRAD` (fbgemm_gpu, the optimizer of
+  DLRM's embedding tables; also caffe2's `RowWiseSparseAdagrad`): for each row
+  r in the batch, with g its summed gradient (float32[D]),
+
+    s[r] += mean(g**2)
+    p[r] -= lr(t - 1) * g / (sqrt(s[r]) + eps)
+
+  Rows absent from the batch are unchanged, as in dense row-wise Adagrad (their
+  gradient is zero). The state is one scalar per row instead of a [D] row, so
+  a step reads and writes 1/D of the accumulator traffic of `sparse_adagrad`,
+  and the parameter rows are updated by one scatter-add of the step (they are
+  never gathered: `param_rows` is accepted and unused).
+
+  Args:
+    learning_rate: a float, or an optax schedule called with the number of
+      updates applied before this one (0 for the first, as in optax).
+    initial_accumulator_value: starting value of the accumulators (>= 0;
+      FBGEMM starts at 0).
+    eps: added to sqrt(s) in the denominator (FBGEMM's default).
+    dense_row_ratio: as in `sparse_adam`.
+
+  Returns:
+    A `RowOptimizer` whose state is a `SparseRowwiseAdagradState`.
+  """
+  if initial_accumulator_value < 0:
+    raise ValueError("sparse_rowwise_adagrad: initial_accumulator_value must be "
+                     f">= 0, got {initial_accumulator_value}.")
+
+  def init(params):
+    fill = lambda p: jnp.full(p.shape[:1], initial_accumulator_value, p.dtype)
+    return SparseRowwiseAdagradState(count=jnp.zeros([], jnp.int32),
+                                     sum_of_squares=jax.tree.map(fill, params))
+
+  def update(row_grads, row_indices, state, params, param_rows=None):
+    del param_rows  # the rows are updated in place by a scatter-add
+    _check_rows(row_grads, row_indices, params)
+    lr = _learning_rate(learning_rate, state.count)
+
+    def step(summed, accumulators):
+      """(-lr * g / (sqrt(s) + eps) float32[N, D], new s float32[N])."""
+      new_s = accumulators + jnp.mean(summed * summed, axis=-1)
+      scale = lr / (jnp.sqrt(new_s) + eps)
+      return -(scale[:, None] * summed), new_s
+
+    def one_table(grads, indices, table, accumulators):
+      num_rows = table.shape[0]
+      indices = indices.astype(jnp.int32)
+      grads = grads.astype(table.dtype)
+      if num_rows <= dense_row_ratio * indices.shape[0]:
+        # Untouched rows have a zero summed gradient: their step is 0 and s + 0 = s.
+        summed = jnp.zeros_like(table).at[indices].add(grads)
+        delta, new_s = step(summed, accumulators)
+        return table + delta, new_s
+      unique, summed = sum_duplicate_rows(indices, grads, num_rows)
+      unique, summed = jax.lax.optimization_barrier((unique, summed))
+      delta, new_s = step(summed, accumulators.at[unique].get(mode="clip"))
+      return (table.at[unique].add(delta, mode="drop", unique_indices=True),
+              accumulators.at[unique].set(new_s, mode="drop", unique_indices=True))
+
+    per_table = jax.tree.map(one_table, row_grads, row_indices, params,
+                             state.sum_of_squares)
+    new_params, sums = jax.tree.transpose(
+        jax.tree.structure(params), jax.tree.structure((0, 0)), per_table)
+    return new_params, SparseRowwiseAdagradState(
+        count=_safe_increment(state.count), sum_of_squares=sums)
+
+  return RowOptimizer(init, update)
+
+
+def sparse_sgd(learning_rate: ScalarOrSchedule) -> RowOptimizer:
+  """Plain SGD on the rows a batch touches (`optax.sgd(learning_rate)`'s math).
+
+  p[r] -= lr(t - 1) * g for each row r in the batch. The step is one
+  scatter-add of `-lr * row_grads` per table: repeated indices add up to the
+  summed gradient inside the scatter (equal to optax.sgd on the dense gradient
+  up to the order of the float additions), nothing else is read or written.
+  This is the update of implicit's BPR (Hogwild SGD), the CPU reference point.
+
+  Args:
+    learning_rate: a float, or an optax schedule called with the number of
+      updates applied before this one.
+
+  Returns:
+    A `RowOptimizer` whose state is a `SparseSgdState` (the step count).
+  """
+
+  def init(params):
+    del params
+    return SparseSgdState(count=jnp.zeros([], jnp.int32))
+
+  def update(row_grads, row_indices, state, params, param_rows=None):
+    del param_rows
+    _check_rows(row_grads, row_indices, params)
+    lr = _learning_rate(learning_rate, state.count)
+    new_params = jax.tree.map(
+        lambda g, i, p: p.at[i.astype(jnp.int32)].add(-(lr * g.astype(p.dtype)),
+                                                       mode="drop"),
+        row_grads, row_indices, params)
+    return new_params, SparseSgdState(count=_safe_increment(state.count))
+
+  return RowOptimizer(init, update)
+
+
+ROW_OPTIMIZERS = {"sparse_adam": sparse_adam, "sparse_adagrad": sparse_adagrad,
+                  "sparse_rowwise_adagrad": sparse_rowwise_adagrad,
+                  "sparse_sgd": sparse_sgd}
 
 
 def row_optimizer(name: str, learning_rate: ScalarOrSchedule,
                   **kwargs) -> RowOptimizer:
-  """Builds a row optimizer by name ("sparse_adam" or "sparse_adagrad")."""
+  """Builds a row optimizer by name (a key of `ROW_OPTIMIZERS`)."""
   if name not in ROW_OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {sorted(ROW_OPTIMIZERS)}, got "
                      f"{name!r}.")
