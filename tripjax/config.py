@@ -10,7 +10,8 @@ import dataclasses
 import os
 import pathlib
 
-OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad")
+OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
+              "sparse_rowwise_adagrad", "sparse_sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
 
