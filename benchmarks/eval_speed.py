@@ -24,13 +24,14 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app
 from absl import flags
 import numpy as np
 import scipy.sparse as sp
+
+from tripjax import io as tio
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs (median reported).", lower_bound=1)
 _LAB_USERS = flags.DEFINE_integer("lab_users", 500, "Users the lab loop is timed on.",
@@ -221,15 +222,6 @@ def _versions():
           "cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg()}
 
 
-def write_json_atomic(path, obj):
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
 def main(argv):
   del argv
   out = {"versions": _versions()}
@@ -240,7 +232,7 @@ def main(argv):
     print(json.dumps(out["ml20m"], indent=2))
   out["versions"]["load_average_at_end"] = os.getloadavg()
   out["parent_peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  write_json_atomic(_OUTPUT.value, out)
+  tio.write_json_atomic(_OUTPUT.value, out)
   print(f"wrote {_OUTPUT.value}")
 
 

@@ -22,6 +22,7 @@ from absl import flags
 import numpy as np
 import pandas as pd
 
+from tripjax import io as tio
 from tripjax.data import movielens
 
 _LINES = flags.DEFINE_integer("lines", 1_000_000, "Lines in the generated ratings file.")
@@ -81,11 +82,7 @@ def main(argv):
   }
   text = json.dumps(result, indent=2)
   print(text)
-  out = pathlib.Path(_OUT.value)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp_out = out.with_name(f".{out.name}.tmp")
-  tmp_out.write_text(text + "\n")
-  os.replace(tmp_out, out)
+  out = tio.write_atomic(_OUT.value, text + "\n")
   print(f"speedup {result['speedup']:.1f}x "
         f"(tripjax {ours_median:.3f} s vs pandas python engine {python_median:.3f} s); "
         f"wrote {out}")

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy
 
+from tripjax import io as tio
+
 _PRESET = flags.DEFINE_string("preset", "ml-20m", "Synthetic preset to measure.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Child processes per measured stage.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", "benchmarks/results/pipeline_memory.json", "JSON file.")
@@ -112,14 +114,6 @@ def _summarise(runs: list[dict]) -> dict:
   }
 
 
-def _write_json(path: pathlib.Path, payload: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
-
-
 def main(argv):
   del argv
   if _CHILD.value:
@@ -149,7 +143,7 @@ def main(argv):
           "machine": platform.machine(),
       },
   }
-  _write_json(pathlib.Path(_OUTPUT.value), payload)
+  tio.write_json_atomic(_OUTPUT.value, payload)
   for name, stage in stages.items():
     print(f"{name:>10}: peak RSS {stage['max_peak_rss_mib']:.0f} MiB (max of "
           f"{len(stage['runs'])}), median {stage['median_total_s']:.1f} s, "

@@ -7,11 +7,8 @@ over `--repeats` timed runs (each run ends with the results on the host), the fi
 apart, for each block size, plus the device kind and library versions.
 """
 
-import json
 import os
-import pathlib
 import platform
-import tempfile
 import time
 
 from absl import app
@@ -20,6 +17,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import io as tio
 from tripjax import model
 from tripjax import recommend
 
@@ -44,14 +42,6 @@ def _seen_matrix(num_users, num_items, mean_seen, seed=0):
   return matrix
 
 
-def _write_json(path, payload):
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(f.name, path)
-
-
 def main(argv):
   del argv
   params = model.init_params(jax.random.key(0), _USERS.value, _ITEMS.value, _DIM.value)
@@ -74,7 +64,7 @@ def main(argv):
     print(f"batch {batch_size:5d}: {median:.3f} s for {_USERS.value} users, "
           f"{median * 1000 / _USERS.value:.3f} s per 1000 users (first run {first:.2f} s)")
   assert not np.any(seen[users[:100]].toarray()[np.arange(100)[:, None], items[:100]])
-  _write_json(_OUT.value, {
+  tio.write_json_atomic(_OUT.value, {
       "benchmark": "recommend.top_k, all users, train items excluded",
       "shape": {"users": _USERS.value, "items": _ITEMS.value, "dim": _DIM.value, "k": _K.value,
                 "seen_entries": int(seen.nnz)},

@@ -6,14 +6,13 @@
 """
 
 import json
-import os
 import pathlib
-import tempfile
 
 from absl import app
 from absl import flags
 
 from tripjax import baselines
+from tripjax import io as tio
 from tripjax import data
 from tripjax import metrics
 
@@ -54,19 +53,6 @@ def _table(results: dict, names: tuple[str, ...]) -> str:
   return "\n".join(lines)
 
 
-def write_json_atomic(path: pathlib.Path, obj) -> None:
-  """Writes `obj` as JSON to `path` through a temporary file and `os.replace`."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -93,7 +79,7 @@ def main(argv):
                       "block_size": _BLOCK_SIZE.value, "ks": list(ks)},
          "models": {name: res.to_dict() for name, res in results.items()}}
   path = pathlib.Path(_OUTPUT_DIR.value) / "results.json"
-  write_json_atomic(path, out)
+  tio.write_json_atomic(path, out)
   print(f"wrote {path}")
 
 

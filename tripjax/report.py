@@ -9,9 +9,9 @@ figures under `workdir/figures/` (matplotlib, Agg backend; every file written at
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import pathlib
-import tempfile
 from typing import Sequence
 
 import jax
@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tripjax import baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tripjax import io as tio
 from tripjax import metrics
 from tripjax import model
 from tripjax import recommend
@@ -200,16 +201,12 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
 
 def _save(fig, path: pathlib.Path) -> None:
   """Writes a figure as PNG atomically and closes it."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+    tio.write_atomic(path, png.getvalue())
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.unlink(tmp)
 
 
 def plot_training(history: Sequence[dict], path: pathlib.Path) -> None:
@@ -356,17 +353,6 @@ def render_markdown(analysis: Analysis, dataset, figures: dict[str, str]) -> str
   return "\n".join(lines)
 
 
-def _write_text(path: pathlib.Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-
-
 def write_report(run, workdir: str | os.PathLike, k: int = 20,
                  block_size: int = 1024) -> pathlib.Path:
   """Analyses `run` and writes `workdir/report.md` and its figures.
@@ -392,5 +378,5 @@ def write_report(run, workdir: str | os.PathLike, k: int = 20,
                         paths["positives"])
   relative = {name: f"{FIGURES_DIR}/{file}" for name, file in FIGURES.items()}
   report = workdir / REPORT_FILE
-  _write_text(report, render_markdown(analysis, run.dataset, relative))
+  tio.write_atomic(report, render_markdown(analysis, run.dataset, relative))
   return report

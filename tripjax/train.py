@@ -21,7 +21,6 @@ import math
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -33,6 +32,7 @@ import optax
 import scipy.sparse as sp
 
 from tripjax import checkpoint
+from tripjax import io as tio
 from tripjax import losses
 from tripjax import model
 from tripjax import sampling
@@ -239,18 +239,6 @@ def evaluate(score_fn, train, test, block_size: int) -> dict[str, float]:
   return {k: float(v) for k, v in result.means.items()}
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def _read_history(workdir: pathlib.Path) -> list[dict]:
   path = workdir / METRICS_FILE
   if not path.exists():
@@ -259,7 +247,7 @@ def _read_history(workdir: pathlib.Path) -> list[dict]:
 
 
 def _write_history(workdir: pathlib.Path, history: list[dict]) -> None:
-  _write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
+  tio.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
 
 
 def _flagfile_text(config: TrainConfig) -> str:
@@ -296,7 +284,7 @@ def _claim_workdir(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) 
         shutil.rmtree(path)
       elif path.exists():
         path.unlink()
-  _write_atomic(flags_path, _flagfile_text(config))
+  tio.write_atomic(flags_path, _flagfile_text(config))
 
 
 def _dataset_summary(config, dataset, train, test) -> dict:
@@ -444,7 +432,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
     }
-    _write_atomic(workdir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    tio.write_json_atomic(workdir / RESULTS_FILE, results)
     logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
                  model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),
                  train_seconds, results["triplets_per_sec"] or 0.0)

@@ -1,0 +1,72 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a part of it.
+
+The data goes to a temporary file in the destination's folder (same file system), is flushed
+and fsynced, and then `os.replace`s the destination in one step. A failed or interrupted write
+removes its temporary file and leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+
+def _umask() -> int:
+  """The process umask, read without changing it (os.umask would, for every thread)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  return 0o022
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
+  """Writes `data` to `path` atomically, creating the parent folder if needed.
+
+  Args:
+    path: the destination file.
+    data: text (written as UTF-8) or bytes.
+
+  Returns:
+    `path` as a Path.
+
+  Raises:
+    TypeError: `data` is neither str nor bytes (nothing is written).
+  """
+  if isinstance(data, str):
+    data = data.encode("utf-8")
+  elif not isinstance(data, (bytes, bytearray, memoryview)):
+    raise TypeError(f"write_atomic({os.fspath(path)!r}): data must be str or bytes, got "
+                    f"{type(data).__name__}.")
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    try:
+      os.unlink(tmp)
+    except FileNotFoundError:
+      pass
+    raise
+  return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> pathlib.Path:
+  """Writes `obj` as JSON (and a final newline) to `path` atomically (see `write_atomic`).
+
+  Raises:
+    TypeError: `obj` is not JSON-serialisable (nothing is written).
+  """
+  return write_atomic(path, json.dumps(obj, indent=indent) + "\n")
