@@ -1,0 +1,154 @@
+"""Writes benchmarks/RESULTS.md from the JSON files the benchmark scripts leave in benchmarks/results/.
+
+Every figure in RESULTS.md comes from one of those files; each section names the command that
+produced its file, so anyone can rerun it and then rerun this script:
+
+  python -m benchmarks.summarize
+"""
+
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+
+from tripjax import io
+
+_RESULTS = flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).parent / "results"),
+                               "Folder holding the benchmark JSON files.")
+_OUT = flags.DEFINE_string("out", str(pathlib.Path(__file__).parent / "RESULTS.md"),
+                           "Markdown file to write.")
+
+
+def _load(results_dir, name):
+  path = pathlib.Path(results_dir) / name
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _rate(x):
+  return f"{x / 1e6:.2f}M"
+
+
+def parse_section(d):
+  return [
+      "## Parsing ML-1M's `::` format (issue 2)",
+      "`python -m benchmarks.parse_speed --lines=1000000 --repeats=5`",
+      "",
+      "| reader | median s | speed-up |",
+      "|---|---|---|",
+      f"| pandas python engine | {d['pandas_python_engine_s']['median']:.3f} | 1x |",
+      f"| tripjax `read_ratings` | {d['tripjax_read_ratings_s']['median']:.3f} | "
+      f"{d['speedup']:.1f}x |",
+      f"\n{d['lines']:,} lines, medians of {d['repeats']} runs, both measured in the same run.",
+  ]
+
+
+def pipeline_section(d):
+  stages = d["stages"]
+  rows = [
+      "## Pipeline memory at ML-20M size (issue 2)",
+      "`python -m benchmarks.pipeline_memory --preset=ml-20m --repeats=3`",
+      "",
+      "| stage | median s | peak RSS MiB |",
+      "|---|---|---|",
+  ]
+  for name in ("generate", "pipeline", "end_to_end"):
+    s = stages[name]
+    rows.append(f"| {name} | {s['median_total_s']:.1f} | {s['max_peak_rss_mib']:.0f} |")
+  rows.append(f"\n{d['num_ratings']:,} synthetic ratings; limit {d['limit_mib']} MiB; "
+              f"load average {d['environment']['load_average_before'][0]:.1f} at start.")
+  return rows
+
+
+def eval_section(d):
+  m = d["ml1m"]
+  rows = [
+      "## Evaluation vs the lab's per-user sklearn loop (issue 3)",
+      "`python -m benchmarks.eval_speed --repeats=7`",
+      "",
+      f"ML-1M shape ({m['shape']['users']:,} users x {m['shape']['items']:,} items, "
+      f"10 test items per user, D={m['shape']['dim']}), CPU ({d['versions']['cpu_count']} cores):",
+      "",
+      "| what | seconds |",
+      "|---|---|",
+      f"| lab loop, extrapolated from {m['lab_loop']['users_timed']} users | "
+      f"{m['lab_loop']['extrapolated_s_all_users']:.2f} |",
+  ]
+  for block, r in m["evaluate"].items():
+    rows.append(f"| `evaluate`, block {block} (AUC + all @20 metrics) | {r['median_s']:.3f} |")
+  rows += [
+      "",
+      f"Speed-up: {m['speedup_vs_lab']:.0f}x from the medians (median of per-round ratios "
+      f"{m['speedup_median_of_rounds']:.0f}x). Largest per-user AUC difference from sklearn on the "
+      f"same scores: {m['max_abs_auc_diff_vs_sklearn_same_scores']:.1e}.",
+  ]
+  for r in d.get("ml20m", []):
+    rows.append(f"ML-20M shape ({r['users']:,} x {r['items']:,}), block {r['block_size']}: peak RSS "
+                f"{r['peak_rss_gib']:.2f} GiB, {r['evaluate_s_incl_compile']:.0f} s including compile.")
+  return rows
+
+
+def topk_section(d):
+  rows = [
+      "## Top-k recommendations for every user (issue 6)",
+      "`python -m benchmarks.topk_speed`",
+      "",
+      "| block | s per 1000 users |",
+      "|---|---|",
+  ]
+  for r in d["runs"]:
+    rows.append(f"| {r['batch_size']} | {r['median_s_per_1000_users']:.3f} |")
+  s = d["shape"]
+  rows.append(f"\n{s['users']:,} x {s['items']:,}, D={s['dim']}, k={s['k']}, seen items excluded.")
+  return rows
+
+
+def throughput_section(d, name):
+  rows = [
+      f"## Training throughput, {d['device_kind']} (issue 5): `{name}`",
+      f"`{d['command']}`",
+      "",
+      "Target rows: dim 64, batch 4096, triplets/s of the jitted step (compile apart), beside "
+      "implicit's BPR samples/s measured in the same run.",
+      "",
+      "| shape | step | optimizer | triplets/s | BPR samples/s | ratio |",
+      "|---|---|---|---|---|---|",
+  ]
+  for t in d["target"]:
+    bpr = d["bpr"].get(t["shape"], {}).get("samples_per_s")
+    rows.append(f"| {t['shape']} | {t['step']} | {t['optimizer']} | {_rate(t['triplets_per_s'])} | "
+                f"{_rate(bpr) if bpr else '-'} | {t['ratio_vs_bpr']:.2f} |")
+  rows.append(f"\nLoad average {d['load_average_start'][0]:.1f} at start, "
+              f"{d['load_average_end'][0]:.1f} at end (2 shared cores: read ratios, not absolutes).")
+  return rows
+
+
+def summarize(results_dir):
+  """Returns RESULTS.md's text from the JSON files in `results_dir`."""
+  lines = ["# Benchmark results",
+           "",
+           "Made by `python -m benchmarks.summarize` from `benchmarks/results/*.json`; each section "
+           "names the command that wrote its file. Timings are medians; compare ratios measured in "
+           "one run (these machines are shared and noisy).",
+           ""]
+  sections = [("parse_speed.json", parse_section), ("pipeline_memory.json", pipeline_section),
+              ("eval_speed.json", eval_section), ("topk_speed.json", topk_section)]
+  for name, section in sections:
+    d = _load(results_dir, name)
+    if d is not None:
+      lines += section(d) + [""]
+  for path in sorted(pathlib.Path(results_dir).glob("throughput_*.json")):
+    lines += throughput_section(json.loads(path.read_text()), path.name) + [""]
+  accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
+  if accuracy.exists():
+    lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  io.write_atomic(_OUT.value, summarize(_RESULTS.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
