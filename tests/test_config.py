@@ -1,7 +1,10 @@
 """Tests of tripjax.config: TrainConfig validation and its flagfile form."""
 
+import pathlib
+
 import pytest
 
+from tripjax import config
 from tripjax.config import TrainConfig
 
 
@@ -17,3 +20,40 @@ def test_flagfile_round_trip(tmp_path):
                        min_user_positives=1, learning_rate=0.3)
   (tmp_path / "flags.txt").write_text(config.to_flagfile())
   assert TrainConfig.from_flagfile(tmp_path / "flags.txt") == config
+
+
+def test_from_flagfile_ignores_the_driver_flags_when_told(tmp_path):
+  path = tmp_path / "lab.cfg"
+  path.write_text("# comment\n--dataset=synthetic-tiny\n--workdir=runs/x\n\n--dim=12\n"
+                  "--overwrite=true\n")
+  expected = TrainConfig(dataset="synthetic-tiny", dim=12)
+  assert TrainConfig.from_flagfile(path, ignore=("workdir", "overwrite")) == expected
+  assert TrainConfig.from_flagfile(path, ignore=config.DRIVER_FLAGS) == expected
+  with pytest.raises(ValueError, match=r"lab.cfg:3: expected --<TrainConfig field>"):
+    TrainConfig.from_flagfile(path)  # strict by default: --workdir is not a field
+
+
+@pytest.mark.parametrize("text,message", [
+    ("--dim=12\n--colour=red\n", r"bad.cfg:2: expected --<TrainConfig field>=<value>"),
+    ("--dim=twelve\n", r"bad.cfg:1: --dim must be an integer, got 'twelve'"),
+    ("--margin=wide\n", r"bad.cfg:1: --margin must be a number, got 'wide'"),
+    ("--download=maybe\n", r"bad.cfg:1: --download must be true or false"),
+    ("dim=12\n", r"bad.cfg:1: expected --<TrainConfig field>"),
+])
+def test_from_flagfile_names_the_file_and_line(tmp_path, text, message):
+  (tmp_path / "bad.cfg").write_text(text)
+  with pytest.raises(ValueError, match=message):
+    TrainConfig.from_flagfile(tmp_path / "bad.cfg", ignore=config.DRIVER_FLAGS)
+
+
+def test_from_flagfile_missing_file(tmp_path):
+  with pytest.raises(ValueError, match="missing.cfg does not exist"):
+    TrainConfig.from_flagfile(tmp_path / "missing.cfg")
+
+
+def test_every_config_file_reads_with_the_driver_flags_ignored():
+  folder = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+  names = {path.stem: TrainConfig.from_flagfile(path, ignore=config.DRIVER_FLAGS)
+           for path in folder.glob("*.cfg")}
+  assert {"smoke", "ml100k", "ml1m_lab"} <= set(names)
+  assert names["smoke"].dataset == "synthetic-tiny" and names["smoke"].epochs == 3

@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from typing import Sequence
 
 OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
               "sparse_rowwise_adagrad", "sparse_sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
+# Flags of experiments/train.py that are not TrainConfig fields (config files may hold them).
+DRIVER_FLAGS = ("workdir", "overwrite")
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -113,19 +116,30 @@ class TrainConfig:
     return "\n".join(lines) + "\n"
 
   @classmethod
-  def from_flagfile(cls, path: str | os.PathLike) -> TrainConfig:
+  def from_flagfile(cls, path: str | os.PathLike, ignore: Sequence[str] = ()) -> TrainConfig:
     """Reads a flagfile written by `to_flagfile` (unknown flags are an error).
 
+    Args:
+      path: the flagfile: `--<field>=<value>` lines, blank lines and `#` comments.
+      ignore: flag names to skip, e.g. `DRIVER_FLAGS` (the train driver's `--workdir` and
+        `--overwrite`) to read a config file of `experiments/configs/`.
+
     Raises:
-      ValueError: naming the file and the offending line.
+      ValueError: the file does not exist, or a line is not a field or has a bad value (naming
+        the file and the line).
     """
+    path = pathlib.Path(path)
+    if not path.is_file():
+      raise ValueError(f"flagfile {path} does not exist.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
-    for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
       line = line.strip()
       if not line or line.startswith("#"):
         continue
       name, sep, raw = line.lstrip("-").partition("=")
+      if line.startswith("--") and name in ignore:
+        continue
       if not line.startswith("--") or not sep or name not in fields:
         raise ValueError(f"{path}:{number}: expected --<TrainConfig field>=<value>, got {line!r}.")
       default = fields[name].default
@@ -133,10 +147,13 @@ class TrainConfig:
         if raw.lower() not in ("true", "false", "1", "0"):
           raise ValueError(f"{path}:{number}: --{name} must be true or false, got {raw!r}.")
         values[name] = raw.lower() in ("true", "1")
-      elif isinstance(default, int):
-        values[name] = int(raw)
-      elif isinstance(default, float):
-        values[name] = float(raw)
+      elif isinstance(default, (int, float)):
+        kind = type(default)
+        try:
+          values[name] = kind(raw)
+        except ValueError:
+          what = "an integer" if kind is int else "a number"
+          raise ValueError(f"{path}:{number}: --{name} must be {what}, got {raw!r}.") from None
       else:
         values[name] = (raw or None) if name == "data_dir" else raw
     return cls(**values)
