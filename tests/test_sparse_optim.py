@@ -1,4 +1,4 @@
-"""Tests for tripjax.sparse_optim: row-wise lazy Adam and Adagrad."""
+"""Tests for tripjax.sparse_optim: lazy Adam, Adagrad, row-wise Adagrad, SGD."""
 
 import jax
 import jax.numpy as jnp
@@ -216,10 +216,105 @@ def test_bad_input_names_the_argument(bad, message):
 
 
 def test_unknown_optimizer_name():
-  with pytest.raises(ValueError, match="sparse_adam"):
-    sparse_optim.row_optimizer("sparse_sgd", 0.1)
+  with pytest.raises(ValueError, match="sparse_rowwise_adagrad"):
+    sparse_optim.row_optimizer("sparse_lamb", 0.1)
   with pytest.raises(ValueError, match="initial_accumulator_value"):
     sparse_optim.sparse_adagrad(0.1, initial_accumulator_value=-1.0)
+  with pytest.raises(ValueError, match="initial_accumulator_value"):
+    sparse_optim.sparse_rowwise_adagrad(0.1, initial_accumulator_value=-1.0)
+  for name in ("sparse_sgd", "sparse_rowwise_adagrad"):
+    assert isinstance(sparse_optim.row_optimizer(name, 0.1), sparse_optim.RowOptimizer)
+
+
+# ---------------------------------------------------------------- row-wise Adagrad and SGD
+
+
+def _rowwise_adagrad_reference(steps, params, lr, initial, eps):
+  """numpy row-wise Adagrad (FBGEMM's EXACT_ROWWISE_ADAGRAD) over (grads, indices) steps."""
+  params = {k: np.asarray(v, np.float64).copy() for k, v in params.items()}
+  sums = {k: np.full(v.shape[0], initial, np.float64) for k, v in params.items()}
+  for grads, indices in steps:
+    for k in params:
+      dense = np.zeros_like(params[k])
+      np.add.at(dense, np.asarray(indices[k]), np.asarray(grads[k], np.float64))
+      for r in np.unique(np.asarray(indices[k])):  # rows of the batch only
+        sums[k][r] += np.mean(dense[r] ** 2)
+        params[k][r] -= lr * dense[r] / (np.sqrt(sums[k][r]) + eps)
+  return params, sums
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_rowwise_adagrad_against_numpy(ratio):
+  rng = np.random.default_rng(11)
+  sparse = sparse_optim.sparse_rowwise_adagrad(LR, initial_accumulator_value=0.05,
+                                               dense_row_ratio=ratio)
+  params = _params()
+  state = sparse.init(params)
+  assert state.sum_of_squares["user"].shape == (U,)  # one accumulator per row
+  update = jax.jit(sparse.update)
+  steps = []
+  # Duplicates (user 3 three times, item 8 twice) and rows left out (users 0, 6; items >= 9).
+  for users, items in [([3, 1, 3, 3], [8, 2, 8, 0]), ([2, 4, 5, 1], [1, 4, 5, 8, 3, 7])]:
+    grads, indices = _batch(rng, users, items)
+    steps.append((grads, indices))
+    params, state = update(grads, indices, state, params)
+  expected_params, expected_sums = _rowwise_adagrad_reference(steps, _params(), LR, 0.05, 1e-8)
+  _assert_trees_close(params, expected_params, rtol=1e-5, atol=1e-6)
+  _assert_trees_close(state.sum_of_squares, expected_sums, rtol=1e-5, atol=1e-7)
+  assert int(state.count) == 2
+  # Untouched rows and their accumulators: bit for bit.
+  start = _params()
+  for table, rows in (("user", [0, 6]), ("item", [9, 10])):
+    np.testing.assert_array_equal(np.asarray(params[table])[rows],
+                                  np.asarray(start[table])[rows])
+    np.testing.assert_array_equal(np.asarray(state.sum_of_squares[table])[rows],
+                                  np.float32(0.05))
+
+
+def test_rowwise_adagrad_row_and_dense_paths_agree():
+  rng = np.random.default_rng(12)
+  grads, indices = _batch(rng, rng.integers(0, U, 9), rng.integers(0, I, 13))
+  results = []
+  for ratio in RATIOS:
+    sparse = sparse_optim.sparse_rowwise_adagrad(LR, dense_row_ratio=ratio)
+    results.append(jax.jit(sparse.update)(grads, indices, sparse.init(_params()), _params()))
+  _assert_trees_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
+def test_sparse_sgd_equals_optax_sgd():
+  rng = np.random.default_rng(13)
+  schedule = optax.linear_schedule(0.1, 0.01, transition_steps=3)
+  dense, sparse = optax.sgd(schedule), sparse_optim.sparse_sgd(schedule)
+  dense_params = sparse_params = _params()
+  dense_state, sparse_state = dense.init(dense_params), sparse.init(sparse_params)
+  update = jax.jit(sparse.update)
+  for _ in range(4):  # a schedule, duplicates, untouched rows
+    grads, indices = _batch(rng, rng.integers(0, U - 2, 6), rng.integers(0, I - 3, 9))
+    updates, dense_state = dense.update(_dense(grads, indices), dense_state, dense_params)
+    dense_params = optax.apply_updates(dense_params, updates)
+    sparse_params, sparse_state = update(grads, indices, sparse_state, sparse_params)
+    _assert_trees_close(sparse_params, dense_params)
+  start = _params()
+  np.testing.assert_array_equal(sparse_params["user"][U - 2:], start["user"][U - 2:])
+  np.testing.assert_array_equal(sparse_params["item"][I - 3:], start["item"][I - 3:])
+
+
+@pytest.mark.parametrize("name", ["sparse_sgd", "sparse_rowwise_adagrad"])
+def test_new_optimizers_jit_with_donation_and_schedule_count(name):
+  calls = []
+  sparse = sparse_optim.row_optimizer(name, lambda count: calls.append(count) or 0.1)
+  params = _params()
+  grads, indices = _batch(np.random.default_rng(14), [0, 2, 2], [1, 5])
+  expected = sparse.update(grads, indices, sparse.init(params), params)
+  state = jax.tree.map(jnp.copy, sparse.init(params))
+  donated = jax.tree.map(jnp.copy, params)
+  update = jax.jit(sparse.update, donate_argnums=(2, 3))
+  got = update(grads, indices, state, donated)
+  assert all(x.is_deleted() for x in jax.tree.leaves(donated))
+  _assert_trees_close(got, expected, rtol=1e-6, atol=1e-7)
+  _, state = sparse.update(grads, indices, expected[1], expected[0])
+  assert int(state.count) == 2
+  assert [int(c) for c in calls[:1] + calls[-1:]] == [0, 1]
 
 
 # ---------------------------------------------------------------- through the training step
@@ -260,3 +355,17 @@ def test_sparse_adagrad_training_equals_dense_adagrad(planted):
   sparse_auc, sparse_params = _train_auc(sparse_optim.sparse_adagrad(0.2), *planted, epochs=3)
   _assert_trees_close(sparse_params, dense_params, rtol=1e-4, atol=1e-5)
   assert abs(sparse_auc - dense_auc) < 1e-4
+
+
+def test_sparse_sgd_training_equals_optax_sgd(planted):
+  """The scatter-add step trains the same model as optax.sgd on the dense gradient."""
+  dense_auc, dense_params = _train_auc(optax.sgd(2.0), *planted, epochs=3)
+  sparse_auc, sparse_params = _train_auc(sparse_optim.sparse_sgd(2.0), *planted, epochs=3)
+  _assert_trees_close(sparse_params, dense_params, rtol=1e-4, atol=1e-5)
+  assert abs(sparse_auc - dense_auc) < 1e-4
+
+
+def test_sparse_rowwise_adagrad_training_learns(planted):
+  """Measured: 10 epochs at lr 0.2 give AUC 0.795 (sparse_adam, lr 0.05: 0.795); popularity 0.74."""
+  auc, _ = _train_auc(sparse_optim.sparse_rowwise_adagrad(0.2), *planted, epochs=10)
+  assert auc > 0.78, auc
