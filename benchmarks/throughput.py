@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import platform
+import sys
 import tempfile
 import time
 
@@ -37,6 +38,8 @@ from tripjax import sparse_optim
 from tripjax import train
 
 _QUICK = flags.DEFINE_bool("quick", False, "A short sweep (target configs only).")
+_TARGET_ONLY = flags.DEFINE_bool("target_only", False,
+                                 "Only batch 4096, dim 64 (the target figures).")
 _OUT = flags.DEFINE_string("out", None, "Output JSON (default: "
                            "benchmarks/results/throughput_<device>.json).")
 _REPS = flags.DEFINE_integer("reps", 5, "Timed runs per configuration (median reported).")
@@ -52,7 +55,7 @@ SHAPES = {
     "ml-1m": (6040, 3706, 575_281),
     "ml-20m": (138_000, 27_000, 9_995_410),
 }
-OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad")
+OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad", "sparse_rowwise_adagrad", "sparse_sgd")
 TARGET_DIM, TARGET_BATCH = 64, 4096
 TRIPLETS_PER_DISPATCH = 65_536  # batches per chunk = this // batch size (at least 1)
 
@@ -94,13 +97,72 @@ def _chunk(batches: sampling.Batches, c: int) -> sampling.Batches:
   return jax.tree.map(lambda x: x[c], batches)
 
 
-def minimal_step(optimizer, margin: float = 0.5):
+@jax.custom_vjp
+def fused_triplet_cosine_loss(user_vecs, pos_vecs, neg_vecs):
+  """`losses.triplet_cosine_loss(u, p, n, 0.5)` with a hand-written backward pass.
+
+  A prototype for tripjax/losses.py: autodiff of normalize-then-dot makes XLA CPU run
+  several passes over the [B, D] rows; here the forward is five row dot products
+  (|u|^2, |p|^2, |n|^2, <u, p>, <u, n>) and each row gradient is one linear combination
+  of the rows, e.g. d cos(u, p) / du = p / (|u| |p|) - cos(u, p) u / |u|^2 (the second term
+  vanishes where |u| <= eps, as `losses.normalize`'s maximum makes the norm constant).
+  Equal to autodiff's values and gradients (tested by `check_fused_loss`).
+  """
+  return _fused_forward(user_vecs, pos_vecs, neg_vecs)[0]
+
+
+_MARGIN, _EPS2 = 0.5, 1e-16  # losses' default margin, losses._EPS ** 2
+
+
+def _fused_forward(u, p, n):
+  uu, pp, nn = (jnp.sum(x * x, axis=-1) for x in (u, p, n))
+  iu, ip, in_ = (jax.lax.rsqrt(jnp.maximum(x, _EPS2)) for x in (uu, pp, nn))
+  cos_p = jnp.sum(u * p, axis=-1) * iu * ip
+  cos_n = jnp.sum(u * n, axis=-1) * iu * in_
+  per = jax.nn.relu(cos_n - cos_p + _MARGIN)
+  return per, (u, p, n, uu > _EPS2, pp > _EPS2, nn > _EPS2, iu, ip, in_, cos_p, cos_n, per)
+
+
+def _fused_backward(residuals, cotangent):
+  u, p, n, mu, mp, mn, iu, ip, in_, cos_p, cos_n, per = residuals
+  a = jnp.where(per > 0, cotangent, 0.0)
+  col = lambda x: x[:, None]
+  g_user = col(a * iu) * (n * col(in_) - p * col(ip)) - col(a * (cos_n - cos_p) * iu * iu * mu) * u
+  g_pos = col(a * cos_p * ip * ip * mp) * p - col(a * iu * ip) * u
+  g_neg = col(a * iu * in_) * u - col(a * cos_n * in_ * in_ * mn) * n
+  return g_user, g_pos, g_neg
+
+
+fused_triplet_cosine_loss.defvjp(_fused_forward, _fused_backward)
+
+
+def check_fused_loss(seed: int = 0) -> float:
+  """Max relative difference (|x - y| / (1 + |x|)) of loss and gradients vs autodiff.
+
+  Row 0 of the users is zero, where the gradient is huge (1 / eps), hence relative.
+  """
+  rng = np.random.default_rng(seed)
+  u, p, n = (jnp.asarray(rng.normal(size=(256, 64)), jnp.float32) for _ in range(3))
+  u = u.at[0].set(0.0)  # a zero row (the eps branch)
+  weights = jnp.asarray(rng.uniform(size=256), jnp.float32)
+  reference = lambda *r: jnp.sum(weights * losses.triplet_cosine_loss(*r, _MARGIN))
+  fused = lambda *r: jnp.sum(weights * fused_triplet_cosine_loss(*r))
+  a = jax.value_and_grad(reference, (0, 1, 2))(u, p, n)
+  b = jax.value_and_grad(fused, (0, 1, 2))(u, p, n)
+  return max(float(jnp.max(jnp.abs(x - y) / (1.0 + jnp.abs(x))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def minimal_step(optimizer, margin: float = 0.5, fused_loss: bool = False):
   """A reference row-sparse step: `make_train_step`'s math without its options.
 
   No padding weights (`lax.cond`), no hardest-of-n, no l2, and the forward pass's gathered
   rows are handed to the optimizer (`param_rows`), saving one gather per table. It shows
   what the options of `train.make_train_step` cost; the library's step is the one that counts.
+  `fused_loss` uses `fused_triplet_cosine_loss` (margin 0.5 only), the prototype for losses.py.
   """
+  if fused_loss and margin != _MARGIN:
+    raise ValueError(f"minimal_step: fused_loss supports margin {_MARGIN} only, got {margin}.")
   def one_batch(state, batch):
     users, pos, neg = batch
     params = state.params
@@ -108,6 +170,8 @@ def minimal_step(optimizer, margin: float = 0.5):
 
     def objective(user_rows, item_rows):
       pos_rows, neg_rows = jnp.split(item_rows, 2)
+      if fused_loss:
+        return jnp.mean(fused_triplet_cosine_loss(user_rows, pos_rows, neg_rows))
       return jnp.mean(losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin))
 
     loss, (g_user, g_item) = jax.value_and_grad(objective, (0, 1))(user_rows, item_rows)
@@ -131,7 +195,8 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   Args:
     train_matrix: bool CSR [U, I].
     sampler: makes the chunks ([S, B] batches each).
-    variants: (step_name, optimizer_name) pairs; step_name "make_train_step" or "minimal".
+    variants: (step_name, optimizer_name) pairs; step_name "make_train_step", "minimal" or
+      "minimal_fused_loss".
     dim: embedding size.
     reps: timed runs per variant; run r of every variant happens before run r + 1 of any.
     min_triplets: triplets per timed run (whole chunks).
@@ -149,7 +214,7 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   for step_name, optimizer_name in variants:
     optimizer = _make_optimizer(optimizer_name)
     step = (train.make_train_step(optimizer) if step_name == "make_train_step" else
-            minimal_step(optimizer))
+            minimal_step(optimizer, fused_loss=step_name == "minimal_fused_loss"))
     state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
     start = time.perf_counter()
     state, metrics = jax.block_until_ready(step(state, chunks[0]))
@@ -222,8 +287,10 @@ def time_bpr(train_matrix, iterations: int, factors: int = 64) -> dict | None:
           "samples_per_s_whole_fit": nnz * iterations / fit_s}
 
 
-def sweep(quick: bool) -> list[tuple[int, int]]:
+def sweep(quick: bool, target_only: bool = False) -> list[tuple[int, int]]:
   """(batch_size, dim) pairs to time."""
+  if target_only:
+    return [(TARGET_BATCH, TARGET_DIM)]
   if quick:
     return [(1024, TARGET_DIM), (TARGET_BATCH, TARGET_DIM)]
   batches = [64, 256, 1024, 4096, 16384, 65536]
@@ -264,13 +331,17 @@ def main(argv):
   out = pathlib.Path(_OUT.value or
                      f"benchmarks/results/throughput_{device_name.replace(' ', '_').lower()}.json")
   payload = {
-      "command": "python -m benchmarks.throughput" + (" --quick" if _QUICK.value else ""),
+      "command": " ".join(["python -m benchmarks.throughput"] + sys.argv[1:]),
       "device_kind": device.device_kind, "platform": device.platform,
       "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
       "versions": _versions(), "load_average_start": os.getloadavg(),
       "step": "tripjax.train.make_train_step", "reps": _REPS.value,
       "shapes": {}, "steps": [], "epochs": [], "bpr": {}, "target": [],
   }
+  payload["fused_loss_max_rel_diff"] = check_fused_loss()
+  if payload["fused_loss_max_rel_diff"] > 1e-5:
+    raise AssertionError(f"fused_triplet_cosine_loss differs from autodiff: "
+                         f"{payload['fused_loss_max_rel_diff']}")
   reps = _REPS.value
   for shape in _SHAPES.value:
     num_users, num_items, nnz = SHAPES[shape]
@@ -284,7 +355,7 @@ def main(argv):
         print(f"  implicit BPR: {bpr_runs[0]['samples_per_s'] / 1e6:.2f}M samples/s",
               flush=True)
     first_result = len(payload["steps"])
-    for batch_size, dim in sweep(_QUICK.value):
+    for batch_size, dim in sweep(_QUICK.value, _TARGET_ONLY.value):
       if batch_size * 3 > matrix.nnz:
         continue
       sampler = sampling.EpochSampler(matrix, batch_size, _batches_per_chunk(matrix.nnz,
@@ -292,6 +363,7 @@ def main(argv):
       variants = [("make_train_step", name) for name in OPTIMIZERS]
       if (batch_size, dim) == (TARGET_BATCH, TARGET_DIM):
         variants += [("minimal", name) for name in OPTIMIZERS[1:]]
+        variants += [("minimal_fused_loss", name) for name in OPTIMIZERS[3:]]
       for result in time_steps(matrix, sampler, variants, dim, reps, _MIN_TRIPLETS.value):
         result.update(shape=shape, batch_size=batch_size, dim=dim)
         payload["steps"].append(result)
@@ -299,7 +371,7 @@ def main(argv):
               f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
               f"{result['compile_s']:.1f}s", flush=True)
       _write_json(out, payload)
-    for optimizer_name in ("sparse_adam", "sparse_adagrad"):
+    for optimizer_name in ("sparse_adagrad", "sparse_rowwise_adagrad"):
       epoch = time_epoch(matrix, TARGET_BATCH, optimizer_name, TARGET_DIM,
                          max(2, reps // 2))
       epoch["shape"] = shape
