@@ -55,6 +55,10 @@ _RESUME = flags.DEFINE_bool("resume", False, "Reuse the trials of an existing --
 _ABLATE_AGAINST = flags.DEFINE_string(
     "ablate_against", None, "A flagfile (e.g. the lab's); after the search, each searched "
     "field of the best config is put back to its value there, one at a time, on validation.")
+_POPULARITY_PENALTIES = flags.DEFINE_list(
+    "popularity_penalties", [], "After the search, score the best config with "
+    "`scores - p * z(log(1 + item count))` for each p (post hoc, same fits) on the validation "
+    "splits; the report holds the scan and the best p.")
 _SPACE = {
     "learning_rate": flags.DEFINE_list("search_learning_rate", ["0.01", "0.03", "0.1", "0.3"],
                                        "Learning rates."),
@@ -87,6 +91,11 @@ def main(argv):
     except ValueError as e:
       raise ValueError(f"--validation_seeds={','.join(_VALIDATION_SEEDS.value)}: {e}") from e
     space = tuning.parse_space({name: flag.value for name, flag in _SPACE.items()})
+    try:
+      penalties = tuning.check_penalties(_POPULARITY_PENALTIES.value)
+    except ValueError as e:
+      raise ValueError(f"--popularity_penalties={','.join(_POPULARITY_PENALTIES.value)}: "
+                       f"{e}") from e
     reference = (tuning.read_flagfile(_ABLATE_AGAINST.value) if _ABLATE_AGAINST.value
                  else None)
     previous = (tuning.previous_trials(_OUT_JSON.value, base, space,
@@ -96,10 +105,14 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
                        _VALIDATION_PER_USER.value, validation_seeds,
-                       _OUT_JSON.value or None, _OUT_FLAGFILE.value, previous, reference)
+                       _OUT_JSON.value or None, _OUT_FLAGFILE.value, previous, reference,
+                       penalties)
   best = report["best"]
   print(f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
         f"{len(report['trials'])}): {best['values']}")
+  if "popularity_penalty" in report:
+    for row in report["popularity_penalty"]["scan"]:
+      print(f"  popularity penalty {row['penalty']:g}: validation AUC {row['auc']:.4f}")
   for row in report.get("ablation", []):
     print(f"  {row['field']}={row['reference']!r} instead of {row['tuned']!r}: validation AUC "
           f"{row['auc']:.4f} ({-row['delta']:+.4f})")

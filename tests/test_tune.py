@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from tripjax import model
 from tripjax import train as train_lib
@@ -238,3 +239,52 @@ def test_tune_rejects_bad_validation_seeds(seeds, message):
   with pytest.raises(ValueError, match=message):
     tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
                 validation_seeds=seeds)
+
+
+def test_popularity_offset_lowers_popular_items_by_standardised_log_counts():
+  counts = np.array([0, 1, 3, 7, 7])  # positives per item
+  rows = np.concatenate([np.arange(c) for c in counts])
+  cols = np.repeat(np.arange(5), counts)
+  matrix = sp.csr_matrix((np.ones(rows.size, bool), (rows, cols)), shape=(8, 5))
+  offset = tuning.popularity_offset(matrix, 0.5)
+  z = np.log1p(counts)
+  z = (z - z.mean()) / z.std()
+  np.testing.assert_allclose(offset, -0.5 * z, rtol=1e-6)
+  assert offset.dtype == np.float32
+  assert offset[3] == offset[4] and np.all(np.diff(offset[:4]) < 0)
+  np.testing.assert_array_equal(tuning.popularity_offset(matrix, 0.0), np.zeros(5))
+  for bad in (-0.1, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="popularity penalty"):
+      tuning.popularity_offset(matrix, bad)
+
+
+def test_penalty_scan_zero_is_the_plain_validation_auc(tiny_split):
+  train, _ = tiny_split
+  splits = [tuning.tuning_split(train, 5, seed) for seed in (1, 2)]
+  config = dataclasses.replace(TINY, epochs=2)
+  scan = tuning.penalty_scan(config, splits, [0.0, 0.3])
+  plain = [tuning.validate(config, f, v)["auc"] for f, v in splits]
+  assert [row["penalty"] for row in scan] == [0.0, 0.3]
+  np.testing.assert_allclose(scan[0]["auc_per_split"], plain, atol=1e-6)
+  assert scan[0]["auc"] == pytest.approx(np.mean(plain), abs=1e-6)
+  # A large penalty ranks by inverse popularity, which changes the AUC.
+  assert abs(scan[1]["auc"] - scan[0]["auc"]) > 1e-4
+  with pytest.raises(ValueError, match="no penalty"):
+    tuning.penalty_scan(config, splits, [])
+
+
+def test_tune_reports_the_penalty_scan_and_rejects_bad_penalties(tmp_path):
+  out_cfg = tmp_path / "best.cfg"
+  report = tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
+                       popularity_penalties=(0.0, 0.1), out_flagfile=out_cfg)
+  scan = report["popularity_penalty"]["scan"]
+  assert [row["penalty"] for row in scan] == [0.0, 0.1]
+  assert scan[0]["auc"] == pytest.approx(report["best"]["metrics"]["auc"], abs=1e-6)
+  best = max(scan, key=lambda row: row["auc"])
+  assert report["popularity_penalty"]["best"] == best["penalty"]
+  assert f"best popularity penalty (scores - p * z(log(1 + item count))): {best['penalty']:g}" \
+      in out_cfg.read_text()
+  TrainConfig.from_flagfile(out_cfg)  # the note is a comment: the flagfile still parses
+  with pytest.raises(ValueError, match="popularity penalty"):
+    tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
+                popularity_penalties=(-1.0,))

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -139,6 +140,74 @@ def validate_mean(config: TrainConfig,
   if len(runs) > 1:
     metrics["auc_per_split"] = [r["auc"] for r in runs]
   return metrics
+
+
+# ------------------------------------------------------------------------------- score offset
+
+
+def popularity_offset(matrix: sp.csr_matrix, penalty: float) -> np.ndarray:
+  """A per-item score offset that lowers popular items: `-penalty * z(log(1 + count))`.
+
+  `count` is each item's number of positives in `matrix`; z standardises it over the items
+  (mean 0, std 1), so `penalty` is in cosine units per standard deviation of log popularity
+  and the constant part (which cannot change a ranking) is 0.
+
+  Args:
+    matrix: bool CSR [U, I], the training positives the model saw.
+    penalty: >= 0; 0 gives zeros.
+
+  Returns:
+    float32[I], to add to every user's scores.
+
+  Raises:
+    ValueError: penalty is negative or not finite.
+  """
+  check_penalties([penalty])
+  log_counts = np.log1p(np.asarray(matrix.sum(axis=0), np.float64).ravel())
+  spread = log_counts.std()
+  if penalty == 0 or spread == 0:
+    return np.zeros(matrix.shape[1], np.float32)
+  return (-penalty * (log_counts - log_counts.mean()) / spread).astype(np.float32)
+
+
+def check_penalties(penalties: Sequence[float]) -> tuple[float, ...]:
+  """Popularity penalties as floats; raises ValueError on a negative or non-finite one."""
+  penalties = tuple(float(p) for p in penalties)
+  for p in penalties:
+    if not (math.isfinite(p) and p >= 0):
+      raise ValueError(f"popularity penalty must be a finite number >= 0, got {p!r}.")
+  return penalties
+
+
+def offset_score_fn(params: model.Params, offset: np.ndarray):
+  """The model's cosine `ScoreFn` plus a per-item offset float32[I] (same for every user)."""
+  scores = model.score_fn(params)
+  offset = jnp.asarray(offset, jnp.float32)[None, :]
+  return lambda users: scores(users) + offset
+
+
+def penalty_scan(config: TrainConfig, splits: Sequence[tuple[sp.csr_matrix, sp.csr_matrix]],
+                 penalties: Sequence[float]) -> list[dict]:
+  """Validation AUC of one fitted model per split under each popularity penalty.
+
+  Fits `config` once per (fit, valid) split, then scores it with `popularity_offset(fit, p)`
+  for every penalty p (post hoc: the training is the same for every p).
+
+  Returns:
+    [{"penalty", "auc" (mean over the splits), "auc_per_split"}], in the order of `penalties`.
+  """
+  penalties = check_penalties(penalties)
+  if not penalties:
+    raise ValueError("penalty_scan: no penalty given.")
+  aucs = np.zeros((len(penalties), len(splits)))
+  for j, (fit_matrix, valid_matrix) in enumerate(splits):
+    params, _ = fit(config, fit_matrix)
+    for i, p in enumerate(penalties):
+      score = offset_score_fn(params, popularity_offset(fit_matrix, p))
+      aucs[i, j] = train_lib.evaluate(score, fit_matrix, valid_matrix,
+                                      config.eval_block_size)["auc"]
+  return [{"penalty": p, "auc": float(aucs[i].mean()), "auc_per_split": aucs[i].tolist()}
+          for i, p in enumerate(penalties)]
 
 
 # ------------------------------------------------------------------------------- the search
@@ -376,7 +445,8 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
          validation_per_user: int = 5, validation_seeds: Sequence[int] = (1,),
          out_json: str | os.PathLike | None = None,
          out_flagfile: str | os.PathLike | None = None, previous: Sequence[dict] = (),
-         reference: TrainConfig | None = None) -> dict:
+         reference: TrainConfig | None = None,
+         popularity_penalties: Sequence[float] = ()) -> dict:
   """Loads the base config's lab split, searches on validation splits, writes the outputs.
 
   Args:
@@ -386,13 +456,16 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
       the mean over them (`validate_mean`).
     out_json, out_flagfile: where the report and the best flagfile go (None: not written).
     reference: when given, `ablation` of the best config against it (on validation).
+    popularity_penalties: when given, `penalty_scan` of the best config over them on the
+      same validation splits; the report's "popularity_penalty" holds the scan and the best.
 
   Returns:
     the report written to `out_json`: {"base_config", "space", "budget", "split", "trials",
-    "best"} (plus "flagfile" and "ablation" when asked for).
+    "best"} (plus "flagfile", "ablation" and "popularity_penalty" when asked for).
   """
   space = check_space(space)
   validation_seeds = check_seeds(validation_seeds)
+  popularity_penalties = check_penalties(popularity_penalties)
   dataset, train, test = train_lib.load_split(base)
   splits = [tuning_split(train, validation_per_user, s) for s in validation_seeds]
   fit_matrix, valid_matrix = splits[0]
@@ -425,12 +498,21 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   if reference is not None:
     report["ablation"] = ablation(dataclasses.replace(base, **best["values"]), reference,
                                   list(space), objective, best["metrics"]["auc"])
+  penalty_note = ""
+  if popularity_penalties:
+    scan = penalty_scan(dataclasses.replace(base, **best["values"]), splits,
+                        popularity_penalties)
+    chosen = max(scan, key=lambda row: row["auc"])
+    report["popularity_penalty"] = {"scan": scan, "best": chosen["penalty"],
+                                    "best_auc": chosen["auc"]}
+    penalty_note = (f"\nbest popularity penalty (scores - p * z(log(1 + item count))): "
+                    f"{chosen['penalty']:g}, validation AUC {chosen['auc']:.4f}.")
   if out_flagfile is not None:
     config = dataclasses.replace(base, **best["values"])
     header = (f"Tuned by experiments.tune on {base.dataset} (validation: {validation_per_user} "
               f"train positives per user, seeds {','.join(map(str, validation_seeds))}; split seed "
               f"{base.split_seed}):\nvalidation AUC {best['metrics']['auc']:.4f}, trial "
-              f"{best['trial']} of {len(trials)}.")
+              f"{best['trial']} of {len(trials)}." + penalty_note)
     write_atomic(out_flagfile, flagfile_text(config, list(space), header))
     report["flagfile"] = str(out_flagfile)
   save(trials)
