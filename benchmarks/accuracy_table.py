@@ -33,19 +33,44 @@ def on_split(config: TrainConfig, data_dir: str | None, split_seed: int) -> Trai
                              split_seed=split_seed, eval_every=config.epochs)
 
 
-def run_models(configs: dict[str, TrainConfig], data_dir: str | None,
-               split_seeds: list[int]) -> dict:
+def penalized_name(name: str, penalty: float) -> str:
+  return f"{name} + popularity penalty {penalty:g}"
+
+
+def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seeds: list[int],
+               penalties: dict[str, float] | None = None) -> dict:
   """Trains every named config on every split; popularity comes from the same splits.
 
+  Args:
+    configs: name -> settings.
+    data_dir: folder holding ml-100k/.
+    split_seeds: the lab split seeds.
+    penalties: name -> p > 0: the trained model `name` is also scored as
+      `cos - p * z(log(1 + item count))` (`tripjax.tuning.popularity_offset`), a row of its own.
+
   Returns:
-    {"popularity"|name: {"seeds": {seed: metrics + train_seconds}}, ...}.
+    {"popularity"|name|penalized name: {"seeds": {seed: metrics + train_seconds}}, ...}.
   """
-  rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in configs}
+  penalties = {k: v for k, v in (penalties or {}).items() if v}
+  for name in penalties:
+    if name not in configs:
+      raise ValueError(f"popularity penalty for unknown model {name!r}; models: {list(configs)}")
+  names = list(configs) + [penalized_name(n, p) for n, p in penalties.items()]
+  rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in names}
+  for name, penalty in penalties.items():
+    rows[penalized_name(name, penalty)]["popularity_penalty"] = penalty
   for seed in split_seeds:
     for name, config in configs.items():
       config = on_split(config, data_dir, seed)
       with tempfile.TemporaryDirectory() as workdir:
         results = train_lib.train_and_evaluate(config, workdir)
+        if name in penalties:
+          run = train_lib.restore_run(workdir)  # the parameters just trained and evaluated
+          offset = tuning.popularity_offset(run.train, penalties[name])
+          penalized = train_lib.evaluate(tuning.offset_score_fn(run.params, offset), run.train,
+                                         run.test, config.eval_block_size)
+          rows[penalized_name(name, penalties[name])]["seeds"][seed] = dict(
+              penalized, train_seconds=results["train_seconds"])
       rows[name]["config"] = dataclasses.asdict(dataclasses.replace(config, split_seed=0))
       rows[name]["seeds"][seed] = dict(results["model"], train_seconds=results["train_seconds"])
       rows["popularity"]["seeds"][seed] = dict(results["popularity"], train_seconds=0.0)
@@ -70,11 +95,16 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
     cells.append(f"{row['median_train_seconds']:.1f}" if name != "popularity" else "-")
     lines.append("| " + " | ".join(cells) + " |")
   device = jax.devices()[0].device_kind
+  note = ""
+  if any("popularity_penalty" in row for row in rows.values()):
+    note = ("\n\n`+ popularity penalty p`: the same trained model, scored as "
+            "`cos(u, i) - p * z(log(1 + train count of i))` (z: standardised over the items; p "
+            "chosen on the validation split by `experiments.tune --popularity_penalties`).")
   return ("Real MovieLens 100K, lab pipeline (ratings >= 4, users with >= 20 positives, 10 test "
           f"positives per user), split seeds {', '.join(map(str, split_seeds))}; AUC over all "
           "items not in train, P/R/NDCG@20 averaged over the seeds; train seconds: median over "
           f"the seeds, compile excluded ({device}, JAX {jax.__version__}).\n\n" +
-          "\n".join(lines) + f"\n\nProduced by `{command}`.\n")
+          "\n".join(lines) + note + f"\n\nProduced by `{command}`.\n")
 
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding ml-100k/ (empty: "
@@ -84,6 +114,10 @@ _LAB = flags.DEFINE_string("lab_flagfile", "experiments/configs/ml1m_lab.cfg",
                            "The lab's settings (its dataset is replaced by ml-100k).")
 _TUNED = flags.DEFINE_string("tuned_flagfile", "experiments/configs/ml100k.cfg",
                              "The tuned settings.")
+_PENALTY = flags.DEFINE_float(
+    "popularity_penalty", 0.0, "When > 0, a row for the tuned model scored as "
+    "`cos - p * z(log(1 + item count))` (p chosen on validation: experiments.tune "
+    "--popularity_penalties).", lower_bound=0.0)
 _OUT_JSON = flags.DEFINE_string("out_json", "benchmarks/results/accuracy_ml100k.json",
                                 "Raw results.")
 _OUT_MD = flags.DEFINE_string("out_md", "benchmarks/results/accuracy_ml100k.md",
@@ -103,9 +137,10 @@ def main(argv):
                "tuned": tuning.read_flagfile(_TUNED.value)}
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  rows = run_models(configs, _DATA_DIR.value or None, seeds)
+  rows = run_models(configs, _DATA_DIR.value or None, seeds, {"tuned": _PENALTY.value})
   command = ("python -m benchmarks.accuracy_table" +
-             (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else ""))
+             (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else "") +
+             (f" --popularity_penalty={_PENALTY.value:g}" if _PENALTY.value else ""))
   flagfiles = {"lab config": {"path": _LAB.value, "text": pathlib.Path(_LAB.value).read_text()},
                "tuned": {"path": _TUNED.value, "text": pathlib.Path(_TUNED.value).read_text()}}
   tuning.write_atomic(_OUT_JSON.value, json.dumps(
