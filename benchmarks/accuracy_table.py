@@ -22,9 +22,10 @@ from absl import flags
 from absl import logging
 import jax
 
+from tripjax import io as tio
 from tripjax import train as train_lib
 from tripjax import tuning
-from tripjax.config import TrainConfig
+from tripjax.config import DRIVER_FLAGS, TrainConfig
 
 COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
 def on_split(config: TrainConfig, data_dir: str | None, split_seed: int) -> TrainConfig:
@@ -133,8 +134,8 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f"--split_seeds must be integers: {e}") from e
   try:
-    configs = {"lab config": tuning.read_flagfile(_LAB.value),
-               "tuned": tuning.read_flagfile(_TUNED.value)}
+    configs = {"lab config": TrainConfig.from_flagfile(_LAB.value, ignore=DRIVER_FLAGS),
+               "tuned": TrainConfig.from_flagfile(_TUNED.value, ignore=DRIVER_FLAGS)}
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   rows = run_models(configs, _DATA_DIR.value or None, seeds, {"tuned": _PENALTY.value})
@@ -143,11 +144,11 @@ def main(argv):
              (f" --popularity_penalty={_PENALTY.value:g}" if _PENALTY.value else ""))
   flagfiles = {"lab config": {"path": _LAB.value, "text": pathlib.Path(_LAB.value).read_text()},
                "tuned": {"path": _TUNED.value, "text": pathlib.Path(_TUNED.value).read_text()}}
-  tuning.write_atomic(_OUT_JSON.value, json.dumps(
+  tio.write_atomic(_OUT_JSON.value, json.dumps(
       {"split_seeds": seeds, "rows": rows, "flagfiles": flagfiles, "jax_version": jax.__version__,
        "device_kind": jax.devices()[0].device_kind, "command": command}, indent=2) + "\n")
   table = markdown(rows, seeds, command)
-  tuning.write_atomic(_OUT_MD.value, table)
+  tio.write_atomic(_OUT_MD.value, table)
   print(table)
 
 

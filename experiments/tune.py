@@ -27,8 +27,8 @@ import dataclasses
 from absl import app
 from absl import flags
 
-from tripjax.config import TrainConfig
 from tripjax import tuning
+from tripjax.config import DRIVER_FLAGS, TrainConfig
 
 _BASE_FLAGFILE = flags.DEFINE_string(
     "base_flagfile", None, "A TrainConfig flagfile the searched fields are applied to "
@@ -79,8 +79,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    base = (tuning.read_flagfile(_BASE_FLAGFILE.value) if _BASE_FLAGFILE.value
-            else TrainConfig())
+    base = (TrainConfig.from_flagfile(_BASE_FLAGFILE.value, ignore=DRIVER_FLAGS)
+            if _BASE_FLAGFILE.value else TrainConfig())
     overrides = {"dataset": _DATASET.value, "data_dir": _DATA_DIR.value or None,
                  "split_seed": _SPLIT_SEED.value}
     if _STEPS_PER_DISPATCH.value:
@@ -96,8 +96,8 @@ def main(argv):
     except ValueError as e:
       raise ValueError(f"--popularity_penalties={','.join(_POPULARITY_PENALTIES.value)}: "
                        f"{e}") from e
-    reference = (tuning.read_flagfile(_ABLATE_AGAINST.value) if _ABLATE_AGAINST.value
-                 else None)
+    reference = (TrainConfig.from_flagfile(_ABLATE_AGAINST.value, ignore=DRIVER_FLAGS)
+                 if _ABLATE_AGAINST.value else None)
     previous = (tuning.previous_trials(_OUT_JSON.value, base, space,
                                        _VALIDATION_PER_USER.value, validation_seeds)
                 if _RESUME.value and _OUT_JSON.value else [])

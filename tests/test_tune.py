@@ -170,18 +170,6 @@ def test_ablation_reverts_one_field_at_a_time():
   assert rows[1]["delta"] == pytest.approx(math.log(4))
 
 
-def test_read_flagfile_ignores_driver_flags_and_names_bad_lines(tmp_path):
-  good = tmp_path / "lab.cfg"
-  good.write_text("# comment\n--dataset=synthetic-tiny\n--workdir=runs/x\n--dim=12\n")
-  assert tuning.read_flagfile(good) == TrainConfig(dataset="synthetic-tiny", dim=12)
-  bad = tmp_path / "bad.cfg"
-  bad.write_text("--dim=12\n--colour=red\n")
-  with pytest.raises(ValueError, match=r"bad.cfg:2"):
-    tuning.read_flagfile(bad)
-  with pytest.raises(ValueError, match="does not exist"):
-    tuning.read_flagfile(tmp_path / "missing.cfg")
-
-
 def test_previous_trials_refuses_a_report_of_another_search(tmp_path):
   path = tmp_path / "trials.json"
   assert tuning.previous_trials(path, TINY, {"dim": [8]}, 5, [1]) == []

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import io as tio
 from tripjax import model
 from tripjax import sampling
 from tripjax import train as train_lib
@@ -390,46 +390,6 @@ def flagfile_text(config: TrainConfig, searched: Sequence[str], header: str = ""
   return "\n".join(lines) + "\n"
 
 
-# Flags of experiments/train.py that are not TrainConfig fields (a flagfile may hold them).
-_DRIVER_FLAGS = ("workdir", "overwrite")
-
-
-def read_flagfile(path: str | os.PathLike) -> TrainConfig:
-  """Reads a training flagfile into a `TrainConfig`, ignoring the driver's own flags.
-
-  Raises:
-    ValueError: the file is missing, or a line is not a TrainConfig field (naming the file and
-      the line, as `TrainConfig.from_flagfile` does).
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise ValueError(f"flagfile {path} does not exist.")
-  kept = [line if line.strip().lstrip("-").split("=", 1)[0] not in _DRIVER_FLAGS else ""
-          for line in path.read_text().splitlines()]
-  with tempfile.TemporaryDirectory() as tmp:
-    copy = pathlib.Path(tmp) / path.name
-    copy.write_text("\n".join(kept) + "\n")
-    try:
-      return TrainConfig.from_flagfile(copy)
-    except ValueError as e:
-      raise ValueError(str(e).replace(str(copy), str(path))) from e
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to `path` through a temporary file and `os.replace`."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
   """Validation seeds as a tuple; raises ValueError when empty or repeated."""
   seeds = tuple(seeds)
@@ -486,7 +446,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   def save(trials):
     report["trials"] = trials
     if out_json is not None:
-      write_atomic(out_json, json.dumps(report, indent=2) + "\n")
+      tio.write_json_atomic(out_json, report)
 
   def objective(config):
     return validate_mean(config, splits)
@@ -513,7 +473,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
               f"train positives per user, seeds {','.join(map(str, validation_seeds))}; split seed "
               f"{base.split_seed}):\nvalidation AUC {best['metrics']['auc']:.4f}, trial "
               f"{best['trial']} of {len(trials)}." + penalty_note)
-    write_atomic(out_flagfile, flagfile_text(config, list(space), header))
+    tio.write_atomic(out_flagfile, flagfile_text(config, list(space), header))
     report["flagfile"] = str(out_flagfile)
   save(trials)
   return report
