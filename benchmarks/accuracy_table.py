@@ -56,6 +56,10 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
   for name in penalties:
     if name not in configs:
       raise ValueError(f"popularity penalty for unknown model {name!r}; models: {list(configs)}")
+    # Once TrainConfig carries the penalty, train_and_evaluate applies it: never twice.
+    if getattr(configs[name], "popularity_penalty", 0.0):
+      raise ValueError(f"--popularity_penalty: the {name} flagfile already sets "
+                       "--popularity_penalty; its scores include it.")
   names = list(configs) + [penalized_name(n, p) for n, p in penalties.items()]
   rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in names}
   for name, penalty in penalties.items():
