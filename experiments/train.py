@@ -68,6 +68,10 @@ _FIELDS = {
         "Negative candidates per triplet (the hardest is trained on).", lower_bound=1),
     "l2": flags.DEFINE_float("l2", _default("l2"), "L2 weight on gathered embeddings.",
                              lower_bound=0.0),
+    "popularity_penalty": flags.DEFINE_float(
+        "popularity_penalty", _default("popularity_penalty"),
+        "Scores are cos(u, i) - p * z(log(1 + item count)); 0: the cosine alone.",
+        lower_bound=0.0),
     "seed": flags.DEFINE_integer("seed", _default("seed"), "Seed of init and sampling."),
     "eval_every": flags.DEFINE_integer("eval_every", _default("eval_every"),
                                        "Evaluate every N epochs.", lower_bound=1),

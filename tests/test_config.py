@@ -9,7 +9,9 @@ from tripjax.config import TrainConfig
 
 
 @pytest.mark.parametrize("field,value", [("dim", 0), ("min_user_positives", 0), ("margin", -0.1),
-                                         ("optimizer", "adamw"), ("dataset", "ml-5")])
+                                         ("optimizer", "adamw"), ("dataset", "ml-5"),
+                                         ("popularity_penalty", -0.05),
+                                         ("popularity_penalty", float("inf"))])
 def test_bad_settings_name_the_field(field, value):
   with pytest.raises(ValueError, match=f"TrainConfig: .*{field}"):
     TrainConfig(**{field: value})
@@ -17,9 +19,15 @@ def test_bad_settings_name_the_field(field, value):
 
 def test_flagfile_round_trip(tmp_path):
   config = TrainConfig(dataset="synthetic-tiny", data_dir=None, download=False, margin=0.25,
-                       min_user_positives=1, learning_rate=0.3)
+                       min_user_positives=1, learning_rate=0.3, popularity_penalty=0.05)
   (tmp_path / "flags.txt").write_text(config.to_flagfile())
+  assert "--popularity_penalty=0.05\n" in config.to_flagfile()
   assert TrainConfig.from_flagfile(tmp_path / "flags.txt") == config
+
+
+def test_popularity_penalty_defaults_to_zero_for_older_flagfiles(tmp_path):
+  (tmp_path / "old.txt").write_text("--dataset=synthetic-tiny\n--dim=12\n")
+  assert TrainConfig.from_flagfile(tmp_path / "old.txt").popularity_penalty == 0.0
 
 
 def test_from_flagfile_ignores_the_driver_flags_when_told(tmp_path):

@@ -7,6 +7,7 @@ that reproduces the run and `from_flagfile` reads it back (the workdir's `flags.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 from typing import Sequence
@@ -49,6 +50,9 @@ class TrainConfig:
     epochs: passes over the training positives.
     num_negatives: negative candidates per triplet; the step trains on the hardest one.
     l2: weight of the L2 penalty on the gathered embeddings (mean over the batch).
+    popularity_penalty: scores are `cos(u, i) - popularity_penalty * z(log(1 + n_i))`, n_i the
+      item's training positives, z standardised over the items (`model.popularity_offset`);
+      0 scores by the cosine alone. Scoring only: training is unchanged.
     seed: seed of initialisation and sampling.
     eval_every: evaluate every this many epochs (and always after the last).
     steps_per_dispatch: batches per jitted call (the `lax.scan` chunk).
@@ -74,6 +78,7 @@ class TrainConfig:
   epochs: int = 3
   num_negatives: int = 1
   l2: float = 0.0
+  popularity_penalty: float = 0.0
   seed: int = 0
   eval_every: int = 1
   steps_per_dispatch: int = 64
@@ -88,9 +93,12 @@ class TrainConfig:
     for name in positive:
       if not getattr(self, name) > 0:
         raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)!r}.")
-    for name in ("margin", "l2", "warmup_steps", "threshold"):
+    for name in ("margin", "l2", "popularity_penalty", "warmup_steps", "threshold"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)!r}.")
+    if not math.isfinite(self.popularity_penalty):
+      raise ValueError(f"TrainConfig: popularity_penalty must be finite, got "
+                       f"{self.popularity_penalty!r}.")
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
                        f"{self.optimizer!r}.")

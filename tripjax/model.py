@@ -1,9 +1,12 @@
 """The triplet model's parameters and its cosine scores."""
 
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
 
 from tripjax import losses
 
@@ -40,8 +43,9 @@ def init_params(key: jax.Array, num_users: int, num_items: int, dim: int = 64,
 SCORE_PRECISION = jax.lax.Precision.HIGHEST
 
 
-def vector_scores(user_vecs: jax.Array, unit_items: jax.Array) -> jax.Array:
-  """Cosine scores of raw user vectors against pre-normalised items.
+def vector_scores(user_vecs: jax.Array, unit_items: jax.Array,
+                  item_offset: jax.Array | None = None) -> jax.Array:
+  """Cosine scores of raw user vectors against pre-normalised items, plus an optional offset.
 
   The one place the model's scores are computed (`cosine_scores`, `score_fn` and
   `tripjax.recommend` all use it).
@@ -49,16 +53,19 @@ def vector_scores(user_vecs: jax.Array, unit_items: jax.Array) -> jax.Array:
   Args:
     user_vecs: float32[B, D], not necessarily unit length.
     unit_items: float32[I, D], unit rows (`losses.normalize(params["item"])`).
+    item_offset: optional float32[I] added to every row (`popularity_offset`).
 
   Returns:
     float32[B, I].
   """
-  return jnp.matmul(losses.normalize(user_vecs), unit_items.T, precision=SCORE_PRECISION)
+  scores = jnp.matmul(losses.normalize(user_vecs), unit_items.T, precision=SCORE_PRECISION)
+  return scores if item_offset is None else scores + item_offset[None, :]
 
 
-def _scores(user_table: jax.Array, unit_items: jax.Array, users: jax.Array) -> jax.Array:
-  """Cosine scores of `users` against pre-normalised items: float32[B, I]."""
-  return vector_scores(user_table[users], unit_items)
+def _scores(user_table: jax.Array, unit_items: jax.Array, users: jax.Array,
+            item_offset: jax.Array | None = None) -> jax.Array:
+  """Scores of `users` against pre-normalised items (plus the offset): float32[B, I]."""
+  return vector_scores(user_table[users], unit_items, item_offset)
 
 
 _jit_scores = jax.jit(_scores)
@@ -78,19 +85,48 @@ def cosine_scores(params: Params, users: jax.Array) -> jax.Array:
   return _scores(params["user"], losses.normalize(params["item"]), users)
 
 
-def score_fn(params: Params) -> Callable[[jax.Array], jax.Array]:
+def popularity_offset(train: sp.csr_matrix, penalty: float) -> np.ndarray | None:
+  """A per-item score offset lowering popular items: `-penalty * z(log(1 + n_i))`.
+
+  Args:
+    train: bool CSR [U, I], the training positives (n_i: item i's count).
+    penalty: finite, >= 0, in cosine units per standard deviation of log popularity.
+
+  Returns:
+    float32[I] (mean 0), to add to every user's scores (`score_fn(params, offset)`); None when
+    penalty is 0 or every item is equally popular (no offset can change a ranking then).
+
+  Raises:
+    ValueError: penalty is negative or not finite.
+  """
+  if not (math.isfinite(penalty) and penalty >= 0):
+    raise ValueError(f"popularity penalty must be a finite number >= 0, got {penalty!r}.")
+  log_counts = np.log1p(np.asarray(train.sum(axis=0), np.float64).ravel())
+  spread = log_counts.std()
+  if penalty == 0 or spread == 0:
+    return None
+  return (-penalty * (log_counts - log_counts.mean()) / spread).astype(np.float32)
+
+
+def score_fn(params: Params, item_offset: np.ndarray | None = None
+             ) -> Callable[[jax.Array], jax.Array]:
   """The model as a `tripjax.metrics.ScoreFn` (items normalised once, scores jitted).
 
   Args:
     params: {"user": float32[U, D], "item": float32[I, D]}.
+    item_offset: optional float32[I] added to every user's scores (`popularity_offset`).
 
   Returns:
-    `users: int32[B] -> float32[B, I]` cosine scores.
+    `users: int32[B] -> float32[B, I]` cosine scores (plus the offset).
   """
   user_table = jnp.asarray(params["user"])
   unit_items = _jit_normalize(jnp.asarray(params["item"]))
+  offset = None if item_offset is None else jnp.asarray(item_offset, jnp.float32)
+  if offset is not None and offset.shape != (unit_items.shape[0],):
+    raise ValueError(f"item_offset must be float32[{unit_items.shape[0]}] (one per item), got "
+                     f"shape {offset.shape}.")
 
   def scores(users):
-    return _jit_scores(user_table, unit_items, jnp.asarray(users, jnp.int32))
+    return _jit_scores(user_table, unit_items, jnp.asarray(users, jnp.int32), offset)
 
   return scores

@@ -329,6 +329,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   workdir = pathlib.Path(workdir)
   _claim_workdir(config, workdir, overwrite)
   dataset, train, test = load_split(config)
+  offset = model.popularity_offset(train, config.popularity_penalty)
   ckpts = checkpoint.Checkpoints(workdir / CHECKPOINT_DIR)
   try:
     latest = ckpts.latest_epoch()
@@ -391,7 +392,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
       if evaluated:
         eval_started = time.perf_counter()
-        entry.update(evaluate(model.score_fn(state.params), train, test, config.eval_block_size))
+        entry.update(evaluate(model.score_fn(state.params, offset), train, test,
+                              config.eval_block_size))
         entry["eval_seconds"] = time.perf_counter() - eval_started
         history.append(entry)
         _write_history(workdir, history)
@@ -413,7 +415,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
 
     final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
     model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
-                     evaluate(model.score_fn(state.params), train, test, config.eval_block_size))
+                     evaluate(model.score_fn(state.params, offset), train, test,
+                              config.eval_block_size))
     from tripjax import baselines  # pylint: disable=g-import-not-at-top
     popularity = evaluate(baselines.popularity_scores(train), train, test,
                           config.eval_block_size)
