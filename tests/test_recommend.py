@@ -365,3 +365,57 @@ def test_top_k_lists_what_evaluation_ranks(k):
   items, _ = recommend.top_k(params, np.arange(13), k=k, exclude=train, batch_size=4)
   np.testing.assert_array_equal(items, evaluated.top_items)
   assert (items[4] == -1).sum() == max(k - 10, 0)
+
+
+@pytest.mark.parametrize("batch_size", [4, 1024])
+def test_top_k_with_the_item_offset_lists_what_evaluation_ranks(batch_size):
+  from tripjax import metrics  # pylint: disable=g-import-not-at-top
+  params = _params_with_ties()
+  rng = np.random.default_rng(3)
+  train = _random_csr(rng, (13, 80), 0.3)
+  test = sp.csr_matrix(_random_csr(rng, (13, 80), 0.2).toarray() & ~train.toarray())
+  offset = model.popularity_offset(train, 0.5)
+  evaluated = metrics.evaluate(model.score_fn(params, offset), train, test, ks=(10,),
+                               block_size=4)
+  items, scores = recommend.top_k(params, np.arange(13), k=10, exclude=train,
+                                  batch_size=batch_size, item_offset=offset)
+  np.testing.assert_array_equal(items, evaluated.top_items)
+  plain, _ = recommend.top_k(params, np.arange(13), k=10, exclude=train, batch_size=batch_size)
+  assert not np.array_equal(items, plain)  # the offset changes the lists
+  full = np.asarray(model.score_fn(params, offset)(np.arange(13)))
+  np.testing.assert_allclose(scores, np.take_along_axis(full, items, axis=1), atol=1e-6)
+  # Raw vectors (e.g. fold-in users) rank by the same rule.
+  vec_items, vec_scores = recommend.top_k_for_vectors(
+      params, params["user"], k=10, exclude=train, batch_size=batch_size, item_offset=offset)
+  np.testing.assert_array_equal(vec_items, items)
+  np.testing.assert_allclose(vec_scores, scores, atol=1e-6)
+  one_items, _ = recommend.top_k_for_vectors(params, params["user"][2], k=10,
+                                             exclude=train[2].indices, item_offset=offset)
+  np.testing.assert_array_equal(one_items, items[2])
+
+
+def test_top_k_compiles_once_for_all_blocks_with_an_offset():
+  params = _params_with_ties()
+  offset = np.linspace(-1, 1, 80).astype(np.float32)
+  cache_size = recommend._masked_top_k._cache_size  # pylint: disable=protected-access
+  before = cache_size()
+  recommend.top_k(params, np.arange(13), k=11, batch_size=4, item_offset=offset)  # 4 blocks
+  assert cache_size() == before + 1
+  recommend.top_k(params, np.arange(13), k=11, batch_size=4, item_offset=offset[::-1].copy())
+  assert cache_size() == before + 1  # another offset of the same shape: no new compile
+
+
+def test_top_k_rejects_a_bad_item_offset():
+  params = _params_with_ties()
+  with pytest.raises(ValueError, match=r"item_offset must be float32\[80\]"):
+    recommend.top_k(params, np.arange(3), k=5, item_offset=np.zeros(79, np.float32))
+  with pytest.raises(ValueError, match="item_offset holds NaN"):
+    recommend.top_k(params, np.arange(3), k=5, item_offset=np.full(80, np.nan, np.float32))
+
+
+def test_similar_items_ignores_popularity():
+  """similar_items is item-item cosine: it has no offset to apply (documented)."""
+  params = _params_with_ties()
+  items, scores = recommend.similar_items(params, 5, k=6)
+  unit = _cosine64(params["item"], params["item"])[5]
+  np.testing.assert_allclose(scores, unit[items], atol=1e-6)

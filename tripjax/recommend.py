@@ -4,6 +4,10 @@ Everything here is a pure function over the parameter pytree `{"user": float32[U
 "item": float32[I, D]}` (score = cosine of the two embeddings) and, where seen items are filtered
 out, a boolean CSR matrix [U, I]. Scores are computed one block of users at a time, so the full
 U x I score matrix never exists.
+
+`top_k` and `top_k_for_vectors` take the run's `item_offset` (`model.popularity_offset(train,
+config.popularity_penalty)`), so they rank exactly as the run's evaluation does;
+`similar_items` is item-item cosine and takes none.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ _unit = losses.normalize  # the model's own normalisation, so scores equal model
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def _masked_top_k(user_vecs: jax.Array, item_unit: jax.Array, exclude: jax.Array,
-                  k: int) -> tuple[jax.Array, jax.Array]:
+                  k: int, item_offset: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Top-k of one block, with the model's scores and evaluation's top-k (`metrics.top_k_unseen`).
 
   Args:
@@ -42,12 +46,13 @@ def _masked_top_k(user_vecs: jax.Array, item_unit: jax.Array, exclude: jax.Array
     item_unit: float32[I, D], unit rows.
     exclude: bool[B, I], items never to recommend.
     k: static number of items.
+    item_offset: optional float32[I] added to every row's scores (as `model.score_fn` does).
 
   Returns:
     (int32[B, k] items, -1 where a user has fewer than k candidates; float32[B, k] their scores,
-    -inf in those slots).
+    offset included, -inf in those slots).
   """
-  scores = model.vector_scores(user_vecs, item_unit)
+  scores = model.vector_scores(user_vecs, item_unit, item_offset)
   items = metrics.top_k_unseen(scores, ~exclude, k)
   top_scores = jnp.take_along_axis(scores, jnp.maximum(items, 0), axis=1)
   return items, jnp.where(items >= 0, top_scores, -jnp.inf)
@@ -77,8 +82,8 @@ def _exclude_rows(exclude, rows: slice, batch_size: int, num_items: int) -> np.n
 
 
 def top_k_for_vectors(params: Params, user_vecs, k: int = 20, exclude=None,
-                      batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-  """The k best items for raw user embeddings (e.g. fold-in users), by cosine.
+                      batch_size: int = 1024, item_offset=None) -> tuple[np.ndarray, np.ndarray]:
+  """The k best items for raw user embeddings (e.g. fold-in users), by cosine (plus offset).
 
   Args:
     params: `{"item": float32[I, D], ...}`; only the item table is used.
@@ -87,6 +92,8 @@ def top_k_for_vectors(params: Params, user_vecs, k: int = 20, exclude=None,
     exclude: items never to recommend: None, bool CSR or dense bool [B, I] (row b for user b),
       or, for a single float32[D] vector, a sequence of item indices.
     batch_size: users scored per block; the score matrix held at once is [batch_size, I].
+    item_offset: optional float32[I] added to every user's scores, e.g. the run's
+      `model.popularity_offset(train, config.popularity_penalty)`; None: the cosine alone.
 
   Returns:
     `(items, scores)`: int32[B, k] and float32[B, k] (or [k] for a single vector), best first, ties
@@ -109,16 +116,30 @@ def top_k_for_vectors(params: Params, user_vecs, k: int = 20, exclude=None,
   if exclude is not None and tuple(exclude.shape) != (vecs.shape[0], num_items):
     raise ValueError(f"exclude must have shape {(vecs.shape[0], num_items)} (one row per user), "
                      f"got {tuple(exclude.shape)}.")
-  items, scores = _blocked_top_k(vecs, item_table, k, exclude, batch_size)
+  items, scores = _blocked_top_k(vecs, item_table, k, exclude, batch_size, item_offset)
   return (items[0], scores[0]) if single else (items, scores)
 
 
+def _check_offset(item_offset, num_items: int) -> jax.Array | None:
+  """The offset as float32[I] on device, or None; raises ValueError on a bad shape or value."""
+  if item_offset is None:
+    return None
+  offset = np.asarray(item_offset, np.float32)
+  if offset.shape != (num_items,):
+    raise ValueError(f"item_offset must be float32[{num_items}] (one per item), got shape "
+                     f"{offset.shape}.")
+  if not np.all(np.isfinite(offset)):
+    raise ValueError("item_offset holds NaN or Inf.")
+  return jnp.asarray(offset)
+
+
 def _blocked_top_k(vecs: np.ndarray, item_table: jax.Array, k: int, exclude,
-                   batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+                   batch_size: int, item_offset=None) -> tuple[np.ndarray, np.ndarray]:
   num_items = item_table.shape[0]
   k = _check_k(k, num_items)
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
+  offset = _check_offset(item_offset, num_items)
   num = vecs.shape[0]
   batch_size = min(batch_size, max(num, 1))
   item_unit = jax.jit(_unit)(item_table)
@@ -130,15 +151,18 @@ def _blocked_top_k(vecs: np.ndarray, item_table: jax.Array, k: int, exclude,
     block = np.zeros((batch_size, vecs.shape[1]), np.float32)  # padded: one compile for all blocks
     block[:size] = vecs[rows]
     mask = _exclude_rows(exclude, rows, batch_size, num_items)
-    items, scores = _masked_top_k(block, item_unit, mask, k)
+    items, scores = _masked_top_k(block, item_unit, mask, k, offset)
     out_items[rows] = np.asarray(items)[:size]
     out_scores[rows] = np.asarray(scores)[:size]
   return out_items, out_scores
 
 
 def top_k(params: Params, users, k: int = 20, exclude: sp.csr_matrix | None = None,
-          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+          batch_size: int = 1024, item_offset=None) -> tuple[np.ndarray, np.ndarray]:
   """The k best items per user by cosine score, optionally leaving out items the user has seen.
+
+  With the run's `item_offset` the lists are exactly evaluation's top-k unseen items
+  (`metrics.evaluate(model.score_fn(params, item_offset), ...).top_items`).
 
   Args:
     params: `{"user": float32[U, D], "item": float32[I, D]}`.
@@ -147,16 +171,19 @@ def top_k(params: Params, users, k: int = 20, exclude: sp.csr_matrix | None = No
     k: items per user, 1 <= k <= I.
     exclude: bool CSR [U, I] (usually the training matrix) of items never to recommend, or None.
     batch_size: users scored per block; the score matrix held at once is [batch_size, I].
+    item_offset: optional float32[I] added to every user's scores (`model.popularity_offset`);
+      None: the cosine alone.
 
   Returns:
-    `(items, scores)`: int32[B, k] and float32[B, k], best first, ties broken by the lower item
-    index; index -1 and score -inf where a user has fewer than k unseen items.
+    `(items, scores)`: int32[B, k] and float32[B, k] (scores include the offset), best first,
+    ties broken by the lower item index; index -1 and score -inf where a user has fewer than k
+    unseen items.
   """
   users = np.asarray(users)
   if np.issubdtype(users.dtype, np.floating):
     if exclude is not None:
       raise ValueError("exclude for raw user vectors is per vector: use top_k_for_vectors.")
-    return top_k_for_vectors(params, users, k, None, batch_size)
+    return top_k_for_vectors(params, users, k, None, batch_size, item_offset)
   num_users = params["user"].shape[0]
   if users.ndim != 1 or not np.issubdtype(users.dtype, np.integer):
     raise ValueError(f"users must be int[B] user indices, got dtype {users.dtype} shape "
@@ -171,11 +198,15 @@ def top_k(params: Params, users, k: int = 20, exclude: sp.csr_matrix | None = No
                        f"{num_users} users x {params['item'].shape[0]} items.")
     exclude = sp.csr_matrix(exclude)[users]
   vecs = np.asarray(params["user"], np.float32)[users]
-  return _blocked_top_k(vecs, jnp.asarray(params["item"], jnp.float32), k, exclude, batch_size)
+  return _blocked_top_k(vecs, jnp.asarray(params["item"], jnp.float32), k, exclude, batch_size,
+                        item_offset)
 
 
 def similar_items(params: Params, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
   """The k items nearest to `item` by cosine of item embeddings, the item itself left out.
+
+  Pure item-item cosine: a run's popularity offset (`model.popularity_offset`) ranks items for a
+  user and is not applied here.
 
   Args:
     params: `{"item": float32[I, D], ...}`.
