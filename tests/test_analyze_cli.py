@@ -1,19 +1,38 @@
 """End-to-end test of `python -m experiments.analyze` on the session's smoke.cfg run."""
 
+import dataclasses
 import json
+import pathlib
 
+import numpy as np
 import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def analyzed(smoke_run, run_cli, tmp_path_factory):
-  """The report of the smoke run, and analyze on a workdir without a checkpoint (one process)."""
+def penalized_run(tmp_path_factory):
+  """smoke.cfg trained again with --popularity_penalty=0.05 (in this process: a few seconds)."""
+  from tripjax import config  # pylint: disable=g-import-not-at-top
+  from tripjax import train  # pylint: disable=g-import-not-at-top
+  smoke = config.TrainConfig.from_flagfile(REPO / "experiments/configs/smoke.cfg",
+                                           ignore=config.DRIVER_FLAGS)
+  workdir = tmp_path_factory.mktemp("penalized") / "run"
+  train.train_and_evaluate(dataclasses.replace(smoke, popularity_penalty=0.05), workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def analyzed(smoke_run, penalized_run, run_cli, tmp_path_factory):
+  """The reports of the smoke run and of the penalized run, and analyze on a workdir without a
+  checkpoint (one process)."""
   workdir, _ = smoke_run
   no_checkpoint = tmp_path_factory.mktemp("no_checkpoint")
   (no_checkpoint / "flags.txt").write_text("--dataset=synthetic-tiny\n")
   results = run_cli("experiments.analyze", {"report": [f"--workdir={workdir}"],
+                                            "penalized": [f"--workdir={penalized_run}"],
                                             "no_checkpoint": [f"--workdir={no_checkpoint}"]})
   return workdir, no_checkpoint, results
 
@@ -36,6 +55,11 @@ def test_report_and_every_figure_written(analyzed):
     assert f"figures/{figure.name}" in text
 
 
+def _model_row_auc(text):
+  model_row = next(line for line in text.splitlines() if line.startswith("| model |"))
+  return float(model_row.split("|")[2])
+
+
 def test_report_numbers_match_the_run(analyzed):
   workdir, _, _ = analyzed
   results = json.loads((workdir / "results.json").read_text())
@@ -52,3 +76,24 @@ def test_workdir_without_checkpoint(analyzed):
   done = results["no_checkpoint"]
   assert done.returncode == 1 and "Traceback" not in done.stderr
   assert f"{no_checkpoint} has no finished checkpoint" in done.stderr, done.stderr[-2000:]
+
+
+def test_penalized_run_is_evaluated_and_reported_with_its_offset(analyzed, penalized_run):
+  from tripjax import metrics  # pylint: disable=g-import-not-at-top
+  from tripjax import model  # pylint: disable=g-import-not-at-top
+  from tripjax import train  # pylint: disable=g-import-not-at-top
+  _, _, results = analyzed
+  done = results["penalized"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  saved = json.loads((penalized_run / "results.json").read_text())
+  text = (penalized_run / "report.md").read_text()
+  assert _model_row_auc(text) == pytest.approx(saved["model"]["auc"], abs=1e-4)
+  assert "scores - 0.05 * z(log(1 + item count))" in text
+  # results.json holds the penalized score's AUC, not the cosine's.
+  run = train.restore_run(penalized_run)
+  assert run.config.popularity_penalty == 0.05
+  offset = model.popularity_offset(run.train, 0.05)
+  with_offset = metrics.evaluate(model.score_fn(run.params, offset), run.train, run.test)
+  cosine = metrics.evaluate(model.score_fn(run.params), run.train, run.test)
+  assert saved["model"]["auc"] == pytest.approx(float(with_offset.means["auc"]), abs=1e-6)
+  assert not np.array_equal(np.asarray(with_offset.auc), np.asarray(cosine.auc))

@@ -56,7 +56,7 @@ def test_plots_write_png_files(tmp_path):
                                                          "t.png"]  # no temp files left
 
 
-def _planted_run(num_users=60, num_items=50, seed=0):
+def _planted_run(num_users=60, num_items=50, seed=0, popularity_penalty=0.0):
   """A `Run`-like namespace: planted preferences, parameters equal to the planted vectors."""
   rng = np.random.default_rng(seed)
   users = rng.normal(size=(num_users, 4)).astype(np.float32)
@@ -69,7 +69,8 @@ def _planted_run(num_users=60, num_items=50, seed=0):
     train[u, order[u, 3:3 + counts[u]]] = True
     test[u, order[u, :3]] = True
   config = types.SimpleNamespace(seed=3, dim=4, init_scale=0.1, dataset="planted", epochs=2,
-                                 optimizer="adam", learning_rate=1e-3, batch_size=64, margin=0.5)
+                                 optimizer="adam", learning_rate=1e-3, batch_size=64, margin=0.5,
+                                 popularity_penalty=popularity_penalty)
   dataset = types.SimpleNamespace(user_ids=np.arange(num_users) + 1000,
                                   titles=np.array([f"Item {i} (2000)" for i in range(num_items)]),
                                   genres=tuple(("Drama",) for _ in range(num_items)))
@@ -157,3 +158,31 @@ def test_report_share_skips_users_without_an_auc(planted_analysis):
       {name: name for name in report.FIGURES})
   expected = 100 * (wins.sum() - 1) / (len(wins) - 1)
   assert f"beats popularity's AUC for {expected:.1f}% of the users" in text
+
+
+def test_analyze_scores_by_the_runs_popularity_penalty():
+  """With a penalty the report ranks as the run's evaluation: cosine plus the offset."""
+  run = _planted_run(popularity_penalty=0.3)
+  a = report.analyze(run, k=5, block_size=16)
+  train, test = run.train.toarray(), run.test.toarray()
+  offset = model.popularity_offset(run.train, 0.3)
+  scores = np.asarray(model.cosine_scores(run.params, np.arange(60))) + offset
+  reference = np.array([sk_metrics.roc_auc_score(test[u][~train[u]], scores[u][~train[u]])
+                        for u in range(60)])
+  np.testing.assert_allclose(a.model_auc, reference, atol=1e-6)
+  plain = report.analyze(_planted_run(), k=5, block_size=16)
+  assert np.abs(a.model_auc - plain.model_auc).max() > 1e-3  # the offset matters here
+  untrained = model.init_params(jax.random.key(3), 60, 50, 4, 0.1)
+  untrained_scores = np.asarray(model.cosine_scores(untrained, np.arange(60))) + offset
+  assert a.untrained_auc == pytest.approx(np.mean([
+      sk_metrics.roc_auc_score(test[u][~train[u]], untrained_scores[u][~train[u]])
+      for u in range(60)]), abs=1e-6)
+  assert a.best.row == int(np.argmax(reference)) and a.worst.row == int(np.argmin(reference))
+  for case in (a.best, a.worst):
+    unseen = np.flatnonzero(~train[case.row])
+    want = unseen[np.argsort(-scores[case.row][unseen], kind="stable")[:5]]
+    np.testing.assert_array_equal(case.items, want)
+    np.testing.assert_allclose(case.scores, scores[case.row][want], atol=1e-6)
+    np.testing.assert_allclose(np.trapezoid(case.tpr, case.fpr), case.auc, atol=1e-6)
+  assert "scores - 0.3 * z(log(1 + item count))" in a.title
+  assert "item count" not in plain.title

@@ -2,8 +2,12 @@
 
 `analyze(run)` answers the lab's questions for a `tripjax.train.Run`: the AUC a random scorer is
 expected to get (and gets), the untrained model's AUC, model vs popularity, and a close look at
-the best and the worst user. `write_report(workdir)` writes them to `workdir/report.md` with PNG
-figures under `workdir/figures/` (matplotlib, Agg backend; every file written atomically).
+the best and the worst user. The model is scored by the run's own rule, `cos(u, i)` plus
+`model.popularity_offset(train, config.popularity_penalty)` (as its evaluation, so the report's
+model AUC is results.json's); the untrained model gets the same offset, so the untrained line
+shows what training adds to that rule. `write_report(workdir)` writes them to
+`workdir/report.md` with PNG figures under `workdir/figures/` (matplotlib, Agg backend; every
+file written atomically).
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ class Analysis:
     title: what was analysed (dataset, dims, epochs).
     k: the cut-off of the @k metrics and top-k lists.
     random_measured_auc: mean AUC of the seeded random scorer (expected: 0.5).
-    untrained_auc: mean AUC of the model at its initial parameters (the run's seed).
+    untrained_auc: mean AUC of the model at its initial parameters (the run's seed), scored
+      with the run's popularity offset like the trained model.
     model_means, popularity_means: the @k metrics' means ({"auc", "precision", "recall",
       "ndcg"}).
     model_auc, popularity_auc: float[U], per-user AUC (NaN where undefined).
@@ -132,15 +137,16 @@ def _mean_metrics(result, k: int) -> dict:
           "recall": float(means[f"recall@{k}"]), "ndcg": float(means[f"ndcg@{k}"])}
 
 
-def _user_case(params, row: int, user_id: int, auc: float, train: sp.csr_matrix,
+def _user_case(params, offset, row: int, user_id: int, auc: float, train: sp.csr_matrix,
                test: sp.csr_matrix, k: int) -> UserCase:
-  items, scores = recommend.top_k(params, np.array([row]), k=k, exclude=train)
+  items, scores = recommend.top_k(params, np.array([row]), k=k, exclude=train,
+                                  item_offset=offset)
   items, scores = items[0], scores[0]
   test_row = np.zeros(train.shape[1], bool)
   test_row[test[row].indices] = True
   unseen = np.ones(train.shape[1], bool)
   unseen[train[row].indices] = False
-  all_scores = np.asarray(model.cosine_scores(params, np.array([row])))[0]
+  all_scores = np.asarray(model.score_fn(params, offset)(np.array([row])))[0]
   fpr, tpr = roc_curve(all_scores[unseen], test_row[unseen])
   kept = items >= 0
   return UserCase(row, int(user_id), float(auc), int(train[row].nnz), int(test[row].nnz),
@@ -166,12 +172,13 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
   def evaluate(score_fn):
     return metrics.evaluate(score_fn, train, test, ks=(k,), block_size=block_size)
 
-  model_result = evaluate(model.score_fn(params))
+  offset = model.popularity_offset(train, config.popularity_penalty)
+  model_result = evaluate(model.score_fn(params, offset))
   popularity_result = evaluate(baselines.popularity_scores(train))
   random_result = evaluate(baselines.random_scores(num_items, random_seed))
   untrained = model.init_params(jax.random.key(config.seed), num_users, num_items, config.dim,
                                 config.init_scale)
-  untrained_result = evaluate(model.score_fn(untrained))
+  untrained_result = evaluate(model.score_fn(untrained, offset))
 
   model_auc = np.asarray(model_result.auc, np.float64)
   if np.all(np.isnan(model_auc)):
@@ -179,14 +186,16 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
                      "non-test items).")
   best, worst = int(np.nanargmax(model_auc)), int(np.nanargmin(model_auc))
   user_ids = run.dataset.user_ids
-  cases = [_user_case(params, row, user_ids[row], model_auc[row], train, test, k)
+  cases = [_user_case(params, offset, row, user_ids[row], model_auc[row], train, test, k)
            for row in (best, worst)]
   model_top = np.asarray(model_result.top_items)  # int32[U, k]
   popularity_top = np.asarray(popularity_result.top_items)
   return Analysis(
       title=(f"{config.dataset}: {num_users} users x {num_items} items, dim {config.dim}, "
              f"{config.epochs} epochs ({config.optimizer}, lr {config.learning_rate:g}, "
-             f"batch {config.batch_size}, margin {config.margin:g})"),
+             f"batch {config.batch_size}, margin {config.margin:g}"
+             + (f", scores - {config.popularity_penalty:g} * z(log(1 + item count))"
+                if offset is not None else "") + ")"),
       k=k,
       random_measured_auc=float(random_result.means["auc"]),
       untrained_auc=float(untrained_result.means["auc"]),
