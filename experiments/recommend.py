@@ -5,6 +5,8 @@
   python -m experiments.recommend --workdir=W --liked="Toy Story;Fargo"   # a new user (fold-in)
   add --format=json for machine-readable output.
 
+`--user` and `--liked` rank as the run's evaluation does (cosine plus the run's
+`--popularity_penalty` offset); `--similar_to` is item-item cosine.
 Titles match case-insensitively, with or without the year. `--liked` separates titles by ';'
 (or ',' when there is no ';'). Errors (unknown user or title, bad k, a workdir without a
 finished checkpoint) print one line saying what was asked and what exists, and exit 1.
@@ -20,6 +22,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from tripjax import model
 from tripjax import recommend
 from tripjax import train
 
@@ -43,9 +46,11 @@ def _answer():
   k = _K.value if _K.value is not None else (10 if _SIMILAR_TO.value is not None else 20)
   run = train.restore_run(_WORKDIR.value)
   ds = run.dataset
+  offset = model.popularity_offset(run.train, run.config.popularity_penalty)
   if _USER.value is not None:
     row = recommend.user_index(ds.user_ids, _USER.value)
-    items, scores = recommend.top_k(run.params, np.array([row]), k=k, exclude=run.train)
+    items, scores = recommend.top_k(run.params, np.array([row]), k=k, exclude=run.train,
+                                    item_offset=offset)
     test_items = np.zeros(ds.num_items, bool)
     test_items[run.test[row].indices] = True
     query = {"user": _USER.value, "k": k, "train_items": int(run.train[row].nnz),
@@ -62,7 +67,8 @@ def _answer():
     raise ValueError(f"--liked={_LIKED.value!r} names no title.")
   vec = recommend.fold_in(run.params, liked, jax.random.key(_SEED.value), steps=_STEPS.value,
                           margin=run.config.margin)
-  items, scores = recommend.top_k_for_vectors(run.params, vec, k=k, exclude=np.unique(liked))
+  items, scores = recommend.top_k_for_vectors(run.params, vec, k=k, exclude=np.unique(liked),
+                                              item_offset=offset)
   query = {"liked": [str(ds.titles[i]) for i in liked], "k": k}
   return query, recommend.item_rows(ds.titles, ds.genres, ds.item_ids, items, scores)
 

@@ -1,10 +1,16 @@
 """End-to-end tests of `python -m experiments.recommend` on the session's smoke.cfg run."""
 
+import dataclasses
 import json
 import re
+import shutil
+
+import jax
+import numpy as np
 
 import pytest
 
+from tripjax import model
 from tripjax import recommend
 
 
@@ -17,6 +23,8 @@ CASES = {
     "k_too_big": ["--similar_to={title}", "--k=100000"],
     "two_modes": ["--user={user}", "--similar_to={title}"],
     "no_checkpoint": ["--user=1"],
+    "user_penalized": ["--user={user}", "--k=7", "--format=json"],
+    "liked_penalized": ["--liked={liked}", "--k=6", "--format=json"],
 }
 
 
@@ -30,8 +38,14 @@ def cli(smoke_run, run_cli, tmp_path_factory):
   values = {"user": int(run.dataset.user_ids[0]), "title": titles[3],
             "liked": ";".join(titles[i] for i in run.train[0].indices[:5])}
   empty = tmp_path_factory.mktemp("not_a_run")
-  cases = {name: [f"--workdir={empty if name == 'no_checkpoint' else workdir}",
-                  *[a.format(**values) for a in args]] for name, args in CASES.items()}
+  # The same parameters with a popularity penalty in flags.txt: scoring only, no retraining.
+  penalized = tmp_path_factory.mktemp("penalized") / "run"
+  shutil.copytree(workdir, penalized)
+  (penalized / "flags.txt").write_text(
+      dataclasses.replace(run.config, popularity_penalty=0.5).to_flagfile())
+  dirs = {"no_checkpoint": empty, "user_penalized": penalized, "liked_penalized": penalized}
+  cases = {name: [f"--workdir={dirs.get(name, workdir)}", *[a.format(**values) for a in args]]
+           for name, args in CASES.items()}
   return run, values, run_cli("experiments.recommend", cases)
 
 
@@ -94,3 +108,27 @@ def test_bad_input_is_one_clear_line(cli, case, message):
   assert done.returncode == 1
   assert "Traceback" not in done.stderr
   assert re.search(message, done.stderr), done.stderr[-2000:]
+
+
+def test_penalized_run_ranks_with_its_popularity_offset(cli):
+  run, values, results = cli
+  offset = model.popularity_offset(run.train, 0.5)
+  ids = np.asarray(run.dataset.item_ids)
+  done = results["user_penalized"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  got = json.loads(done.stdout)["items"]
+  items, scores = recommend.top_k(run.params, np.array([0]), k=7, exclude=run.train,
+                                  item_offset=offset)
+  assert [r["item_id"] for r in got] == ids[items[0]].tolist()
+  np.testing.assert_allclose([r["score"] for r in got], scores[0], atol=1e-5)
+  plain = json.loads(results["user_json"].stdout)["items"]
+  assert [r["item_id"] for r in got] != [r["item_id"] for r in plain]
+  done = results["liked_penalized"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  liked = [recommend.find_item(run.dataset.titles, t)
+           for t in recommend.split_titles(values["liked"])]
+  vec = recommend.fold_in(run.params, liked, jax.random.key(0), steps=200,
+                          margin=run.config.margin)
+  items, _ = recommend.top_k_for_vectors(run.params, vec, k=6, exclude=np.unique(liked),
+                                         item_offset=offset)
+  assert [r["item_id"] for r in json.loads(done.stdout)["items"]] == ids[items].tolist()
