@@ -276,3 +276,17 @@ def test_tune_reports_the_penalty_scan_and_rejects_bad_penalties(tmp_path):
   with pytest.raises(ValueError, match="popularity penalty"):
     tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
                 popularity_penalties=(-1.0,))
+
+
+def test_validate_scores_with_the_configs_popularity_penalty(tiny_split):
+  train, _ = tiny_split
+  fit_matrix, valid_matrix = tuning.tuning_split(train, 5, 1)
+  config = dataclasses.replace(TINY, epochs=2, popularity_penalty=0.3)
+  params, _ = tuning.fit(config, fit_matrix)
+  offset = model.popularity_offset(fit_matrix, 0.3)
+  want = train_lib.evaluate(model.score_fn(params, offset), fit_matrix, valid_matrix,
+                            config.eval_block_size)["auc"]
+  cosine = train_lib.evaluate(model.score_fn(params), fit_matrix, valid_matrix,
+                              config.eval_block_size)["auc"]
+  got = tuning.validate(config, fit_matrix, valid_matrix)["auc"]
+  assert got == pytest.approx(want, abs=1e-6) and abs(got - cosine) > 1e-4

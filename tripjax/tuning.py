@@ -23,7 +23,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -110,9 +109,14 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float
 
 def validate(config: TrainConfig, fit_matrix: sp.csr_matrix,
              valid_matrix: sp.csr_matrix) -> dict[str, float]:
-  """Fits on `fit_matrix` and returns the validation means (auc, ndcg@20, ...) and seconds."""
+  """Fits on `fit_matrix` and returns the validation means (auc, ndcg@20, ...) and seconds.
+
+  Scored as `train_and_evaluate` scores: cosine plus `model.popularity_offset(fit_matrix,
+  config.popularity_penalty)` (the popularity counted on the fitted positives).
+  """
   params, seconds = fit(config, fit_matrix)
-  metrics = train_lib.evaluate(model.score_fn(params), fit_matrix, valid_matrix,
+  offset = model.popularity_offset(fit_matrix, config.popularity_penalty)
+  metrics = train_lib.evaluate(model.score_fn(params, offset), fit_matrix, valid_matrix,
                                config.eval_block_size)
   metrics["train_seconds"] = seconds
   return metrics
@@ -146,11 +150,10 @@ def validate_mean(config: TrainConfig,
 
 
 def popularity_offset(matrix: sp.csr_matrix, penalty: float) -> np.ndarray:
-  """A per-item score offset that lowers popular items: `-penalty * z(log(1 + count))`.
+  """`model.popularity_offset(matrix, penalty)` as an array: zeros where that gives None.
 
-  `count` is each item's number of positives in `matrix`; z standardises it over the items
-  (mean 0, std 1), so `penalty` is in cosine units per standard deviation of log popularity
-  and the constant part (which cannot change a ranking) is 0.
+  The offset is `-penalty * z(log(1 + count))`, `count` each item's positives in `matrix`, z
+  standardised over the items (mean 0, std 1).
 
   Args:
     matrix: bool CSR [U, I], the training positives the model saw.
@@ -163,11 +166,8 @@ def popularity_offset(matrix: sp.csr_matrix, penalty: float) -> np.ndarray:
     ValueError: penalty is negative or not finite.
   """
   check_penalties([penalty])
-  log_counts = np.log1p(np.asarray(matrix.sum(axis=0), np.float64).ravel())
-  spread = log_counts.std()
-  if penalty == 0 or spread == 0:
-    return np.zeros(matrix.shape[1], np.float32)
-  return (-penalty * (log_counts - log_counts.mean()) / spread).astype(np.float32)
+  offset = model.popularity_offset(matrix, penalty)
+  return np.zeros(matrix.shape[1], np.float32) if offset is None else offset
 
 
 def check_penalties(penalties: Sequence[float]) -> tuple[float, ...]:
@@ -179,11 +179,9 @@ def check_penalties(penalties: Sequence[float]) -> tuple[float, ...]:
   return penalties
 
 
-def offset_score_fn(params: model.Params, offset: np.ndarray):
-  """The model's cosine `ScoreFn` plus a per-item offset float32[I] (same for every user)."""
-  scores = model.score_fn(params)
-  offset = jnp.asarray(offset, jnp.float32)[None, :]
-  return lambda users: scores(users) + offset
+def offset_score_fn(params: model.Params, offset: np.ndarray | None):
+  """`model.score_fn(params, offset)`: cosine plus a per-item offset float32[I] (or None)."""
+  return model.score_fn(params, offset)
 
 
 def penalty_scan(config: TrainConfig, splits: Sequence[tuple[sp.csr_matrix, sp.csr_matrix]],
