@@ -16,12 +16,10 @@ and nnz * iterations / fit seconds (the whole fit). Ratios are taken within the 
 The machine may be shared: the JSON records the load average before and after.
 """
 
-import json
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -32,10 +30,12 @@ import numpy as np
 import optax
 import scipy.sparse as sp
 
+from tripjax import io
 from tripjax import losses
 from tripjax import sampling
 from tripjax import sparse_optim
 from tripjax import train
+from tripjax.config import TrainConfig
 
 _QUICK = flags.DEFINE_bool("quick", False, "A short sweep (target configs only).")
 _TARGET_ONLY = flags.DEFINE_bool("target_only", False,
@@ -57,7 +57,8 @@ SHAPES = {
 }
 OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad", "sparse_rowwise_adagrad", "sparse_sgd")
 TARGET_DIM, TARGET_BATCH = 64, 4096
-TRIPLETS_PER_DISPATCH = 65_536  # batches per chunk = this // batch size (at least 1)
+# Batches per jitted call: the training driver's default, so the benchmark times what it runs.
+BATCHES_PER_DISPATCH = TrainConfig().steps_per_dispatch
 
 
 def random_positives(num_users: int, num_items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
@@ -82,9 +83,9 @@ def random_positives(num_users: int, num_items: int, nnz: int, seed: int = 0) ->
 
 
 def _batches_per_chunk(num_positives: int, batch_size: int) -> int:
-  """About TRIPLETS_PER_DISPATCH triplets per chunk, but at least 3 chunks per epoch."""
+  """The driver's batches per chunk, but at least 3 chunks per epoch (one may be padded)."""
   num_batches = -(-num_positives // batch_size)
-  return max(1, min(TRIPLETS_PER_DISPATCH // batch_size, num_batches // 3))
+  return max(1, min(BATCHES_PER_DISPATCH, num_batches // 3))
 
 
 def _make_optimizer(name: str, learning_rate: float = 1e-3):
@@ -310,15 +311,6 @@ def _versions() -> dict:
   return out
 
 
-def _write_json(path: pathlib.Path, payload: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=1)
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
-
-
 def main(argv):
   del argv
   for name in _SHAPES.value:
@@ -370,7 +362,7 @@ def main(argv):
         print(f"  B={batch_size:6d} D={dim:3d} {result['step']:15s} {result['optimizer']:15s} "
               f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
               f"{result['compile_s']:.1f}s", flush=True)
-      _write_json(out, payload)
+      io.write_json_atomic(out, payload)
     for optimizer_name in ("sparse_adagrad", "sparse_rowwise_adagrad"):
       epoch = time_epoch(matrix, TARGET_BATCH, optimizer_name, TARGET_DIM,
                          max(2, reps // 2))
@@ -390,7 +382,7 @@ def main(argv):
             flush=True)
       for result in payload["steps"][first_result:]:
         result["ratio_vs_bpr"] = result["triplets_per_s"] / bpr["samples_per_s"]
-    _write_json(out, payload)
+    io.write_json_atomic(out, payload)
 
   for result in payload["steps"]:
     if (result["dim"], result["batch_size"]) == (TARGET_DIM, TARGET_BATCH) and \
@@ -399,7 +391,7 @@ def main(argv):
           "shape", "step", "optimizer", "triplets_per_s", "ratio_vs_bpr")} | {
               "reached": result["ratio_vs_bpr"] >= 1.0})
   payload["load_average_end"] = os.getloadavg()
-  _write_json(out, payload)
+  io.write_json_atomic(out, payload)
   print(f"wrote {out}")
 
 
