@@ -23,6 +23,7 @@ from absl import logging
 import jax
 
 from tripjax import io as tio
+from tripjax import model
 from tripjax import train as train_lib
 from tripjax import tuning
 from tripjax.config import DRIVER_FLAGS, TrainConfig
@@ -38,6 +39,10 @@ def penalized_name(name: str, penalty: float) -> str:
   return f"{name} + popularity penalty {penalty:g}"
 
 
+def cosine_only_name(name: str) -> str:
+  return f"{name}, cosine only"
+
+
 def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seeds: list[int],
                penalties: dict[str, float] | None = None) -> dict:
   """Trains every named config on every split; popularity comes from the same splits.
@@ -49,8 +54,12 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
     penalties: name -> p > 0: the trained model `name` is also scored as
       `cos - p * z(log(1 + item count))` (`tripjax.tuning.popularity_offset`), a row of its own.
 
+  A config that sets `popularity_penalty` also gets a row for the same trained model scored by
+  the cosine alone (`cosine_only_name`), so the penalty's share of the result stays visible.
+
   Returns:
-    {"popularity"|name|penalized name: {"seeds": {seed: metrics + train_seconds}}, ...}.
+    {"popularity"|name|penalized name|cosine-only name:
+     {"seeds": {seed: metrics + train_seconds}}, ...}.
   """
   penalties = {k: v for k, v in (penalties or {}).items() if v}
   for name in penalties:
@@ -61,6 +70,7 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
       raise ValueError(f"--popularity_penalty: the {name} flagfile already sets "
                        "--popularity_penalty; its scores include it.")
   names = list(configs) + [penalized_name(n, p) for n, p in penalties.items()]
+  names += [cosine_only_name(n) for n, c in configs.items() if c.popularity_penalty]
   rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in names}
   for name, penalty in penalties.items():
     rows[penalized_name(name, penalty)]["popularity_penalty"] = penalty
@@ -76,6 +86,12 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
                                          run.test, config.eval_block_size)
           rows[penalized_name(name, penalties[name])]["seeds"][seed] = dict(
               penalized, train_seconds=results["train_seconds"])
+        if config.popularity_penalty:
+          run = train_lib.restore_run(workdir)
+          plain = train_lib.evaluate(model.score_fn(run.params), run.train, run.test,
+                                     config.eval_block_size)
+          rows[cosine_only_name(name)]["seeds"][seed] = dict(
+              plain, train_seconds=results["train_seconds"])
       rows[name]["config"] = dataclasses.asdict(dataclasses.replace(config, split_seed=0))
       rows[name]["seeds"][seed] = dict(results["model"], train_seconds=results["train_seconds"])
       rows["popularity"]["seeds"][seed] = dict(results["popularity"], train_seconds=0.0)
@@ -101,10 +117,12 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
     lines.append("| " + " | ".join(cells) + " |")
   device = jax.devices()[0].device_kind
   note = ""
-  if any("popularity_penalty" in row for row in rows.values()):
-    note = ("\n\n`+ popularity penalty p`: the same trained model, scored as "
-            "`cos(u, i) - p * z(log(1 + train count of i))` (z: standardised over the items; p "
-            "chosen on the validation split by `experiments.tune --popularity_penalties`).")
+  if any("popularity_penalty" in row or name.endswith(", cosine only")
+         for name, row in rows.items()):
+    note = ("\n\nA popularity penalty p scores `cos(u, i) - p * z(log(1 + train count of i))` "
+            "(z: standardised over the items; p chosen on the validation split by "
+            "`experiments.tune --popularity_penalties`); `cosine only`: the same trained model "
+            "scored by the cosine alone.")
   return ("Real MovieLens 100K, lab pipeline (ratings >= 4, users with >= 20 positives, 10 test "
           f"positives per user), split seeds {', '.join(map(str, split_seeds))}; AUC over all "
           "items not in train, P/R/NDCG@20 averaged over the seeds; train seconds: median over "
