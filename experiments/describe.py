@@ -8,33 +8,24 @@ from absl import app
 from absl import flags
 import pandas as pd
 
+from experiments import data_flags
 from tripjax import data
-
-_DATASET = flags.DEFINE_enum("dataset", "synthetic-tiny", data.DATASET_NAMES,
-                             "Dataset to describe.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding MovieLens releases (default: "
-                                "$TRIPJAX_DATA_DIR, then ~/.cache/tripjax).")
-_DOWNLOAD = flags.DEFINE_bool("download", True, "Download MovieLens when it is absent.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of synthetic datasets.")
-_THRESHOLD = flags.DEFINE_float("threshold", 4.0, "A rating >= threshold is a positive.")
-_MIN_USER_POSITIVES = flags.DEFINE_integer(
-    "min_user_positives", 20, "Users with fewer positives are dropped.", lower_bound=1)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  ratings, items = data.load_dataset(_DATASET.value, data_dir=_DATA_DIR.value,
-                                     download=_DOWNLOAD.value, seed=_SEED.value)
-  dataset = data.implicit_feedback(ratings, items, threshold=_THRESHOLD.value,
-                                   min_user_positives=_MIN_USER_POSITIVES.value)
+  ratings, items = data.load_dataset(data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value,
+                                     download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value)
+  dataset = data.implicit_feedback(ratings, items, threshold=data_flags.THRESHOLD.value,
+                                   min_user_positives=data_flags.MIN_USER_POSITIVES.value)
   with pd.option_context("display.width", 200, "display.max_columns", 20,
                          "display.float_format", "{:.4f}".format):
-    print(f"{_DATASET.value}: threshold {_THRESHOLD.value:g}, "
-          f"min_user_positives {_MIN_USER_POSITIVES.value}")
+    print(f"{data_flags.DATASET.value}: threshold {data_flags.THRESHOLD.value:g}, "
+          f"min_user_positives {data_flags.MIN_USER_POSITIVES.value}")
     print("\nShape after each step:")
     print(data.steps_table(dataset).to_string())
-    table = data.describe(ratings, dataset, threshold=_THRESHOLD.value)
+    table = data.describe(ratings, dataset, threshold=data_flags.THRESHOLD.value)
     for stage in ("before", "after"):
       print(f"\nStatistics {stage} filtering:")
       print(table.loc[stage].to_string())

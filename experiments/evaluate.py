@@ -11,23 +11,16 @@ import pathlib
 from absl import app
 from absl import flags
 
+from experiments import data_flags
 from tripjax import baselines
-from tripjax import io as tio
 from tripjax import data
+from tripjax import io as tio
 from tripjax import metrics
 
 MODELS = ("random", "popularity")
 
 _MODEL = flags.DEFINE_multi_enum("model", list(MODELS), MODELS,
                                  "Baseline(s) to evaluate; repeat the flag for several.")
-_DATASET = flags.DEFINE_enum("dataset", "synthetic-tiny", data.DATASET_NAMES, "Dataset.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding MovieLens releases (default: "
-                                "$TRIPJAX_DATA_DIR, then ~/.cache/tripjax).")
-_DOWNLOAD = flags.DEFINE_bool("download", True, "Download MovieLens when it is absent.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of synthetic datasets.")
-_THRESHOLD = flags.DEFINE_float("threshold", 4.0, "A rating >= threshold is a positive.")
-_MIN_USER_POSITIVES = flags.DEFINE_integer(
-    "min_user_positives", 20, "Users with fewer positives are dropped.", lower_bound=1)
 _TEST_PER_USER = flags.DEFINE_integer("test_per_user", 10, "Positives per user held out.",
                                       lower_bound=1)
 _SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of the leave-k-out split.")
@@ -57,8 +50,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   _, train, test = data.prepare(
-      _DATASET.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value, seed=_SEED.value,
-      threshold=_THRESHOLD.value, min_user_positives=_MIN_USER_POSITIVES.value,
+      data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value, download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value,
+      threshold=data_flags.THRESHOLD.value, min_user_positives=data_flags.MIN_USER_POSITIVES.value,
       test_per_user=_TEST_PER_USER.value, split_seed=_SPLIT_SEED.value)
   num_users, num_items = train.shape
   ks = tuple(sorted(set(_K.value)))
@@ -68,14 +61,14 @@ def main(argv):
   results = {name: metrics.evaluate(_score_fn(name, train, num_items), train, test, ks=ks,
                                     block_size=_BLOCK_SIZE.value)
              for name in models}
-  print(f"{_DATASET.value}: {num_users} users x {num_items} items, {train.nnz} train / "
+  print(f"{data_flags.DATASET.value}: {num_users} users x {num_items} items, {train.nnz} train / "
         f"{test.nnz} test positives")
   print(_table(results, metrics.metric_names(ks)))
-  out = {"dataset": _DATASET.value, "num_users": num_users, "num_items": num_items,
-         "settings": {"threshold": _THRESHOLD.value,
-                      "min_user_positives": _MIN_USER_POSITIVES.value,
+  out = {"dataset": data_flags.DATASET.value, "num_users": num_users, "num_items": num_items,
+         "settings": {"threshold": data_flags.THRESHOLD.value,
+                      "min_user_positives": data_flags.MIN_USER_POSITIVES.value,
                       "test_per_user": _TEST_PER_USER.value, "split_seed": _SPLIT_SEED.value,
-                      "random_seed": _RANDOM_SEED.value, "seed": _SEED.value,
+                      "random_seed": _RANDOM_SEED.value, "seed": data_flags.SEED.value,
                       "block_size": _BLOCK_SIZE.value, "ks": list(ks)},
          "models": {name: res.to_dict() for name, res in results.items()}}
   path = pathlib.Path(_OUTPUT_DIR.value) / "results.json"
