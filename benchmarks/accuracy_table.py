@@ -82,7 +82,7 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
         if name in penalties:
           run = train_lib.restore_run(workdir)  # the parameters just trained and evaluated
           offset = tuning.popularity_offset(run.train, penalties[name])
-          penalized = train_lib.evaluate(tuning.offset_score_fn(run.params, offset), run.train,
+          penalized = train_lib.evaluate(model.score_fn(run.params, offset), run.train,
                                          run.test, config.eval_block_size)
           rows[penalized_name(name, penalties[name])]["seeds"][seed] = dict(
               penalized, train_seconds=results["train_seconds"])

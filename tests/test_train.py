@@ -138,12 +138,12 @@ def test_make_optimizer_kinds_and_schedules():
 def test_check_finite_names_the_steps():
   state = train.TrainState({"user": jnp.ones((2, 2)), "item": jnp.ones((2, 2))}, (),
                            jnp.int32(30))
-  train._check_finite(np.array([0.3, 0.2]), state, 10, 8)  # finite: no error
+  train.check_finite(np.array([0.3, 0.2]), state, 10, 8)  # finite: no error
   with pytest.raises(train.TrainingDiverged, match="between steps 18 and 26"):
-    train._check_finite(np.array([0.3, np.nan]), state, 10, 8)
+    train.check_finite(np.array([0.3, np.nan]), state, 10, 8)
   bad = state._replace(params={"user": jnp.full((2, 2), jnp.inf), "item": jnp.ones((2, 2))})
   with pytest.raises(train.TrainingDiverged, match="learning_rate"):
-    train._check_finite(np.array([0.3]), bad, 10, 8)
+    train.check_finite(np.array([0.3]), bad, 10, 8)
 
 
 # --------------------------------------------------------------------------- whole runs

@@ -295,8 +295,18 @@ def _dataset_summary(config, dataset, train, test) -> dict:
           "density": float(dataset.matrix.nnz) / max(num_users * num_items, 1)}
 
 
-def _check_finite(chunk_loss: np.ndarray, state: TrainState, first_step: int,
-                  steps_per_chunk: int) -> None:
+def check_finite(chunk_loss: np.ndarray, state: TrainState, first_step: int,
+                 steps_per_chunk: int, kept: str = "") -> None:
+  """Raises TrainingDiverged when a chunk's loss or the parameters are NaN/Inf.
+
+  Args:
+    chunk_loss: float[C], the mean loss of each chunk of an epoch.
+    state: the state after the epoch.
+    first_step: the step count before the epoch.
+    steps_per_chunk: batches per chunk (to name the steps).
+    kept: what the caller keeps (e.g. "The last good checkpoint is kept; "), said first in
+      the advice.
+  """
   bad = np.flatnonzero(~np.isfinite(chunk_loss))
   params_ok = all(bool(jnp.isfinite(jnp.sum(t))) for t in jax.tree.leaves(state.params))
   if bad.size or not params_ok:
@@ -304,8 +314,28 @@ def _check_finite(chunk_loss: np.ndarray, state: TrainState, first_step: int,
              f"{first_step + (bad[0] + 1) * steps_per_chunk}" if bad.size
              else f"before step {int(state.step)} (parameters)")
     raise TrainingDiverged(
-        f"the loss became NaN/Inf {where}. The last good checkpoint is kept; try a lower "
-        "--learning_rate, a smaller --l2, --schedule=warmup_cosine, or --optimizer=adam.")
+        f"the loss became NaN/Inf {where}. {kept}try a lower --learning_rate, a smaller --l2, "
+        "--schedule=warmup_cosine, or --optimizer=adam.")
+
+
+def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str | None = None
+                     ) -> tuple[sampling.EpochSampler, Any, TrainState]:
+  """The sampler, optimizer and fresh state of a run on `train` (its seed, sizes and schedule).
+
+  Args:
+    config: the run's settings.
+    train: bool CSR [U, I], the positives to train on.
+    shuffle_on: the sampler's shuffle ("host" or "device"); None: the backend's default.
+
+  Returns:
+    (sampler, optimizer, state): the optimizer's schedule spans `config.epochs` epochs.
+  """
+  sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
+                                  config.num_negatives, seed=config.seed, shuffle_on=shuffle_on)
+  optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
+  state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
+                     config.dim, config.init_scale)
+  return sampler, optimizer, state
 
 
 def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
@@ -335,12 +365,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     latest = ckpts.latest_epoch()
     # The shuffle's default depends on the backend: a resumed run keeps the one it started with.
     shuffle_on = ckpts.metadata(latest).get("shuffle_on") if latest is not None else None
-    sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
-                                    config.num_negatives, seed=config.seed, shuffle_on=shuffle_on)
-    total_steps = config.epochs * sampler.num_batches
-    optimizer = make_optimizer(config, total_steps)
-    state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
-                       config.dim, config.init_scale)
+    sampler, optimizer, state = prepare_training(config, train, shuffle_on)
     logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
                  "batches of %d (%s shuffle).", config.dataset, train.shape[0], train.shape[1],
                  train.nnz, test.nnz, config.epochs, sampler.num_batches, config.batch_size,
@@ -380,7 +405,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       state, chunks = run_epoch(step_fn, state, batches)
       jax.block_until_ready(state)
       seconds = time.perf_counter() - started
-      _check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch)
+      check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch,
+                   kept="The last good checkpoint is kept; ")
       train_seconds += seconds
       triplets = chunks["triplets"].sum()
       loss = chunks["loss_sum"].sum() / triplets

@@ -28,7 +28,6 @@ import scipy.sparse as sp
 
 from tripjax import io as tio
 from tripjax import model
-from tripjax import sampling
 from tripjax import train as train_lib
 from tripjax.config import TrainConfig
 from tripjax.data import split
@@ -87,23 +86,16 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float
   Raises:
     train.TrainingDiverged: the loss or the parameters became NaN/Inf.
   """
-  num_users, num_items = matrix.shape
-  sampler = sampling.EpochSampler(matrix, config.batch_size, config.steps_per_dispatch,
-                                  config.num_negatives, seed=config.seed)
-  optimizer = train_lib.make_optimizer(config, config.epochs * sampler.num_batches)
-  state = train_lib.init_state(jax.random.key(config.seed), optimizer, num_users, num_items,
-                               config.dim, config.init_scale)
+  sampler, optimizer, state = train_lib.prepare_training(config, matrix)
   step_fn = train_lib.make_train_step(optimizer, config.margin, config.l2)
   seconds = 0.0
   for epoch in range(config.epochs):
     started = time.perf_counter()
+    first_step = int(state.step)
     state, chunks = train_lib.run_epoch(step_fn, state, sampler.epoch(epoch))
     jax.block_until_ready(state)
     seconds += time.perf_counter() - started
-    if not np.all(np.isfinite(chunks["loss"])):
-      raise train_lib.TrainingDiverged(
-          f"the loss became NaN/Inf in epoch {epoch + 1} (learning_rate="
-          f"{config.learning_rate}, optimizer={config.optimizer}); lower the learning rate.")
+    train_lib.check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch)
   return state.params, seconds
 
 
@@ -179,11 +171,6 @@ def check_penalties(penalties: Sequence[float]) -> tuple[float, ...]:
   return penalties
 
 
-def offset_score_fn(params: model.Params, offset: np.ndarray | None):
-  """`model.score_fn(params, offset)`: cosine plus a per-item offset float32[I] (or None)."""
-  return model.score_fn(params, offset)
-
-
 def penalty_scan(config: TrainConfig, splits: Sequence[tuple[sp.csr_matrix, sp.csr_matrix]],
                  penalties: Sequence[float]) -> list[dict]:
   """Validation AUC of one fitted model per split under each popularity penalty.
@@ -201,7 +188,7 @@ def penalty_scan(config: TrainConfig, splits: Sequence[tuple[sp.csr_matrix, sp.c
   for j, (fit_matrix, valid_matrix) in enumerate(splits):
     params, _ = fit(config, fit_matrix)
     for i, p in enumerate(penalties):
-      score = offset_score_fn(params, popularity_offset(fit_matrix, p))
+      score = model.score_fn(params, popularity_offset(fit_matrix, p))
       aucs[i, j] = train_lib.evaluate(score, fit_matrix, valid_matrix,
                                       config.eval_block_size)["auc"]
   return [{"penalty": p, "auc": float(aucs[i].mean()), "auc_per_split": aucs[i].tolist()}
