@@ -66,6 +66,10 @@ _FIELDS = {
     "num_negatives": flags.DEFINE_integer(
         "num_negatives", _default("num_negatives"),
         "Negative candidates per triplet (the hardest is trained on).", lower_bound=1),
+    "negative_exponent": flags.DEFINE_float(
+        "negative_exponent", _default("negative_exponent"),
+        "Negatives drawn with probability ~ (1 + item's train positives) ** e among the "
+        "user's missing items; 0: uniformly.", lower_bound=0.0),
     "l2": flags.DEFINE_float("l2", _default("l2"), "L2 weight on gathered embeddings.",
                              lower_bound=0.0),
     "popularity_penalty": flags.DEFINE_float(

@@ -72,6 +72,8 @@ _SPACE = {
     "optimizer": flags.DEFINE_list("search_optimizer", ["adam"], "Optimizers."),
     "schedule": flags.DEFINE_list("search_schedule", ["cosine"], "Learning-rate schedules."),
     "init_scale": flags.DEFINE_list("search_init_scale", ["0.1"], "Initial embedding std."),
+    "negative_exponent": flags.DEFINE_list("search_negative_exponent", ["0.0"],
+                                           "Popularity exponents of the negative draw."),
 }
 
 

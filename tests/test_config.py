@@ -11,7 +11,9 @@ from tripjax.config import TrainConfig
 @pytest.mark.parametrize("field,value", [("dim", 0), ("min_user_positives", 0), ("margin", -0.1),
                                          ("optimizer", "adamw"), ("dataset", "ml-5"),
                                          ("popularity_penalty", -0.05),
-                                         ("popularity_penalty", float("inf"))])
+                                         ("popularity_penalty", float("inf")),
+                                         ("negative_exponent", -0.2),
+                                         ("negative_exponent", float("nan"))])
 def test_bad_settings_name_the_field(field, value):
   with pytest.raises(ValueError, match=f"TrainConfig: .*{field}"):
     TrainConfig(**{field: value})
@@ -25,9 +27,10 @@ def test_flagfile_round_trip(tmp_path):
   assert TrainConfig.from_flagfile(tmp_path / "flags.txt") == config
 
 
-def test_popularity_penalty_defaults_to_zero_for_older_flagfiles(tmp_path):
+def test_newer_fields_default_to_zero_for_older_flagfiles(tmp_path):
   (tmp_path / "old.txt").write_text("--dataset=synthetic-tiny\n--dim=12\n")
-  assert TrainConfig.from_flagfile(tmp_path / "old.txt").popularity_penalty == 0.0
+  old = TrainConfig.from_flagfile(tmp_path / "old.txt")
+  assert old.popularity_penalty == 0.0 and old.negative_exponent == 0.0
 
 
 def test_from_flagfile_ignores_the_driver_flags_when_told(tmp_path):

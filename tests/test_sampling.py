@@ -39,13 +39,15 @@ def _matrices(draw):
   return sp.csr_matrix(dense)
 
 
-@settings(max_examples=6, deadline=None)  # each example compiles (~1-2 s); exactness
-# of the negatives is checked on many more matrices by the single-compile property test below.
+@settings(max_examples=8, deadline=None)  # each example compiles (~1-2 s); exactness
+# of the negatives is checked on many more matrices by the single-compile property tests below.
 @given(matrix=_matrices(), batch=st.integers(1, 9), chunk=st.integers(1, 3),
-       negatives=st.integers(1, 3), epoch=st.integers(0, 5))
+       negatives=st.integers(1, 3), epoch=st.integers(0, 5),
+       exponent=st.sampled_from([0.0, 0.75]))
 def test_epoch_covers_each_positive_once_and_never_samples_a_positive(matrix, batch, chunk,
-                                                                      negatives, epoch):
-  sampler = sampling.EpochSampler(matrix, batch, chunk, negatives, seed=7)
+                                                                      negatives, epoch, exponent):
+  sampler = sampling.EpochSampler(matrix, batch, chunk, negatives, seed=7,
+                                  negative_exponent=exponent)
   batches = sampler.epoch(epoch)
   assert batches.users.shape == (sampler.num_chunks, chunk, batch)
   assert batches.neg.shape == (sampler.num_chunks, chunk, batch, negatives)
@@ -76,6 +78,59 @@ def test_negatives_are_uniform_over_missing_items():
   # Chi-square with 5 degrees of freedom; 20.5 is its 0.999 quantile.
   chi2 = np.sum((counts[~row] - expected) ** 2 / expected)
   assert chi2 < 20.5, counts
+
+
+def test_weighted_negatives_follow_the_popularity_weights():
+  # Item i has i positives among users 1.. (user 0's row is items 1, 4, 5, 9); exponent 1 gives
+  # weights proportional to 1 + i (plus user 0's own positive on 1, 4, 5, 9).
+  num_items = 10
+  rows = [np.isin(np.arange(num_items), [1, 4, 5, 9])]
+  rows += [np.arange(num_items) >= num_items - k for k in range(1, num_items)]
+  matrix = sp.csr_matrix(np.stack(rows))
+  sampler = sampling.EpochSampler(matrix, batch_size=8, num_negatives=6000, seed=0,
+                                  negative_exponent=1.0)
+  counts_per_item = np.asarray(matrix.sum(0)).ravel()
+  want = (1.0 + counts_per_item) / np.sum(1.0 + counts_per_item)
+  np.testing.assert_allclose(sampler.negative_weights / sampler.negative_weights.sum(), want,
+                             rtol=1e-6)
+  users, _, neg = _real(sampler.epoch(0))
+  draws = neg[users == 0].ravel()
+  counts = np.bincount(draws, minlength=num_items)
+  missing = ~rows[0]
+  assert counts[~missing].sum() == 0
+  expected = draws.size * want[missing] / want[missing].sum()
+  # Chi-square with 5 degrees of freedom; 20.5 is its 0.999 quantile.
+  chi2 = np.sum((counts[missing] - expected) ** 2 / expected)
+  assert chi2 < 20.5, (counts, expected)
+  # The uniform draw would be far from these counts (the test can tell the two apart).
+  uniform = np.full(missing.sum(), draws.size / missing.sum())
+  assert np.sum((counts[missing] - uniform) ** 2 / uniform) > 200
+
+
+def test_exponent_zero_is_the_uniform_sampler():
+  matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
+  a = sampling.EpochSampler(matrix, 16, 2, 2, seed=3)
+  b = sampling.EpochSampler(matrix, 16, 2, 2, seed=3, negative_exponent=0.0)
+  assert b.negative_weights is None
+  for x, y in zip(a.epoch(1), b.epoch(1)):
+    np.testing.assert_array_equal(x, y)
+  c = sampling.EpochSampler(matrix, 16, 2, 2, seed=3, negative_exponent=0.5)
+  assert not np.array_equal(a.epoch(1).neg, c.epoch(1).neg)
+
+
+def test_negative_weights_are_positive_integers_that_fit_int32():
+  counts = np.array([0, 1, 10, 1000, 10**6])
+  weights = sampling.negative_weights(counts, 0.75)
+  assert weights.dtype == np.int64 and weights.min() >= 1
+  assert weights.sum() <= 2**30 + counts.size < 2**31
+  np.testing.assert_allclose(weights / weights.sum(), (1.0 + counts) ** 0.75 /
+                             np.sum((1.0 + counts) ** 0.75), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("exponent", [-0.5, float("nan"), float("inf")])
+def test_rejects_bad_exponents(exponent):
+  with pytest.raises(ValueError, match="negative_exponent"):
+    sampling.EpochSampler(sp.csr_matrix(np.eye(3, dtype=bool)), 2, negative_exponent=exponent)
 
 
 @pytest.mark.parametrize("shuffle_on", ["host", "device"])
@@ -123,6 +178,66 @@ def test_missing_items_is_the_xth_item_outside_the_row(matrix):
   got = np.asarray(got)[:len(x)]
   np.testing.assert_array_equal(got, want)
   assert not dense[np.asarray(users, int), got].any()
+
+
+def test_uniform_below_is_the_exact_48_bit_multiply_high():
+  rng = np.random.default_rng(0)
+  maxval = rng.integers(1, 2**31 - 1, 2000)
+  maxval[:4] = [1, 2, 2**16, 2**31 - 1]
+  key = jax.random.key(3)
+  got = np.asarray(sampling.uniform_below(key, jnp.asarray(maxval, jnp.int32), (2000,)))
+  bits = np.asarray(jax.random.bits(key, (2, 2000), jnp.uint32)).astype(object)
+  r = bits[0] + (bits[1] % 2**16) * 2**32  # the 48 random bits
+  np.testing.assert_array_equal(got, [int(m) * int(b) >> 48 for m, b in zip(maxval, r)])
+  assert np.all((got >= 0) & (got < maxval))
+
+
+def test_uniform_below_is_uniform_over_a_large_span():
+  # jax.random.randint over 0.6 * 2**30 gives the lower 2/3 of the range 7/6 of the mass.
+  span = 644_245_094
+  x = np.asarray(sampling.uniform_below(jax.random.key(0), jnp.int32(span), (200_000,)))
+  counts = np.histogram(x, bins=10, range=(0, span))[0]
+  expected = x.size / 10
+  chi2 = np.sum((counts - expected) ** 2 / expected)
+  assert chi2 < 27.9, counts  # 0.999 quantile, 9 degrees of freedom
+
+
+_jit_weighted = jax.jit(sampling.weighted_missing_items, static_argnums=7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrix=_matrices(), data=st.data())
+def test_weighted_missing_items_maps_each_weight_unit_to_its_item(matrix, data):
+  # Small integer weights, and every unit x of each row's missing weight: the answer is the
+  # x-th entry of the row's missing items, each repeated by its weight. Shapes are padded to
+  # fixed sizes (one compilation): padded positives are never read, padded items get weight 1.
+  num_users, num_items = matrix.shape
+  weights = np.ones(_MAX_ITEMS, np.int64)
+  weights[:num_items] = data.draw(st.lists(st.integers(1, 4), min_size=num_items,
+                                           max_size=num_items))
+  indptr = matrix.indptr.astype(np.int64)
+  row_of = np.repeat(np.arange(num_users), np.diff(indptr))
+  v, row_weight, prefix, cumulative = sampling.weighted_arrays(
+      weights[:num_items], matrix.indices.astype(np.int64), indptr, row_of)
+  size = _MAX_USERS * _MAX_ITEMS * 4
+  pad = lambda a, n, fill: np.concatenate([a, np.full(n - a.size, fill, a.dtype)])
+  dense = matrix.toarray()
+  users, x, want = [], [], []
+  for u in range(num_users):
+    missing = np.flatnonzero(~dense[u])
+    units = np.repeat(missing, weights[missing])
+    users += [u] * units.size
+    x += list(range(units.size))
+    want += list(units)
+  got = _jit_weighted(
+      jnp.asarray(pad(v, size, 10**6)), jnp.asarray(pad(prefix, size, 0)),
+      jnp.asarray(np.concatenate([cumulative, cumulative[-1] + np.cumsum(
+          weights[num_items:])]).astype(np.int32)),
+      jnp.asarray(pad(row_weight, _MAX_USERS, 0)),
+      jnp.asarray(pad(matrix.indptr.astype(np.int32), _MAX_USERS + 1, matrix.nnz)),
+      jnp.asarray(pad(np.asarray(users, np.int32), size, 0)),
+      jnp.asarray(pad(np.asarray(x, np.int32), size, 0)), _MAX_ITEMS.bit_length())
+  np.testing.assert_array_equal(np.asarray(got)[:len(x)], want)
 
 
 @pytest.mark.parametrize("dense, message", [

@@ -123,6 +123,16 @@ def test_training_separates_positives_from_negatives(name, learning_rate):
   assert last < 0.5 * first, (first, last)
 
 
+def test_prepare_training_passes_the_negative_exponent_to_the_sampler():
+  matrix = sp.csr_matrix(np.eye(4, 6, dtype=bool))
+  config = TrainConfig(dataset="synthetic-tiny", negative_exponent=0.5, batch_size=2)
+  sampler, _, _ = train.prepare_training(config, matrix)
+  assert sampler.negative_exponent == 0.5 and sampler.negative_weights is not None
+  sampler, _, _ = train.prepare_training(dataclasses.replace(config, negative_exponent=0.0),
+                                         matrix)
+  assert sampler.negative_weights is None
+
+
 def test_make_optimizer_kinds_and_schedules():
   config = TrainConfig(dataset="synthetic-tiny")
   assert isinstance(train.make_optimizer(config, 10), optax.GradientTransformation)

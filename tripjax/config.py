@@ -49,6 +49,9 @@ class TrainConfig:
     batch_size: triplets per optimizer step.
     epochs: passes over the training positives.
     num_negatives: negative candidates per triplet; the step trains on the hardest one.
+    negative_exponent: negatives are drawn among the user's missing items with probability
+      proportional to `(1 + n_i) ** negative_exponent`, n_i item i's training positives
+      (`sampling.EpochSampler`); 0 draws them uniformly.
     l2: weight of the L2 penalty on the gathered embeddings (mean over the batch).
     popularity_penalty: scores are `cos(u, i) - popularity_penalty * z(log(1 + n_i))`, n_i the
       item's training positives, z standardised over the items (`model.popularity_offset`);
@@ -77,6 +80,7 @@ class TrainConfig:
   batch_size: int = 64
   epochs: int = 3
   num_negatives: int = 1
+  negative_exponent: float = 0.0
   l2: float = 0.0
   popularity_penalty: float = 0.0
   seed: int = 0
@@ -93,12 +97,13 @@ class TrainConfig:
     for name in positive:
       if not getattr(self, name) > 0:
         raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)!r}.")
-    for name in ("margin", "l2", "popularity_penalty", "warmup_steps", "threshold"):
+    for name in ("margin", "l2", "popularity_penalty", "warmup_steps", "threshold",
+                 "negative_exponent"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)!r}.")
-    if not math.isfinite(self.popularity_penalty):
-      raise ValueError(f"TrainConfig: popularity_penalty must be finite, got "
-                       f"{self.popularity_penalty!r}.")
+    for name in ("popularity_penalty", "negative_exponent"):
+      if not math.isfinite(getattr(self, name)):
+        raise ValueError(f"TrainConfig: {name} must be finite, got {getattr(self, name)!r}.")
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
                        f"{self.optimizer!r}.")

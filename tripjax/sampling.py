@@ -1,11 +1,22 @@
-"""Epoch triplets: every training positive once, in a fresh order, with exact uniform negatives.
+"""Epoch triplets: every training positive once, in a fresh order, with exact negatives.
 
-The negatives of user u are drawn uniformly among the items NOT in u's training row, exactly
-(never an accidental positive, no rejection loop). With the row's sorted items `idx` and their
-within-row ranks `r`, `v = idx - r` is non-decreasing, and the x-th item missing from the row
-(0-based, `0 <= x < I - n_u`) is `x + #{r : v_r <= x}`. The count is a binary search inside the
-row's segment of `v`, vectorised over all triplets and run on the device in one jitted program
-per epoch (int32 throughout, so 138k x 27k tables do not overflow).
+The negatives of user u are drawn among the items NOT in u's training row, exactly (never an
+accidental positive, no rejection loop): uniformly, or with probability proportional to
+`(1 + n_i) ** negative_exponent` (n_i: item i's training positives; word2vec's popularity-
+smoothed negatives) renormalised over the row's missing items.
+
+Uniform: with the row's sorted items `idx` and their within-row ranks `r`, `v = idx - r` is
+non-decreasing, and the x-th item missing from the row (0-based, `0 <= x < I - n_u`) is
+`x + #{r : v_r <= x}`. The count is a binary search inside the row's segment of `v`, vectorised
+over all triplets and run on the device in one jitted program per epoch (int32 throughout, so
+138k x 27k tables do not overflow).
+
+Weighted: the same in units of weight. The weights are integers (quantised to sum to about
+2**30, at least 1 each), so that exclusion stays exact. With `C(i)` the weight of the items
+before i and `Q_r` the weight of the row's positives before its r-th one, `v_r = C(idx_r) - Q_r`
+is the missing weight before the r-th positive; for `x` uniform in [0, total - row weight),
+`r = #{r : v_r <= x}` positives lie before the drawn item, which is the item whose weight
+interval holds `x + Q_r` (a binary search over the items' cumulative weights).
 
 Everything is a pure function of (seed, epoch): a resumed run sees the same triplets.
 """
@@ -51,7 +62,8 @@ class EpochSampler:
   """
 
   def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
-               num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None):
+               num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
+               negative_exponent: float = 0.0):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -64,6 +76,10 @@ class EpochSampler:
       shuffle_on: "host" (numpy's permutation: ~40x faster than `jax.random.permutation`'s
         sort-based shuffle on CPU) or "device"; None: `default_shuffle_on()`, host on CPU,
         device elsewhere. The attribute `shuffle_on` holds the one used.
+      negative_exponent: 0 draws negatives uniformly among the row's missing items; e > 0
+        draws item i with probability proportional to `(1 + n_i) ** e` among them, n_i its
+        positives in `train` (e = 0.75 is word2vec's choice). The attribute
+        `negative_weights` (int64[I], or None when uniform) holds the integer weights used.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -89,6 +105,9 @@ class EpochSampler:
       shuffle_on = default_shuffle_on()
     if shuffle_on not in ("host", "device"):
       raise ValueError(f"EpochSampler: shuffle_on must be 'host' or 'device', got {shuffle_on!r}.")
+    if not (np.isfinite(negative_exponent) and negative_exponent >= 0):
+      raise ValueError("EpochSampler: negative_exponent must be a finite number >= 0, got "
+                       f"{negative_exponent!r}.")
     self.shuffle_on = shuffle_on
     self.num_users, self.num_items = num_users, num_items
     self.num_positives = int(train.nnz)
@@ -107,7 +126,19 @@ class EpochSampler:
     self._items = jnp.asarray(items)
     self._v = jnp.asarray((items - ranks).astype(np.int32))
     self._indptr = jnp.asarray(indptr.astype(np.int32))
-    self._num_missing = jnp.asarray((num_items - counts).astype(np.int32))
+    self.negative_exponent = float(negative_exponent)
+    self.negative_weights = None
+    if self.negative_exponent == 0:
+      self._num_missing = jnp.asarray((num_items - counts).astype(np.int32))
+      self._weighted = None
+    else:
+      self.negative_weights = negative_weights(np.bincount(items, minlength=num_items),
+                                               self.negative_exponent)
+      v, row_weight, prefix, cumulative = weighted_arrays(self.negative_weights, items, indptr,
+                                                           users)
+      self._v = jnp.asarray(v)
+      self._num_missing = jnp.asarray(cumulative[-1] - row_weight)
+      self._weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
     self._sizes = dict(num_chunks=self.num_chunks, batches_per_chunk=self.batches_per_chunk,
                        batch_size=self.batch_size, num_negatives=self.num_negatives,
                        search_steps=self._search_steps)
@@ -128,8 +159,43 @@ class EpochSampler:
       order = jnp.asarray(rng.permutation(self.num_positives).astype(np.int32))
     else:
       order = _permutation(order_key, self.num_positives)
-    return _draw_epoch(key, order, self._users, self._items, self._v, self._indptr, self._num_missing,
-                       **self._sizes)
+    return _draw_epoch(key, order, self._users, self._items, self._v, self._indptr,
+                       self._num_missing, self._weighted, **self._sizes)
+
+
+# Integer negative weights sum to about this (int32 sums stay exact).
+_WEIGHT_TOTAL = 2 ** 30
+
+
+def negative_weights(item_counts: np.ndarray, exponent: float) -> np.ndarray:
+  """Integer sampling weights proportional to `(1 + count) ** exponent`, each at least 1.
+
+  Args:
+    item_counts: int[I], each item's training positives.
+    exponent: >= 0.
+
+  Returns:
+    int64[I], summing to at most `2**30 + I` (below 2**31, so int32 cumulative sums are exact).
+  """
+  raw = (1.0 + np.asarray(item_counts, np.float64)) ** exponent
+  return np.maximum(1, np.floor(raw / raw.sum() * _WEIGHT_TOTAL)).astype(np.int64)
+
+
+def weighted_arrays(weights, items, indptr, users):
+  """The per-positive arrays of the weighted draw (see the module docstring).
+
+  Returns:
+    v int32[P] (missing weight before each positive), row_weight int32[U], prefix int32[P]
+    (weight of the row's positives before each one), cumulative int32[I] (inclusive).
+  """
+  cumulative = np.cumsum(weights)
+  w = weights[items]
+  row_weight = np.bincount(users, weights=w, minlength=indptr.size - 1).astype(np.int64)
+  before_all = np.cumsum(w) - w
+  prefix = before_all - before_all[indptr[users]]
+  v = cumulative[items] - w - prefix
+  return (v.astype(np.int32), row_weight.astype(np.int32), prefix.astype(np.int32),
+          cumulative.astype(np.int32))
 
 
 def missing_items(v: jax.Array, indptr: jax.Array, users: jax.Array, x: jax.Array,
@@ -146,6 +212,15 @@ def missing_items(v: jax.Array, indptr: jax.Array, users: jax.Array, x: jax.Arra
   Returns:
     int32[T, ...], item ids not in the rows.
   """
+  return x + positives_before(v, indptr, users, x, search_steps)
+
+
+def positives_before(v: jax.Array, indptr: jax.Array, users: jax.Array, x: jax.Array,
+                     search_steps: int) -> jax.Array:
+  """`#{r : v[indptr[u] + r] <= x}` within each query's row (v non-decreasing per row).
+
+  Args and shapes as `missing_items`; returns int32[T, ...].
+  """
   extra = (1,) * (x.ndim - 1)
   lo = jnp.broadcast_to(indptr[users].reshape(-1, *extra), x.shape)
   start = lo
@@ -161,7 +236,66 @@ def missing_items(v: jax.Array, indptr: jax.Array, users: jax.Array, x: jax.Arra
     return jnp.where(right, mid + 1, lo), jnp.where(left, mid, hi)
 
   lo, _ = jax.lax.fori_loop(0, search_steps, body, (lo, hi))
-  return x + (lo - start)
+  return lo - start
+
+
+def uniform_below(key: jax.Array, maxval: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Integers uniform in [0, maxval), for maxval up to 2**31 - 1, with a relative bias < 2**-17.
+
+  `jax.random.randint` multiplies in 32 bits and, for spans beyond 2**16, favours the low
+  values by up to `span / 2**32` (15% at 2**30). Here x = floor(maxval * R / 2**48) for a
+  uniform 48-bit R, computed exactly in 16-bit limbs: each x is hit by floor or ceil of
+  2**48 / maxval values of R.
+
+  Args:
+    key: a PRNG key.
+    maxval: int32, broadcastable to `shape`, each >= 1.
+    shape: the output shape.
+
+  Returns:
+    int32[shape].
+  """
+  bits = jax.random.bits(key, (2,) + tuple(shape), jnp.uint32)
+  lo16 = lambda a: a & 0xFFFF
+  hi16 = lambda a: a >> 16
+  r_low, r_mid, r_high = lo16(bits[0]), hi16(bits[0]), lo16(bits[1])
+  m = jnp.broadcast_to(maxval, shape).astype(jnp.uint32)
+  m_low, m_high = lo16(m), hi16(m)  # m_high < 2**15: every product below fits in 32 bits
+  p00, p01, p02 = m_low * r_low, m_low * r_mid, m_low * r_high
+  p10, p11, p12 = m_high * r_low, m_high * r_mid, m_high * r_high
+  # Columns of 16 bits (each sum < 5 * 2**16), carries propagated upwards.
+  c1 = hi16(p00) + lo16(p01) + lo16(p10)
+  c2 = hi16(p01) + hi16(p10) + lo16(p02) + lo16(p11) + hi16(c1)
+  c3 = hi16(p02) + hi16(p11) + lo16(p12) + hi16(c2)
+  return (lo16(c3) + ((hi16(p12) + hi16(c3)) << 16)).astype(jnp.int32)
+
+
+def weighted_missing_items(v: jax.Array, prefix: jax.Array, cumulative: jax.Array,
+                           row_weight: jax.Array, indptr: jax.Array, users: jax.Array,
+                           x: jax.Array, search_steps: int) -> jax.Array:
+  """The item absent from each user's row that holds unit x of the row's missing weight.
+
+  With integer item weights w, a row's missing items laid end to end (in item order) cover
+  [0, total - row weight); unit x falls in exactly one of them.
+
+  Args:
+    v: int32[P], the weight of the items missing from the row before each positive.
+    prefix: int32[P], the weight of the row's positives before each positive.
+    cumulative: int32[I], the inclusive cumulative sum of w.
+    row_weight: int32[U], the weight of each row's positives.
+    indptr, users, search_steps: as in `missing_items`.
+    x: int32[T, ...], `0 <= x < cumulative[-1] - row_weight[users]`.
+
+  Returns:
+    int32[T, ...], item ids not in the rows.
+  """
+  r = positives_before(v, indptr, users, x, search_steps)
+  extra = (1,) * (x.ndim - 1)
+  start = indptr[users].reshape(-1, *extra)
+  length = (indptr[users + 1] - indptr[users]).reshape(-1, *extra)
+  before = jnp.where(r < length, prefix[jnp.minimum(start + r, prefix.shape[0] - 1)],
+                     row_weight[users].reshape(-1, *extra))
+  return jnp.searchsorted(cumulative, x + before, side="right").astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -171,14 +305,23 @@ def _permutation(key, size):
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
                                              "num_negatives", "search_steps"))
-def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, *, num_chunks,
+def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, weighted, *, num_chunks,
                 batches_per_chunk, batch_size, num_negatives, search_steps):
-  """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`)."""
+  """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
+
+  `num_missing` int32[U] counts (uniform) or weighs (weighted) each row's missing items;
+  `weighted` is None or (prefix int32[P], cumulative int32[I], row_weight int32[U]), as
+  `weighted_arrays` makes them.
+  """
   num_positives = users.shape[0]
   u, p = users[order], items[order]
-  x = jax.random.randint(neg_key, (num_positives, num_negatives), 0,
-                         num_missing[u][:, None], dtype=jnp.int32)
-  n = missing_items(v, indptr, u, x, search_steps)
+  draw_shape = (num_positives, num_negatives)
+  if weighted is None:  # spans of at most I (< 2**16 for MovieLens): randint is unbiased enough
+    x = jax.random.randint(neg_key, draw_shape, 0, num_missing[u][:, None], dtype=jnp.int32)
+    n = missing_items(v, indptr, u, x, search_steps)
+  else:
+    x = uniform_below(neg_key, num_missing[u][:, None], draw_shape)
+    n = weighted_missing_items(v, *weighted, indptr, u, x, search_steps)
   # Padding repeats the last batch's own triplets with weight 0, so a padded batch touches
   # only rows its real triplets touch (row-sparse optimizers then see no phantom rows);
   # batches past the last real one have weight 0 throughout and the step skips them.

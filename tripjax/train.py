@@ -331,7 +331,8 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
     (sampler, optimizer, state): the optimizer's schedule spans `config.epochs` epochs.
   """
   sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
-                                  config.num_negatives, seed=config.seed, shuffle_on=shuffle_on)
+                                  config.num_negatives, seed=config.seed, shuffle_on=shuffle_on,
+                                  negative_exponent=config.negative_exponent)
   optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
   state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
                      config.dim, config.init_scale)

@@ -36,6 +36,7 @@ from tripjax.data import split
 SEARCHABLE = {
     "learning_rate": float, "margin": float, "epochs": int, "batch_size": int, "dim": int,
     "l2": float, "num_negatives": int, "optimizer": str, "schedule": str, "init_scale": float,
+    "negative_exponent": float,
 }
 # Fields that describe where the data is, not the run: never written to the flagfile.
 _MACHINE_FIELDS = ("data_dir", "download")
