@@ -43,6 +43,10 @@ def cosine_only_name(name: str) -> str:
   return f"{name}, cosine only"
 
 
+def uniform_negatives_name(name: str) -> str:
+  return f"{name}, uniform negatives"
+
+
 def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seeds: list[int],
                penalties: dict[str, float] | None = None) -> dict:
   """Trains every named config on every split; popularity comes from the same splits.
@@ -55,7 +59,9 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
       `cos - p * z(log(1 + item count))` (`tripjax.tuning.popularity_offset`), a row of its own.
 
   A config that sets `popularity_penalty` also gets a row for the same trained model scored by
-  the cosine alone (`cosine_only_name`), so the penalty's share of the result stays visible.
+  the cosine alone (`cosine_only_name`), and one that sets `negative_exponent` a row for the
+  same settings trained with uniform negatives (`uniform_negatives_name`), so that the share
+  of each in the result stays visible.
 
   Returns:
     {"popularity"|name|penalized name|cosine-only name:
@@ -71,11 +77,14 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
                        "--popularity_penalty; its scores include it.")
   names = list(configs) + [penalized_name(n, p) for n, p in penalties.items()]
   names += [cosine_only_name(n) for n, c in configs.items() if c.popularity_penalty]
+  uniform = {uniform_negatives_name(n): dataclasses.replace(c, negative_exponent=0.0)
+             for n, c in configs.items() if c.negative_exponent}
+  names += list(uniform)
   rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in names}
   for name, penalty in penalties.items():
     rows[penalized_name(name, penalty)]["popularity_penalty"] = penalty
   for seed in split_seeds:
-    for name, config in configs.items():
+    for name, config in (configs | uniform).items():
       config = on_split(config, data_dir, seed)
       with tempfile.TemporaryDirectory() as workdir:
         results = train_lib.train_and_evaluate(config, workdir)
@@ -123,6 +132,11 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
             "(z: standardised over the items; p chosen on the validation split by "
             "`experiments.tune --popularity_penalties`); `cosine only`: the same trained model "
             "scored by the cosine alone.")
+  if any(name.endswith(", uniform negatives") for name in rows):
+    note += ("\n\n`uniform negatives`: the same settings trained with negatives drawn "
+             "uniformly instead of with probability ~ (1 + item's train positives) ** "
+             "negative_exponent (`--negative_exponent`, chosen on validation by "
+             "`experiments.tune`).")
   return ("Real MovieLens 100K, lab pipeline (ratings >= 4, users with >= 20 positives, 10 test "
           f"positives per user), split seeds {', '.join(map(str, split_seeds))}; AUC over all "
           "items not in train, P/R/NDCG@20 averaged over the seeds; train seconds: median over "
