@@ -109,15 +109,20 @@ def throughput_section(d, name):
       f"`{d['command']}`",
       "",
       "Target rows: dim 64, batch 4096, triplets/s of the jitted step (compile apart), beside "
-      "implicit's BPR samples/s measured in the same run.",
+      "implicit's BPR samples/s measured in the same run: `ratio` from the medians (BPR timed "
+      "before and after the sweep), `per-round ratio` the median over rounds of (this round's "
+      "step run / the BPR iteration timed just before it), with its range.",
       "",
-      "| shape | step | optimizer | triplets/s | BPR samples/s | ratio |",
-      "|---|---|---|---|---|---|",
+      "| shape | step | optimizer | triplets/s | BPR samples/s | ratio | per-round ratio (min-max) |",
+      "|---|---|---|---|---|---|---|",
   ]
   for t in d["target"]:
     bpr = d["bpr"].get(t["shape"], {}).get("samples_per_s")
+    rounds = t.get("ratio_per_round")
+    interleaved = (f"{t['ratio_vs_bpr_interleaved']:.2f} ({min(rounds):.2f}-{max(rounds):.2f})"
+                   if rounds else "-")
     rows.append(f"| {t['shape']} | {t['step']} | {t['optimizer']} | {_rate(t['triplets_per_s'])} | "
-                f"{_rate(bpr) if bpr else '-'} | {t['ratio_vs_bpr']:.2f} |")
+                f"{_rate(bpr) if bpr else '-'} | {t['ratio_vs_bpr']:.2f} | {interleaved} |")
   rows.append(f"\nLoad average {d['load_average_start'][0]:.1f} at start, "
               f"{d['load_average_end'][0]:.1f} at end (2 shared cores: read ratios, not absolutes).")
   return rows

@@ -98,72 +98,13 @@ def _chunk(batches: sampling.Batches, c: int) -> sampling.Batches:
   return jax.tree.map(lambda x: x[c], batches)
 
 
-@jax.custom_vjp
-def fused_triplet_cosine_loss(user_vecs, pos_vecs, neg_vecs):
-  """`losses.triplet_cosine_loss(u, p, n, 0.5)` with a hand-written backward pass.
-
-  A prototype for tripjax/losses.py: autodiff of normalize-then-dot makes XLA CPU run
-  several passes over the [B, D] rows; here the forward is five row dot products
-  (|u|^2, |p|^2, |n|^2, <u, p>, <u, n>) and each row gradient is one linear combination
-  of the rows, e.g. d cos(u, p) / du = p / (|u| |p|) - cos(u, p) u / |u|^2 (the second term
-  vanishes where |u| <= eps, as `losses.normalize`'s maximum makes the norm constant).
-  Equal to autodiff's values and gradients (tested by `check_fused_loss`).
-  """
-  return _fused_forward(user_vecs, pos_vecs, neg_vecs)[0]
-
-
-_MARGIN, _EPS2 = 0.5, 1e-16  # losses' default margin, losses._EPS ** 2
-
-
-def _fused_forward(u, p, n):
-  uu, pp, nn = (jnp.sum(x * x, axis=-1) for x in (u, p, n))
-  iu, ip, in_ = (jax.lax.rsqrt(jnp.maximum(x, _EPS2)) for x in (uu, pp, nn))
-  cos_p = jnp.sum(u * p, axis=-1) * iu * ip
-  cos_n = jnp.sum(u * n, axis=-1) * iu * in_
-  per = jax.nn.relu(cos_n - cos_p + _MARGIN)
-  return per, (u, p, n, uu > _EPS2, pp > _EPS2, nn > _EPS2, iu, ip, in_, cos_p, cos_n, per)
-
-
-def _fused_backward(residuals, cotangent):
-  u, p, n, mu, mp, mn, iu, ip, in_, cos_p, cos_n, per = residuals
-  a = jnp.where(per > 0, cotangent, 0.0)
-  col = lambda x: x[:, None]
-  g_user = col(a * iu) * (n * col(in_) - p * col(ip)) - col(a * (cos_n - cos_p) * iu * iu * mu) * u
-  g_pos = col(a * cos_p * ip * ip * mp) * p - col(a * iu * ip) * u
-  g_neg = col(a * iu * in_) * u - col(a * cos_n * in_ * in_ * mn) * n
-  return g_user, g_pos, g_neg
-
-
-fused_triplet_cosine_loss.defvjp(_fused_forward, _fused_backward)
-
-
-def check_fused_loss(seed: int = 0) -> float:
-  """Max relative difference (|x - y| / (1 + |x|)) of loss and gradients vs autodiff.
-
-  Row 0 of the users is zero, where the gradient is huge (1 / eps), hence relative.
-  """
-  rng = np.random.default_rng(seed)
-  u, p, n = (jnp.asarray(rng.normal(size=(256, 64)), jnp.float32) for _ in range(3))
-  u = u.at[0].set(0.0)  # a zero row (the eps branch)
-  weights = jnp.asarray(rng.uniform(size=256), jnp.float32)
-  reference = lambda *r: jnp.sum(weights * losses.triplet_cosine_loss(*r, _MARGIN))
-  fused = lambda *r: jnp.sum(weights * fused_triplet_cosine_loss(*r))
-  a = jax.value_and_grad(reference, (0, 1, 2))(u, p, n)
-  b = jax.value_and_grad(fused, (0, 1, 2))(u, p, n)
-  return max(float(jnp.max(jnp.abs(x - y) / (1.0 + jnp.abs(x))))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def minimal_step(optimizer, margin: float = 0.5, fused_loss: bool = False):
+def minimal_step(optimizer, margin: float = 0.5):
   """A reference row-sparse step: `make_train_step`'s math without its options.
 
   No padding weights (`lax.cond`), no hardest-of-n, no l2, and the forward pass's gathered
   rows are handed to the optimizer (`param_rows`), saving one gather per table. It shows
   what the options of `train.make_train_step` cost; the library's step is the one that counts.
-  `fused_loss` uses `fused_triplet_cosine_loss` (margin 0.5 only), the prototype for losses.py.
   """
-  if fused_loss and margin != _MARGIN:
-    raise ValueError(f"minimal_step: fused_loss supports margin {_MARGIN} only, got {margin}.")
   def one_batch(state, batch):
     users, pos, neg = batch
     params = state.params
@@ -171,8 +112,6 @@ def minimal_step(optimizer, margin: float = 0.5, fused_loss: bool = False):
 
     def objective(user_rows, item_rows):
       pos_rows, neg_rows = jnp.split(item_rows, 2)
-      if fused_loss:
-        return jnp.mean(fused_triplet_cosine_loss(user_rows, pos_rows, neg_rows))
       return jnp.mean(losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin))
 
     loss, (g_user, g_item) = jax.value_and_grad(objective, (0, 1))(user_rows, item_rows)
@@ -190,17 +129,18 @@ def minimal_step(optimizer, margin: float = 0.5, fused_loss: bool = False):
 
 
 def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int, reps: int,
-               min_triplets: int) -> list[dict]:
+               min_triplets: int, before_round=None) -> list[dict]:
   """Times several steps on the same full chunks of one epoch, interleaved run by run.
 
   Args:
     train_matrix: bool CSR [U, I].
     sampler: makes the chunks ([S, B] batches each).
-    variants: (step_name, optimizer_name) pairs; step_name "make_train_step", "minimal" or
-      "minimal_fused_loss".
+    variants: (step_name, optimizer_name) pairs; step_name "make_train_step" or "minimal".
     dim: embedding size.
     reps: timed runs per variant; run r of every variant happens before run r + 1 of any.
     min_triplets: triplets per timed run (whole chunks).
+    before_round: optional `f(r)` called before round r's runs (e.g. a peer timed in turn, so
+      that a ratio can be taken within each round on a machine whose speed drifts).
 
   Returns:
     one dict per variant: triplets_per_s (median), runs, compile_s, triplets_per_run.
@@ -211,17 +151,19 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   per_chunk = sampler.batch_size * sampler.batches_per_chunk
   chunks = jax.block_until_ready([_chunk(batches, c) for c in range(full_chunks)])
   runs = max(1, -(-min_triplets // per_chunk))
-  steps, states, results = [], [], []
+  steps, states, results, kwargs = [], [], [], []
   for step_name, optimizer_name in variants:
+    # Full chunks run without the empty-batch check, as in `train.run_epoch`.
+    kwargs.append({"skip_empty": False} if step_name == "make_train_step" else {})
     optimizer = _make_optimizer(optimizer_name)
     step = (train.make_train_step(optimizer) if step_name == "make_train_step" else
-            minimal_step(optimizer, fused_loss=step_name == "minimal_fused_loss"))
+            minimal_step(optimizer))
     state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
     start = time.perf_counter()
-    state, metrics = jax.block_until_ready(step(state, chunks[0]))
+    state, metrics = jax.block_until_ready(step(state, chunks[0], **kwargs[-1]))
     first_call = time.perf_counter() - start
     start = time.perf_counter()
-    state, metrics = jax.block_until_ready(step(state, chunks[1 % full_chunks]))
+    state, metrics = jax.block_until_ready(step(state, chunks[1 % full_chunks], **kwargs[-1]))
     second_call = time.perf_counter() - start
     steps.append(step)
     states.append(state)
@@ -229,10 +171,13 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
                     "compile_s": max(first_call - second_call, 0.0),
                     "triplets_per_run": runs * per_chunk})
   for r in range(reps):
+    if before_round is not None:
+      before_round(r)
     for v, step in enumerate(steps):
       start = time.perf_counter()
       for i in range(runs):
-        states[v], metrics = step(states[v], chunks[(r * runs + i) % full_chunks])
+        states[v], metrics = step(states[v], chunks[(r * runs + i) % full_chunks],
+                                  **kwargs[v])
       jax.block_until_ready((states[v], metrics))
       results[v]["runs_triplets_per_s"].append(runs * per_chunk / (time.perf_counter() - start))
   for result, state, step in zip(results, states, steps):
@@ -330,10 +275,6 @@ def main(argv):
       "step": "tripjax.train.make_train_step", "reps": _REPS.value,
       "shapes": {}, "steps": [], "epochs": [], "bpr": {}, "target": [],
   }
-  payload["fused_loss_max_rel_diff"] = check_fused_loss()
-  if payload["fused_loss_max_rel_diff"] > 1e-5:
-    raise AssertionError(f"fused_triplet_cosine_loss differs from autodiff: "
-                         f"{payload['fused_loss_max_rel_diff']}")
   reps = _REPS.value
   for shape in _SHAPES.value:
     num_users, num_items, nnz = SHAPES[shape]
@@ -353,10 +294,18 @@ def main(argv):
       sampler = sampling.EpochSampler(matrix, batch_size, _batches_per_chunk(matrix.nnz,
                                                                              batch_size))
       variants = [("make_train_step", name) for name in OPTIMIZERS]
+      bpr_rounds, before_round = [], None
       if (batch_size, dim) == (TARGET_BATCH, TARGET_DIM):
         variants += [("minimal", name) for name in OPTIMIZERS[1:]]
-        variants += [("minimal_fused_loss", name) for name in OPTIMIZERS[3:]]
-      for result in time_steps(matrix, sampler, variants, dim, reps, _MIN_TRIPLETS.value):
+        if _IMPLICIT.value and bpr_runs and bpr_runs[0]:
+          # One BPR iteration before every round: the target ratio is taken round by round.
+          before_round = lambda r: bpr_rounds.append(time_bpr(matrix, 1)["samples_per_s"])
+      for result in time_steps(matrix, sampler, variants, dim, reps, _MIN_TRIPLETS.value,
+                               before_round):
+        if bpr_rounds:
+          per_round = [t / b for t, b in zip(result["runs_triplets_per_s"], bpr_rounds)]
+          result.update(bpr_rounds_samples_per_s=bpr_rounds, ratio_per_round=per_round,
+                        ratio_vs_bpr_interleaved=float(np.median(per_round)))
         result.update(shape=shape, batch_size=batch_size, dim=dim)
         payload["steps"].append(result)
         print(f"  B={batch_size:6d} D={dim:3d} {result['step']:15s} {result['optimizer']:15s} "
@@ -387,9 +336,10 @@ def main(argv):
   for result in payload["steps"]:
     if (result["dim"], result["batch_size"]) == (TARGET_DIM, TARGET_BATCH) and \
         "ratio_vs_bpr" in result and result["shape"] in ("ml-1m", "ml-20m"):
-      payload["target"].append({k: result[k] for k in (
-          "shape", "step", "optimizer", "triplets_per_s", "ratio_vs_bpr")} | {
-              "reached": result["ratio_vs_bpr"] >= 1.0})
+      ratio = result.get("ratio_vs_bpr_interleaved", result["ratio_vs_bpr"])
+      payload["target"].append({k: result.get(k) for k in (
+          "shape", "step", "optimizer", "triplets_per_s", "ratio_vs_bpr",
+          "ratio_vs_bpr_interleaved", "ratio_per_round")} | {"reached": ratio >= 1.0})
   payload["load_average_end"] = os.getloadavg()
   io.write_json_atomic(out, payload)
   print(f"wrote {out}")

@@ -71,6 +71,46 @@ def test_step_counts_real_batches_and_weights_mask_padding():
   assert chunks["triplets"].sum() == matrix.nnz
 
 
+def test_empty_batch_check_only_matters_for_empty_batches():
+  matrix = _planted()
+  optimizer = optax.adam(0.05)
+  step_fn = train.make_train_step(optimizer)
+  sampler = sampling.EpochSampler(matrix, batch_size=7, batches_per_chunk=3, seed=0)
+  chunk = jax.tree.map(lambda x: x[0], sampler.epoch(0))
+  assert np.asarray(chunk.weights).max(-1).min() > 0  # every batch holds a real triplet
+  copy = lambda s: jax.tree.map(jnp.copy, s)
+  state = _state(optimizer, matrix)
+  checked, _ = step_fn(copy(state), chunk)
+  unchecked, _ = step_fn(copy(state), chunk, skip_empty=False)
+  for a, b in zip(jax.tree.leaves(checked), jax.tree.leaves(unchecked)):
+    np.testing.assert_array_equal(a, b)
+  # A chunk with an empty batch: without the check Adam takes a (zero-gradient) step.
+  empty = chunk._replace(weights=chunk.weights.at[1].set(0.0))
+  checked, _ = step_fn(copy(state), empty)
+  unchecked, _ = step_fn(copy(state), empty, skip_empty=False)
+  assert int(checked.step) == 2 and int(unchecked.step) == 3
+  assert not np.allclose(checked.params["item"], unchecked.params["item"])
+
+
+@pytest.mark.parametrize("batch_size, per_chunk, kinds", [
+    (10, 3, (False, True)),  # 10 batches in 4 chunks: 3 full, the last with 2 empty batches
+    (20, 5, (False,)),  # 5 batches fill 1 chunk exactly
+    (20, 8, (True,)),  # 5 batches in 1 chunk of 8
+    (10, 5, (False,)),  # 10 batches fill 2 chunks exactly
+])
+def test_epoch_chunk_kinds_are_those_run_epoch_uses(batch_size, per_chunk, kinds):
+  matrix = sp.csr_matrix(np.eye(100, 101, dtype=bool))  # 100 positives
+  sampler = sampling.EpochSampler(matrix, batch_size, per_chunk)
+  assert train.epoch_chunk_kinds(sampler) == kinds
+  used = []
+  def step_fn(state, batches, skip_empty=True):
+    used.append(skip_empty)
+    return state, {"loss": 0.0}
+  train.run_epoch(step_fn, None, sampler.epoch(0))
+  assert tuple(sorted(set(used))) == kinds
+  assert used[-1] == (True in kinds) and not any(used[:-1])
+
+
 def test_padded_triplets_do_not_change_the_update():
   # One batch of 3 real triplets padded to 5 with weight-0 copies == the 3 triplets alone.
   matrix = _planted()
@@ -291,12 +331,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
   def poisoned(*args, **kwargs):
     step = real(*args, **kwargs)
-    def nan_after_first_epoch(state, batches):
-      state, metrics = step(state, batches)
+    def nan_after_first_epoch(state, batches, skip_empty=True):
+      state, metrics = step(state, batches, skip_empty=skip_empty)
       scale = jnp.where(state.step > 40, jnp.nan, 1.0)
       return state, dict(metrics, loss=metrics["loss"] * scale,
                          loss_sum=metrics["loss_sum"] * scale)
-    return jax.jit(nan_after_first_epoch, donate_argnums=0)
+    return jax.jit(nan_after_first_epoch, donate_argnums=0, static_argnames="skip_empty")
 
   monkeypatch.setattr(train, "make_train_step", poisoned)
   # synthetic-tiny has 38 batches of 64 per epoch: the loss goes NaN in epoch 2.
