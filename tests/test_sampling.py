@@ -267,3 +267,16 @@ def test_hardest_negative_is_the_highest_cosine():
   # Scaling a candidate's vector does not change its cosine, so not the choice either.
   np.testing.assert_array_equal(
       sampling.hardest_negatives(user_vecs, cand_vecs * 100.0, candidates), want)
+
+
+def test_host_shuffle_is_numpys_permutation_of_the_positives():
+  # The host order is pinned to `default_rng([seed, epoch]).permutation(P)` of the CSR positives:
+  # runs written by earlier versions resume with the same triplets.
+  matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
+  matrix.sort_indices()
+  sampler = sampling.EpochSampler(matrix, matrix.nnz, shuffle_on="host", seed=3)
+  order = np.random.default_rng([3, 2]).permutation(matrix.nnz)
+  rows, cols = matrix.nonzero()
+  batches = sampler.epoch(2)
+  np.testing.assert_array_equal(np.asarray(batches.users).ravel(), rows[order])
+  np.testing.assert_array_equal(np.asarray(batches.pos).ravel(), cols[order])

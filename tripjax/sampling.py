@@ -156,7 +156,8 @@ class EpochSampler:
     order_key, key = jax.random.split(key)
     if self.shuffle_on == "host":
       rng = np.random.default_rng([self.seed, epoch])
-      order = jnp.asarray(rng.permutation(self.num_positives).astype(np.int32))
+      # Shuffling an int32 arange gives permutation(P)'s order with half the memory traffic.
+      order = jnp.asarray(rng.permutation(np.arange(self.num_positives, dtype=np.int32)))
     else:
       order = _permutation(order_key, self.num_positives)
     return _draw_epoch(key, order, self._users, self._items, self._v, self._indptr,
