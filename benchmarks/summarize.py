@@ -123,6 +123,14 @@ def throughput_section(d, name):
                    if rounds else "-")
     rows.append(f"| {t['shape']} | {t['step']} | {t['optimizer']} | {_rate(t['triplets_per_s'])} | "
                 f"{_rate(bpr) if bpr else '-'} | {t['ratio_vs_bpr']:.2f} | {interleaved} |")
+  if d.get("epochs"):
+    rows += ["", "Whole epochs through `train.run_epoch` at batch 4096, dim 64: the share of "
+             "the epoch spent drawing its triplets (shuffle, negatives, batching).", "",
+             "| shape | optimizer | negative_exponent | sampling s | steps s | sampling share |",
+             "|---|---|---|---|---|---|"]
+    for e in d["epochs"]:
+      rows.append(f"| {e['shape']} | {e['optimizer']} | {e.get('negative_exponent', 0.0):g} | "
+                  f"{e['sampling_s']:.3f} | {e['steps_s']:.3f} | {e['sampling_share']:.0%} |")
   rows.append(f"\nLoad average {d['load_average_start'][0]:.1f} at start, "
               f"{d['load_average_end'][0]:.1f} at end (2 shared cores: read ratios, not absolutes).")
   return rows

@@ -135,7 +135,9 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   Args:
     train_matrix: bool CSR [U, I].
     sampler: makes the chunks ([S, B] batches each).
-    variants: (step_name, optimizer_name) pairs; step_name "make_train_step" or "minimal".
+    variants: (step_name, optimizer_name) pairs; step_name "make_train_step",
+      "make_train_step+empty_check" (the step with its all-padding-batch check, as run on an
+      epoch's last chunk) or "minimal".
     dim: embedding size.
     reps: timed runs per variant; run r of every variant happens before run r + 1 of any.
     min_triplets: triplets per timed run (whole chunks).
@@ -153,10 +155,12 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   runs = max(1, -(-min_triplets // per_chunk))
   steps, states, results, kwargs = [], [], [], []
   for step_name, optimizer_name in variants:
-    # Full chunks run without the empty-batch check, as in `train.run_epoch`.
-    kwargs.append({"skip_empty": False} if step_name == "make_train_step" else {})
+    # Full chunks run without the empty-batch check, as in `train.run_epoch`; the
+    # "make_train_step+empty_check" variant keeps it, to show what it costs.
+    kwargs.append({"skip_empty": step_name.endswith("+empty_check")}
+                  if step_name.startswith("make_train_step") else {})
     optimizer = _make_optimizer(optimizer_name)
-    step = (train.make_train_step(optimizer) if step_name == "make_train_step" else
+    step = (train.make_train_step(optimizer) if step_name.startswith("make_train_step") else
             minimal_step(optimizer))
     state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
     start = time.perf_counter()
@@ -188,10 +192,11 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
 
 
 def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
-               reps: int) -> dict:
+               reps: int, negative_exponent: float = 0.0) -> dict:
   """Splits a whole epoch's time into sampling (negatives, shuffle, batching) and steps."""
   sampler = sampling.EpochSampler(train_matrix, batch_size,
-                                  _batches_per_chunk(train_matrix.nnz, batch_size))
+                                  _batches_per_chunk(train_matrix.nnz, batch_size),
+                                  negative_exponent=negative_exponent)
   optimizer = _make_optimizer(optimizer_name)
   step = train.make_train_step(optimizer)
   state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
@@ -207,7 +212,7 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
     step_s.append(time.perf_counter() - start)
   sample, steps = float(np.median(sample_s)), float(np.median(step_s))
   return {"batch_size": batch_size, "optimizer": optimizer_name, "dim": dim,
-          "sampling_s": sample, "steps_s": steps, "sampling_share": sample / (sample + steps),
+          "negative_exponent": negative_exponent, "sampling_s": sample, "steps_s": steps, "sampling_share": sample / (sample + steps),
           "epoch_triplets_per_s": sampler.num_positives / (sample + steps)}
 
 
@@ -296,6 +301,7 @@ def main(argv):
       variants = [("make_train_step", name) for name in OPTIMIZERS]
       bpr_rounds, before_round = [], None
       if (batch_size, dim) == (TARGET_BATCH, TARGET_DIM):
+        variants += [("make_train_step+empty_check", "sparse_sgd")]
         variants += [("minimal", name) for name in OPTIMIZERS[1:]]
         if _IMPLICIT.value and bpr_runs and bpr_runs[0]:
           # One BPR iteration before every round: the target ratio is taken round by round.
@@ -312,12 +318,14 @@ def main(argv):
               f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
               f"{result['compile_s']:.1f}s", flush=True)
       io.write_json_atomic(out, payload)
-    for optimizer_name in ("sparse_adagrad", "sparse_rowwise_adagrad"):
+    for optimizer_name, exponent in (("sparse_adagrad", 0.0), ("sparse_rowwise_adagrad", 0.0),
+                                     ("sparse_rowwise_adagrad", 0.2)):
       epoch = time_epoch(matrix, TARGET_BATCH, optimizer_name, TARGET_DIM,
-                         max(2, reps // 2))
+                         max(2, reps // 2), exponent)
       epoch["shape"] = shape
       payload["epochs"].append(epoch)
-      print(f"  epoch {optimizer_name}: sampling {epoch['sampling_s']:.3f}s, steps "
+      print(f"  epoch {optimizer_name}, negative_exponent {exponent:g}: sampling "
+            f"{epoch['sampling_s']:.3f}s, steps "
             f"{epoch['steps_s']:.3f}s, sampling share {epoch['sampling_share']:.1%}",
             flush=True)
     if bpr_runs and bpr_runs[0]:
