@@ -113,7 +113,8 @@ def throughput_section(d, name):
       "before and after the sweep), `per-round ratio` the median over rounds of (this round's "
       "step run / the BPR iteration timed just before it), with its range.",
       "",
-      "| shape | step | optimizer | triplets/s | BPR samples/s | ratio | per-round ratio (min-max) |",
+      "| shape | step | optimizer | triplets/s | BPR samples/s | ratio "
+      "| per-round ratio (min-max) |",
       "|---|---|---|---|---|---|---|",
   ]
   for t in d["target"]:

@@ -212,7 +212,8 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
     step_s.append(time.perf_counter() - start)
   sample, steps = float(np.median(sample_s)), float(np.median(step_s))
   return {"batch_size": batch_size, "optimizer": optimizer_name, "dim": dim,
-          "negative_exponent": negative_exponent, "sampling_s": sample, "steps_s": steps, "sampling_share": sample / (sample + steps),
+          "negative_exponent": negative_exponent, "sampling_s": sample, "steps_s": steps,
+          "sampling_share": sample / (sample + steps),
           "epoch_triplets_per_s": sampler.num_positives / (sample + steps)}
 
 
@@ -304,8 +305,10 @@ def main(argv):
         variants += [("make_train_step+empty_check", "sparse_sgd")]
         variants += [("minimal", name) for name in OPTIMIZERS[1:]]
         if _IMPLICIT.value and bpr_runs and bpr_runs[0]:
-          # One BPR iteration before every round: the target ratio is taken round by round.
-          before_round = lambda r: bpr_rounds.append(time_bpr(matrix, 1)["samples_per_s"])
+          # BPR before every round (two iterations, the second timed: the first of a fresh
+          # fit runs cold): the target ratio is taken round by round.
+          before_round = lambda r: bpr_rounds.append(
+              matrix.nnz / time_bpr(matrix, 2)["iteration_s"][-1])
       for result in time_steps(matrix, sampler, variants, dim, reps, _MIN_TRIPLETS.value,
                                before_round):
         if bpr_rounds:

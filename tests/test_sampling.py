@@ -107,24 +107,40 @@ def test_weighted_negatives_follow_the_popularity_weights():
   assert np.sum((counts[missing] - uniform) ** 2 / uniform) > 200
 
 
-def test_exponent_zero_is_the_uniform_sampler():
+def test_uniform_draws_are_randint_ranks_among_the_missing_items():
+  # The uniform draw, rebuilt in numpy from its definition: the epoch key, the host order, one
+  # `randint` rank per negative and the rank-th item missing from the row. Runs resumed from
+  # older checkpoints depend on these draws staying the same.
   matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
-  a = sampling.EpochSampler(matrix, 16, 2, 2, seed=3)
-  b = sampling.EpochSampler(matrix, 16, 2, 2, seed=3, negative_exponent=0.0)
-  assert b.negative_weights is None
-  for x, y in zip(a.epoch(1), b.epoch(1)):
-    np.testing.assert_array_equal(x, y)
-  c = sampling.EpochSampler(matrix, 16, 2, 2, seed=3, negative_exponent=0.5)
-  assert not np.array_equal(a.epoch(1).neg, c.epoch(1).neg)
+  matrix.sort_indices()
+  seed, epoch, n = 3, 1, 2
+  sampler = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on="host",
+                                  negative_exponent=0.0)
+  assert sampler.negative_weights is None
+  _, neg_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+  order = np.random.default_rng([seed, epoch]).permutation(matrix.nnz)
+  users = matrix.nonzero()[0][order]
+  dense = matrix.toarray()
+  num_missing = (~dense).sum(1)
+  ranks = np.asarray(jax.random.randint(neg_key, (matrix.nnz, n), 0,
+                                        jnp.asarray(num_missing[users][:, None], jnp.int32)))
+  want = [np.flatnonzero(~dense[u])[r] for u, r in zip(users, ranks)]
+  np.testing.assert_array_equal(np.asarray(sampler.epoch(epoch).neg).reshape(-1, n), want)
+  weighted = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on="host",
+                                   negative_exponent=0.5)
+  assert not np.array_equal(np.asarray(weighted.epoch(epoch).neg).reshape(-1, n), want)
 
 
-def test_negative_weights_are_positive_integers_that_fit_int32():
+@pytest.mark.parametrize("exponent", [0.75, 80.0])
+def test_negative_weights_are_positive_integers_that_fit_int32(exponent):
   counts = np.array([0, 1, 10, 1000, 10**6])
-  weights = sampling.negative_weights(counts, 0.75)
+  weights = sampling.negative_weights(counts, exponent)
   assert weights.dtype == np.int64 and weights.min() >= 1
   assert weights.sum() <= 2**30 + counts.size < 2**31
-  np.testing.assert_allclose(weights / weights.sum(), (1.0 + counts) ** 0.75 /
-                             np.sum((1.0 + counts) ** 0.75), rtol=1e-6, atol=1e-9)
+  # (1 + n) ** 80 overflows float64 for n = 10**6; the weights are computed in log space.
+  log_raw = exponent * np.log1p(counts)
+  want = np.exp(log_raw - log_raw.max())
+  np.testing.assert_allclose(weights / weights.sum(), want / want.sum(), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("exponent", [-0.5, float("nan"), float("inf")])
@@ -238,6 +254,32 @@ def test_weighted_missing_items_maps_each_weight_unit_to_its_item(matrix, data):
       jnp.asarray(pad(np.asarray(users, np.int32), size, 0)),
       jnp.asarray(pad(np.asarray(x, np.int32), size, 0)), _MAX_ITEMS.bit_length())
   np.testing.assert_array_equal(np.asarray(got)[:len(x)], want)
+
+
+def test_weighted_missing_items_at_real_weight_scale():
+  # Weights summing to about 2**30: the units at each boundary of every missing item's
+  # interval map to it, checked against numpy on the expanded cumulative weights.
+  rng = np.random.default_rng(1)
+  num_items = 300
+  dense = rng.random((4, num_items)) < 0.3
+  matrix = sp.csr_matrix(dense)
+  weights = sampling.negative_weights(rng.integers(0, 5000, num_items), 0.75)
+  indptr = matrix.indptr.astype(np.int64)
+  row_of = np.repeat(np.arange(4), np.diff(indptr))
+  v, row_weight, prefix, cumulative = sampling.weighted_arrays(
+      weights, matrix.indices.astype(np.int64), indptr, row_of)
+  users, x, want = [], [], []
+  for u in range(4):
+    missing = np.flatnonzero(~dense[u])
+    ends = np.cumsum(weights[missing])  # each missing item's interval is [end - w, end)
+    for item, end, w in zip(missing, ends, weights[missing]):
+      for unit in (end - w, end - w + 1, end - 1):
+        users.append(u), x.append(unit), want.append(item)
+    assert ends[-1] == cumulative[-1] - row_weight[u]
+  got = sampling.weighted_missing_items(
+      *map(jnp.asarray, (v, prefix, cumulative, row_weight, matrix.indptr.astype(np.int32))),
+      jnp.asarray(users, jnp.int32), jnp.asarray(x, jnp.int32), num_items.bit_length())
+  np.testing.assert_array_equal(np.asarray(got), want)
 
 
 @pytest.mark.parametrize("dense, message", [

@@ -97,6 +97,8 @@ def test_empty_batch_check_only_matters_for_empty_batches():
     (20, 5, (False,)),  # 5 batches fill 1 chunk exactly
     (20, 8, (True,)),  # 5 batches in 1 chunk of 8
     (10, 5, (False,)),  # 10 batches fill 2 chunks exactly
+    (30, 4, (False,)),  # 4 batches (the last partly padded, not empty) fill 1 chunk exactly
+    (30, 3, (False, True)),  # 4 batches in 2 chunks of 3: the last chunk ends with 2 empty
 ])
 def test_epoch_chunk_kinds_are_those_run_epoch_uses(batch_size, per_chunk, kinds):
   matrix = sp.csr_matrix(np.eye(100, 101, dtype=bool))  # 100 positives
@@ -109,6 +111,19 @@ def test_epoch_chunk_kinds_are_those_run_epoch_uses(batch_size, per_chunk, kinds
   train.run_epoch(step_fn, None, sampler.epoch(0))
   assert tuple(sorted(set(used))) == kinds
   assert used[-1] == (True in kinds) and not any(used[:-1])
+
+
+def test_compiled_step_refuses_a_variant_it_did_not_compile():
+  matrix = _planted()
+  optimizer = optax.sgd(0.1)
+  sampler = sampling.EpochSampler(matrix, batch_size=7, batches_per_chunk=3, seed=0)
+  chunk = jax.tree.map(lambda x: x[0], sampler.epoch(0))
+  step = train.compile_step(train.make_train_step(optimizer), _state(optimizer, matrix), chunk,
+                            kinds=(False,))
+  state, _ = step(_state(optimizer, matrix), chunk, skip_empty=False)
+  assert int(state.step) == 3
+  with pytest.raises(ValueError, match="skip_empty=True was not compiled"):
+    step(state, chunk)
 
 
 def test_padded_triplets_do_not_change_the_update():

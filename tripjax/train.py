@@ -221,6 +221,9 @@ def compile_step(step_fn, state: TrainState, chunk: sampling.Batches,
   compiled = {kind: step_fn.lower(state, chunk, skip_empty=kind).compile() for kind in kinds}
 
   def step(state, batches, skip_empty=True):
+    if skip_empty not in compiled:
+      raise ValueError(f"compile_step: skip_empty={skip_empty} was not compiled (kinds "
+                       f"{tuple(compiled)}).")
     return compiled[skip_empty](state, batches)
 
   return step
