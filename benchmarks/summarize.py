@@ -137,6 +137,22 @@ def throughput_section(d, name):
   return rows
 
 
+def step_profile_section(d, name):
+  rows = [f"## Where the training step's time goes, {d['device_kind']}: `{name}`",
+          f"`{d['command']}`", "",
+          f"`train.make_train_step` ({d['optimizer']}, batch {d['batch_size']}, dim {d['dim']}, "
+          f"{d['shape']} shape) under `jax.profiler`: the XLA ops' share of the step "
+          f"({d['ops_us_per_batch']:.0f} us per batch with the profiler on).", "",
+          "| kind | share |", "|---|---|"]
+  for kind, share in sorted(d["share_by_kind"].items(), key=lambda kv: -kv[1]):
+    rows.append(f"| {kind} | {share:.0%} |")
+  rows += ["", "| op | kind | us per batch | share | from |", "|---|---|---|---|---|"]
+  for op in d["ops"][:8]:
+    rows.append(f"| {op['op']} | {op['kind']} | {op['us_per_batch']:.1f} | {op['share']:.0%} | "
+                f"`{op['jax_op'].split('/')[-1]}` |")
+  return rows
+
+
 def summarize(results_dir):
   """Returns RESULTS.md's text from the JSON files in `results_dir`."""
   lines = ["# Benchmark results",
@@ -153,6 +169,8 @@ def summarize(results_dir):
       lines += section(d) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("throughput_*.json")):
     lines += throughput_section(json.loads(path.read_text()), path.name) + [""]
+  for path in sorted(pathlib.Path(results_dir).glob("step_profile_*.json")):
+    lines += step_profile_section(json.loads(path.read_text()), path.name) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]

@@ -28,14 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.sparse as sp
 
+from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
+                                    batches_per_chunk, make_optimizer, random_positives)
 from tripjax import io
 from tripjax import losses
 from tripjax import sampling
-from tripjax import sparse_optim
 from tripjax import train
-from tripjax.config import TrainConfig
 
 _QUICK = flags.DEFINE_bool("quick", False, "A short sweep (target configs only).")
 _TARGET_ONLY = flags.DEFINE_bool("target_only", False,
@@ -48,51 +47,6 @@ _IMPLICIT = flags.DEFINE_bool("implicit", True, "Also time implicit's BPR (if in
 _BPR_ITERATIONS = flags.DEFINE_integer("bpr_iterations", 3, "BPR iterations timed.")
 _MIN_TRIPLETS = flags.DEFINE_integer("min_triplets", 262_144,
                                      "Triplets per timed run (whole chunks, at least one).")
-
-# (users, items, positives): the real datasets' sizes, positives = ratings >= 4.
-SHAPES = {
-    "ml-100k": (943, 1682, 55_375),
-    "ml-1m": (6040, 3706, 575_281),
-    "ml-20m": (138_000, 27_000, 9_995_410),
-}
-OPTIMIZERS = ("adam", "sparse_adam", "sparse_adagrad", "sparse_rowwise_adagrad", "sparse_sgd")
-TARGET_DIM, TARGET_BATCH = 64, 4096
-# Batches per jitted call: the training driver's default, so the benchmark times what it runs.
-BATCHES_PER_DISPATCH = TrainConfig().steps_per_dispatch
-
-
-def random_positives(num_users: int, num_items: int, nnz: int, seed: int = 0) -> sp.csr_matrix:
-  """bool CSR [U, I] with about `nnz` positives, skewed like MovieLens.
-
-  Users' activity is log-normal (at least 5 positives), item popularity Zipf-like.
-  """
-  rng = np.random.default_rng(seed)
-  activity = rng.lognormal(0.0, 1.0, num_users)
-  counts = np.maximum(5, np.round(activity / activity.sum() * nnz)).astype(np.int64)
-  counts = np.minimum(counts, num_items // 2)
-  users = np.repeat(np.arange(num_users, dtype=np.int32), counts)
-  popularity = 1.0 / (np.arange(num_items) + 10.0) ** 0.9
-  items = rng.choice(num_items, size=users.size, p=popularity / popularity.sum())
-  items = rng.permutation(num_items)[items].astype(np.int32)
-  matrix = sp.csr_matrix((np.ones(users.size, bool), (users, items)),
-                         shape=(num_users, num_items))
-  matrix.sum_duplicates()
-  matrix.data[:] = True
-  matrix.sort_indices()
-  return matrix
-
-
-def _batches_per_chunk(num_positives: int, batch_size: int) -> int:
-  """The driver's batches per chunk, but at least 3 chunks per epoch (one may be padded)."""
-  num_batches = -(-num_positives // batch_size)
-  return max(1, min(BATCHES_PER_DISPATCH, num_batches // 3))
-
-
-def _make_optimizer(name: str, learning_rate: float = 1e-3):
-  if name == "adam":
-    return optax.adam(learning_rate)
-  return sparse_optim.row_optimizer(name, learning_rate)
-
 
 def _chunk(batches: sampling.Batches, c: int) -> sampling.Batches:
   return jax.tree.map(lambda x: x[c], batches)
@@ -159,7 +113,7 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
     # "make_train_step+empty_check" variant keeps it, to show what it costs.
     kwargs.append({"skip_empty": step_name.endswith("+empty_check")}
                   if step_name.startswith("make_train_step") else {})
-    optimizer = _make_optimizer(optimizer_name)
+    optimizer = make_optimizer(optimizer_name)
     step = (train.make_train_step(optimizer) if step_name.startswith("make_train_step") else
             minimal_step(optimizer))
     state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
@@ -195,9 +149,9 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
                reps: int, negative_exponent: float = 0.0) -> dict:
   """Splits a whole epoch's time into sampling (negatives, shuffle, batching) and steps."""
   sampler = sampling.EpochSampler(train_matrix, batch_size,
-                                  _batches_per_chunk(train_matrix.nnz, batch_size),
+                                  batches_per_chunk(train_matrix.nnz, batch_size),
                                   negative_exponent=negative_exponent)
-  optimizer = _make_optimizer(optimizer_name)
+  optimizer = make_optimizer(optimizer_name)
   step = train.make_train_step(optimizer)
   state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
   state, _ = train.run_epoch(step, state, jax.block_until_ready(sampler.epoch(0)))  # compile
@@ -297,7 +251,7 @@ def main(argv):
     for batch_size, dim in sweep(_QUICK.value, _TARGET_ONLY.value):
       if batch_size * 3 > matrix.nnz:
         continue
-      sampler = sampling.EpochSampler(matrix, batch_size, _batches_per_chunk(matrix.nnz,
+      sampler = sampling.EpochSampler(matrix, batch_size, batches_per_chunk(matrix.nnz,
                                                                              batch_size))
       variants = [("make_train_step", name) for name in OPTIMIZERS]
       bpr_rounds, before_round = [], None

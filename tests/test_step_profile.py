@@ -1,0 +1,22 @@
+"""benchmarks.step_profile end to end on the ML-100K shape, in a subprocess (it owns the flags)."""
+
+import json
+import subprocess
+import sys
+
+
+def test_profile_attributes_the_step_to_its_gathers_scatters_and_reductions(tmp_path):
+  out = tmp_path / "profile.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "benchmarks.step_profile", "--shape=ml-100k", "--chunks=1",
+       f"--out={out}"], capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  d = json.loads(out.read_text())
+  assert d["shape"] == "ml-100k" and d["batches_profiled"] >= 1
+  shares = d["share_by_kind"]
+  assert abs(sum(shares.values()) - 1.0) < 1e-6
+  # The row-sparse step is made of the gathers, the loss and the scatter-adds.
+  assert shares.get("gather", 0) > 0 and shares.get("scatter", 0) > 0
+  assert all(op["us_per_batch"] > 0 for op in d["ops"])
+  assert any("scatter-add" in op["jax_op"] for op in d["ops"] if op["kind"] == "scatter")
+  assert "python -m benchmarks.step_profile --shape=ml-100k --chunks=1" in d["command"]
