@@ -6,12 +6,10 @@ A workdir without a finished checkpoint, or a bad --k, prints one line saying wh
 exits 1.
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
+from experiments import run_cli
 from tripjax import report
 from tripjax import train
 
@@ -21,17 +19,13 @@ _BLOCK_SIZE = flags.DEFINE_integer("block_size", 1024, "Users per evaluation blo
                                    lower_bound=1)
 
 
+def _write_report():
+  run = train.restore_run(_WORKDIR.value)
+  return report.write_report(run, _WORKDIR.value, k=_K.value, block_size=_BLOCK_SIZE.value)
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # the answer, not the checkpoint library's chatter
-  try:
-    run = train.restore_run(_WORKDIR.value)
-    path = report.write_report(run, _WORKDIR.value, k=_K.value, block_size=_BLOCK_SIZE.value)
-  except (ValueError, FileNotFoundError) as err:
-    print(f"experiments.analyze: {err}", file=sys.stderr)
-    sys.exit(1)
+  path = run_cli.answer_or_exit(argv, "experiments.analyze", _write_report)
   print(f"wrote {path} and its figures in {path.parent / report.FIGURES_DIR}")
 
 

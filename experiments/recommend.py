@@ -13,15 +13,14 @@ finished checkpoint) print one line saying what was asked and what exists, and e
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import numpy as np
 import pandas as pd
 
+from experiments import run_cli
 from tripjax import model
 from tripjax import recommend
 from tripjax import train
@@ -74,15 +73,7 @@ def _answer():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # the answer, not the checkpoint library's chatter
-  try:
-    query, rows = _answer()
-  except (ValueError, FileNotFoundError) as err:
-    print(f"experiments.recommend: {err}", file=sys.stderr)
-    sys.exit(1)
+  query, rows = run_cli.answer_or_exit(argv, "experiments.recommend", _answer)
   if _FORMAT.value == "json":
     print(json.dumps({"query": query, "items": rows}, indent=2))
     return
