@@ -82,6 +82,10 @@ _FIELDS = {
     "steps_per_dispatch": flags.DEFINE_integer(
         "steps_per_dispatch", _default("steps_per_dispatch"),
         "Batches per jitted call (lax.scan chunk).", lower_bound=1),
+    "fused_cpu_step": flags.DEFINE_bool(
+        "fused_cpu_step", _default("fused_cpu_step"),
+        "Run each batch through the fused C++ kernel (CPU, --optimizer=sparse_sgd; compiled "
+        "on first use with $CXX, else c++)."),
     "eval_block_size": flags.DEFINE_integer("eval_block_size", _default("eval_block_size"),
                                             "Users per evaluation block.", lower_bound=1),
 }

@@ -59,6 +59,9 @@ class TrainConfig:
     seed: seed of initialisation and sampling.
     eval_every: evaluate every this many epochs (and always after the last).
     steps_per_dispatch: batches per jitted call (the `lax.scan` chunk).
+    fused_cpu_step: run each batch through `tripjax.fused_cpu`'s kernel (same loss and update,
+      fused, on all cores; compiled on first use with the machine's C++ compiler). Needs
+      `optimizer="sparse_sgd"` and the CPU backend.
     eval_block_size: users scored per block during evaluation.
   """
 
@@ -86,6 +89,7 @@ class TrainConfig:
   seed: int = 0
   eval_every: int = 1
   steps_per_dispatch: int = 64
+  fused_cpu_step: bool = False
   eval_block_size: int = 1024
 
   def __post_init__(self):
@@ -110,6 +114,9 @@ class TrainConfig:
     if self.schedule not in SCHEDULES:
       raise ValueError(f"TrainConfig: schedule must be one of {SCHEDULES}, got "
                        f"{self.schedule!r}.")
+    if self.fused_cpu_step and self.optimizer != "sparse_sgd":
+      raise ValueError("TrainConfig: fused_cpu_step applies row-sparse SGD, so it needs "
+                       f"optimizer='sparse_sgd', got {self.optimizer!r}.")
     names = dataset_names()
     if self.dataset not in names:
       raise ValueError(f"TrainConfig: unknown dataset {self.dataset!r}; known: {names}.")

@@ -51,9 +51,13 @@ class RowOptimizer(NamedTuple):
       `state` and `params`. `param_rows` (optional, params' structure,
       float32[N, D] leaves) are the rows of params at `row_indices`, as the
       forward pass gathered them; passing them saves one gather per table.
+    sgd_learning_rate: `sparse_sgd`'s learning rate (a float or schedule),
+      None for the other optimizers. A fused kernel that applies plain SGD
+      itself (`tripjax.fused_cpu`) reads it, with the state's `count`.
   """
   init: Callable[[Params], Any]
   update: Callable[[Params, Params, Any, Params], tuple[Params, Any]]
+  sgd_learning_rate: ScalarOrSchedule | None = None
 
 
 class SparseAdamState(NamedTuple):
@@ -136,7 +140,7 @@ def _check_rows(row_grads, row_indices, params):
           f"{list(grads.shape)}.")
 
 
-def _learning_rate(learning_rate, count):
+def learning_rate_at(learning_rate, count):
   """The step size for the update after `count` updates (optax's convention)."""
   if callable(learning_rate):
     return learning_rate(count)
@@ -243,8 +247,8 @@ def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
 
   def update(row_grads, row_indices, state, params, param_rows=None):
     _check_rows(row_grads, row_indices, params)
-    count = _safe_increment(state.count)
-    lr = _learning_rate(learning_rate, state.count)
+    count = safe_increment(state.count)
+    lr = learning_rate_at(learning_rate, state.count)
     t = count.astype(jnp.float32)
     correction1 = 1 - jnp.float32(b1) ** t
     correction2 = 1 - jnp.float32(b2) ** t
@@ -299,7 +303,7 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
 
   def update(row_grads, row_indices, state, params, param_rows=None):
     _check_rows(row_grads, row_indices, params)
-    lr = _learning_rate(learning_rate, state.count)
+    lr = learning_rate_at(learning_rate, state.count)
 
     def row_update(g, p, s):
       s = g * g + s
@@ -310,12 +314,12 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
                                    row_indices, params, param_rows,
                                    state.sum_of_squares)
     return new_params, SparseAdagradState(
-        count=_safe_increment(state.count), sum_of_squares=sums)
+        count=safe_increment(state.count), sum_of_squares=sums)
 
   return RowOptimizer(init, update)
 
 
-def _safe_increment(count):
+def safe_increment(count):
   """count + 1, saturating at the int32 maximum (as optax.safe_increment)."""
   limit = jnp.iinfo(count.dtype).max
   return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
@@ -364,7 +368,7 @@ def sparse_rowwise_adagrad(learning_rate: ScalarOrSchedule,
   def update(row_grads, row_indices, state, params, param_rows=None):
     del param_rows  # the rows are updated in place by a scatter-add
     _check_rows(row_grads, row_indices, params)
-    lr = _learning_rate(learning_rate, state.count)
+    lr = learning_rate_at(learning_rate, state.count)
 
     def step(summed, accumulators):
       """(-lr * g / (sqrt(s) + eps) float32[N, D], new s float32[N])."""
@@ -392,7 +396,7 @@ def sparse_rowwise_adagrad(learning_rate: ScalarOrSchedule,
     new_params, sums = jax.tree.transpose(
         jax.tree.structure(params), jax.tree.structure((0, 0)), per_table)
     return new_params, SparseRowwiseAdagradState(
-        count=_safe_increment(state.count), sum_of_squares=sums)
+        count=safe_increment(state.count), sum_of_squares=sums)
 
   return RowOptimizer(init, update)
 
@@ -421,14 +425,14 @@ def sparse_sgd(learning_rate: ScalarOrSchedule) -> RowOptimizer:
   def update(row_grads, row_indices, state, params, param_rows=None):
     del param_rows
     _check_rows(row_grads, row_indices, params)
-    lr = _learning_rate(learning_rate, state.count)
+    lr = learning_rate_at(learning_rate, state.count)
     new_params = jax.tree.map(
         lambda g, i, p: p.at[i.astype(jnp.int32)].add(-(lr * g.astype(p.dtype)),
                                                        mode="drop"),
         row_grads, row_indices, params)
-    return new_params, SparseSgdState(count=_safe_increment(state.count))
+    return new_params, SparseSgdState(count=safe_increment(state.count))
 
-  return RowOptimizer(init, update)
+  return RowOptimizer(init, update, sgd_learning_rate=learning_rate)
 
 
 ROW_OPTIMIZERS = {"sparse_adam": sparse_adam, "sparse_adagrad": sparse_adagrad,

@@ -126,7 +126,17 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
   return objective, per_triplet
 
 
-def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0
+def _check_fused_cpu(optimizer) -> None:
+  """Raises ValueError unless the fused CPU kernel can run this optimizer here."""
+  if not is_row_optimizer(optimizer) or optimizer.sgd_learning_rate is None:
+    raise ValueError("the fused CPU step (--fused_cpu_step) applies plain row-sparse SGD: it "
+                     "needs --optimizer=sparse_sgd.")
+  if jax.default_backend() != "cpu":
+    raise ValueError("the fused CPU step (--fused_cpu_step) runs on the CPU backend only; "
+                     f"this process's default backend is {jax.default_backend()!r}.")
+
+
+def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
 
@@ -135,6 +145,9 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0
       gradient is taken w.r.t. the gathered rows and only those rows are updated).
     margin: the triplet margin.
     l2: L2 weight on the gathered embeddings.
+    fused_cpu: apply each batch with `tripjax.fused_cpu`'s kernel (the same loss, gradient and
+      update, in two passes over the batch and on all cores; compiled on first use). Needs
+      `sparse_sgd` and the CPU backend.
 
   Returns:
     `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
@@ -148,10 +161,22 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0
     reuse it after the call.
   """
   row_sparse = is_row_optimizer(optimizer)
+  if fused_cpu:
+    _check_fused_cpu(optimizer)
 
   def apply(state, users, pos, neg, weights):
     params = state.params
-    if row_sparse:
+    if fused_cpu:
+      from tripjax import fused_cpu as kernel  # pylint: disable=g-import-not-at-top
+      from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
+      count = state.opt_state.count
+      user, item, per = kernel.triplet_sgd_update(
+          params["user"], params["item"], users, pos, neg,
+          weights / jnp.maximum(jnp.sum(weights), 1.0),
+          sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2)
+      new_params = {"user": user, "item": item}
+      opt_state = state.opt_state._replace(count=sparse_optim.safe_increment(count))
+    elif row_sparse:
       rows = (params["user"][users], params["item"][pos], params["item"][neg])
       (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
           batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2)
@@ -434,7 +459,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     # the step is compiled ahead of time and keeps its donation).
     compile_started = time.perf_counter()
     warm = sampler.epoch(start_epoch)
-    step_fn = compile_step(make_train_step(optimizer, config.margin, config.l2), state,
+    step_fn = compile_step(make_train_step(optimizer, config.margin, config.l2,
+                                           config.fused_cpu_step), state,
                            jax.tree.map(lambda x: x[0], warm), epoch_chunk_kinds(sampler))
     del warm
     compile_seconds = time.perf_counter() - compile_started

@@ -88,7 +88,8 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float
     train.TrainingDiverged: the loss or the parameters became NaN/Inf.
   """
   sampler, optimizer, state = train_lib.prepare_training(config, matrix)
-  step_fn = train_lib.make_train_step(optimizer, config.margin, config.l2)
+  step_fn = train_lib.make_train_step(optimizer, config.margin, config.l2,
+                                       config.fused_cpu_step)
   seconds = 0.0
   for epoch in range(config.epochs):
     started = time.perf_counter()
