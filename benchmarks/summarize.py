@@ -130,7 +130,8 @@ def throughput_section(d, name):
              "| shape | optimizer | negative_exponent | sampling s | steps s | sampling share |",
              "|---|---|---|---|---|---|"]
     for e in d["epochs"]:
-      rows.append(f"| {e['shape']} | {e['optimizer']} | {e.get('negative_exponent', 0.0):g} | "
+      optimizer = e["optimizer"] + (" (fused_cpu)" if e.get("fused_cpu") else "")
+      rows.append(f"| {e['shape']} | {optimizer} | {e.get('negative_exponent', 0.0):g} | "
                   f"{e['sampling_s']:.3f} | {e['steps_s']:.3f} | {e['sampling_share']:.0%} |")
   rows.append(f"\nLoad average {d['load_average_start'][0]:.1f} at start, "
               f"{d['load_average_end'][0]:.1f} at end (2 shared cores: read ratios, not absolutes).")

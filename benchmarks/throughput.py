@@ -7,7 +7,8 @@ positive matrix with the real datasets' number of positives (ratings >= 4) and Z
 popularity / log-normal user activity is drawn; `tripjax.sampling.EpochSampler` makes the epoch's
 triplets and `tripjax.train.make_train_step` (one jit, `lax.scan` over a chunk of batches, state
 donated) is timed over batch sizes, dims and optimizers (dense optax adam, sparse_adam,
-sparse_adagrad). Each figure is the median over `--reps` timed runs of whole chunks, after a
+sparse_adagrad, ...), and on CPU the same step with `fused_cpu=True` (`tripjax.fused_cpu`'s C++
+kernel, sparse_sgd). Each figure is the median over `--reps` timed runs of whole chunks, after a
 warm-up call whose extra time is reported as compile seconds. Beside it, implicit's
 `BayesianPersonalizedRanking(factors=64)` (all cores) on the same matrix: samples/s =
 nnz / seconds per iteration (median over iterations, from implicit's own per-iteration timer)
@@ -91,7 +92,8 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
     sampler: makes the chunks ([S, B] batches each).
     variants: (step_name, optimizer_name) pairs; step_name "make_train_step",
       "make_train_step+empty_check" (the step with its all-padding-batch check, as run on an
-      epoch's last chunk) or "minimal".
+      epoch's last chunk), "make_train_step+fused_cpu" (`fused_cpu=True`, sparse_sgd only) or
+      "minimal".
     dim: embedding size.
     reps: timed runs per variant; run r of every variant happens before run r + 1 of any.
     min_triplets: triplets per timed run (whole chunks).
@@ -114,8 +116,8 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
     kwargs.append({"skip_empty": step_name.endswith("+empty_check")}
                   if step_name.startswith("make_train_step") else {})
     optimizer = make_optimizer(optimizer_name)
-    step = (train.make_train_step(optimizer) if step_name.startswith("make_train_step") else
-            minimal_step(optimizer))
+    step = (train.make_train_step(optimizer, fused_cpu=step_name.endswith("+fused_cpu"))
+            if step_name.startswith("make_train_step") else minimal_step(optimizer))
     state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
     start = time.perf_counter()
     state, metrics = jax.block_until_ready(step(state, chunks[0], **kwargs[-1]))
@@ -146,19 +148,19 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
 
 
 def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
-               reps: int, negative_exponent: float = 0.0) -> dict:
+               reps: int, negative_exponent: float = 0.0, fused_cpu: bool = False) -> dict:
   """Splits a whole epoch's time into sampling (negatives, shuffle, batching) and steps."""
   sampler = sampling.EpochSampler(train_matrix, batch_size,
                                   batches_per_chunk(train_matrix.nnz, batch_size),
                                   negative_exponent=negative_exponent)
   optimizer = make_optimizer(optimizer_name)
-  step = train.make_train_step(optimizer)
+  step = train.make_train_step(optimizer, fused_cpu=fused_cpu)
   state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
   state, _ = train.run_epoch(step, state, jax.block_until_ready(sampler.epoch(0)))  # compile
   sample_s, step_s = [], []
   for epoch in range(1, reps + 1):
     start = time.perf_counter()
-    batches = jax.block_until_ready(sampler.epoch(epoch))
+    batches = jax.block_until_ready(sampler.epoch(epoch, prefetch_next=epoch < reps))
     sample_s.append(time.perf_counter() - start)
     start = time.perf_counter()
     state, _ = train.run_epoch(step, state, batches)
@@ -166,6 +168,7 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
     step_s.append(time.perf_counter() - start)
   sample, steps = float(np.median(sample_s)), float(np.median(step_s))
   return {"batch_size": batch_size, "optimizer": optimizer_name, "dim": dim,
+          "fused_cpu": fused_cpu,
           "negative_exponent": negative_exponent, "sampling_s": sample, "steps_s": steps,
           "sampling_share": sample / (sample + steps),
           "epoch_triplets_per_s": sampler.num_positives / (sample + steps)}
@@ -236,6 +239,7 @@ def main(argv):
       "shapes": {}, "steps": [], "epochs": [], "bpr": {}, "target": [],
   }
   reps = _REPS.value
+  cpu = device.platform == "cpu"  # the fused kernel's rows (tripjax.fused_cpu)
   for shape in _SHAPES.value:
     num_users, num_items, nnz = SHAPES[shape]
     matrix = random_positives(num_users, num_items, nnz)
@@ -254,6 +258,8 @@ def main(argv):
       sampler = sampling.EpochSampler(matrix, batch_size, batches_per_chunk(matrix.nnz,
                                                                              batch_size))
       variants = [("make_train_step", name) for name in OPTIMIZERS]
+      if cpu:
+        variants += [("make_train_step+fused_cpu", "sparse_sgd")]
       bpr_rounds, before_round = [], None
       if (batch_size, dim) == (TARGET_BATCH, TARGET_DIM):
         variants += [("make_train_step+empty_check", "sparse_sgd")]
@@ -271,17 +277,21 @@ def main(argv):
                         ratio_vs_bpr_interleaved=float(np.median(per_round)))
         result.update(shape=shape, batch_size=batch_size, dim=dim)
         payload["steps"].append(result)
-        print(f"  B={batch_size:6d} D={dim:3d} {result['step']:15s} {result['optimizer']:15s} "
+        print(f"  B={batch_size:6d} D={dim:3d} {result['step']:25s} {result['optimizer']:15s} "
               f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
               f"{result['compile_s']:.1f}s", flush=True)
       io.write_json_atomic(out, payload)
-    for optimizer_name, exponent in (("sparse_adagrad", 0.0), ("sparse_rowwise_adagrad", 0.0),
-                                     ("sparse_rowwise_adagrad", 0.2)):
+    epochs = [("sparse_adagrad", 0.0, False), ("sparse_rowwise_adagrad", 0.0, False),
+              ("sparse_rowwise_adagrad", 0.2, False)]
+    if cpu:
+      epochs += [("sparse_sgd", 0.0, True), ("sparse_sgd", 0.2, True)]
+    for optimizer_name, exponent, fused in epochs:
       epoch = time_epoch(matrix, TARGET_BATCH, optimizer_name, TARGET_DIM,
-                         max(2, reps // 2), exponent)
+                         max(2, reps // 2), exponent, fused)
       epoch["shape"] = shape
       payload["epochs"].append(epoch)
-      print(f"  epoch {optimizer_name}, negative_exponent {exponent:g}: sampling "
+      print(f"  epoch {optimizer_name}{' fused_cpu' if fused else ''}, negative_exponent "
+            f"{exponent:g}: sampling "
             f"{epoch['sampling_s']:.3f}s, steps "
             f"{epoch['steps_s']:.3f}s, sampling share {epoch['sampling_share']:.1%}",
             flush=True)

@@ -107,15 +107,48 @@ def test_weighted_negatives_follow_the_popularity_weights():
   assert np.sum((counts[missing] - uniform) ** 2 / uniform) > 200
 
 
-def test_uniform_draws_are_randint_ranks_among_the_missing_items():
-  # The uniform draw, rebuilt in numpy from its definition: the epoch key, the host order, one
-  # `randint` rank per negative and the rank-th item missing from the row. Runs resumed from
-  # older checkpoints depend on these draws staying the same.
+def test_uniform_draws_are_multiply_high_ranks_drawn_in_row_order():
+  # The uniform draw, rebuilt in numpy from its definition: one 32-bit word per CSR entry and
+  # negative, its multiply-high rank among the row's missing items, that item; then the host
+  # order. Runs resumed from checkpoints depend on these draws staying the same.
+  matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
+  matrix.sort_indices()
+  seed, epoch, n = 3, 1, 2
+  sampler = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on="host")
+  assert sampler.draw_order == "rows" and sampler.negative_weights is None
+  _, neg_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+  rows, cols = matrix.nonzero()
+  dense = matrix.toarray()
+  num_missing = (~dense).sum(1)
+  bits = np.asarray(jax.random.bits(neg_key, (matrix.nnz, n), jnp.uint32)).astype(np.uint64)
+  ranks = (bits * num_missing[rows][:, None].astype(np.uint64)) >> np.uint64(32)
+  drawn = np.array([np.flatnonzero(~dense[u])[r] for u, r in zip(rows, ranks)])
+  order = np.random.default_rng([seed, epoch]).permutation(matrix.nnz)
+  batches = sampler.epoch(epoch)
+  np.testing.assert_array_equal(np.asarray(batches.neg).reshape(-1, n), drawn[order])
+  np.testing.assert_array_equal(np.asarray(batches.users).ravel(), rows[order])
+  np.testing.assert_array_equal(np.asarray(batches.pos).ravel(), cols[order])
+
+
+def test_multiply_high_is_exact():
+  rng = np.random.default_rng(1)
+  bits = rng.integers(0, 2**32, 5000, dtype=np.uint64)
+  maxval = rng.integers(1, 2**31, 5000)
+  bits[:4] = [0, 2**32 - 1, 2**32 - 1, 2**31]
+  maxval[:4] = [2**31 - 1, 2**31 - 1, 1, 3]
+  got = np.asarray(sampling.multiply_high(jnp.asarray(bits, jnp.uint32),
+                                          jnp.asarray(maxval, jnp.int32)))
+  np.testing.assert_array_equal(got, [int(b) * int(m) >> 32 for b, m in zip(bits, maxval)])
+
+
+def test_shuffled_draw_order_keeps_the_earlier_randint_draws():
+  # draw_order="shuffled", the draw of runs started before draw_order existed: the epoch key,
+  # the host order, one `randint` rank per negative and the rank-th item missing from the row.
   matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
   matrix.sort_indices()
   seed, epoch, n = 3, 1, 2
   sampler = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on="host",
-                                  negative_exponent=0.0)
+                                  negative_exponent=0.0, draw_order="shuffled")
   assert sampler.negative_weights is None
   _, neg_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
   order = np.random.default_rng([seed, epoch]).permutation(matrix.nnz)
@@ -127,8 +160,30 @@ def test_uniform_draws_are_randint_ranks_among_the_missing_items():
   want = [np.flatnonzero(~dense[u])[r] for u, r in zip(users, ranks)]
   np.testing.assert_array_equal(np.asarray(sampler.epoch(epoch).neg).reshape(-1, n), want)
   weighted = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on="host",
-                                   negative_exponent=0.5)
+                                   negative_exponent=0.5, draw_order="shuffled")
   assert not np.array_equal(np.asarray(weighted.epoch(epoch).neg).reshape(-1, n), want)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 0.5])
+def test_prefetched_host_orders_give_the_same_epochs(exponent):
+  matrix = sp.random(40, 60, density=0.2, format="csr", random_state=2).astype(bool)
+  plain = sampling.EpochSampler(matrix, 16, 2, seed=5, shuffle_on="host",
+                                negative_exponent=exponent)
+  ahead = sampling.EpochSampler(matrix, 16, 2, seed=5, shuffle_on="host",
+                                negative_exponent=exponent)
+  # Epoch 1's order is prefetched and used; then epoch 3 is asked for out of turn.
+  for epoch in (0, 1, 3, 4):
+    got = ahead.epoch(epoch, prefetch_next=True)
+    want = plain.epoch(epoch)
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(a, b)
+  assert ahead._next_order is not None and ahead._next_order[0] == 5
+
+
+def test_rejects_unknown_draw_orders():
+  matrix = sp.random(10, 20, density=0.2, format="csr", random_state=0).astype(bool)
+  with pytest.raises(ValueError, match="draw_order"):
+    sampling.EpochSampler(matrix, 4, draw_order="sorted")
 
 
 @pytest.mark.parametrize("exponent", [0.75, 80.0])

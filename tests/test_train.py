@@ -318,6 +318,28 @@ def test_resume_keeps_the_recorded_shuffle_when_the_default_differs(finished_run
   assert resumed["model"] == uninterrupted["model"]
 
 
+def test_runs_saved_before_draw_order_resume_with_their_draw(finished_run, tmp_path,
+                                                            monkeypatch):
+  # A checkpoint written before the sampler recorded `draw_order` resumes with the draw that
+  # version used ("shuffled"), so its trajectory is the one it would have had.
+  from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+  _, current = finished_run
+  prepare = train.prepare_training
+  legacy = lambda config, matrix, shuffle_on=None, draw_order=None: prepare(
+      config, matrix, shuffle_on, "shuffled")
+  save = checkpoint.Checkpoints.save
+  old_meta = lambda self, epoch, params, opt_state, step, meta: save(
+      self, epoch, params, opt_state, step, {k: v for k, v in meta.items() if k != "draw_order"})
+  with monkeypatch.context() as patch:
+    patch.setattr(train, "prepare_training", legacy)
+    reference = train.train_and_evaluate(_RUN, tmp_path / "reference")
+    patch.setattr(checkpoint.Checkpoints, "save", old_meta)
+    train.train_and_evaluate(_RUN, tmp_path / "old", stop_after_epoch=1)
+  resumed = train.train_and_evaluate(_RUN, tmp_path / "old")
+  assert resumed["model"] == reference["model"]
+  assert resumed["model"] != current["model"]  # the two draws do train different models
+
+
 def test_restore_run(finished_run, tmp_path):
   workdir, results = finished_run
   run = train.restore_run(workdir)

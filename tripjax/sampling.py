@@ -9,7 +9,14 @@ Uniform: with the row's sorted items `idx` and their within-row ranks `r`, `v = 
 non-decreasing, and the x-th item missing from the row (0-based, `0 <= x < I - n_u`) is
 `x + #{r : v_r <= x}`. The count is a binary search inside the row's segment of `v`, vectorised
 over all triplets and run on the device in one jitted program per epoch (int32 throughout, so
-138k x 27k tables do not overflow).
+138k x 27k tables do not overflow). x is `floor(R * (I - n_u) / 2**32)` for a uniform 32-bit R
+(`multiply_high`; relative bias below (I - n_u) / 2**32).
+
+The negatives are drawn for the positives in the matrix's row order, one per CSR entry, and
+the epoch's shuffle is applied afterwards: consecutive searches then stay in one row's
+segment of `v` (cache-resident), which makes the draw about 1.3-1.6x faster on CPU than
+drawing in shuffled order. `draw_order="shuffled"` keeps the earlier draw (`randint` ranks,
+drawn in shuffled order) for runs that started with it.
 
 Weighted: the same in units of weight. The weights are integers (quantised to sum to about
 2**30, at least 1 each), so that exclusion stays exact. With `C(i)` the weight of the items
@@ -21,6 +28,7 @@ interval holds `x + Q_r` (a binary search over the items' cumulative weights).
 Everything is a pure function of (seed, epoch): a resumed run sees the same triplets.
 """
 
+import concurrent.futures
 import functools
 from typing import NamedTuple
 
@@ -65,7 +73,7 @@ class EpochSampler:
 
   def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
                num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
-               negative_exponent: float = 0.0):
+               negative_exponent: float = 0.0, draw_order: str = "rows"):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -82,6 +90,9 @@ class EpochSampler:
         draws item i with probability proportional to `(1 + n_i) ** e` among them, n_i its
         positives in `train` (e = 0.75 is word2vec's choice). The attribute
         `negative_weights` (int64[I], or None when uniform) holds the integer weights used.
+      draw_order: "rows" draws the negatives in the matrix's row order, then shuffles (see the
+        module docstring); "shuffled" is the draw of runs started before 2026-11-29
+        (`randint` ranks drawn in shuffled order), kept so that they resume unchanged.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -107,10 +118,15 @@ class EpochSampler:
       shuffle_on = default_shuffle_on()
     if shuffle_on not in ("host", "device"):
       raise ValueError(f"EpochSampler: shuffle_on must be 'host' or 'device', got {shuffle_on!r}.")
+    if draw_order not in DRAW_ORDERS:
+      raise ValueError(f"EpochSampler: draw_order must be one of {DRAW_ORDERS}, got "
+                       f"{draw_order!r}.")
     if not (np.isfinite(negative_exponent) and negative_exponent >= 0):
       raise ValueError("EpochSampler: negative_exponent must be a finite number >= 0, got "
                        f"{negative_exponent!r}.")
     self.shuffle_on = shuffle_on
+    self.draw_order = draw_order
+    self._next_order = None  # (epoch, Future of its host order) when prefetched
     self.num_users, self.num_items = num_users, num_items
     self.num_positives = int(train.nnz)
     self.batch_size = int(batch_size)
@@ -143,13 +159,16 @@ class EpochSampler:
       self._weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
     self._sizes = dict(num_chunks=self.num_chunks, batches_per_chunk=self.batches_per_chunk,
                        batch_size=self.batch_size, num_negatives=self.num_negatives,
-                       search_steps=self._search_steps)
+                       search_steps=self._search_steps, row_order=draw_order == "rows")
 
-  def epoch(self, epoch: int) -> Batches:
+  def epoch(self, epoch: int, prefetch_next: bool = False) -> Batches:
     """The triplets of one epoch, on the device.
 
     Args:
       epoch: the epoch number (0-based); with the seed it fixes the draw.
+      prefetch_next: with the host shuffle, start computing epoch + 1's order on a background
+        thread (numpy releases the GIL), so that it overlaps this epoch's training. The
+        triplets are the same either way.
 
     Returns:
       `Batches` with leading shape [C, S, B].
@@ -157,13 +176,31 @@ class EpochSampler:
     key = jax.random.fold_in(jax.random.key(self.seed), epoch)
     order_key, key = jax.random.split(key)
     if self.shuffle_on == "host":
-      rng = np.random.default_rng([self.seed, epoch])
-      # Shuffling an int32 arange gives permutation(P)'s order with half the memory traffic.
-      order = jnp.asarray(rng.permutation(np.arange(self.num_positives, dtype=np.int32)))
+      pending, self._next_order = self._next_order, None
+      if pending is not None and pending[0] == epoch:
+        order = pending[1].result()
+      else:
+        order = self._host_order(epoch)
+      if prefetch_next:
+        self._next_order = (epoch + 1, _PREFETCH.submit(self._host_order, epoch + 1))
+      order = jnp.asarray(order)
     else:
       order = _permutation(order_key, self.num_positives)
     return _draw_epoch(key, order, self._users, self._items, self._v, self._indptr,
                        self._num_missing, self._weighted, **self._sizes)
+
+  def _host_order(self, epoch: int) -> np.ndarray:
+    """int32[P], `default_rng([seed, epoch]).permutation(P)`."""
+    rng = np.random.default_rng([self.seed, epoch])
+    # Shuffling an int32 arange gives permutation(P)'s order with half the memory traffic.
+    return rng.permutation(np.arange(self.num_positives, dtype=np.int32))
+
+
+# The values of `EpochSampler`'s draw_order ("rows": the current draw).
+DRAW_ORDERS = ("rows", "shuffled")
+# One background thread computes host shuffles ahead (`EpochSampler.epoch(prefetch_next=True)`).
+_PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="tripjax-shuffle")
 
 
 # Integer negative weights sum to about this (int32 sums stay exact).
@@ -251,6 +288,29 @@ def positives_before(v: jax.Array, indptr: jax.Array, users: jax.Array, x: jax.A
   return lo - start
 
 
+def multiply_high(bits: jax.Array, maxval: jax.Array) -> jax.Array:
+  """`floor(bits * maxval / 2**32)`: uniform 32-bit words mapped onto [0, maxval).
+
+  Each value in [0, maxval) is hit by floor or ceil of 2**32 / maxval words, so the relative
+  bias is below maxval / 2**32 (2**-15 for 131,072 items). Computed in 16-bit limbs (no
+  64-bit integers without x64).
+
+  Args:
+    bits: uint32[...], uniform random words.
+    maxval: int32, broadcastable to `bits`, each in [1, 2**31).
+
+  Returns:
+    int32[...] in [0, maxval).
+  """
+  lo16 = lambda a: a & 0xFFFF
+  hi16 = lambda a: a >> 16
+  m = jnp.broadcast_to(maxval, bits.shape).astype(jnp.uint32)
+  r_low, r_high, m_low, m_high = lo16(bits), hi16(bits), lo16(m), hi16(m)
+  middle = hi16(r_low * m_low) + lo16(r_high * m_low) + lo16(r_low * m_high)  # < 3 * 2**16
+  return (r_high * m_high + hi16(r_high * m_low) + hi16(r_low * m_high)
+          + hi16(middle)).astype(jnp.int32)
+
+
 def uniform_below(key: jax.Array, maxval: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """Integers uniform in [0, maxval), for maxval up to 2**31 - 1, with a relative bias < 2**-17.
 
@@ -317,26 +377,32 @@ def _permutation(key, size):
 
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
-                                             "num_negatives", "search_steps"))
+                                             "num_negatives", "search_steps", "row_order"))
 def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, weighted, *, num_chunks,
-                batches_per_chunk, batch_size, num_negatives, search_steps):
+                batches_per_chunk, batch_size, num_negatives, search_steps, row_order):
   """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
 
   `num_missing` int32[U] counts (uniform) or weighs (weighted) each row's missing items;
   `weighted` is None or (prefix int32[P], cumulative int32[I], row_weight int32[U]), as
-  `weighted_arrays` makes them.
+  `weighted_arrays` makes them. `row_order`: draw for the CSR entries, then shuffle (else the
+  "shuffled" draw: shuffle, then draw with `randint` ranks).
   """
   num_positives = users.shape[0]
-  u, p = users[order], items[order]
-  draw_shape = (num_positives, num_negatives)
-  # Uniform spans are at most I: randint's excess mass is below 2**-16 while I < 2**16 (every
-  # MovieLens release but ml-latest, whose 87k items give at most 2e-5).
-  if weighted is None:
-    x = jax.random.randint(neg_key, draw_shape, 0, num_missing[u][:, None], dtype=jnp.int32)
-    n = missing_items(v, indptr, u, x, search_steps)
+  if row_order:
+    u, p = users, items
   else:
+    u, p = users[order], items[order]
+  draw_shape = (num_positives, num_negatives)
+  if weighted is not None:
     x = uniform_below(neg_key, num_missing[u][:, None], draw_shape)
     n = weighted_missing_items(v, *weighted, indptr, u, x, search_steps)
+  elif row_order:
+    x = multiply_high(jax.random.bits(neg_key, draw_shape, jnp.uint32), num_missing[u][:, None])
+    n = missing_items(v, indptr, u, x, search_steps)
+  else:
+    # randint's excess mass is below 2**-16 while I < 2**16.
+    x = jax.random.randint(neg_key, draw_shape, 0, num_missing[u][:, None], dtype=jnp.int32)
+    n = missing_items(v, indptr, u, x, search_steps)
   # Padding repeats the last batch's own triplets with weight 0, so a padded batch touches
   # only rows its real triplets touch (row-sparse optimizers then see no phantom rows);
   # batches past the last real one have weight 0 throughout and the step skips them.
@@ -345,6 +411,8 @@ def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, weighted, 
   last_start = (num_positives - 1) // batch_size * batch_size
   source = jnp.where(slot < num_positives, slot,
                      last_start + (slot - last_start) % (num_positives - last_start))
+  if row_order:
+    source = order[source]
   shape = (num_chunks, batches_per_chunk, batch_size)
   return Batches(
       users=u[source].reshape(shape),

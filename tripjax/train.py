@@ -386,7 +386,8 @@ def check_finite(chunk_loss: np.ndarray, state: TrainState, first_step: int,
         "--schedule=warmup_cosine, or --optimizer=adam.")
 
 
-def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str | None = None
+def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str | None = None,
+                     draw_order: str = "rows"
                      ) -> tuple[sampling.EpochSampler, Any, TrainState]:
   """The sampler, optimizer and fresh state of a run on `train` (its seed, sizes and schedule).
 
@@ -394,13 +395,15 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
     config: the run's settings.
     train: bool CSR [U, I], the positives to train on.
     shuffle_on: the sampler's shuffle ("host" or "device"); None: the backend's default.
+    draw_order: the sampler's `draw_order` ("shuffled" for runs started before it existed).
 
   Returns:
     (sampler, optimizer, state): the optimizer's schedule spans `config.epochs` epochs.
   """
   sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
                                   config.num_negatives, seed=config.seed, shuffle_on=shuffle_on,
-                                  negative_exponent=config.negative_exponent)
+                                  negative_exponent=config.negative_exponent,
+                                  draw_order=draw_order)
   optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
   state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
                      config.dim, config.init_scale)
@@ -432,9 +435,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   ckpts = checkpoint.Checkpoints(workdir / CHECKPOINT_DIR)
   try:
     latest = ckpts.latest_epoch()
-    # The shuffle's default depends on the backend: a resumed run keeps the one it started with.
-    shuffle_on = ckpts.metadata(latest).get("shuffle_on") if latest is not None else None
-    sampler, optimizer, state = prepare_training(config, train, shuffle_on)
+    # A resumed run keeps the shuffle it started with (the default depends on the backend) and
+    # its sampler's draw (runs saved before `draw_order` existed drew "shuffled").
+    meta = ckpts.metadata(latest) if latest is not None else {}
+    sampler, optimizer, state = prepare_training(
+        config, train, meta.get("shuffle_on"),
+        meta.get("draw_order", "shuffled") if latest is not None else "rows")
     logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
                  "batches of %d (%s shuffle).", config.dataset, train.shape[0], train.shape[1],
                  train.nnz, test.nnz, config.epochs, sampler.num_batches, config.batch_size,
@@ -470,7 +476,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     for epoch in range(start_epoch, last_epoch):
       started = time.perf_counter()
       first_step = int(state.step)
-      batches = jax.block_until_ready(sampler.epoch(epoch))
+      batches = jax.block_until_ready(sampler.epoch(epoch,
+                                                    prefetch_next=epoch + 1 < last_epoch))
       sample_seconds = time.perf_counter() - started
       state, chunks = run_epoch(step_fn, state, batches)
       jax.block_until_ready(state)
@@ -498,7 +505,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       # recomputed on resume.
       ckpts.save(epoch + 1, state.params, state.opt_state, state.step,
                  {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds,
-                  "shuffle_on": sampler.shuffle_on})
+                  "shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order})
       done = epoch + 1 - start_epoch
       eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
       logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"

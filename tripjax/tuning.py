@@ -94,7 +94,8 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float
   for epoch in range(config.epochs):
     started = time.perf_counter()
     first_step = int(state.step)
-    state, chunks = train_lib.run_epoch(step_fn, state, sampler.epoch(epoch))
+    batches = sampler.epoch(epoch, prefetch_next=epoch + 1 < config.epochs)
+    state, chunks = train_lib.run_epoch(step_fn, state, batches)
     jax.block_until_ready(state)
     seconds += time.perf_counter() - started
     train_lib.check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch)
