@@ -156,7 +156,8 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
   optimizer = make_optimizer(optimizer_name)
   step = train.make_train_step(optimizer, fused_cpu=fused_cpu)
   state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
-  state, _ = train.run_epoch(step, state, jax.block_until_ready(sampler.epoch(0)))  # compile
+  state, _ = train.run_epoch(step, state,  # compile (and draw epoch 1's shuffle ahead)
+                            jax.block_until_ready(sampler.epoch(0, prefetch_next=True)))
   sample_s, step_s = [], []
   for epoch in range(1, reps + 1):
     start = time.perf_counter()

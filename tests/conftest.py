@@ -12,6 +12,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernel_cache(tmp_path_factory):
+  """Compiled kernels (`tripjax.fused_cpu`) go to a session folder, not ~/.cache, unless
+  TRIPJAX_CACHE_DIR is set."""
+  if "TRIPJAX_CACHE_DIR" in os.environ:
+    yield pathlib.Path(os.environ["TRIPJAX_CACHE_DIR"])
+    return
+  folder = tmp_path_factory.mktemp("kernels")
+  os.environ["TRIPJAX_CACHE_DIR"] = str(folder)
+  yield folder
+  del os.environ["TRIPJAX_CACHE_DIR"]
+
+
 @pytest.fixture(scope="session")
 def data_dir():
   """The folder that holds real MovieLens releases (TRIPJAX_DATA_DIR); skips when absent."""

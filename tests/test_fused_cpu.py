@@ -77,6 +77,12 @@ def test_equals_the_xla_step(dim):
   assert not np.allclose(fused.params["item"], before["item"])  # it did train
 
 
+def test_several_blocks_on_several_threads():
+  """Batches longer than the kernel's 256-triplet blocks (a partial last block), every option."""
+  chunks = [_chunk(seed, steps=3, batch=777, negatives=3, padded_tail=100) for seed in range(2)]
+  _assert_same_training(chunks, dim=13, l2=0.01, skip_empty=True)
+
+
 def test_l2_schedule_and_hardest_negatives():
   """The l2 term, a learning-rate schedule and hardest-of-3 negatives."""
   schedule = optax.linear_schedule(0.8, 0.1, 10)
@@ -135,15 +141,20 @@ def test_same_result_every_run():
     np.testing.assert_array_equal(first.params[name], second.params[name])
 
 
-def test_kernel_updates_donated_tables_in_place():
-  """Under jit with donation the tables are aliased to the outputs (no copy of the tables)."""
-  users = jnp.arange(8, dtype=jnp.int32)
-  items = jnp.arange(8, dtype=jnp.int32)
-  update = jax.jit(lambda u, i: fused_cpu.triplet_sgd_update(
-      u, i, users, items, items[::-1], jnp.full(8, 0.125), 0.1, 0.5)[:2], donate_argnums=(0, 1))
-  hlo = update.lower(jnp.ones((16, 4)), jnp.ones((12, 4))).compile().as_text()
-  assert "input_output_alias" in hlo
-  assert "copy(" not in hlo.replace(" ", "")
+@pytest.mark.parametrize("skip_empty", [False, True])
+def test_the_step_updates_the_tables_in_place(skip_empty):
+  """In the compiled step (scan, and the cond of skip_empty) nothing copies a table."""
+  optimizer = sparse_optim.sparse_sgd(0.5)
+  step = train.make_train_step(optimizer, fused_cpu=True)
+  state = _state(optimizer, 16)
+  hlo = step.lower(state, _chunk(0, steps=2, batch=8, negatives=3),
+                   skip_empty=skip_empty).compile().as_text()
+  assert "tripjax_triplet_sgd_update" in hlo
+  for rows in (NUM_USERS, NUM_ITEMS):
+    table_copies = [line for line in hlo.splitlines()
+                    if f"f32[{rows},16]" in line.split("=", 1)[-1].split("(")[0]
+                    and " copy(" in line]
+    assert not table_copies, table_copies
 
 
 def test_training_run_with_the_fused_step(tmp_path):
@@ -170,7 +181,7 @@ def test_needs_sparse_sgd():
 # ---------------------------------------------------------------- building the kernel
 
 
-def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
+def test_build_is_cached(tmp_path, monkeypatch):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(tmp_path))
   path = fused_cpu.build()
   assert path.parent == tmp_path and path.suffix == ".so"
@@ -179,18 +190,44 @@ def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
   assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
 
 
+def _fake_compiler(folder, body):
+  """A `$CXX` that answers --version and otherwise runs `body` (sh; "$out" is the -o file)."""
+  fake = folder / "fake-cxx"
+  fake.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "fake 1.0"; exit 0; fi\n'
+                  'for out; do :; done\n' + body + "\n")
+  fake.chmod(0o755)
+  return fake
+
+
+def test_concurrent_builds_land_one_whole_library(tmp_path, monkeypatch):
+  import threading  # pylint: disable=g-import-not-at-top
+  cache = tmp_path / "cache"
+  monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(cache))
+  monkeypatch.setenv("CXX", str(_fake_compiler(
+      tmp_path, 'printf half > "$out"; sleep 0.5; printf " whole" >> "$out"')))
+  paths = []
+  threads = [threading.Thread(target=lambda: paths.append(fused_cpu.build())) for _ in range(3)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert len(set(paths)) == 1 and paths[0].read_text() == "half whole"
+  assert list(cache.iterdir()) == [paths[0]]
+
+
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(tmp_path))
   monkeypatch.setenv("CXX", "no-such-compiler-xyz")
   with pytest.raises(fused_cpu.KernelBuildError, match="no-such-compiler-xyz.*--fused_cpu_step"):
     fused_cpu.build()
+  monkeypatch.setenv("CXX", "no-such-launcher-xyz g++")  # a launcher, split like a shell does
+  with pytest.raises(fused_cpu.KernelBuildError, match="'no-such-launcher-xyz'"):
+    fused_cpu.build()
 
 
 def test_failed_compile_names_the_source_and_leaves_nothing(tmp_path, monkeypatch):
-  fake = tmp_path / "bin" / "broken-cxx"
-  fake.parent.mkdir()
-  fake.write_text("#!/bin/sh\necho 'error: this compiler is broken' >&2\nexit 1\n")
-  fake.chmod(0o755)
+  fake = _fake_compiler(tmp_path, 'printf partial > "$out"; '
+                                  "echo 'error: this compiler is broken' >&2; exit 1")
   cache = tmp_path / "cache"
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(cache))
   monkeypatch.setenv("CXX", str(fake))

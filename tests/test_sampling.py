@@ -107,23 +107,30 @@ def test_weighted_negatives_follow_the_popularity_weights():
   assert np.sum((counts[missing] - uniform) ** 2 / uniform) > 200
 
 
-def test_uniform_draws_are_multiply_high_ranks_drawn_in_row_order():
+@pytest.mark.parametrize("shuffle_on", ["host", "device"])
+def test_uniform_draws_are_multiply_high_ranks_drawn_in_row_order(shuffle_on):
   # The uniform draw, rebuilt in numpy from its definition: one 32-bit word per CSR entry and
-  # negative, its multiply-high rank among the row's missing items, that item; then the host
-  # order. Runs resumed from checkpoints depend on these draws staying the same.
+  # negative (host: from the epoch's numpy generator, after its permutation; device: from the
+  # epoch's JAX key), its multiply-high rank among the row's missing items, that item; then
+  # the epoch's order. Runs resumed from checkpoints depend on these draws staying the same.
   matrix = sp.random(30, 50, density=0.2, format="csr", random_state=0).astype(bool)
   matrix.sort_indices()
   seed, epoch, n = 3, 1, 2
-  sampler = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on="host")
+  sampler = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on=shuffle_on)
   assert sampler.draw_order == "rows" and sampler.negative_weights is None
-  _, neg_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+  order_key, neg_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+  if shuffle_on == "host":
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(matrix.nnz)
+    bits = rng.integers(0, 2**32, (matrix.nnz, n), dtype=np.uint32)
+  else:
+    order = np.asarray(jax.random.permutation(order_key, matrix.nnz))
+    bits = np.asarray(jax.random.bits(neg_key, (matrix.nnz, n), jnp.uint32))
   rows, cols = matrix.nonzero()
   dense = matrix.toarray()
   num_missing = (~dense).sum(1)
-  bits = np.asarray(jax.random.bits(neg_key, (matrix.nnz, n), jnp.uint32)).astype(np.uint64)
-  ranks = (bits * num_missing[rows][:, None].astype(np.uint64)) >> np.uint64(32)
+  ranks = (bits.astype(np.uint64) * num_missing[rows][:, None].astype(np.uint64)) >> np.uint64(32)
   drawn = np.array([np.flatnonzero(~dense[u])[r] for u, r in zip(rows, ranks)])
-  order = np.random.default_rng([seed, epoch]).permutation(matrix.nnz)
   batches = sampler.epoch(epoch)
   np.testing.assert_array_equal(np.asarray(batches.neg).reshape(-1, n), drawn[order])
   np.testing.assert_array_equal(np.asarray(batches.users).ravel(), rows[order])
@@ -171,13 +178,18 @@ def test_prefetched_host_orders_give_the_same_epochs(exponent):
                                 negative_exponent=exponent)
   ahead = sampling.EpochSampler(matrix, 16, 2, seed=5, shuffle_on="host",
                                 negative_exponent=exponent)
-  # Epoch 1's order is prefetched and used; then epoch 3 is asked for out of turn.
+  draws = []
+  host_draw = ahead._host_draw
+  ahead._host_draw = lambda epoch: draws.append(epoch) or host_draw(epoch)
+  # Epoch 1's draw is prefetched and used; then epoch 3 is asked for out of turn.
   for epoch in (0, 1, 3, 4):
     got = ahead.epoch(epoch, prefetch_next=True)
     want = plain.epoch(epoch)
     for a, b in zip(got, want):
       np.testing.assert_array_equal(a, b)
-  assert ahead._next_order is not None and ahead._next_order[0] == 5
+  ahead._next_draw[1].result()
+  # The prefetched draws were used, not drawn again (2 was drawn ahead for nothing, or cancelled).
+  assert draws.count(1) == draws.count(4) == 1 and {0, 3, 5} <= set(draws)
 
 
 def test_rejects_unknown_draw_orders():

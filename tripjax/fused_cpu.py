@@ -24,6 +24,8 @@ import functools
 import hashlib
 import os
 import pathlib
+import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -34,7 +36,11 @@ import numpy as np
 
 SOURCE = pathlib.Path(__file__).parent / "csrc" / "triplet_sgd_cpu.cc"
 TARGET_NAME = "tripjax_triplet_sgd_update"
-FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w")
+# -w: XLA's FFI headers warn under g++ 12 (their code, not ours; the kernel builds clean).
+# Static libstdc++: the process may have loaded an older one (conda) than the compiler's.
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w",
+         "-static-libstdc++", "-static-libgcc")
+BUILD_TIMEOUT_S = 300
 
 
 class KernelBuildError(RuntimeError):
@@ -47,39 +53,65 @@ def cache_dir() -> pathlib.Path:
                       or pathlib.Path.home() / ".cache" / "tripjax" / "kernels")
 
 
-def _compiler() -> str:
-  name = os.environ.get("CXX", "c++")
-  path = shutil.which(name)
+def _compiler() -> list[str]:
+  """The compiler command: `$CXX` split like a shell would (e.g. "ccache g++"), else c++."""
+  command = shlex.split(os.environ.get("CXX", "") or "c++")
+  path = shutil.which(command[0])
   if path is None:
     raise KernelBuildError(
-        f"the fused CPU step compiles {SOURCE.name} with a C++17 compiler, and $CXX={name!r} "
-        "was not found; install g++ or clang++ (or set CXX), or train without "
-        "--fused_cpu_step.")
-  return path
+        f"the fused CPU step compiles {SOURCE.name} with a C++17 compiler, and "
+        f"{command[0]!r} ($CXX, default c++) was not found; install g++ or clang++ (or set "
+        "CXX), or train without --fused_cpu_step.")
+  return [path, *command[1:]]
+
+
+def _compiler_version(compiler: list[str]) -> str:
+  """`compiler --version`'s first line ('' if it prints none)."""
+  try:
+    result = subprocess.run([*compiler, "--version"], capture_output=True, text=True,
+                            timeout=60, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return ""
+  return (result.stdout.splitlines() or [""])[0]
 
 
 def _cpu_features() -> str:
-  """The CPU's feature flags (-march=native depends on them), or '' where unknown."""
+  """What -march=native depends on: the machine and its CPU feature list."""
+  features = ""
   try:
-    with open("/proc/cpuinfo") as f:
-      return next((line for line in f if line.startswith("flags")), "")
+    with open("/proc/cpuinfo") as f:  # x86: "flags", aarch64: "Features"
+      features = next((line for line in f if line.startswith(("flags", "Features"))), "")
   except OSError:
-    return ""
+    pass
+  return f"{platform.machine()} {platform.processor()} {features}"
 
 
-def library_path(compiler: str) -> pathlib.Path:
+def library_path(compiler: list[str]) -> pathlib.Path:
   """The cached library's path for this source, compiler, jaxlib and CPU."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
-  for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
-               jaxlib.__version__.encode(), _cpu_features().encode()):
-    digest.update(part)
+  for part in (SOURCE.read_bytes(), " ".join(FLAGS), " ".join(compiler),
+               _compiler_version(compiler), jaxlib.__version__, _cpu_features()):
+    digest.update(part if isinstance(part, bytes) else part.encode())
     digest.update(b"\0")
   return cache_dir() / f"triplet_sgd_cpu-{digest.hexdigest()[:16]}.so"
 
 
+def _ffi():
+  """`jax.ffi`, or a KernelBuildError naming the JAX version that has it."""
+  ffi = getattr(jax, "ffi", None)
+  if ffi is None or not hasattr(ffi, "include_dir"):
+    raise KernelBuildError(f"the fused CPU step needs jax.ffi (JAX >= 0.4.38); this is JAX "
+                           f"{jax.__version__}. Upgrade jax and jaxlib, or train without "
+                           "--fused_cpu_step.")
+  return ffi
+
+
 def build() -> pathlib.Path:
   """Compiles the kernel unless a cached build exists; returns the library's path.
+
+  Concurrent builds are safe: each compiles into its own temporary folder and renames the
+  result into place (the same bytes, whichever lands last).
 
   Raises:
     KernelBuildError: no compiler, no FFI headers, or the compiler failed (its output is in
@@ -89,15 +121,20 @@ def build() -> pathlib.Path:
   target = library_path(compiler)
   if target.exists():
     return target
-  include = pathlib.Path(jax.ffi.include_dir())
+  include = pathlib.Path(_ffi().include_dir())
   if not (include / "xla" / "ffi" / "api" / "ffi.h").exists():
     raise KernelBuildError(f"jaxlib ships no XLA FFI headers at {include}; the fused CPU step "
-                           "needs a jaxlib that does (>= 0.4.36).")
+                           "needs a jaxlib that does (>= 0.4.38).")
   target.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
     partial = pathlib.Path(tmp) / target.name
-    command = [compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    command = [*compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
+    try:
+      result = subprocess.run(command, capture_output=True, text=True, check=False,
+                              timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+      raise KernelBuildError(f"compiling {SOURCE} took over {BUILD_TIMEOUT_S} s "
+                             f"({' '.join(command)}).") from e
     if result.returncode != 0:
       raise KernelBuildError(f"compiling {SOURCE} failed ({' '.join(command)}):\n"
                              f"{result.stderr[-4000:]}")
@@ -106,11 +143,21 @@ def build() -> pathlib.Path:
 
 
 @functools.cache
-def _register() -> None:
-  """Builds, loads and registers the kernel with XLA:CPU (once per process)."""
-  library = ctypes.cdll.LoadLibrary(str(build()))
-  jax.ffi.register_ffi_target(TARGET_NAME, jax.ffi.pycapsule(library.TripletSgdUpdate),
-                              platform="cpu")
+def register() -> None:
+  """Builds, loads and registers the kernel with XLA:CPU (once per process).
+
+  Raises:
+    KernelBuildError: the kernel cannot be built or loaded (the message says why).
+  """
+  path = build()
+  try:
+    library = ctypes.cdll.LoadLibrary(str(path))
+  except OSError as e:
+    raise KernelBuildError(
+        f"loading the fused CPU kernel {path} failed: {e}. If its folder is mounted noexec, "
+        "point $TRIPJAX_CACHE_DIR elsewhere.") from e
+  _ffi().register_ffi_target(TARGET_NAME, _ffi().pycapsule(library.TripletSgdUpdate),
+                             platform="cpu")
 
 
 def triplet_sgd_update(user_table: jax.Array, item_table: jax.Array, users: jax.Array,
@@ -135,7 +182,7 @@ def triplet_sgd_update(user_table: jax.Array, item_table: jax.Array, users: jax.
     (new user_table float32[U, D], new item_table float32[I, D], per-triplet hinge losses
     float32[B] at the old tables). Under jit with donated tables the update is in place.
   """
-  _register()
+  register()
   size, dim = users.shape[0], user_table.shape[1]
   call = jax.ffi.ffi_call(
       TARGET_NAME,

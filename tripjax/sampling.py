@@ -10,7 +10,9 @@ non-decreasing, and the x-th item missing from the row (0-based, `0 <= x < I - n
 `x + #{r : v_r <= x}`. The count is a binary search inside the row's segment of `v`, vectorised
 over all triplets and run on the device in one jitted program per epoch (int32 throughout, so
 138k x 27k tables do not overflow). x is `floor(R * (I - n_u) / 2**32)` for a uniform 32-bit R
-(`multiply_high`; relative bias below (I - n_u) / 2**32).
+(`multiply_high`; relative bias below (I - n_u) / 2**32). With the host shuffle (CPU) the words R
+come from the same numpy generator as the permutation (PCG64: about 5x faster than threefry on
+CPU) and are drawn ahead on a thread with it; with the device shuffle, from the epoch's JAX key.
 
 The negatives are drawn for the positives in the matrix's row order, one per CSR entry, and
 the epoch's shuffle is applied afterwards: consecutive searches then stay in one row's
@@ -25,7 +27,10 @@ is the missing weight before the r-th positive; for `x` uniform in [0, total - r
 `r = #{r : v_r <= x}` positives lie before the drawn item, which is the item whose weight
 interval holds `x + Q_r` (a binary search over the items' cumulative weights).
 
-Everything is a pure function of (seed, epoch): a resumed run sees the same triplets.
+Everything is a pure function of (seed, epoch, shuffle_on, draw_order): a resumed run sees the
+same triplets (`tripjax.train` records the last two in its checkpoints). Flagfiles of runs made
+before 2026-11-29 train with the row-order draw when run afresh: same distribution, other
+triplets.
 """
 
 import concurrent.futures
@@ -38,6 +43,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from tripjax import losses
+
+# The values of `EpochSampler`'s draw_order ("rows": the current draw).
+DRAW_ORDERS = ("rows", "shuffled")
+# One background thread draws host shuffles ahead (`EpochSampler.epoch(prefetch_next=True)`).
+_PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="tripjax-shuffle")
 
 
 class Batches(NamedTuple):
@@ -91,8 +102,9 @@ class EpochSampler:
         positives in `train` (e = 0.75 is word2vec's choice). The attribute
         `negative_weights` (int64[I], or None when uniform) holds the integer weights used.
       draw_order: "rows" draws the negatives in the matrix's row order, then shuffles (see the
-        module docstring); "shuffled" is the draw of runs started before 2026-11-29
-        (`randint` ranks drawn in shuffled order), kept so that they resume unchanged.
+        module docstring); "shuffled" is the draw of runs started before 2026-11-29 (shuffle,
+        then draw in that order from the epoch's JAX key: `randint` ranks, or
+        `uniform_below` when weighted), kept so that their checkpoints resume unchanged.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -126,7 +138,7 @@ class EpochSampler:
                        f"{negative_exponent!r}.")
     self.shuffle_on = shuffle_on
     self.draw_order = draw_order
-    self._next_order = None  # (epoch, Future of its host order) when prefetched
+    self._next_draw = None  # (epoch, Future of its `_host_draw`) when prefetched
     self.num_users, self.num_items = num_users, num_items
     self.num_positives = int(train.nnz)
     self.batch_size = int(batch_size)
@@ -175,32 +187,43 @@ class EpochSampler:
     """
     key = jax.random.fold_in(jax.random.key(self.seed), epoch)
     order_key, key = jax.random.split(key)
+    words = None
     if self.shuffle_on == "host":
-      pending, self._next_order = self._next_order, None
+      pending, self._next_draw = self._next_draw, None
       if pending is not None and pending[0] == epoch:
-        order = pending[1].result()
+        order, words = pending[1].result()
       else:
-        order = self._host_order(epoch)
+        if pending is not None:
+          pending[1].cancel()  # drawn ahead for another epoch
+        order, words = self._host_draw(epoch)
       if prefetch_next:
-        self._next_order = (epoch + 1, _PREFETCH.submit(self._host_order, epoch + 1))
+        self._next_draw = (epoch + 1, _PREFETCH.submit(self._host_draw, epoch + 1))
       order = jnp.asarray(order)
+      words = None if words is None else jnp.asarray(words)
     else:
       order = _permutation(order_key, self.num_positives)
-    return _draw_epoch(key, order, self._users, self._items, self._v, self._indptr,
+    return _draw_epoch(key, words, order, self._users, self._items, self._v, self._indptr,
                        self._num_missing, self._weighted, **self._sizes)
 
-  def _host_order(self, epoch: int) -> np.ndarray:
-    """int32[P], `default_rng([seed, epoch]).permutation(P)`."""
+  def _host_draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The host shuffle's randomness, from `rng = default_rng([seed, epoch])`.
+
+    Returns:
+      order: int32[P], `rng.permutation(P)`.
+      words: then `rng.integers(0, 2**32, shape, uint32)`, the negatives' random words: shape
+        [P, n] (uniform) or [2, P, n] (weighted: 48 bits per draw); None for the "shuffled"
+        draw, which draws `randint` ranks from the epoch's JAX key.
+    """
     rng = np.random.default_rng([self.seed, epoch])
     # Shuffling an int32 arange gives permutation(P)'s order with half the memory traffic.
-    return rng.permutation(np.arange(self.num_positives, dtype=np.int32))
+    order = rng.permutation(np.arange(self.num_positives, dtype=np.int32))
+    if self.draw_order == "shuffled":
+      return order, None
+    shape = (self.num_positives, self.num_negatives)
+    if self.negative_weights is not None:
+      shape = (2,) + shape
+    return order, rng.integers(0, 2**32, shape, dtype=np.uint32)
 
-
-# The values of `EpochSampler`'s draw_order ("rows": the current draw).
-DRAW_ORDERS = ("rows", "shuffled")
-# One background thread computes host shuffles ahead (`EpochSampler.epoch(prefetch_next=True)`).
-_PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                  thread_name_prefix="tripjax-shuffle")
 
 
 # Integer negative weights sum to about this (int32 sums stay exact).
@@ -328,7 +351,20 @@ def uniform_below(key: jax.Array, maxval: jax.Array, shape: tuple[int, ...]) -> 
   Returns:
     int32[shape].
   """
-  bits = jax.random.bits(key, (2,) + tuple(shape), jnp.uint32)
+  return multiply_high48(jax.random.bits(key, (2,) + tuple(shape), jnp.uint32), maxval)
+
+
+def multiply_high48(bits: jax.Array, maxval: jax.Array) -> jax.Array:
+  """`floor(maxval * R / 2**48)` for the 48-bit R = bits[0] + (bits[1] mod 2**16) * 2**32.
+
+  Args:
+    bits: uint32[2, ...], uniform random words.
+    maxval: int32, broadcastable to `bits[0]`, each in [1, 2**31).
+
+  Returns:
+    int32[...] in [0, maxval) (see `uniform_below`).
+  """
+  shape = bits.shape[1:]
   lo16 = lambda a: a & 0xFFFF
   hi16 = lambda a: a >> 16
   r_low, r_mid, r_high = lo16(bits[0]), hi16(bits[0]), lo16(bits[1])
@@ -378,14 +414,17 @@ def _permutation(key, size):
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
                                              "num_negatives", "search_steps", "row_order"))
-def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, weighted, *, num_chunks,
-                batches_per_chunk, batch_size, num_negatives, search_steps, row_order):
+def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, weighted, *,
+                num_chunks, batches_per_chunk, batch_size, num_negatives, search_steps,
+                row_order):
   """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
 
-  `num_missing` int32[U] counts (uniform) or weighs (weighted) each row's missing items;
-  `weighted` is None or (prefix int32[P], cumulative int32[I], row_weight int32[U]), as
-  `weighted_arrays` makes them. `row_order`: draw for the CSR entries, then shuffle (else the
-  "shuffled" draw: shuffle, then draw with `randint` ranks).
+  `words`: the negatives' random uint32 words ([P, n], or [2, P, n] when weighted), or None to
+  draw them from `neg_key`. `num_missing` int32[U] counts (uniform) or weighs (weighted) each
+  row's missing items; `weighted` is None or (prefix int32[P], cumulative int32[I],
+  row_weight int32[U]), as `weighted_arrays` makes them. `row_order`: draw for the CSR
+  entries, then shuffle (else the "shuffled" draw: shuffle, then draw with `randint` ranks
+  from `neg_key`).
   """
   num_positives = users.shape[0]
   if row_order:
@@ -393,11 +432,14 @@ def _draw_epoch(neg_key, order, users, items, v, indptr, num_missing, weighted, 
   else:
     u, p = users[order], items[order]
   draw_shape = (num_positives, num_negatives)
+  if words is None and (row_order or weighted is not None):
+    words = jax.random.bits(neg_key, ((2,) if weighted is not None else ()) + draw_shape,
+                            jnp.uint32)
   if weighted is not None:
-    x = uniform_below(neg_key, num_missing[u][:, None], draw_shape)
+    x = multiply_high48(words, num_missing[u][:, None])
     n = weighted_missing_items(v, *weighted, indptr, u, x, search_steps)
   elif row_order:
-    x = multiply_high(jax.random.bits(neg_key, draw_shape, jnp.uint32), num_missing[u][:, None])
+    x = multiply_high(words, num_missing[u][:, None])
     n = missing_items(v, indptr, u, x, search_steps)
   else:
     # randint's excess mass is below 2**-16 while I < 2**16.

@@ -9,6 +9,9 @@ so the same step serves two optimizer kinds:
 - row-sparse (`sparse_adam`, `sparse_adagrad`, `tripjax.sparse_optim`): gradient w.r.t. the
   gathered rows, then `RowOptimizer.update(row_grads, row_indices, ...)` touches only them.
 
+With `fused_cpu=True` (sparse_sgd on CPU) the loss, gradient and update of a batch are one
+custom call instead (`tripjax.fused_cpu`); the scan, hardest-of-n and padding are the same.
+
 `train_and_evaluate(config, workdir)` is the whole run: data, sampler, step, per-epoch
 checkpoints (resume from the latest), evaluation, the popularity baseline, `results.json`.
 """
@@ -134,6 +137,8 @@ def _check_fused_cpu(optimizer) -> None:
   if jax.default_backend() != "cpu":
     raise ValueError("the fused CPU step (--fused_cpu_step) runs on the CPU backend only; "
                      f"this process's default backend is {jax.default_backend()!r}.")
+  from tripjax import fused_cpu  # pylint: disable=g-import-not-at-top
+  fused_cpu.register()  # build errors surface here, before any tracing
 
 
 def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False
@@ -533,6 +538,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         "steps": int(state.step),
         "train_seconds": train_seconds,
         "compile_seconds": compile_seconds,
+        "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
         "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),

@@ -154,7 +154,8 @@ void TripletGrads(const Batch& b, int64_t begin, int64_t end) {
 // outside the table (after counting negative ones from the end).
 void ScatterSgd(float* table, int64_t rows, int64_t dim, const int32_t* const* indices,
                 const float* grads, int64_t size, int num_index_arrays, float lr) {
-  for (int a = 0, k_all = 0; a < num_index_arrays; ++a) {
+  int64_t k_all = 0;
+  for (int a = 0; a < num_index_arrays; ++a) {
     const int32_t* index = indices[a];
     for (int64_t k = 0; k < size; ++k, ++k_all) {
       if (k + kPrefetchAhead < size) {
@@ -180,6 +181,9 @@ ffi::Error TripletSgdUpdateImpl(ffi::ThreadPool pool, Table user_table, Table it
   const int64_t size = users.dimensions()[0];
   if (item_table.dimensions()[1] != dim) {
     return ffi::Error::InvalidArgument("user and item tables must have the same dim");
+  }
+  if (size > 0 && (user_table.dimensions()[0] == 0 || item_table.dimensions()[0] == 0)) {
+    return ffi::Error::InvalidArgument("a table with no rows cannot be gathered from");
   }
   if (pos.dimensions()[0] != size || neg.dimensions()[0] != size ||
       cotangent.dimensions()[0] != size) {
