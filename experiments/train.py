@@ -14,6 +14,7 @@ from absl import logging
 import jax
 
 from tripjax import config as config_lib
+from tripjax import fused_cpu
 from tripjax import train
 
 _DEFAULTS = config_lib.TrainConfig.__dataclass_fields__
@@ -93,6 +94,10 @@ assert set(_FIELDS) == set(_DEFAULTS), set(_DEFAULTS) ^ set(_FIELDS)
 
 for _name in ("learning_rate", "init_scale"):
   flags.register_validator(_name, lambda value: value > 0, message="must be positive")
+flags.register_multi_flags_validator(
+    ["fused_cpu_step", "optimizer"],
+    lambda values: not values["fused_cpu_step"] or values["optimizer"] == "sparse_sgd",
+    message="--fused_cpu_step applies row-sparse SGD: it needs --optimizer=sparse_sgd")
 
 
 def main(argv):
@@ -105,7 +110,7 @@ def main(argv):
   logging.info("JAX %s on %s; workdir %s", jax.__version__, jax.devices(), workdir)
   try:
     results = train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value)
-  except (train.WorkdirConflict, train.TrainingDiverged) as e:
+  except (train.WorkdirConflict, train.TrainingDiverged, fused_cpu.KernelBuildError) as e:
     sys.exit(f"experiments.train: {e}")
   model, popularity = results["model"], results["popularity"]
   print(f"{config.dataset}: AUC {model['auc']:.4f} (popularity {popularity['auc']:.4f}), "

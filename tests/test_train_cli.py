@@ -28,6 +28,10 @@ def reruns(smoke_run, run_cli, tmp_path_factory):
       "other_flags": [smoke, f"--workdir={workdir}", "--margin=0.25", "--epochs=1"],
   }
   cases.update({name: [smoke, f"--workdir={bad_root / name}", flag] for flag, name in _BAD_FLAGS})
+  cases["fused_with_adam"] = [smoke, f"--workdir={bad_root / 'fused_with_adam'}",
+                              "--fused_cpu_step", "--optimizer=adam"]
+  cases["fused"] = [smoke, f"--workdir={bad_root / 'fused'}", "--fused_cpu_step",
+                    "--optimizer=sparse_sgd", "--learning_rate=2.0"]
   return workdir, before, bad_root, run_cli("experiments.train", cases)
 
 
@@ -67,6 +71,18 @@ def test_invalid_flags_fail_before_any_work(reruns, flag, name):
   assert done.returncode != 0, flag
   assert f"flag --{name}=" in done.stderr, done.stderr[-2000:]
   assert not (bad_root / name).exists()  # failed before any work
+
+
+def test_fused_cpu_step_from_the_command_line(reruns):
+  _, _, bad_root, results = reruns
+  refused = results["fused_with_adam"]
+  assert refused.returncode != 0 and "--optimizer=sparse_sgd" in refused.stderr
+  assert not (bad_root / "fused_with_adam").exists()
+  done = results["fused"]
+  assert done.returncode == 0, done.stderr[-3000:]
+  run = json.loads((bad_root / "fused" / "results.json").read_text())
+  assert run["config"]["fused_cpu_step"] and run["config"]["optimizer"] == "sparse_sgd"
+  assert run["model"]["auc"] > 0.7
 
 
 def test_every_config_parses(tmp_path):
