@@ -110,7 +110,7 @@ def main(argv):
   logging.info("JAX %s on %s; workdir %s", jax.__version__, jax.devices(), workdir)
   try:
     results = train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value)
-  except (train.WorkdirConflict, train.TrainingDiverged, fused_cpu.KernelBuildError) as e:
+  except (train.WorkdirConflict, train.TrainingDiverged, fused_cpu.Unavailable) as e:
     sys.exit(f"experiments.train: {e}")
   model, popularity = results["model"], results["popularity"]
   print(f"{config.dataset}: AUC {model['auc']:.4f} (popularity {popularity['auc']:.4f}), "

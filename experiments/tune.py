@@ -23,10 +23,12 @@ train split with `python -m experiments.train --flagfile=...`. The search itself
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from absl import app
 from absl import flags
 
+from tripjax import fused_cpu
 from tripjax import tuning
 from tripjax.config import DRIVER_FLAGS, TrainConfig
 
@@ -105,10 +107,13 @@ def main(argv):
                 if _RESUME.value and _OUT_JSON.value else [])
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
-                       _VALIDATION_PER_USER.value, validation_seeds,
-                       _OUT_JSON.value or None, _OUT_FLAGFILE.value, previous, reference,
-                       penalties)
+  try:
+    report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
+                         _VALIDATION_PER_USER.value, validation_seeds,
+                         _OUT_JSON.value or None, _OUT_FLAGFILE.value, previous, reference,
+                         penalties)
+  except fused_cpu.Unavailable as e:
+    sys.exit(f"experiments.tune: {e}")
   best = report["best"]
   print(f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
         f"{len(report['trials'])}): {best['values']}")

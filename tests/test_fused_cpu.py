@@ -157,14 +157,19 @@ def test_the_step_updates_the_tables_in_place(skip_empty):
     assert not table_copies, table_copies
 
 
-def test_training_run_with_the_fused_step(tmp_path):
-  """`TrainConfig.fused_cpu_step` through `train_and_evaluate`: the XLA run's AUC."""
+def test_training_run_with_the_fused_step(tmp_path, monkeypatch):
+  """`TrainConfig.fused_cpu_step` through `train_and_evaluate`: the kernel, the XLA run's AUC."""
   base = dict(dataset="synthetic-tiny", dim=16, optimizer="sparse_sgd", learning_rate=2.0,
               batch_size=64, epochs=3, eval_every=3)
+  traced = []
+  kernel = fused_cpu.triplet_sgd_update
+  monkeypatch.setattr(fused_cpu, "triplet_sgd_update",
+                      lambda *args, **kwargs: traced.append(1) or kernel(*args, **kwargs))
   results = {}
   for fused in (False, True):
     config = config_lib.TrainConfig(**base, fused_cpu_step=fused)
     results[fused] = train.train_and_evaluate(config, tmp_path / str(fused))["model"]["auc"]
+    assert bool(traced) == fused  # the kernel is in the step exactly when asked for
   assert results[True] > 0.7, results
   assert abs(results[True] - results[False]) < 1e-3, results
 
@@ -213,6 +218,26 @@ def test_concurrent_builds_land_one_whole_library(tmp_path, monkeypatch):
     thread.join()
   assert len(set(paths)) == 1 and paths[0].read_text() == "half whole"
   assert list(cache.iterdir()) == [paths[0]]
+
+
+def test_unwritable_cache_and_bad_cxx_are_clear_errors(tmp_path, monkeypatch):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(blocker / "kernels"))  # under a plain file
+  with pytest.raises(fused_cpu.KernelBuildError, match="TRIPJAX_CACHE_DIR"):
+    fused_cpu.build()
+  monkeypatch.setenv("CXX", "g++ 'unbalanced")
+  with pytest.raises(fused_cpu.KernelBuildError, match="CXX"):
+    fused_cpu.build()
+
+
+def test_static_runtime_only_where_the_compiler_has_it(tmp_path):
+  has = _fake_compiler(tmp_path, f'echo {tmp_path}/libstdc++.a')
+  (tmp_path / "libstdc++.a").write_text("")
+  assert fused_cpu._flags([str(has)])[-3:] == fused_cpu.STATIC_RUNTIME_FLAGS
+  lacks = tmp_path / "lacks"
+  lacks.mkdir()
+  assert fused_cpu._flags([str(_fake_compiler(lacks, "echo libstdc++.a"))]) == fused_cpu.FLAGS
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,8 +1,11 @@
 """End-to-end tests of `python -m experiments.train` (smoke.cfg; the session's smoke run)."""
 
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -77,12 +80,26 @@ def test_fused_cpu_step_from_the_command_line(reruns):
   _, _, bad_root, results = reruns
   refused = results["fused_with_adam"]
   assert refused.returncode != 0 and "--optimizer=sparse_sgd" in refused.stderr
+  assert "Flags parsing error" in refused.stderr and "Traceback" not in refused.stderr
   assert not (bad_root / "fused_with_adam").exists()
   done = results["fused"]
   assert done.returncode == 0, done.stderr[-3000:]
   run = json.loads((bad_root / "fused" / "results.json").read_text())
   assert run["config"]["fused_cpu_step"] and run["config"]["optimizer"] == "sparse_sgd"
   assert run["model"]["auc"] > 0.7
+
+
+def test_a_kernel_that_cannot_build_is_a_one_line_error(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", CXX="no-such-cxx-xyz",
+             TRIPJAX_CACHE_DIR=str(tmp_path / "kernels"))
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--flagfile=experiments/configs/smoke.cfg",
+       f"--workdir={tmp_path / 'run'}", "--fused_cpu_step", "--optimizer=sparse_sgd"],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode != 0
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("experiments.train: ") and "no-such-cxx-xyz" in last, last
+  assert "Traceback" not in done.stderr
 
 
 def test_every_config_parses(tmp_path):

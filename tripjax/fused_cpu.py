@@ -27,6 +27,7 @@ import pathlib
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -37,13 +38,18 @@ import numpy as np
 SOURCE = pathlib.Path(__file__).parent / "csrc" / "triplet_sgd_cpu.cc"
 TARGET_NAME = "tripjax_triplet_sgd_update"
 # -w: XLA's FFI headers warn under g++ 12 (their code, not ours; the kernel builds clean).
-# Static libstdc++: the process may have loaded an older one (conda) than the compiler's.
-FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w",
-         "-static-libstdc++", "-static-libgcc")
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w")
+# Where the compiler has a static libstdc++, it is linked in and kept private, so the kernel
+# never binds to an older libstdc++ the process may have loaded first (conda's, say).
+STATIC_RUNTIME_FLAGS = ("-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL")
 BUILD_TIMEOUT_S = 300
 
 
-class KernelBuildError(RuntimeError):
+class Unavailable(RuntimeError):
+  """The fused CPU step cannot run in this process (the message says why and what to do)."""
+
+
+class KernelBuildError(Unavailable):
   """The fused CPU kernel could not be compiled or loaded (the message says why and how)."""
 
 
@@ -55,7 +61,10 @@ def cache_dir() -> pathlib.Path:
 
 def _compiler() -> list[str]:
   """The compiler command: `$CXX` split like a shell would (e.g. "ccache g++"), else c++."""
-  command = shlex.split(os.environ.get("CXX", "") or "c++")
+  try:
+    command = shlex.split(os.environ.get("CXX", "")) or ["c++"]
+  except ValueError as e:
+    raise KernelBuildError(f"$CXX={os.environ['CXX']!r} is not a command line: {e}.") from e
   path = shutil.which(command[0])
   if path is None:
     raise KernelBuildError(
@@ -65,14 +74,40 @@ def _compiler() -> list[str]:
   return [path, *command[1:]]
 
 
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+  """Runs `command`; on timeout kills its whole process group (the driver's cc1plus and ld too).
+
+  Raises:
+    subprocess.TimeoutExpired: after killing the group.
+  """
+  with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        start_new_session=True) as process:
+    try:
+      stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(process.pid, signal.SIGKILL)
+      process.communicate()
+      raise
+  return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def _compiler_version(compiler: list[str]) -> str:
   """`compiler --version`'s first line ('' if it prints none)."""
   try:
-    result = subprocess.run([*compiler, "--version"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = _run([*compiler, "--version"], timeout=60)
   except (OSError, subprocess.TimeoutExpired):
     return ""
   return (result.stdout.splitlines() or [""])[0]
+
+
+def _flags(compiler: list[str]) -> tuple[str, ...]:
+  """`FLAGS`, plus `STATIC_RUNTIME_FLAGS` where the compiler has a static libstdc++."""
+  try:  # prints the bare name when it has no such file
+    found = _run([*compiler, "-print-file-name=libstdc++.a"], timeout=60).stdout.strip()
+  except (OSError, subprocess.TimeoutExpired):
+    found = ""
+  return FLAGS + (STATIC_RUNTIME_FLAGS if os.path.isabs(found) and os.path.exists(found)
+                  else ())
 
 
 def _cpu_features() -> str:
@@ -86,11 +121,11 @@ def _cpu_features() -> str:
   return f"{platform.machine()} {platform.processor()} {features}"
 
 
-def library_path(compiler: list[str]) -> pathlib.Path:
-  """The cached library's path for this source, compiler, jaxlib and CPU."""
+def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
+  """The cached library's path for this source, compiler, flags, jaxlib and CPU."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
-  for part in (SOURCE.read_bytes(), " ".join(FLAGS), " ".join(compiler),
+  for part in (SOURCE.read_bytes(), " ".join(flags), " ".join(compiler),
                _compiler_version(compiler), jaxlib.__version__, _cpu_features()):
     digest.update(part if isinstance(part, bytes) else part.encode())
     digest.update(b"\0")
@@ -114,31 +149,35 @@ def build() -> pathlib.Path:
   result into place (the same bytes, whichever lands last).
 
   Raises:
-    KernelBuildError: no compiler, no FFI headers, or the compiler failed (its output is in
-      the message). Nothing is left in the cache then.
+    KernelBuildError: no compiler, no FFI headers, an unwritable cache folder, or the
+      compiler failed (its output is in the message). Nothing is left in the cache then.
   """
   compiler = _compiler()
-  target = library_path(compiler)
+  flags = _flags(compiler)
+  target = library_path(compiler, flags)
   if target.exists():
     return target
   include = pathlib.Path(_ffi().include_dir())
   if not (include / "xla" / "ffi" / "api" / "ffi.h").exists():
     raise KernelBuildError(f"jaxlib ships no XLA FFI headers at {include}; the fused CPU step "
                            "needs a jaxlib that does (>= 0.4.38).")
-  target.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-    partial = pathlib.Path(tmp) / target.name
-    command = [*compiler, *FLAGS, f"-I{include}", str(SOURCE), "-o", str(partial)]
-    try:
-      result = subprocess.run(command, capture_output=True, text=True, check=False,
-                              timeout=BUILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired as e:
-      raise KernelBuildError(f"compiling {SOURCE} took over {BUILD_TIMEOUT_S} s "
-                             f"({' '.join(command)}).") from e
-    if result.returncode != 0:
-      raise KernelBuildError(f"compiling {SOURCE} failed ({' '.join(command)}):\n"
-                             f"{result.stderr[-4000:]}")
-    os.replace(partial, target)
+  try:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+      partial = pathlib.Path(tmp) / target.name
+      command = [*compiler, *flags, f"-I{include}", str(SOURCE), "-o", str(partial)]
+      try:
+        result = _run(command, BUILD_TIMEOUT_S)
+      except subprocess.TimeoutExpired as e:
+        raise KernelBuildError(f"compiling {SOURCE} took over {BUILD_TIMEOUT_S} s "
+                               f"({' '.join(command)}).") from e
+      if result.returncode != 0:
+        raise KernelBuildError(f"compiling {SOURCE} failed ({' '.join(command)}):\n"
+                               f"{result.stderr[-4000:]}")
+      os.replace(partial, target)
+  except OSError as e:
+    raise KernelBuildError(f"cannot write the compiled kernel to {target.parent} ({e}); set "
+                           "$TRIPJAX_CACHE_DIR to a writable folder.") from e
   return target
 
 
@@ -154,8 +193,8 @@ def register() -> None:
     library = ctypes.cdll.LoadLibrary(str(path))
   except OSError as e:
     raise KernelBuildError(
-        f"loading the fused CPU kernel {path} failed: {e}. If its folder is mounted noexec, "
-        "point $TRIPJAX_CACHE_DIR elsewhere.") from e
+        f"loading the fused CPU kernel {path} failed: {e}. Delete that file to rebuild it, or, "
+        "if its folder is mounted noexec, point $TRIPJAX_CACHE_DIR elsewhere.") from e
   _ffi().register_ffi_target(TARGET_NAME, _ffi().pycapsule(library.TripletSgdUpdate),
                              platform="cpu")
 

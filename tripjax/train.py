@@ -130,14 +130,16 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
 
 
 def _check_fused_cpu(optimizer) -> None:
-  """Raises ValueError unless the fused CPU kernel can run this optimizer here."""
+  """Raises ValueError (not sparse_sgd) or fused_cpu.Unavailable (not CPU, no kernel)."""
   if not is_row_optimizer(optimizer) or optimizer.sgd_learning_rate is None:
     raise ValueError("the fused CPU step (--fused_cpu_step) applies plain row-sparse SGD: it "
                      "needs --optimizer=sparse_sgd.")
-  if jax.default_backend() != "cpu":
-    raise ValueError("the fused CPU step (--fused_cpu_step) runs on the CPU backend only; "
-                     f"this process's default backend is {jax.default_backend()!r}.")
   from tripjax import fused_cpu  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != "cpu":
+    raise fused_cpu.Unavailable(
+        "the fused CPU step (--fused_cpu_step) runs on the CPU backend only; this process's "
+        f"default backend is {jax.default_backend()!r} (set JAX_PLATFORMS=cpu, or drop "
+        "--fused_cpu_step).")
   fused_cpu.register()  # build errors surface here, before any tracing
 
 
