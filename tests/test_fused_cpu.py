@@ -195,10 +195,12 @@ def test_build_is_cached(tmp_path, monkeypatch):
   assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
 
 
-def _fake_compiler(folder, body):
-  """A `$CXX` that answers --version and otherwise runs `body` (sh; "$out" is the -o file)."""
+def _fake_compiler(folder, body, static_runtime="libstdc++.a"):
+  """A `$CXX` that answers --version and -print-file-name=libstdc++.a (`static_runtime`: a
+  bare name when it has none) and otherwise runs `body` (sh; "$out" is the -o file)."""
   fake = folder / "fake-cxx"
-  fake.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "fake 1.0"; exit 0; fi\n'
+  fake.write_text('#!/bin/sh\ncase "$1" in\n  --version) echo "fake 1.0"; exit 0;;\n'
+                  f'  -print-file-name=*) echo "{static_runtime}"; exit 0;;\nesac\n'
                   'for out; do :; done\n' + body + "\n")
   fake.chmod(0o755)
   return fake
@@ -232,12 +234,12 @@ def test_unwritable_cache_and_bad_cxx_are_clear_errors(tmp_path, monkeypatch):
 
 
 def test_static_runtime_only_where_the_compiler_has_it(tmp_path):
-  has = _fake_compiler(tmp_path, f'echo {tmp_path}/libstdc++.a')
+  has = _fake_compiler(tmp_path, "exit 1", static_runtime=tmp_path / "libstdc++.a")
   (tmp_path / "libstdc++.a").write_text("")
   assert fused_cpu._flags([str(has)])[-3:] == fused_cpu.STATIC_RUNTIME_FLAGS
   lacks = tmp_path / "lacks"
   lacks.mkdir()
-  assert fused_cpu._flags([str(_fake_compiler(lacks, "echo libstdc++.a"))]) == fused_cpu.FLAGS
+  assert fused_cpu._flags([str(_fake_compiler(lacks, "exit 1"))]) == fused_cpu.FLAGS
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
