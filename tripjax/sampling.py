@@ -178,9 +178,9 @@ class EpochSampler:
 
     Args:
       epoch: the epoch number (0-based); with the seed it fixes the draw.
-      prefetch_next: with the host shuffle, start computing epoch + 1's order on a background
-        thread (numpy releases the GIL), so that it overlaps this epoch's training. The
-        triplets are the same either way.
+      prefetch_next: with the host shuffle, start epoch + 1's host draw (its order and the
+        negatives' random words, `_host_draw`) on a background thread (numpy releases the
+        GIL), so that it overlaps this epoch's work. The triplets are the same either way.
 
     Returns:
       `Batches` with leading shape [C, S, B].
@@ -223,7 +223,6 @@ class EpochSampler:
     if self.negative_weights is not None:
       shape = (2,) + shape
     return order, rng.integers(0, 2**32, shape, dtype=np.uint32)
-
 
 
 # Integer negative weights sum to about this (int32 sums stay exact).

@@ -105,6 +105,11 @@ def init_state(key: jax.Array, optimizer, num_users: int, num_items: int, dim: i
   return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
 
 
+def batch_denominator(weights: jax.Array) -> jax.Array:
+  """What `batch_loss` divides the weighted sums by: float32[], max(sum(weights), 1)."""
+  return jnp.maximum(jnp.sum(weights), 1.0)
+
+
 def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
                weights: jax.Array, margin: float, l2: float):
   """The batch objective as a function of the gathered rows.
@@ -121,7 +126,7 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
     (objective float32[], per-triplet hinge losses float32[B]).
   """
   per_triplet = losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin)
-  denom = jnp.maximum(jnp.sum(weights), 1.0)
+  denom = batch_denominator(weights)
   objective = jnp.sum(weights * per_triplet) / denom
   if l2:
     squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows, neg_rows))
@@ -179,7 +184,7 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
       count = state.opt_state.count
       user, item, per = kernel.triplet_sgd_update(
           params["user"], params["item"], users, pos, neg,
-          weights / jnp.maximum(jnp.sum(weights), 1.0),
+          weights / batch_denominator(weights),  # d batch_loss / d per-triplet loss
           sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2)
       new_params = {"user": user, "item": item}
       opt_state = state.opt_state._replace(count=sparse_optim.safe_increment(count))
