@@ -1,6 +1,11 @@
 """The fused CPU kernel (`tripjax.fused_cpu`) against the XLA training step it replaces."""
 
+import hashlib
+import os
 import pathlib
+import stat
+import subprocess
+import types
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +14,7 @@ import optax
 import pytest
 
 from tripjax import config as config_lib
+from tripjax import errors
 from tripjax import fused_cpu
 from tripjax import sampling
 from tripjax import sparse_optim
@@ -186,13 +192,22 @@ def test_needs_sparse_sgd():
 # ---------------------------------------------------------------- building the kernel
 
 
+def _hash_file(path):
+  return path.with_name(path.name + fused_cpu.HASH_SUFFIX)
+
+
+def _sha256(path):
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_build_is_cached(tmp_path, monkeypatch):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(tmp_path))
   path = fused_cpu.build()
-  assert path.parent == tmp_path and path.suffix == ".so"
+  assert path.parent == tmp_path / "kernels" and path.suffix == ".so"
   built = path.stat().st_mtime_ns
   assert fused_cpu.build() == path and path.stat().st_mtime_ns == built  # not rebuilt
-  assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
+  assert sorted(path.parent.iterdir()) == [path, _hash_file(path)]  # no temporary left behind
+  assert _hash_file(path).read_text().strip() == _sha256(path)
 
 
 def _fake_compiler(folder, body, static_runtime="libstdc++.a"):
@@ -219,7 +234,8 @@ def test_concurrent_builds_land_one_whole_library(tmp_path, monkeypatch):
   for thread in threads:
     thread.join()
   assert len(set(paths)) == 1 and paths[0].read_text() == "half whole"
-  assert list(cache.iterdir()) == [paths[0]]
+  assert sorted((cache / "kernels").iterdir()) == [paths[0], _hash_file(paths[0])]
+  assert _hash_file(paths[0]).read_text().strip() == _sha256(paths[0])
 
 
 def test_unwritable_cache_and_bad_cxx_are_clear_errors(tmp_path, monkeypatch):
@@ -268,3 +284,214 @@ def test_the_source_is_installed_with_the_package():
   setup_cfg = (pathlib.Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
   assert f"csrc/*{fused_cpu.SOURCE.suffix}" in setup_cfg
   assert fused_cpu.SOURCE.is_file()
+
+
+# ---------------------------------------------------------------- the kernel cache's safety
+
+_PLANTED_SOURCE = r"""
+#include <cstdio>
+#include <cstdlib>
+__attribute__((constructor)) static void planted() {
+  if (const char* marker = std::getenv("TRIPJAX_TEST_PLANTED_MARKER")) {
+    if (std::FILE* f = std::fopen(marker, "a")) {
+      std::fputs("loaded\n", f);
+      std::fclose(f);
+    }
+  }
+}
+"""
+_OTHER_UID = 12345
+
+
+@pytest.fixture(scope="module")
+def planted_library(tmp_path_factory):
+  """A small shared library whose constructor appends a line to $TRIPJAX_TEST_PLANTED_MARKER."""
+  folder = tmp_path_factory.mktemp("planted")
+  (folder / "planted.cc").write_text(_PLANTED_SOURCE)
+  library = folder / "planted.so"
+  subprocess.run([*fused_cpu._compiler(), "-shared", "-fPIC", str(folder / "planted.cc"), "-o",
+                  str(library)], check=True, capture_output=True, timeout=120)
+  return library
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch, planted_library):
+  """A fresh kernel cache whose `$CXX` "builds" the planted library (a copy, no compiling).
+
+  Loading goes through a spy: `cache.loaded` holds the bytes of each library handed to dlopen,
+  which only happens when `cache.really_load` (a refused library is never loaded, so the
+  constructor's `cache.marker` stays absent).
+  """
+  env = types.SimpleNamespace(root=tmp_path / "cache", marker=tmp_path / "marker",
+                              log=tmp_path / "builds", loaded=[], really_load=True)
+  env.folder = env.root / "kernels"
+  monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(env.root))
+  monkeypatch.setenv("TRIPJAX_TEST_PLANTED_MARKER", str(env.marker))
+  monkeypatch.setenv("CXX", str(_fake_compiler(
+      tmp_path, f'echo built >> "{env.log}"; cp "{planted_library}" "$out"')))
+  real = fused_cpu._load_library
+
+  def spy(name):
+    env.loaded.append(pathlib.Path(name).read_bytes())
+    return real(name) if env.really_load else types.SimpleNamespace()
+
+  monkeypatch.setattr(fused_cpu, "_load_library", spy)
+  env.builds = lambda: len(env.log.read_text().splitlines()) if env.log.exists() else 0
+  return env
+
+
+def _assert_refused(excinfo, path, reason, cache):
+  message = str(excinfo.value)
+  assert len(message.splitlines()) == 1 and "\n" not in message, message
+  assert str(path) in message and reason in message, message
+  assert "TRIPJAX_CACHE_DIR" in message, message
+  assert not cache.loaded and not cache.marker.exists()  # never dlopen()ed
+
+
+def test_kernels_live_in_a_private_folder_of_their_own(cache, planted_library, monkeypatch):
+  """Under `$TRIPJAX_CACHE_DIR/kernels`, folders made 0o700 even in a shared (1777) folder and
+  under a loose umask; the library is private, its SHA-256 beside it; and it loads (the
+  control for the refusals below: the spy and the marker do see a load)."""
+  shared = cache.root.parent / "shared"
+  shared.mkdir()
+  shared.chmod(0o1777)
+  monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(shared / "tripjax"))
+  umask = os.umask(0o002)
+  try:
+    path = fused_cpu.build()
+  finally:
+    os.umask(umask)
+  assert path.parent == shared / "tripjax" / "kernels" == fused_cpu.cache_dir()
+  for folder in (shared / "tripjax", path.parent):
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+  assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+  assert _hash_file(path).read_text().strip() == _sha256(path)
+  fused_cpu.load()
+  assert cache.loaded == [planted_library.read_bytes()]
+  assert cache.marker.read_text() == "loaded\n"
+  assert issubclass(fused_cpu.UnsafeKernelCache, fused_cpu.Unavailable)
+  assert issubclass(fused_cpu.Unavailable, errors.TripjaxError)
+  assert issubclass(fused_cpu.Unavailable, RuntimeError)
+
+
+def _plant_beside(path):
+  """A copy of the library `path` outside the cache, with its hash recorded beside `path`."""
+  planted = path.parent.parent / "elsewhere.so"
+  planted.write_bytes(path.read_bytes())
+  planted.chmod(0o700)
+  return planted
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("symlink", "symlink"), ("group_writable", "writable by group or others"),
+    ("other_writable", "writable by group or others"), ("other_owner", f"uid {_OTHER_UID}"),
+    ("fifo", "not a regular file")])
+def test_an_unsafe_kernel_file_is_refused_and_never_loaded(cache, case, reason):
+  path = fused_cpu.build()
+  if case == "symlink":  # to a valid library, its hash recorded: only the link is wrong
+    planted = _plant_beside(path)
+    path.unlink()
+    path.symlink_to(planted)
+  elif case == "group_writable":
+    path.chmod(0o720)
+  elif case == "other_writable":
+    path.chmod(0o702)
+  elif case == "other_owner":
+    if os.geteuid() != 0:
+      pytest.skip("chown to another user needs root")
+    os.chown(path, _OTHER_UID, -1)
+  else:
+    path.unlink()
+    os.mkfifo(path, 0o600)
+  for call in (fused_cpu.load, fused_cpu.build):
+    with pytest.raises(fused_cpu.UnsafeKernelCache) as excinfo:
+      call()
+    _assert_refused(excinfo, path, reason, cache)
+  assert cache.builds() == 1  # refused, neither loaded nor built over
+  assert os.path.islink(path) == (case == "symlink")
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("symlink", "symlink"), ("group_writable", "writable by group or others"),
+    ("other_writable", "writable by group or others"), ("other_owner", f"uid {_OTHER_UID}")])
+def test_an_unsafe_kernel_folder_is_refused_and_never_loaded(cache, case, reason):
+  path = fused_cpu.build()
+  if case == "symlink":  # to a private folder holding a valid build and its hash
+    moved = cache.folder.rename(cache.root / "elsewhere")
+    cache.folder.symlink_to(moved)
+  elif case == "group_writable":
+    cache.folder.chmod(0o770)
+  elif case == "other_writable":
+    cache.folder.chmod(0o707)
+  else:
+    if os.geteuid() != 0:
+      pytest.skip("chown to another user needs root")
+    os.chown(cache.folder, _OTHER_UID, -1)
+  before = sorted(cache.folder.iterdir())
+  for call in (fused_cpu.load, fused_cpu.build):
+    with pytest.raises(fused_cpu.UnsafeKernelCache) as excinfo:
+      call()
+    _assert_refused(excinfo, cache.folder, reason, cache)
+  assert cache.builds() == 1 and sorted(cache.folder.iterdir()) == before
+  assert path.exists()
+
+
+def test_the_refusal_stays_one_line_whatever_the_path(cache, monkeypatch):
+  root = cache.root.parent / "line\nbreak"
+  (root / "kernels").mkdir(parents=True)
+  (root / "kernels").chmod(0o777)
+  monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(root))
+  with pytest.raises(fused_cpu.UnsafeKernelCache) as excinfo:
+    fused_cpu.load()
+  message = str(excinfo.value)
+  assert len(message.splitlines()) == 1 and "line\\nbreak/kernels" in message, message
+  assert isinstance(excinfo.value, fused_cpu.Unavailable) and cache.builds() == 0
+
+
+@pytest.mark.parametrize("case", ["wrong_hash", "truncated", "no_hash", "hash_is_a_symlink"])
+def test_a_kernel_that_fails_its_hash_is_rebuilt_not_loaded(cache, planted_library, case):
+  cache.really_load = False  # a truncated library could crash the process
+  path = fused_cpu.build()
+  whole = planted_library.read_bytes()
+  if case == "wrong_hash":  # the library is whole, but not what was recorded
+    _hash_file(path).write_text("0" * 64 + "\n")
+  elif case == "truncated":
+    os.truncate(path, len(whole) // 2)
+  elif case == "no_hash":
+    _hash_file(path).unlink()
+  else:
+    (cache.folder / "recorded").write_text(_sha256(path))
+    _hash_file(path).unlink()
+    _hash_file(path).symlink_to(cache.folder / "recorded")
+  fused_cpu.load()
+  assert cache.builds() == 2
+  assert cache.loaded == [whole]  # the rebuilt library, not the one that failed its check
+  assert path.read_bytes() == whole and not _hash_file(path).is_symlink()
+  assert _hash_file(path).read_text().strip() == _sha256(path)
+  fused_cpu.build()
+  assert cache.builds() == 2  # the rebuilt pair passes
+
+
+def test_a_library_replaced_after_its_check_is_checked_again(cache, planted_library,
+                                                             monkeypatch):
+  """Replaced between load()'s check and dlopen (a concurrent rebuild, say), it is not loaded
+  unchecked: load() goes round again, and the unrecorded file is rebuilt."""
+  cache.really_load = False
+  path = fused_cpu.build()
+  checks = []
+  open_verified = fused_cpu._open_verified
+
+  def swap_after_check(folder_fd, target):
+    fd = open_verified(folder_fd, target)
+    checks.append(fd)
+    if len(checks) == 2:  # load()'s own check, after build()'s
+      partial = cache.root / "partial"
+      partial.write_bytes(b"swapped in")
+      partial.chmod(0o700)
+      os.replace(partial, target)
+    return fd
+
+  monkeypatch.setattr(fused_cpu, "_open_verified", swap_after_check)
+  fused_cpu.load()
+  assert cache.loaded == [planted_library.read_bytes()] and cache.builds() == 2
+  assert _hash_file(path).read_text().strip() == _sha256(path)
