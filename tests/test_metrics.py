@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings, strategies as st
 from sklearn.metrics import roc_auc_score
 
 from tripjax import metrics
@@ -99,6 +100,120 @@ def test_roc_auc_nan_score_gives_nan_and_shape_mismatch_raises():
     metrics.roc_auc(scores, pos[:, :-1], exc)
 
 
+# Float32 subnormals (|x| < 1.2e-38), e.g. sigmoids of logits below -87: XLA on CPU flushes them
+# to zero in float ops, so an AUC that compared them as floats would tie them all (0.5).
+_TINY = np.finfo(np.float32).smallest_subnormal  # 1.4e-45
+_SUBNORMAL_ROWS = [
+    ([1e-40, 3e-41, 5e-42, 2e-39, 7e-41, 1e-39], [1, 0, 0, 1, 0, 0]),
+    ([1e-40, -3e-41, -1e-40, 2e-41, -5e-42, 0.0], [1, 0, 1, 1, 0, 0]),         # mixed signs
+    ([0.0, -0.0, 1e-40, -1e-40, 0.0, -0.0, 1e-40, _TINY], [1, 0, 1, 0, 0, 1, 0, 0]),  # zero ties
+    ([_TINY, 0.0, -_TINY, 2 * _TINY, -0.0, _TINY], [1, 0, 0, 1, 0, 0]),     # a few ulps of 0
+    ([1.1754942e-38, 1.1754944e-38, 1e-38, 1.0, -1e-45, 0.5], [0, 1, 1, 0, 1, 0]),  # at FLT_MIN
+]
+
+
+def _subnormal_case():
+  width = max(len(s) for s, _ in _SUBNORMAL_ROWS) + 1
+  scores = np.ones((len(_SUBNORMAL_ROWS) + 1, width), np.float32)
+  pos = np.zeros(scores.shape, bool)
+  exc = np.ones(scores.shape, bool)
+  for u, (s, p) in enumerate(_SUBNORMAL_ROWS):
+    scores[u, :len(s)], pos[u, :len(p)], exc[u, :len(s)] = s, p, False
+  # Sigmoids of very negative logits, computed in numpy (float32, not flushed): 8e-40 ... 1e-43.
+  logits = -np.linspace(90.0, 99.0, width, dtype=np.float32)
+  scores[-1] = np.exp(logits) / (1 + np.exp(logits))  # sigmoid, in the form that does not overflow
+  pos[-1] = np.arange(width) % 3 == 0
+  exc[-1] = False
+  return scores, pos, exc
+
+
+@pytest.mark.parametrize("max_positives", METHODS)
+def test_roc_auc_ranks_subnormal_scores_exactly(max_positives):
+  scores, pos, exc = _subnormal_case()
+  assert np.all(((np.abs(scores) < np.finfo(np.float32).tiny) & (scores != 0)).sum(1) >= 2)
+  want = _sk_auc(scores, pos, exc)
+  assert np.all(want != 0.5)  # a flushed comparison gives 0.5 (all tied) on the subnormal rows
+  got = np.asarray(_jit_auc(max_positives)(scores, pos, exc))
+  np.testing.assert_allclose(got, want, atol=1e-7, rtol=0)
+  # bfloat16 has float32's exponent range, so it has subnormals too.
+  low = jnp.asarray(scores, jnp.bfloat16)
+  got = np.asarray(_jit_auc(max_positives)(low, pos, exc))
+  np.testing.assert_allclose(got, _sk_auc(np.asarray(low.astype(jnp.float32)), pos, exc),
+                             atol=1e-7, rtol=0)
+
+
+def test_sortable_keys_order_subnormals_and_merge_signed_zeros():
+  values = np.array([-np.inf, -1e30, -1.0, -np.finfo(np.float32).tiny, -1e-40, -_TINY, -0.0, 0.0,
+                     _TINY, 2 * _TINY, 1e-40, np.finfo(np.float32).tiny, 1.0, 1e30, np.inf],
+                    np.float32)
+  keys = np.asarray(jax.jit(metrics.sortable_keys)(values))
+  assert keys[6] == keys[7] == 0  # -0.0 and 0.0
+  assert np.all(np.diff(np.delete(keys, 6)) > 0)
+
+
+# Special float32 values the property test mixes into its draws: subnormals, signed zeros, the
+# normal/subnormal boundary, huge values, and values that tie after a large offset.
+_SPECIAL = [0.0, -0.0, 1e-40, -1e-40, 3e-41, -3e-41, float(_TINY), -float(_TINY), 1.1754942e-38,
+            float(np.finfo(np.float32).tiny), 1e30, -1e30, 16777216.0, 16777217.0, 1e6 + 0.03]
+_PROP_USERS, _PROP_ITEMS = 5, 24  # fixed shapes: one compilation per method for every example
+
+
+@st.composite
+def _auc_cases(draw):
+  """(scores float32[U, I], positives, exclude): values drawn from a small pool (so ties occur),
+  itself drawn from every float32 (subnormals and infinities included) and `_SPECIAL`."""
+  values = st.one_of(st.floats(width=32, allow_nan=False), st.sampled_from(_SPECIAL))
+  pool = np.array(draw(st.lists(values, min_size=1, max_size=12)), np.float32)
+  rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+  if draw(st.booleans()):
+    pool = pool + np.float32(draw(st.sampled_from([1e6, -3e7, 1e-38])))  # rounding makes ties
+  scores = rng.choice(pool, size=(_PROP_USERS, _PROP_ITEMS)).astype(np.float32)
+  exclude = rng.random(scores.shape) < draw(st.floats(0.0, 0.8))
+  positives = (rng.random(scores.shape) < draw(st.floats(0.05, 0.6))) & ~exclude
+  return scores, positives, exclude
+
+
+def _rank_auc(scores, positives, exclude):
+  """sklearn per user on the scores, or on their dense ranks (same AUC) where one is infinite."""
+  out = []
+  for s, p, e in zip(scores, positives, exclude):
+    y, c = p[~e], s[~e]
+    if not 0 < y.sum() < y.size:
+      out.append(np.nan)
+      continue
+    ranks = c if np.isfinite(c).all() else np.unique(c, return_inverse=True)[1]
+    out.append(roc_auc_score(y, ranks))
+  return np.array(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=_auc_cases())
+def test_roc_auc_property_equals_sklearn_on_any_float32(case):
+  scores, pos, exc = case
+  want = _rank_auc(scores, pos, exc)
+  for max_positives in METHODS:
+    got = np.asarray(_jit_auc(max_positives)(scores, pos, exc))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=f"{max_positives=}")
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_top_k(k):
+  return jax.jit(functools.partial(metrics.top_k_unseen, k=k))
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=_auc_cases(), k=st.integers(1, _PROP_ITEMS))
+def test_top_k_unseen_property_equals_numpy_order(case, k):
+  scores, _, exc = case
+  got = np.asarray(_jit_top_k(k)(scores, ~exc))
+  lowest = np.finfo(np.float32).min  # a -inf candidate ranks with the lowest finite score
+  for u, (s, e) in enumerate(zip(scores, exc)):
+    cand = np.flatnonzero(~e)
+    order = cand[np.lexsort((cand, -np.maximum(s[cand], lowest)))][:k]
+    np.testing.assert_array_equal(got[u], np.pad(order, (0, k - order.size), constant_values=-1))
+
+
 def test_compare_path_flags_users_with_too_many_positives():
   scores, pos, exc = _random_case(3, pos_rate=0.5)
   got = np.asarray(_jit_auc(3)(scores, pos, exc))
@@ -187,6 +302,32 @@ def test_top_k_ties_lower_index_first_and_short_lists_padded():
       metrics.top_k_unseen(inf_scores, jnp.array([[False, False, True, True]]), 3), [[2, 3, -1]])
   few = jnp.array([[False, False, True, False, False, False]])
   np.testing.assert_array_equal(metrics.top_k_unseen(scores, few, 3), [[2, -1, -1]])
+  # Subnormals rank exactly (XLA on CPU would flush them to 0 in float ops); -0.0 ties 0.0.
+  tiny = jnp.array([[1e-40, -0.0, 3e-41, -1e-40, 0.0, 1e-45, -3e-41]])
+  np.testing.assert_array_equal(metrics.top_k_unseen(tiny, jnp.ones(tiny.shape, bool), 7),
+                                [[0, 2, 5, 1, 4, 6, 3]])
+
+
+@pytest.mark.parametrize("compare_max", [64, 2])  # compare path, sort path (4 test items > 2)
+def test_evaluate_ranks_subnormal_scores_exactly(monkeypatch, compare_max):
+  train, test = _split(9, users=12, items=30)
+  rng = np.random.default_rng(4)
+  logits = rng.uniform(-100.0, -88.0, train.shape).astype(np.float32)
+  scores = np.exp(logits) / (1 + np.exp(logits))  # sigmoid in numpy: subnormals kept (4e-44..6e-39)
+  scores[::2, ::3] = rng.choice([0.0, -0.0, 1e-40, -1e-40], scores[::2, ::3].shape)
+  assert scores.dtype == np.float32 and np.all(np.abs(scores) < np.finfo(np.float32).tiny)
+  assert np.mean(scores != 0) > 0.9
+  monkeypatch.setattr(metrics, "_COMPARE_MAX_POSITIVES", compare_max)
+  ks = (3, 10)
+  res = metrics.evaluate(_table_score_fn(scores), train, test, ks=ks, block_size=8)
+  ref = _numpy_reference(scores, train, test, ks)
+  for name in metrics.metric_names(ks):
+    np.testing.assert_allclose(res.per_user[name], ref[name], atol=1e-6, err_msg=name)
+  for u in range(train.shape[0]):
+    cand = np.flatnonzero(~train[u].toarray()[0])
+    order = cand[np.lexsort((cand, -scores[u, cand]))][:10]
+    np.testing.assert_array_equal(res.top_items[u], np.pad(order, (0, 10 - order.size),
+                                                            constant_values=-1))
 
 
 def test_evaluate_compiles_once_across_blocks():

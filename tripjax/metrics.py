@@ -9,7 +9,9 @@ AUC is the Mann-Whitney statistic with ties counted half, which is exactly the a
 computes: for each positive candidate, count the negative candidates with a lower score (twice) and
 those with an equal score (once), sum in integers, and divide by 2 * n_pos * n_neg once at the end.
 Scores are compared as order-preserving int32 keys of their float32 values, so the comparison is
-exact (-0.0 and 0.0 are equal, as in numpy).
+exact (-0.0 and 0.0 are equal, as in numpy), subnormals included: the keys are made with integer
+ops only, since XLA on CPU flushes subnormal floats (|x| < 1.2e-38) to zero in float arithmetic and
+comparisons.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import numpy as np
 import scipy.sparse as sp
 from jax import lax
 
+from tripjax import errors
+
 ScoreFn = Callable[[jax.Array], jax.Array]
 """`score_fn(user_indices: int32[B]) -> float32[B, I]`: every item's score for each user."""
 
 _INT32_MAX = np.iinfo(np.int32).max
+_SIGN_BIT = np.int32(np.iinfo(np.int32).min)  # the bits of -0.0
+_NEG_INF_BITS = np.float32(-np.inf).view(np.int32)
+_LOWEST_BITS = np.finfo(np.float32).min.view(np.int32)  # -3.4e38, the lowest finite float32
 # Counts are summed as (c >> 12, c & 4095), so the int32 sums are exact for up to ~500k items.
 _LOW_BITS = 12
 _COMPARE_MAX_POSITIVES = 64  # up to this many positives per user, compare; above, sort.
@@ -41,16 +48,20 @@ trace_count = 0
 def sortable_keys(scores: jax.Array) -> jax.Array:
   """Maps float32 scores to int32 keys with the same order; -0.0 and 0.0 get the same key.
 
+  Integer ops only (no float comparison), so subnormal scores keep their order on XLA's CPU
+  backend, which flushes them to zero in float ops: the key of a negative float is minus its
+  magnitude bits, that of a non-negative one its bits.
+
   Args:
     scores: float[...] (cast to float32); NaN gives a key outside the range of real numbers.
 
   Returns:
-    int32[...] keys: `a < b` iff `key(a) < key(b)` for non-NaN a, b; never equal to INT32_MAX.
+    int32[...] keys: `a < b` iff `key(a) < key(b)` and `a == b` iff `key(a) == key(b)` for
+    non-NaN a, b (infinities included); below INT32_MAX except for one NaN bit pattern.
   """
   s = jnp.asarray(scores).astype(jnp.float32)
-  s = jnp.where(s == 0, jnp.zeros_like(s), s)
   bits = lax.bitcast_convert_type(s, jnp.int32)
-  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+  return jnp.where(bits < 0, -(bits & jnp.int32(0x7FFFFFFF)), bits)
 
 
 def _auc_from_counts(counts: jax.Array, is_pos: jax.Array, n_neg: jax.Array) -> jax.Array:
@@ -164,8 +175,8 @@ def roc_auc(scores: jax.Array, positives: jax.Array, exclude: jax.Array,
   """
   scores, positives, exclude = jnp.asarray(scores), jnp.asarray(positives), jnp.asarray(exclude)
   if scores.ndim != 2 or scores.shape != positives.shape or scores.shape != exclude.shape:
-    raise ValueError(f"roc_auc: scores {scores.shape}, positives {positives.shape} and exclude "
-                     f"{exclude.shape} must be the same [U, I] shape")
+    raise errors.InvalidInput(f"roc_auc: scores {scores.shape}, positives {positives.shape} and "
+                              f"exclude {exclude.shape} must be the same [U, I] shape")
   cand = ~exclude.astype(bool)
   pos = positives.astype(bool) & cand
   neg = cand & ~pos
@@ -176,7 +187,7 @@ def roc_auc(scores: jax.Array, positives: jax.Array, exclude: jax.Array,
   else:
     p = int(max_positives)
     if p < 1:
-      raise ValueError(f"roc_auc: max_positives must be >= 1, got {max_positives}")
+      raise errors.InvalidInput(f"roc_auc: max_positives must be >= 1, got {max_positives}")
     p = min(p, scores.shape[1])
     idx = jax.vmap(lambda r: jnp.nonzero(r, size=p, fill_value=0)[0])(pos).astype(jnp.int32)
     n_pos = jnp.sum(pos, axis=1)
@@ -190,7 +201,9 @@ def top_k_unseen(scores: jax.Array, candidates: jax.Array, k: int) -> jax.Array:
   """Each user's k best candidate items, best first, ties to the lower item index.
 
   Args:
-    scores: float[B, I]. A candidate scored -inf ranks with the lowest finite score.
+    scores: float[B, I]. A candidate scored -inf ranks with the lowest finite score; -0.0 ties
+      0.0; subnormal scores rank exactly (the two rewrites are integer ops on the bits, and
+      `lax.top_k` on float32 orders by the bits on CPU, where float ops would flush them to 0).
     candidates: bool[B, I], the items that may be recommended (not in train).
     k: static number of items.
 
@@ -198,8 +211,10 @@ def top_k_unseen(scores: jax.Array, candidates: jax.Array, k: int) -> jax.Array:
     int32[B, k] item indices; -1 where a user has fewer than k candidates.
   """
   s = jnp.asarray(scores).astype(jnp.float32)
-  s = jnp.where(s == 0, jnp.zeros_like(s), s)
-  s = jnp.maximum(s, jnp.finfo(jnp.float32).min)
+  bits = lax.bitcast_convert_type(s, jnp.int32)
+  bits = jnp.where(bits == _SIGN_BIT, 0, bits)  # -0.0 -> 0.0 (top_k puts -0.0 below 0.0)
+  bits = jnp.where(bits == _NEG_INF_BITS, _LOWEST_BITS, bits)  # -inf candidates beat the rest
+  s = lax.bitcast_convert_type(bits, jnp.float32)
   vals, idx = lax.top_k(jnp.where(candidates, s, -jnp.inf), k)
   return jnp.where(vals > -jnp.inf, idx, -1).astype(jnp.int32)
 
@@ -364,10 +379,11 @@ def _json_float(x) -> float | None:
 
 def _as_csr(matrix, name: str) -> sp.csr_matrix:
   if not (sp.issparse(matrix) or isinstance(matrix, np.ndarray)):
-    raise ValueError(f"evaluate: {name} must be a scipy sparse [U, I] matrix, got {type(matrix)}")
+    raise errors.InvalidInput(f"evaluate: {name} must be a scipy sparse [U, I] matrix, got "
+                              f"{type(matrix)}")
   m = sp.csr_matrix(matrix, dtype=bool)
   if m.ndim != 2:
-    raise ValueError(f"evaluate: {name} must be 2-D [U, I], got shape {m.shape}")
+    raise errors.InvalidInput(f"evaluate: {name} must be 2-D [U, I], got shape {m.shape}")
   m.sum_duplicates()
   m.eliminate_zeros()
   m.sort_indices()
@@ -377,22 +393,22 @@ def _as_csr(matrix, name: str) -> sp.csr_matrix:
 def _check_inputs(train, test, ks, block_size):
   train, test = _as_csr(train, "train"), _as_csr(test, "test")
   if train.shape != test.shape:
-    raise ValueError(f"evaluate: train shape {train.shape} != test shape {test.shape}")
+    raise errors.InvalidInput(f"evaluate: train shape {train.shape} != test shape {test.shape}")
   leak = train.multiply(test).tocsr()
   if leak.nnz:
     user = int(np.flatnonzero(np.diff(leak.indptr))[0])
-    raise ValueError(f"evaluate: {leak.nnz} test items are also train items (leakage), e.g. user "
-                     f"{user}, items {leak[user].indices[:5].tolist()}")
+    raise errors.InvalidInput(f"evaluate: {leak.nnz} test items are also train items (leakage), "
+                              f"e.g. user {user}, items {leak[user].indices[:5].tolist()}")
   try:
     ks = tuple(int(k) for k in ks)
   except TypeError:
     ks = (int(ks),)
   num_items = train.shape[1]
   if not ks or any(k < 1 or k > num_items for k in ks):
-    raise ValueError(f"evaluate: every k in ks={ks} must be in [1, {num_items}] "
-                     f"(the number of items)")
+    raise errors.InvalidInput(f"evaluate: every k in ks={ks} must be in [1, {num_items}] (the "
+                              "number of items)")
   if int(block_size) < 1:
-    raise ValueError(f"evaluate: block_size must be >= 1, got {block_size}")
+    raise errors.InvalidInput(f"evaluate: block_size must be >= 1, got {block_size}")
   return train, test, ks
 
 
@@ -451,13 +467,14 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
     users[users >= num_users] = 0
     scores = score_fn(jnp.asarray(users))
     if tuple(scores.shape) != (b, num_items):
-      raise ValueError(f"evaluate: score_fn returned shape {tuple(scores.shape)}, expected "
-                       f"({b}, {num_items}) = (len(user_indices), num_items of train)")
+      raise errors.InvalidInput(f"evaluate: score_fn returned shape {tuple(scores.shape)}, "
+                                f"expected ({b}, {num_items}) = (len(user_indices), num_items of "
+                                "train)")
     outs.append(_block_metrics(scores, jnp.int32(start), jnp.int32(num_users), **dev, ks=ks,
                                max_test=max_test, train_pad=train_pad))
   outs = jax.device_get(outs)
   if any(bool(o[2]) for o in outs):
-    raise ValueError("evaluate: score_fn returned NaN scores")
+    raise errors.InvalidInput("evaluate: score_fn returned NaN scores")
   per_user = {name: np.concatenate([o[0][name] for o in outs])[:num_users]
               for name in metric_names(ks)}
   top_items = np.concatenate([o[1] for o in outs])[:num_users]
