@@ -3,13 +3,18 @@
 import hashlib
 import http.server
 import io
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 import types
 import zipfile
 
 import pytest
 
+from tripjax import errors
 from tripjax.data import download
 from tripjax.data import movielens
 
@@ -42,14 +47,16 @@ def server():
   """An HTTP server on 127.0.0.1 serving `routes`: path -> (body, mode).
 
   mode "ok" serves the body; "drop" announces its full length, sends half and closes;
-  "stall" never answers (until teardown).
+  "stall" never answers (until teardown). `requests` lists the paths asked for.
   """
   routes = {}
+  requests = []
   release = threading.Event()
 
   class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
+      requests.append(self.path)
       if self.path not in routes:
         self.send_error(404)
         return
@@ -71,7 +78,8 @@ def server():
   httpd.block_on_close = False
   thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
   thread.start()
-  yield types.SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", routes=routes)
+  yield types.SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", routes=routes,
+                              requests=requests)
   release.set()
   httpd.shutdown()
   httpd.server_close()
@@ -178,16 +186,26 @@ def test_server_not_there_names_url_reason_and_where_to_put_files(cache, tmp_pat
     port = s.getsockname()[1]
   url = f"http://127.0.0.1:{port}"
   with pytest.raises(download.DownloadError) as info:
-    movielens.load_movielens("ml-1m", data_dir=tmp_path / "mine", base_url=url,
-                             timeout=TIMEOUT)
+    movielens.load_movielens("ml-1m", base_url=url, timeout=TIMEOUT)
   message = str(info.value)
+  assert isinstance(info.value, errors.TripjaxError) and isinstance(info.value, OSError)
   assert f"{url}/ml-1m.zip" in message
   assert "cannot connect" in message
   assert "To install it by hand" in message
-  assert str(tmp_path / "mine" / "ml-1m") in message
+  assert str(tmp_path / "no-env-data" / "ml-1m") in message
   assert str(cache / "ml-1m") in message
   assert "ratings.dat" in message and "movies.dat" in message
+  assert "\n" not in message
   assert _entries(cache) == []
+
+
+def test_explicit_data_dir_is_never_replaced_by_a_download(server, cache, tmp_path):
+  server.routes["/ml-latest-small.zip"] = (LATEST_SMALL_ZIP, "ok")
+  server.routes["/ml-latest-small.zip.md5"] = (md5_line("x", LATEST_SMALL_ZIP), "ok")
+  (tmp_path / "mine").mkdir()
+  with pytest.raises(movielens.ReleaseNotFound, match="ml-latest-small/movies.csv"):
+    _load("ml-latest-small", server, data_dir=tmp_path / "mine")
+  assert server.requests == [] and _entries(cache) == []
 
 
 def test_stalled_server_times_out(server, cache):
@@ -251,3 +269,81 @@ def test_extract_refuses_to_overwrite_a_different_folder(tmp_path):
     download.extract_zip(archive, dest, required=["pkg/a.txt"])
   assert _entries(dest) == ["pkg"]
   assert _entries(dest / "pkg") == ["other.txt"]
+
+
+
+# --- leftovers of killed downloads ------------------------------------------------------------
+
+
+def _reaped_pid() -> int:
+  """The PID of a process that has exited and been reaped."""
+  child = subprocess.Popen([sys.executable, "-c", ""])
+  child.wait()
+  return child.pid
+
+
+def _plant(path, folder: bool, age_s: float = 0.0):
+  if folder:
+    (path / "pkg").mkdir(parents=True)
+    (path / "pkg" / "a.txt").write_text("partial")
+  else:
+    path.write_bytes(b"partial")
+  if age_s:
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+  return path
+
+
+def test_fetch_removes_leftovers_of_killed_downloads_only(server, tmp_path):
+  dest = tmp_path / "c"
+  dest.mkdir()
+  host, dead, live = download._host(), _reaped_pid(), os.getpid()
+  hour = download.STALE_SECONDS
+  gone = [
+      _plant(dest / f".ml-25m.zip.{dead}-{host}-ab_cd123.part", folder=False),
+      _plant(dest / f".extract-{dead}-{host}-ef_gh456", folder=True),
+      _plant(dest / f".pkg.zip.{live}-elsewhere-ab_cd123.part", folder=False, age_s=hour + 60),
+      _plant(dest / ".pkg.zip.zyx_9876.part", folder=False, age_s=hour + 60),  # older versions
+      _plant(dest / ".extract-zyx_9876", folder=True, age_s=hour + 60),
+  ]
+  kept = [
+      _plant(dest / f".ml-25m.zip.{live}-{host}-ab_cd123.part", folder=False),
+      _plant(dest / f".extract-{live}-{host}-ef_gh456", folder=True),
+      _plant(dest / f".pkg.zip.{dead}-elsewhere-ab_cd123.part", folder=False),  # unknown host
+      _plant(dest / ".pkg.zip.zyx_9875.part", folder=False),  # older version, still fresh
+      _plant(dest / ".extract-zyx_9877", folder=True),
+      _plant(dest / "notes.part", folder=False, age_s=10 * hour),  # not our names
+      _plant(dest / ".extract-mine", folder=True, age_s=10 * hour),
+      _plant(dest / f"extract-{dead}-{host}-ef_gh456", folder=True, age_s=10 * hour),
+      _plant(dest / "ml-1m", folder=True, age_s=10 * hour),
+  ]
+  body = make_zip({"pkg/a.txt": "a"})
+  server.routes["/pkg.zip"] = (body, "ok")
+  download.fetch_archive(f"{server.url}/pkg.zip", dest, md5=hashlib.md5(body).hexdigest(),
+                         required=["pkg/a.txt"], timeout=TIMEOUT)
+  assert [p.name for p in gone if p.exists()] == []
+  assert [p.name for p in kept if not p.exists()] == []
+  assert (dest / "pkg" / "a.txt").read_text() == "a"
+
+
+def test_temporaries_name_their_process(server, tmp_path, monkeypatch):
+  # A kill -9 cleans nothing up: with _remove disabled, failures leave their temporaries.
+  remove = download._remove
+  monkeypatch.setattr(download, "_remove", lambda path: None)
+  dest = tmp_path / "c"
+  server.routes["/a.zip"] = (LATEST_SMALL_ZIP, "drop")
+  server.routes["/b.zip"] = (LATEST_SMALL_ZIP, "ok")
+  for name, required in [("a.zip", []), ("b.zip", ["missing.txt"])]:
+    with pytest.raises(download.DownloadError):
+      download.fetch_archive(f"{server.url}/{name}", dest,
+                             md5=hashlib.md5(LATEST_SMALL_ZIP).hexdigest(), required=required,
+                             timeout=TIMEOUT)
+  (dest / "b.zip").unlink()
+  tag = f"{os.getpid()}-{download._host()}-"
+  left = _entries(dest)
+  assert len(left) == 2 and all(tag in name for name in left), left
+  monkeypatch.setattr(download, "_remove", remove)
+  assert download.remove_leftovers(dest) == []  # this process still runs
+  monkeypatch.setattr(download, "_pid_alive", lambda pid: pid != os.getpid())
+  assert sorted(p.name for p in download.remove_leftovers(dest)) == left
+  assert _entries(dest) == []

@@ -1,12 +1,15 @@
 """Tests for tripjax.data.movielens: native layouts, lookup order, bad input, real ML-100K."""
 
+import codecs
 import pathlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tripjax import errors
 from tripjax.data import movielens
+from tripjax.data import registry
 
 RATING_DTYPES = {"user_id": np.int64, "item_id": np.int64, "rating": np.float32,
                  "timestamp": np.int64}
@@ -173,10 +176,12 @@ def test_latin1_title_with_next_line_byte_stays_one_line(tmp_path):
 
 
 def test_unknown_name_lists_known_names():
-  with pytest.raises(ValueError, match="unknown MovieLens dataset 'ml-2m'") as info:
+  with pytest.raises(errors.InvalidInput, match="unknown MovieLens dataset 'ml-2m'") as info:
     movielens.load_movielens("ml-2m")
   for name in movielens.DATASETS:
     assert name in str(info.value)
+  with pytest.raises(errors.InvalidInput, match="Unknown dataset 'ml-2m'"):
+    registry.load_dataset("ml-2m")
 
 
 def test_datasets_registry():
@@ -194,15 +199,12 @@ def test_default_url_is_grouplens(monkeypatch):
           == "https://files.grouplens.org/datasets/movielens/ml-1m.zip")
 
 
-def test_lookup_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
-  arg, env, cache = tmp_path / "arg", tmp_path / "env", tmp_path / "cache"
-  write_ml1m(arg, ratings="1::1::1::1\n")
+def test_lookup_order_env_then_cache(tmp_path, monkeypatch):
+  env, cache = tmp_path / "env", tmp_path / "cache"
   write_ml1m(env, ratings="2::1::2::2\n")
   write_ml1m(cache, ratings="3::1::3::3\n")
   monkeypatch.setenv("TRIPJAX_DATA_DIR", str(env))
-  load = lambda: movielens.load_movielens("ml-1m", data_dir=arg, download=False)[0]
-  assert load()["user_id"].tolist() == [1]
-  (arg / "ml-1m" / "ratings.dat").unlink()
+  load = lambda: movielens.load_movielens("ml-1m", download=False)[0]
   assert load()["user_id"].tolist() == [2]
   (env / "ml-1m" / "ratings.dat").unlink()
   assert load()["user_id"].tolist() == [3]
@@ -218,12 +220,113 @@ def test_cache_dir_argument_overrides_env(tmp_path):
 
 
 def test_missing_without_download_says_where_to_put_files(tmp_path):
-  with pytest.raises(FileNotFoundError) as info:
-    movielens.load_movielens("ml-100k", data_dir=tmp_path / "d", download=False)
+  with pytest.raises(movielens.ReleaseNotFound) as info:
+    movielens.load_movielens("ml-100k", download=False)
   message = str(info.value)
+  assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, errors.DataError)
   assert "http://127.0.0.1:9/ml-100k.zip" in message
-  assert str(tmp_path / "d" / "ml-100k") in message
+  assert str(tmp_path / "no-env-data" / "ml-100k") in message
+  assert str(tmp_path / "cache" / "ml-100k") in message
   assert "u.data" in message
+  assert "\n" not in message
+
+
+# --- an explicit data_dir is used or refused, never replaced ----------------------------------
+
+
+@pytest.fixture
+def releases_elsewhere(tmp_path, monkeypatch):
+  """Good ml-100k releases in $TRIPJAX_DATA_DIR and the cache, which must not stand in for an
+  explicit data_dir (nor may a download: its URL refuses connections)."""
+  for root in (tmp_path / "env", tmp_path / "cache"):
+    write_ml100k(root)
+  monkeypatch.setenv("TRIPJAX_DATA_DIR", str(tmp_path / "env"))
+
+
+def _missing_u_item(tmp_path):
+  write_ml100k(tmp_path / "mine")
+  (tmp_path / "mine" / "ml-100k" / "u.item").unlink()
+  return tmp_path / "mine", [str(tmp_path / "mine" / "ml-100k" / "u.item")]
+
+
+def _missing_both(tmp_path):
+  (tmp_path / "mine").mkdir()
+  folder = tmp_path / "mine" / "ml-100k"
+  return tmp_path / "mine", [str(folder / "u.data"), str(folder / "u.item")]
+
+
+def _missing_folder(tmp_path):
+  return tmp_path / "nowhere", [str(tmp_path / "nowhere"), "does not exist"]
+
+
+def _regular_file(tmp_path):
+  _write(tmp_path / "afile", "x")
+  return tmp_path / "afile", [str(tmp_path / "afile"), "is not a folder"]
+
+
+def _release_folder_missing_u_data(tmp_path):
+  write_ml100k(tmp_path / "mine")
+  (tmp_path / "mine" / "ml-100k" / "u.data").unlink()
+  return tmp_path / "mine" / "ml-100k", [str(tmp_path / "mine" / "ml-100k" / "u.data")]
+
+
+def _folder_of_another_release(tmp_path):
+  write_ml100k(tmp_path / "mine")
+  return tmp_path / "mine" / "ml-100k", ["the folder of MovieLens ml-100k, not ml-1m"]
+
+
+@pytest.mark.parametrize("case", [_missing_u_item, _missing_both, _missing_folder, _regular_file,
+                                  _release_folder_missing_u_data, _folder_of_another_release])
+@pytest.mark.parametrize("loader", ["load_movielens", "load_dataset", "prepare"])
+def test_explicit_data_dir_without_the_release_fails_naming_what_is_missing(
+    tmp_path, releases_elsewhere, case, loader):
+  data_dir, expected = case(tmp_path)
+  name = "ml-1m" if case is _folder_of_another_release else "ml-100k"
+  load = {"load_movielens": movielens.load_movielens, "load_dataset": registry.load_dataset,
+          "prepare": registry.prepare}[loader]
+  with pytest.raises(errors.DataError) as info:
+    load(name, data_dir=data_dir, download=True)
+  message = str(info.value)
+  assert isinstance(info.value, FileNotFoundError)
+  for part in expected:
+    assert part in message
+  assert "\n" not in message
+
+
+@pytest.mark.parametrize("where", ["ml-100k", "holds-the-files"])
+def test_explicit_data_dir_may_be_the_release_folder_itself(tmp_path, releases_elsewhere, where):
+  write_ml100k(tmp_path / "mine")
+  folder = tmp_path / "mine" / "ml-100k"
+  if where != "ml-100k":
+    folder = folder.rename(tmp_path / "mine" / where)
+  _write(folder / "u.data", "5\t242\t4\t1\n")
+  ratings, items = movielens.load_movielens("ml-100k", data_dir=folder, download=False)
+  assert ratings["user_id"].tolist() == [5]
+  assert len(items) == 3
+
+
+def test_explicit_data_dir_wins_over_env_and_cache(tmp_path, releases_elsewhere):
+  write_ml100k(tmp_path / "mine")
+  _write(tmp_path / "mine" / "ml-100k" / "u.data", "7\t1\t5\t1\n")
+  ratings, _ = movielens.load_movielens("ml-100k", data_dir=tmp_path / "mine")
+  assert ratings["user_id"].tolist() == [7]
+  ratings, _ = movielens.load_movielens("ml-100k", data_dir="")  # "" is the flags' "unset"
+  assert ratings["user_id"].tolist() == [196, 186, 22]
+
+
+def test_data_dir_flag_failure_is_one_line_on_stderr(tmp_path, run_cli):
+  data_dir, (missing,) = _missing_u_item(tmp_path)
+  write_ml100k(tmp_path / "dup")
+  _write(tmp_path / "dup" / "ml-100k" / "u.item", f"1|A||||{_flags()}\n2|B||||{_flags()}\n"
+         f"1|C||||{_flags()}\n")
+  done = run_cli("experiments.describe", {
+      "missing": ["--dataset=ml-100k", f"--data_dir={data_dir}"],
+      "duplicate": ["--dataset=ml-100k", f"--data_dir={tmp_path / 'dup'}"]})
+  for case, expected in [("missing", missing),
+                         ("duplicate", f"{tmp_path / 'dup' / 'ml-100k' / 'u.item'}, line 3")]:
+    assert done[case].returncode != 0, case
+    lines = done[case].stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done[case].stderr
 
 
 # --- malformed input --------------------------------------------------------------------------
@@ -248,7 +351,7 @@ BAD_DAT = [
 def test_malformed_dat_names_file_and_line(tmp_path, text, line, reason):
   write_ml1m(tmp_path, ratings=text)
   path = tmp_path / "ml-1m" / "ratings.dat"
-  with pytest.raises(ValueError) as info:
+  with pytest.raises(errors.DataError) as info:
     movielens.load_movielens("ml-1m", data_dir=tmp_path, download=False)
   assert f"{path}, line {line}: {reason}" in str(info.value)
 
@@ -301,15 +404,142 @@ def test_ratings_csv_wrong_header(tmp_path):
      "expected 3 comma-separated fields"),
     ("csv", "ml-20m", "movies.csv", 'movieId,title,genres\n1,"A, B",Drama\nz,C,Drama\n', 3,
      "item id 'z'"),
+    ("100k", "ml-100k", "u.item", "1.0|A||||" + "0|" * 18 + "0\n", 1,
+     "item id '1.0' is not an integer"),
+    ("dat", "ml-1m", "movies.dat", "1::A::Drama\n99999999999999999999::B::Drama\n", 2,
+     "item id '99999999999999999999' is outside the int64 range"),
 ])
 def test_malformed_items_name_file_and_line(tmp_path, layout, folder, name, text, line, reason):
   {"100k": write_ml100k, "dat": write_ml1m,
    "csv": lambda root: write_csv_release(root, "ml-20m")}[layout](tmp_path)
   path = tmp_path / folder / name
   _write(path, text)
-  with pytest.raises(ValueError) as info:
+  with pytest.raises(errors.DataError) as info:
     movielens.load_movielens(folder, data_dir=tmp_path, download=False)
   assert f"{path}, line {line}: {reason}" in str(info.value)
+
+
+# The C parser reads the ratings; the line checker explains its failures. They must accept the same
+# fields: an accepted field loads with its value and does not hide a later bad line; a refused one
+# is named with its line (`196.0` once read as user 196).
+INT_FIELDS = [("196", 196), ("+196", 196), (" 196", 196), ("196 ", 196), ("-3", -3), ("0196", 196),
+              ("196.0", None), ("196.", None), ("1e2", None), ("1E2", None), (".5e1", None),
+              ("0x10", None), ("", None), ("1_000", None), ("\xa0196", None), ("19 6", None),
+              ('"196"', None), ("inf", None), ("True", None)]
+RATING_FIELDS = [("3.5", 3.5), (" 4 ", 4.0), ("+3", 3.0), ("3.", 3.0), (".5", 0.5), ("5e-1", 0.5),
+                 ("1_0", None), ("inf", None), ("nan", None), ("Infinity", None), ("1e39", None),
+                 ("0x1p1", None), ("", None), ("3 5", None), ("five", None)]
+RATINGS_FILES = {"100k": ("ml-100k", "u.data", "\t", ""), "dat": ("ml-1m", "ratings.dat", "::", ""),
+                 "csv": ("ml-20m", "ratings.csv", ",", "userId,movieId,rating,timestamp\n")}
+
+
+def _write_ratings(root, layout, rows, prefix=b""):
+  """A release of `layout` whose ratings file holds `rows` (lists of fields); returns its path."""
+  folder, name, sep, header = RATINGS_FILES[layout]
+  {"100k": write_ml100k, "dat": write_ml1m,
+   "csv": lambda r: write_csv_release(r, "ml-20m")}[layout](root)
+  path = root / folder / name
+  path.write_bytes(prefix + (header + "".join(sep.join(r) + "\n" for r in rows)).encode("latin-1"))
+  return path
+
+
+@pytest.mark.parametrize("layout", list(RATINGS_FILES))
+@pytest.mark.parametrize("column,field,value",
+                         [(c, f, v) for c in ("user_id", "timestamp") for f, v in INT_FIELDS]
+                         + [("rating", f, v) for f, v in RATING_FIELDS])
+def test_fast_parser_and_line_checker_agree(tmp_path, layout, column, field, value):
+  good, bad = ["1", "2", "3", "4"], ["1", "2", "x", "4"]
+  tricky = list(good)
+  tricky[movielens.RATING_COLUMNS.index(column)] = field
+  first = 2 if layout == "csv" else 1
+  folder = RATINGS_FILES[layout][0]
+  load = lambda: movielens.load_movielens(folder, data_dir=tmp_path, download=False)[0]
+  path = _write_ratings(tmp_path, layout, [good, tricky, good])
+  if value is None:
+    with pytest.raises(errors.DataError, match=f"^{path}, line {first + 1}: "):
+      load()
+    return
+  assert load()[column].tolist() == [int(good[movielens.RATING_COLUMNS.index(column)]), value,
+                                     int(good[movielens.RATING_COLUMNS.index(column)])]
+  _write_ratings(tmp_path, layout, [good, tricky, bad])
+  with pytest.raises(errors.DataError, match=f"^{path}, line {first + 2}: rating 'x'"):
+    load()
+
+
+@pytest.mark.parametrize("layout", ["100k", "dat"])
+def test_utf8_byte_order_mark_before_ratings_is_ignored(tmp_path, layout):
+  folder = RATINGS_FILES[layout][0]
+  load = lambda: movielens.load_movielens(folder, data_dir=tmp_path, download=False)[0]
+  rows = [["196", "242", "3", "881250949"], ["186", "302", "5", "891717742"]]
+  _write_ratings(tmp_path, layout, rows, prefix=codecs.BOM_UTF8)
+  assert load()["user_id"].tolist() == [196, 186]
+  path = _write_ratings(tmp_path, layout, rows + [["1", "2", "3"]], prefix=codecs.BOM_UTF8)
+  with pytest.raises(errors.DataError, match=f"^{path}, line 3: expected 4 fields"):
+    load()
+
+
+def test_utf16_ratings_file_is_named_as_such(tmp_path):
+  path = tmp_path / "ml-100k" / "u.data"
+  write_ml100k(tmp_path)
+  path.write_bytes("196\t242\t3\t881250949\n".encode("utf-16"))
+  with pytest.raises(errors.DataError, match=f"^{path}: starts with a UTF-16 byte-order mark"):
+    movielens.load_movielens("ml-100k", data_dir=tmp_path, download=False)
+
+
+U_ITEM_CAFE = f"1|Café (1995)||||{_flags('Drama')}\n2|Plain (1996)||||{_flags()}\n"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8", "utf-8-sig"])
+def test_u_item_titles_decode_whether_latin1_or_utf8(tmp_path, encoding):
+  write_ml100k(tmp_path)
+  _write(tmp_path / "ml-100k" / "u.item", U_ITEM_CAFE, encoding=encoding)
+  _, items = movielens.load_movielens("ml-100k", data_dir=tmp_path, download=False)
+  assert items["title"].tolist() == ["Café (1995)", "Plain (1996)"]
+  assert items["item_id"].tolist() == [1, 2]
+
+
+def test_utf8_movies_dat_of_a_latin1_release_decodes(tmp_path):
+  write_ml1m(tmp_path)
+  _write(tmp_path / "ml-1m" / "movies.dat", "1193::Cité des enfants perdus, La (1995)::Sci-Fi\n")
+  _, items = movielens.load_movielens("ml-1m", data_dir=tmp_path, download=False)
+  assert _title(items, 1193) == "Cité des enfants perdus, La (1995)"
+
+
+def test_byte_order_mark_before_latin1_items_is_named(tmp_path):
+  write_ml100k(tmp_path)
+  path = tmp_path / "ml-100k" / "u.item"
+  path.write_bytes(codecs.BOM_UTF8 + U_ITEM_CAFE.encode("latin-1"))
+  with pytest.raises(errors.DataError) as info:
+    movielens.load_movielens("ml-100k", data_dir=tmp_path, download=False)
+  assert str(info.value).startswith(f"{path}, line 1: byte 0xe9 is not UTF-8")
+  assert "byte-order mark" in str(info.value)
+
+
+def test_latin1_movies_csv_names_the_line_of_the_first_bad_byte(tmp_path):
+  write_csv_release(tmp_path, "ml-20m")
+  path = tmp_path / "ml-20m" / "movies.csv"
+  _write(path, CSV_MOVIES, encoding="latin-1")
+  with pytest.raises(errors.DataError) as info:
+    movielens.load_movielens("ml-20m", data_dir=tmp_path, download=False)
+  assert str(info.value).startswith(f"{path}, line 3: byte 0xe9 is not valid utf-8 text")
+
+
+@pytest.mark.parametrize("layout,folder,name,text,line,first", [
+    ("100k", "ml-100k", "u.item", f"1|A||||{_flags()}\n2|B||||{_flags()}\n\n1|C||||{_flags()}\n",
+     4, 1),
+    ("dat", "ml-1m", "movies.dat", "5::A::Drama\n6::B::Drama\n5::C::Drama\n", 3, 1),
+    ("csv", "ml-20m", "movies.csv", 'movieId,title,genres\n7,"A, B",Drama\n7,C,Drama\n', 3, 2),
+])
+def test_duplicate_item_id_names_file_and_both_lines(tmp_path, layout, folder, name, text, line,
+                                                     first):
+  {"100k": write_ml100k, "dat": write_ml1m,
+   "csv": lambda root: write_csv_release(root, "ml-20m")}[layout](tmp_path)
+  path = tmp_path / folder / name
+  _write(path, text)
+  with pytest.raises(errors.DataError) as info:
+    movielens.load_movielens(folder, data_dir=tmp_path, download=False)
+  assert str(info.value).startswith(f"{path}, line {line}: item id ")
+  assert f"already listed on line {first}" in str(info.value)
 
 
 # --- real MovieLens 100K ----------------------------------------------------------------------

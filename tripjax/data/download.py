@@ -5,6 +5,13 @@ length and MD5, renames it, extracts it into a temporary folder and renames the 
 into place. Whatever goes wrong (no network, an HTTP error, a dropped connection, a checksum
 mismatch, a broken zip, an archive without the expected files), it removes what it wrote and
 raises `DownloadError`: the cache never holds a partial file or folder.
+
+A process killed outright (`kill -9`, a power cut) cannot clean up: its temporary file
+`.<archive>.<pid>-<host>-<random>.part` or folder `.extract-<pid>-<host>-<random>` stays behind.
+The next `fetch_archive` into the same folder removes such leftovers when their process is gone
+(checked on the same host only) or when they have not changed for `STALE_SECONDS`, and so those
+of older versions (`.<archive>.<random>.part`, `.extract-<random>`), which name no process. It
+never touches another name, nor the temporaries of a download that is still running.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -23,12 +32,22 @@ from typing import Iterable, Sequence
 
 import tqdm
 
+from tripjax import errors
+
 _CHUNK_BYTES = 1 << 20
 _MAX_MD5_FILE_BYTES = 4096
 _MD5_RE = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{32}(?![0-9a-fA-F])")
 
+# A temporary untouched this long belongs to no running download: a live one writes its .part
+# file at least once per read timeout, and extracts right after creating its folder.
+STALE_SECONDS = 3600.0
+_RANDOM = r"[a-z0-9_]{8}"  # what `tempfile` appends to a prefix
+_OWNED_RE = re.compile(
+    rf"\..+\.([0-9]+)-([A-Za-z0-9-]*)-{_RANDOM}\.part|\.extract-([0-9]+)-([A-Za-z0-9-]*)-{_RANDOM}")
+_UNOWNED_RE = re.compile(rf"\..+\.{_RANDOM}\.part|\.extract-{_RANDOM}")
 
-class DownloadError(OSError):
+
+class DownloadError(errors.TripjaxError, OSError):
   """A download or extraction failed; nothing it wrote was left behind."""
 
 
@@ -123,6 +142,61 @@ def _remove(path: pathlib.Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _host() -> str:
+  return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64]
+
+
+def _owner_tag() -> str:
+  """`<pid>-<host>`, put in temporary names so that a later run can tell whether they are live."""
+  return f"{os.getpid()}-{_host()}"
+
+
+def _pid_alive(pid: int) -> bool:
+  """Whether process `pid` runs on this machine (True when that cannot be told)."""
+  if os.name != "posix":
+    return True
+  try:
+    os.kill(pid, 0)
+  except (ProcessLookupError, OverflowError):
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _is_leftover(entry: pathlib.Path, now: float) -> bool:
+  """Whether `entry` is a temporary of this module that no running download uses."""
+  owned = _OWNED_RE.fullmatch(entry.name)
+  if owned is None and _UNOWNED_RE.fullmatch(entry.name) is None:
+    return False
+  if owned is not None:
+    pid, host = (owned[1], owned[2]) if owned[1] else (owned[3], owned[4])
+    if host == _host() and not _pid_alive(int(pid)):
+      return True
+  try:
+    return now - entry.lstat().st_mtime > STALE_SECONDS
+  except OSError:
+    return False
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[pathlib.Path]:
+  """Removes the temporaries that killed downloads left in `folder` (see the module docstring).
+
+  Returns:
+    The removed paths.
+  """
+  folder = pathlib.Path(folder)
+  try:
+    entries = sorted(folder.iterdir())
+  except OSError:
+    return []
+  now = time.time()
+  removed = [entry for entry in entries if _is_leftover(entry, now)]
+  for entry in removed:
+    _remove(entry)
+  return removed
+
+
 def download_file(url: str, dest: str | os.PathLike, md5: str, *, timeout: float = 60.0,
                   progress: bool | None = None) -> pathlib.Path:
   """Downloads `url` to `dest` through a temporary file, renamed only once its MD5 matches.
@@ -142,7 +216,11 @@ def download_file(url: str, dest: str | os.PathLike, md5: str, *, timeout: float
     ChecksumError: the MD5 differs (no file is left behind).
   """
   dest = pathlib.Path(dest)
-  fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+  try:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{_owner_tag()}-", suffix=".part",
+                                    dir=dest.parent)
+  except OSError as err:
+    raise DownloadError(f"cannot write the download of {url} in {dest.parent} ({err})") from err
   tmp = pathlib.Path(tmp_name)
   try:
     with os.fdopen(fd, "wb") as out:
@@ -185,7 +263,10 @@ def extract_zip(archive_path: str | os.PathLike, dest_dir: str | os.PathLike,
   """
   dest_dir = pathlib.Path(dest_dir)
   source = source or str(archive_path)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_dir))
+  try:
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".extract-{_owner_tag()}-", dir=dest_dir))
+  except OSError as err:
+    raise DownloadError(f"{source}: cannot extract in {dest_dir} ({err})") from err
   try:
     try:
       with zipfile.ZipFile(archive_path) as archive:
@@ -237,11 +318,16 @@ def fetch_archive(url: str, dest_dir: str | os.PathLike, *, md5: str | None = No
     The top-level paths created in `dest_dir`.
 
   Raises:
-    DownloadError: naming the URL and the reason; `dest_dir` is left as it was.
+    DownloadError: naming the URL and the reason; `dest_dir` is left as it was, but for the
+      leftovers of killed downloads, which are removed first (see `remove_leftovers`).
     ChecksumError: the archive's MD5 differs from the expected one.
   """
   dest_dir = pathlib.Path(dest_dir)
-  dest_dir.mkdir(parents=True, exist_ok=True)
+  try:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as err:
+    raise DownloadError(f"cannot create {dest_dir} for the download of {url} ({err})") from err
+  remove_leftovers(dest_dir)
   required = tuple(required)
   if md5 is None:
     md5_url = md5_url or url + ".md5"

@@ -1,28 +1,39 @@
 """MovieLens loaders: every GroupLens release in its native layout, with verified download.
 
-`load_movielens(name)` finds a release under `data_dir`, then `$TRIPJAX_DATA_DIR`, then the cache
-(`cache_dir`, `$TRIPJAX_CACHE_DIR` or `~/.cache/tripjax`), downloads it into the cache when it is
-in none of them, and parses it into the two common frames:
+`load_movielens(name)` reads a release from `data_dir` when one is given, and fails when it is not
+there; without `data_dir` it looks in `$TRIPJAX_DATA_DIR`, then the cache (`cache_dir`,
+`$TRIPJAX_CACHE_DIR` or `~/.cache/tripjax`), downloads it into the cache when it is in neither,
+and parses it into the two common frames:
 
 - ratings: `user_id` int64, `item_id` int64, `rating` float32, `timestamp` int64, one row a rating.
 - items: `item_id` int64, `title` str, `genres` list of str (empty when none is listed).
 
 Ratings go through pandas' C parser (the `::` of the `.dat` files is first turned into a tab);
-only when that fails is the file read again line by line to name the first bad line.
+only when that fails is the file read again line by line to name the first bad line. Both read
+one grammar: ids and timestamps are decimal integers (`196`, `+196`, ` 196`; never `196.0`, `1e2`
+or `1_000`), ratings decimal numbers finite in float32; lines of blanks are skipped and a UTF-8
+byte-order mark is ignored. Item ids follow the same grammar and must be unique.
+
+Every expected failure is an `errors.DataError` (a ValueError) whose one-line message names the
+file, and the line where there is one.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import io
 import os
 import pathlib
+import re
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from tripjax import errors
 from tripjax.data import download as download_lib
 
 DEFAULT_BASE_URL = "https://files.grouplens.org/datasets/movielens"
@@ -34,8 +45,7 @@ ML_100K_GENRES = (
 NO_GENRES = "(no genres listed)"
 
 RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-_RATING_DTYPES = {"user_id": np.int64, "item_id": np.int64, "rating": np.float32,
-                  "timestamp": np.int64}
+_INT_COLUMNS = ("user_id", "item_id", "timestamp")
 _CSV_RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
 _CSV_MOVIES_HEADER = ("movieId", "title", "genres")
 
@@ -45,6 +55,12 @@ LAYOUT_FILES = {
     "dat": ("ratings.dat", "movies.dat"),
     "csv": ("ratings.csv", "movies.csv"),
 }
+# layout -> the ratings file's separator, as written in the file
+_RATINGS_SEPARATORS = {"100k": "\t", "dat": "::", "csv": ","}
+
+
+class ReleaseNotFound(errors.DataError, FileNotFoundError):
+  """A release is not where it was asked for (or anywhere, when it may not be downloaded)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +74,8 @@ class MovieLensSpec:
       (ratings.csv, movies.csv with a header and quoted titles).
     md5: the archive's MD5 as GroupLens publishes it, or None for the `latest` releases, which
       change over time and are checked against the `.md5` file published beside the archive.
-    items_encodings: encodings tried in order to decode the items file.
+    items_encodings: the encodings GroupLens ships the items file in, tried in order when the
+      file is not valid UTF-8 (see `read_items`).
   """
 
   name: str
@@ -99,11 +116,12 @@ def archive_url(name: str, base_url: str | None = None) -> str:
 
 
 def get_spec(name: str) -> MovieLensSpec:
-  """Returns the spec of a release; a ValueError lists the known names."""
+  """Returns the spec of a release; an `errors.InvalidInput` lists the known names."""
   try:
     return DATASETS[name]
   except (KeyError, TypeError):
-    raise ValueError(f"unknown MovieLens dataset {name!r}; known: {', '.join(DATASETS)}") from None
+    raise errors.InvalidInput(
+        f"unknown MovieLens dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -134,6 +152,66 @@ def find_release(spec: MovieLensSpec, roots: Sequence[pathlib.Path]) -> pathlib.
   return None
 
 
+def _given(data_dir: str | os.PathLike | None) -> bool:
+  """Whether `data_dir` names a folder (None and "" leave the choice to the search)."""
+  return data_dir is not None and os.fspath(data_dir) != ""
+
+
+def _candidate_folder(spec: MovieLensSpec, data_dir: pathlib.Path) -> pathlib.Path:
+  """Where the release's files should be under an existing folder `data_dir`."""
+  for sub in dict.fromkeys((spec.folder, spec.name)):
+    if (data_dir / sub).is_dir():
+      return data_dir / sub
+  if data_dir.name in (spec.folder, spec.name):
+    return data_dir
+  for other in DATASETS.values():
+    if data_dir.name in (other.folder, other.name):
+      raise ReleaseNotFound(
+          f"data_dir {data_dir} is the folder of MovieLens {other.name}, not {spec.name}; pass "
+          f"the folder that holds {spec.folder}/, or the {spec.folder} folder itself")
+  if any((data_dir / f).exists() for f in spec.files):
+    return data_dir
+  return data_dir / spec.folder
+
+
+def release_folder(spec: MovieLensSpec, data_dir: str | os.PathLike,
+                   base_url: str | None = None) -> pathlib.Path:
+  """The folder of a release under a folder the user named, which must hold it.
+
+  Args:
+    spec: the release.
+    data_dir: the folder that holds `<folder>/` (or `<name>/`) of the release, or that folder
+      itself (named after the release, or holding its files directly).
+    base_url: where the archives are, for the message (see `archive_url`).
+
+  Returns:
+    The folder holding the release's files.
+
+  Raises:
+    ReleaseNotFound: `data_dir` does not exist, is not a folder, is the folder of another
+      release, or lacks one of the release's files (the message names each missing file).
+  """
+  data_dir = pathlib.Path(data_dir).expanduser()
+  url = archive_url(spec.name, base_url)
+  instead = ("or leave data_dir unset to use $TRIPJAX_DATA_DIR or the download cache "
+             "(downloading the release there)")
+  if not data_dir.exists():
+    raise ReleaseNotFound(f"data_dir {data_dir} does not exist; download {url} and unzip it "
+                          f"there (it unpacks to {spec.folder}/), {instead}")
+  if not data_dir.is_dir():
+    raise ReleaseNotFound(f"data_dir {data_dir} is not a folder; pass the folder that holds "
+                          f"{spec.folder}/ (or the {spec.folder} folder itself), {instead}")
+  folder = _candidate_folder(spec, data_dir)
+  missing = [str(folder / f) for f in spec.files if not (folder / f).is_file()]
+  if missing:
+    verb = "is" if len(missing) == 1 else "are"
+    raise ReleaseNotFound(
+        f"{' and '.join(missing)} {verb} missing: data_dir {data_dir} does not hold MovieLens "
+        f"{spec.name}; download {url}, unzip it and put its files ({', '.join(spec.files)}) in "
+        f"{folder}, {instead}")
+  return folder
+
+
 def _manual_hint(spec: MovieLensSpec, url: str, roots: Sequence[pathlib.Path]) -> str:
   places = " or ".join(str(r / spec.folder) for r in roots)
   return (f"To install it by hand, download {url}, unzip it and put its files "
@@ -149,9 +227,11 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None, downloa
   Args:
     name: one of `DATASETS` (`ml-100k`, `ml-1m`, `ml-10m`, `ml-20m`, `ml-25m`,
       `ml-latest-small`, `ml-latest`).
-    data_dir: folder holding `<folder>/` of the release (e.g. `data_dir/ml-1m/ratings.dat`);
-      searched first, then `$TRIPJAX_DATA_DIR`, then the cache.
-    download: download into the cache when the release is absent.
+    data_dir: the folder holding `<folder>/` of the release (e.g. `data_dir/ml-1m/ratings.dat`)
+      or that folder itself (`data_dir=/data/ml-1m`). When given, the release is read from there
+      or not at all: it is never replaced by `$TRIPJAX_DATA_DIR`, the cache or a download. When
+      None (or ""), `$TRIPJAX_DATA_DIR` then the cache are searched.
+    download: download into the cache when the release is absent (unused with `data_dir`).
     cache_dir: the cache folder (default `$TRIPJAX_CACHE_DIR`, then `~/.cache/tripjax`).
     base_url: where the archives are (default `$TRIPJAX_MOVIELENS_URL`, then GroupLens).
     timeout: seconds allowed for connecting and for each read.
@@ -163,19 +243,23 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None, downloa
     (a list of genre names per item, empty when none is listed).
 
   Raises:
-    ValueError: unknown name, or a malformed line (naming the file and the line number).
-    FileNotFoundError: the release is absent and `download` is False.
+    errors.InvalidInput: unknown name.
+    ReleaseNotFound: `data_dir` does not hold the release (naming each missing file), or the
+      release is nowhere to be found and `download` is False. Also a FileNotFoundError.
+    errors.DataError: a malformed file, naming it and the line.
     download.DownloadError: the download failed; the message names the URL, the reason and
       where to put the files by hand.
   """
   spec = get_spec(name)
-  roots = search_roots(data_dir, cache_dir)
+  if _given(data_dir):
+    return read_release(release_folder(spec, data_dir, base_url), spec)
+  roots = search_roots(None, cache_dir)
   folder = find_release(spec, roots)
   if folder is None:
     url = archive_url(spec.name, base_url)
     hint = _manual_hint(spec, url, roots)
     if not download:
-      raise FileNotFoundError(f"MovieLens {spec.name} not found (download=False). {hint}")
+      raise ReleaseNotFound(f"MovieLens {spec.name} not found (download=False). {hint}")
     cache = cache_root(cache_dir)
     # The known MD5 belongs to GroupLens' archive; elsewhere trust the .md5 published beside it
     # only when no MD5 is pinned.
@@ -184,7 +268,7 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None, downloa
           url, cache, md5=spec.md5, required=[f"{spec.folder}/{f}" for f in spec.files],
           timeout=timeout, progress=progress)
     except download_lib.DownloadError as err:
-      raise type(err)(f"{err}\n{hint}") from err
+      raise type(err)(f"{err}. {hint}") from err
     folder = cache / spec.folder
   return read_release(folder, spec)
 
@@ -215,67 +299,109 @@ def read_ratings(path: str | os.PathLike, layout: str) -> pd.DataFrame:
     `timestamp` int64[N].
 
   Raises:
-    ValueError: a malformed line (wrong field count, a non-numeric or non-finite value), naming
-      the file and the 1-based line number.
+    errors.DataError: a malformed line (wrong field count, an id or timestamp that is not a
+      decimal integer, a rating that is not a finite number), naming the file and the 1-based
+      line number; a UTF-16 file; an empty file.
   """
   path = pathlib.Path(path)
   if layout == "100k":
-    return _parse_ratings(path, path, "\t", "\t", header=False)
+    with open(path, "rb") as f:
+      f.seek(_bom_length(path, f.read(4)))
+      return _parse_ratings(f, path, layout)
   if layout == "dat":
+    data = path.read_bytes()
+    bom = _bom_length(path, data[:4])
     # No numeric field holds a ':', so '::' -> '\t' keeps every field and the line numbers.
-    data = path.read_bytes().replace(b"::", b"\t")
-    return _parse_ratings(io.BytesIO(data), path, "\t", "::", header=False)
+    source = io.BytesIO(data.replace(b"::", b"\t"))
+    del data
+    source.seek(bom)
+    return _parse_ratings(source, path, layout)
   if layout == "csv":
     _check_header(path, _CSV_RATINGS_HEADER)
-    return _parse_ratings(path, path, ",", ",", header=True)
-  raise ValueError(f"unknown MovieLens layout {layout!r}; known: {', '.join(LAYOUT_FILES)}")
+    return _parse_ratings(path, path, layout)
+  raise errors.InvalidInput(
+      f"unknown MovieLens layout {layout!r}; known: {', '.join(LAYOUT_FILES)}")
+
+
+def _bom_length(path: pathlib.Path, head: bytes) -> int:
+  """The length of the UTF-8 byte-order mark `head` starts with (0 when none).
+
+  Raises:
+    errors.DataError: `head` starts with a UTF-16 (or UTF-32) byte-order mark.
+  """
+  if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    raise errors.DataError(f"{path}: starts with a UTF-16 byte-order mark; MovieLens files are "
+                           f"8-bit text: save it as UTF-8")
+  return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
 
 
 def _check_header(path: pathlib.Path, expected: Sequence[str]) -> None:
+  with open(path, "rb") as f:
+    _bom_length(path, f.read(4))
   with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
     header = next(csv.reader(f), [])
   if tuple(h.strip() for h in header) != tuple(expected):
-    raise ValueError(f"{path}, line 1: expected the header {','.join(expected)!r}, "
-                     f"got {','.join(header)!r}")
+    raise errors.DataError(f"{path}, line 1: expected the header {','.join(expected)!r}, "
+                           f"got {','.join(header)[:200]!r}")
 
 
-def _parse_ratings(source, path: pathlib.Path, sep: str, file_sep: str,
-                   header: bool) -> pd.DataFrame:
+def _one_line(err: BaseException | None) -> str:
+  return " ".join(str(err).split())
+
+
+def _parse_ratings(source, path: pathlib.Path, layout: str) -> pd.DataFrame:
   """C-engine parse of a 4-column numeric table; on failure, names the first bad line."""
+  header = layout == "csv"
   try:
-    with np.errstate(over="ignore"):  # a rating beyond float32 becomes inf, reported below
+    # The integer columns are inferred, not cast: a cast would take `196.0` or `1e2` for 196 or
+    # 100, which the line checker rejects; inference yields int64 only when every field is one.
+    # A rating beyond float32 becomes inf, reported below.
+    with np.errstate(over="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore", pd.errors.DtypeWarning)
       frame = pd.read_csv(
-          source, sep=sep, header=None, names=list(RATING_COLUMNS), dtype=_RATING_DTYPES,
-          skiprows=1 if header else 0, engine="c", quoting=csv.QUOTE_NONE, na_filter=False,
-          encoding="latin-1")
+          source, sep="," if header else "\t", header=None, names=list(RATING_COLUMNS),
+          dtype={"rating": np.float32}, skiprows=1 if header else 0, engine="c",
+          quoting=csv.QUOTE_NONE, na_filter=False, encoding="latin-1")
   except (ValueError, OverflowError, TypeError) as err:
-    _raise_bad_line(path, file_sep, header, err)
-  if not np.isfinite(frame["rating"].to_numpy()).all():
-    _raise_bad_line(path, file_sep, header, None)
+    _raise_bad_line(path, layout, err)
   if frame.empty:
     what = "nothing but its header" if header else "no line"
-    raise ValueError(f"{path}: the ratings file is empty ({what}); expected one rating per line.")
+    raise errors.DataError(
+        f"{path}: the ratings file is empty ({what}); expected one rating per line.")
+  if (any(frame[c].dtype != np.int64 for c in _INT_COLUMNS)
+      or not np.isfinite(frame["rating"].to_numpy()).all()):
+    _raise_bad_line(path, layout, None)
   return frame  # columns and dtypes are already those of RATING_COLUMNS (no extra copy)
 
 
 _INT64 = np.iinfo(np.int64)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What pandas' C parser takes for a number: the blanks around it are those its converters skip.
+_INT_RE = re.compile(r"[ \t\v\f]*([+-]?[0-9]+)[ \t\v\f]*")
+_NUMBER_RE = re.compile(
+    r"[ \t\v\f]*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)[ \t\v\f]*")
 
 
 def _as_int(field: str) -> int:
-  """The field as an int64 value (OverflowError beyond the int64 range)."""
-  value = int(field)
+  """The field as an int64 value: a decimal integer (OverflowError beyond the int64 range)."""
+  match = _INT_RE.fullmatch(field)
+  if match is None:
+    raise ValueError("not a decimal integer")
+  value = int(match[1])
   if not _INT64.min <= value <= _INT64.max:
     raise OverflowError("outside the int64 range")
   return value
 
 
 def _as_finite_float(field: str) -> float:
-  """The field as a rating: finite, also once stored as float32."""
-  value = float(field)
-  if not abs(value) <= _FLOAT32_MAX:
+  """The field as a rating: a decimal number, finite also once stored as float32."""
+  match = _NUMBER_RE.fullmatch(field)
+  if match is None:
+    raise ValueError("not a decimal number")
+  with np.errstate(over="ignore"):
+    value = np.float32(float(match[1]))
+  if not np.isfinite(value):
     raise ValueError("not finite")
-  return value
+  return float(value)
 
 
 _RATING_CHECKS: tuple[Callable[[str], object], ...] = (_as_int, _as_int, _as_finite_float, _as_int)
@@ -288,7 +414,7 @@ def _bad_field(fields: Sequence[str], sep: str,
     return f"expected {len(checks)} fields separated by {sep!r}, found {len(fields)}"
   for field, check, name in zip(fields, checks, names):
     try:
-      check(field.strip())
+      check(field)
     except OverflowError:
       return f"{name} {field!r} is outside the int64 range"
     except ValueError:
@@ -297,33 +423,61 @@ def _bad_field(fields: Sequence[str], sep: str,
   return None
 
 
-def _raise_bad_line(path: pathlib.Path, sep: str, header: bool, err: BaseException | None):
-  """Raises a ValueError naming the first malformed line of a ratings file."""
-  with open(path, "rb") as f:
+def _raise_bad_line(path: pathlib.Path, layout: str, err: BaseException | None):
+  """Raises a DataError naming the first malformed line of a ratings file.
+
+  The lines are those of the C parser: ended by `\\n`, `\\r\\n` or `\\r`; a line of spaces and
+  tabs (other than the separator) is skipped; `::` reads as a tab.
+  """
+  sep = _RATINGS_SEPARATORS[layout]
+  parse_sep = "\t" if sep == "::" else sep
+  blanks = " \t".replace(parse_sep, "")
+  bom = codecs.BOM_UTF8.decode("latin-1")
+  with open(path, encoding="latin-1", newline="") as f:
     for lineno, raw in enumerate(f, start=1):
-      if header and lineno == 1:
+      line = raw.rstrip("\r\n")
+      if lineno == 1:
+        line = line.removeprefix(bom)
+        if layout == "csv":
+          continue
+      parsed = line.replace("::", "\t") if sep == "::" else line
+      if not parsed.strip(blanks):
         continue
-      line = raw.decode("latin-1").rstrip("\r\n")
-      if not line.strip():
-        continue
-      reason = _bad_field(line.split(sep), sep, _RATING_CHECKS, RATING_COLUMNS)
+      reason = _bad_field(parsed.split(parse_sep), sep, _RATING_CHECKS, RATING_COLUMNS)
       if reason:
-        raise ValueError(f"{path}, line {lineno}: {reason}: {line[:200]!r}") from err
-  raise ValueError(f"{path}: cannot parse ratings ({err})") from err
+        raise errors.DataError(f"{path}, line {lineno}: {reason}: {line[:200]!r}") from err
+  raise errors.DataError(f"{path}: cannot parse the ratings ({_one_line(err)})") from err
 
 
 # ---------------------------------------------------------------------------------------------
 # Items: small files (at most ~90k lines), parsed line by line.
 
 
+def _line_of(data: bytes, offset: int) -> int:
+  return data.count(b"\n", 0, offset) + 1
+
+
 def _decode(path: pathlib.Path, encodings: Sequence[str]) -> str:
+  """The text of an items file: UTF-8 when it is valid UTF-8, else in the first of `encodings`
+  that decodes it (see `read_items`)."""
   data = path.read_bytes()
+  bom = _bom_length(path, data[:4])
+  try:
+    return data[bom:].decode("utf-8")
+  except UnicodeDecodeError as err:
+    offset = bom + err.start
+  where = f"{path}, line {_line_of(data, offset)}: byte 0x{data[offset]:02x}"
+  if bom:
+    raise errors.DataError(f"{where} is not UTF-8, yet the file starts with a UTF-8 byte-order "
+                           f"mark; save it all as UTF-8 (or as latin-1 without the mark)")
   for encoding in encodings:
-    try:
-      return data.decode(encoding)
-    except UnicodeDecodeError as err:
-      last = err
-  raise ValueError(f"{path}: not valid {' or '.join(encodings)} text ({last})")
+    if codecs.lookup(encoding).name != "utf-8":
+      try:
+        return data.decode(encoding)
+      except UnicodeDecodeError:
+        pass
+  raise errors.DataError(f"{where} is not valid {' or '.join(encodings)} text; save the file "
+                         f"as UTF-8")
 
 
 def _lines(text: str):
@@ -336,10 +490,12 @@ def _lines(text: str):
 
 def _item_id(path: pathlib.Path, lineno: int, field: str, line: str) -> int:
   try:
-    return int(field)
+    return _as_int(field)
+  except OverflowError:
+    reason = "is outside the int64 range"
   except ValueError:
-    raise ValueError(f"{path}, line {lineno}: item id {field!r} is not an integer: "
-                     f"{line[:200]!r}") from None
+    reason = "is not an integer"
+  raise errors.DataError(f"{path}, line {lineno}: item id {field!r} {reason}: {line[:200]!r}")
 
 
 def _split_genres(field: str) -> list[str]:
@@ -354,64 +510,85 @@ def _read_u_item(path: pathlib.Path, text: str):
   for lineno, line in _lines(text):
     fields = line.split("|")
     if len(fields) != width:
-      raise ValueError(f"{path}, line {lineno}: expected {width} fields separated by '|', "
-                       f"found {len(fields)}: {line[:200]!r}")
+      raise errors.DataError(f"{path}, line {lineno}: expected {width} fields separated by '|', "
+                             f"found {len(fields)}: {line[:200]!r}")
     flags = [f.strip() for f in fields[5:]]
     if any(f not in ("0", "1") for f in flags):
-      raise ValueError(f"{path}, line {lineno}: genre flags must be 0 or 1: {line[:200]!r}")
+      raise errors.DataError(
+          f"{path}, line {lineno}: genre flags must be 0 or 1: {line[:200]!r}")
     genres = [g for g, f in zip(ML_100K_GENRES, flags) if f == "1"]
-    yield _item_id(path, lineno, fields[0], line), fields[1], genres
+    yield lineno, _item_id(path, lineno, fields[0], line), fields[1], genres
 
 
 def _read_movies_dat(path: pathlib.Path, text: str):
   for lineno, line in _lines(text):
     fields = line.split("::")
     if len(fields) != 3:
-      raise ValueError(f"{path}, line {lineno}: expected 3 fields separated by '::', found "
-                       f"{len(fields)}: {line[:200]!r}")
-    yield _item_id(path, lineno, fields[0], line), fields[1], _split_genres(fields[2])
+      raise errors.DataError(f"{path}, line {lineno}: expected 3 fields separated by '::', "
+                             f"found {len(fields)}: {line[:200]!r}")
+    yield lineno, _item_id(path, lineno, fields[0], line), fields[1], _split_genres(fields[2])
 
 
 def _read_movies_csv(path: pathlib.Path, text: str):
-  reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+  reader = csv.reader(io.StringIO(text, newline=""))
   header = next(reader, [])
   if tuple(h.strip() for h in header) != _CSV_MOVIES_HEADER:
-    raise ValueError(f"{path}, line 1: expected the header {','.join(_CSV_MOVIES_HEADER)!r}, "
-                     f"got {','.join(header)!r}")
+    raise errors.DataError(f"{path}, line 1: expected the header "
+                           f"{','.join(_CSV_MOVIES_HEADER)!r}, got {','.join(header)[:200]!r}")
   for fields in reader:
     if not fields:
       continue
     lineno = reader.line_num
     if len(fields) != 3:
-      raise ValueError(f"{path}, line {lineno}: expected 3 comma-separated fields, found "
-                       f"{len(fields)}: {','.join(fields)[:200]!r}")
-    yield _item_id(path, lineno, fields[0], ",".join(fields)), fields[1], _split_genres(fields[2])
+      raise errors.DataError(f"{path}, line {lineno}: expected 3 comma-separated fields, found "
+                             f"{len(fields)}: {','.join(fields)[:200]!r}")
+    yield (lineno, _item_id(path, lineno, fields[0], ",".join(fields)), fields[1],
+           _split_genres(fields[2]))
 
 
 _ITEM_READERS = {"100k": _read_u_item, "dat": _read_movies_dat, "csv": _read_movies_csv}
+
+
+def _check_unique_ids(path: pathlib.Path, rows) -> None:
+  """Rejects an item id listed twice, naming both lines."""
+  first_line = {}
+  for lineno, item_id, *_ in rows:
+    first = first_line.setdefault(item_id, lineno)
+    if first != lineno:
+      raise errors.DataError(f"{path}, line {lineno}: item id {item_id} is already listed on "
+                             f"line {first}; each item must be listed once")
 
 
 def read_items(path: str | os.PathLike, layout: str,
                encodings: Sequence[str] = ("utf-8",)) -> pd.DataFrame:
   """Parses an items file: `u.item` (`|`, 19 genre flags), `movies.dat` (`::`) or `movies.csv`.
 
+  The file is read as UTF-8 whenever it is valid UTF-8, whatever `encodings` says: GroupLens ships
+  some releases as latin-1, and one re-saved as UTF-8 would otherwise read `Café` as `CafÃ©`
+  (latin-1 text with accents is almost never valid UTF-8). A UTF-8 byte-order mark is dropped.
+  Otherwise the first of `encodings` that decodes the file is used.
+
   Args:
     path: the file.
     layout: `100k`, `dat` or `csv` (see `MovieLensSpec`).
-    encodings: tried in order to decode the file.
+    encodings: tried in order to decode the file when it is not valid UTF-8.
 
   Returns:
     DataFrame with `item_id` int64[I], `title` str[I], `genres` (list of str per item; empty for
     "(no genres listed)" or no flag set).
 
   Raises:
-    ValueError: a malformed line, naming the file and the 1-based line number.
+    errors.DataError: a malformed line or an item id listed twice, naming the file and the
+      1-based line number(s); text in none of `encodings` (naming the line of the first bad
+      byte), or a UTF-8 byte-order mark before text that is not UTF-8.
   """
   path = pathlib.Path(path)
   if layout not in _ITEM_READERS:
-    raise ValueError(f"unknown MovieLens layout {layout!r}; known: {', '.join(LAYOUT_FILES)}")
+    raise errors.InvalidInput(
+        f"unknown MovieLens layout {layout!r}; known: {', '.join(LAYOUT_FILES)}")
   rows = list(_ITEM_READERS[layout](path, _decode(path, encodings)))
-  ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-  titles = pd.array([r[1] for r in rows], dtype="str")
-  genres = pd.Series([r[2] for r in rows], dtype=object)
+  _check_unique_ids(path, rows)
+  ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+  titles = pd.array([r[2] for r in rows], dtype="str")
+  genres = pd.Series([r[3] for r in rows], dtype=object)
   return pd.DataFrame({"item_id": ids, "title": titles, "genres": genres})

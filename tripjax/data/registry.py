@@ -6,6 +6,7 @@ import os
 
 import pandas as pd
 
+from tripjax import errors
 from tripjax.data import feedback
 from tripjax.data import split
 from tripjax.data import synthetic
@@ -24,23 +25,27 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     name: a MovieLens release (`ml-100k`, `ml-1m`, ...; delegated to `load_movielens`) or
       `synthetic-<preset>` (`synthetic-tiny`, `synthetic-ml-100k`, `synthetic-ml-1m`,
       `synthetic-ml-20m`).
-    data_dir: where MovieLens files are (see `load_movielens`); ignored for synthetic data.
-    download: whether MovieLens may be downloaded; ignored for synthetic data.
+    data_dir: where MovieLens files are (see `load_movielens`: when given, the release is read
+      from there or not at all); ignored for synthetic data.
+    download: whether MovieLens may be downloaded; ignored for synthetic data and with
+      `data_dir`.
     seed: seed of the synthetic generator; ignored for MovieLens.
 
   Returns:
     (ratings, items) frames (see docs/DESIGN.md).
 
   Raises:
-    ValueError: unknown name (the message lists the known names).
+    errors.InvalidInput: unknown name (the message lists the known names).
+    errors.DataError, download.DownloadError: as in `load_movielens`.
   """
   if not isinstance(name, str):
-    raise ValueError(f"dataset name must be a string, got {name!r}")
+    raise errors.InvalidInput(f"dataset name must be a string, got {name!r}")
   if name.startswith(SYNTHETIC_PREFIX) and name[len(SYNTHETIC_PREFIX):] in synthetic.PRESETS:
     return synthetic.make_synthetic(name[len(SYNTHETIC_PREFIX):], seed=seed)
   if name in DATASETS:
     return load_movielens(name, data_dir=data_dir, download=download)
-  raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
+  raise errors.InvalidInput(
+      f"Unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
 
 
 def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
@@ -64,8 +69,13 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool
                                        min_user_positives=min_user_positives,
                                        keep_ratings=keep_ratings)
   del ratings, items
-  if temporal:
-    train, test = split.leave_last_k_out(dataset.matrix, dataset.timestamps, k=test_per_user)
-  else:
-    train, test = split.leave_k_out(dataset.matrix, k=test_per_user, seed=split_seed)
+  try:
+    if temporal:
+      train, test = split.leave_last_k_out(dataset.matrix, dataset.timestamps, k=test_per_user)
+    else:
+      train, test = split.leave_k_out(dataset.matrix, k=test_per_user, seed=split_seed)
+  except errors.InvalidInput as e:
+    raise errors.InvalidInput(f"--test_per_user={test_per_user} does not fit {name}: {e}; lower "
+                              "--test_per_user, or keep only users with more positives "
+                              "(--min_user_positives).") from e
   return dataset, train, test
