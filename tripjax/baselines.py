@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax.metrics import ScoreFn
 
 
@@ -24,7 +25,7 @@ def random_scores(num_items: int, seed: int = 0) -> ScoreFn:
     ScoreFn: int32[B] -> float32[B, I], U(0, 1) scores.
   """
   if int(num_items) < 1:
-    raise ValueError(f"random_scores: num_items must be >= 1, got {num_items}")
+    raise errors.InvalidInput(f"random_scores: num_items must be >= 1, got {num_items}")
   key = jax.random.key(seed)
   n = int(num_items)
 
@@ -39,7 +40,7 @@ def random_scores(num_items: int, seed: int = 0) -> ScoreFn:
 def item_counts(train) -> np.ndarray:
   """Number of training users of each item. train: bool [U, I] (sparse or dense) -> int64[I]."""
   if train is None or getattr(train, "ndim", 0) != 2:
-    raise ValueError("item_counts: train must be a 2-D [U, I] matrix")
+    raise errors.InvalidInput("item_counts: train must be a 2-D [U, I] matrix")
   m = sp.csr_matrix(train, dtype=bool)
   m.sum_duplicates()
   return np.bincount(m.indices, minlength=m.shape[1]).astype(np.int64)
@@ -67,8 +68,8 @@ def _top_lists(x: Any, name: str) -> np.ndarray:
   top = getattr(x, "top_items", x)
   top = np.asarray(top)
   if top.ndim != 2 or not np.issubdtype(top.dtype, np.integer):
-    raise ValueError(f"top_k_overlap: {name} must be int[U, k] top lists or an EvalResult, got "
-                     f"{top.dtype}{list(top.shape)}")
+    raise errors.InvalidInput(f"top_k_overlap: {name} must be int[U, k] top lists or an "
+                              f"EvalResult, got {top.dtype}{list(top.shape)}")
   return top
 
 
@@ -85,10 +86,11 @@ def top_k_overlap(a, b, k: int = 20) -> float:
   """
   ta, tb = _top_lists(a, "a"), _top_lists(b, "b")
   if ta.shape[0] != tb.shape[0]:
-    raise ValueError(f"top_k_overlap: a has {ta.shape[0]} users, b has {tb.shape[0]}")
+    raise errors.InvalidInput(f"top_k_overlap: a has {ta.shape[0]} users, b has {tb.shape[0]}")
   if k < 1 or k > min(ta.shape[1], tb.shape[1]):
-    raise ValueError(f"top_k_overlap: k={k} must be in [1, {min(ta.shape[1], tb.shape[1])}] "
-                     f"(the lists hold {ta.shape[1]} and {tb.shape[1]} items)")
+    raise errors.InvalidInput(f"top_k_overlap: k={k} must be in [1, "
+                              f"{min(ta.shape[1], tb.shape[1])}] (the lists hold {ta.shape[1]} "
+                              f"and {tb.shape[1]} items)")
   if ta.shape[0] == 0:
     return float("nan")
   ta, tb = ta[:, :k], tb[:, :k]

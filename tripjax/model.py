@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import losses
 
 Params = dict  # {"user": float32[U, D], "item": float32[I, D]}
@@ -30,7 +31,7 @@ def init_params(key: jax.Array, num_users: int, num_items: int, dim: int = 64,
   """
   for name, value in (("num_users", num_users), ("num_items", num_items), ("dim", dim)):
     if value <= 0:
-      raise ValueError(f"init_params: {name} must be positive, got {value}.")
+      raise errors.InvalidInput(f"init_params: {name} must be positive, got {value}.")
   user_key, item_key = jax.random.split(key)
   return {
       "user": scale * jax.random.normal(user_key, (num_users, dim), jnp.float32),
@@ -100,7 +101,7 @@ def popularity_offset(train: sp.csr_matrix, penalty: float) -> np.ndarray | None
     ValueError: penalty is negative or not finite.
   """
   if not (math.isfinite(penalty) and penalty >= 0):
-    raise ValueError(f"popularity penalty must be a finite number >= 0, got {penalty!r}.")
+    raise errors.InvalidInput(f"popularity penalty must be a finite number >= 0, got {penalty!r}.")
   log_counts = np.log1p(np.asarray(train.sum(axis=0), np.float64).ravel())
   spread = log_counts.std()
   if penalty == 0 or spread == 0:
@@ -123,8 +124,8 @@ def score_fn(params: Params, item_offset: np.ndarray | None = None
   unit_items = _jit_normalize(jnp.asarray(params["item"]))
   offset = None if item_offset is None else jnp.asarray(item_offset, jnp.float32)
   if offset is not None and offset.shape != (unit_items.shape[0],):
-    raise ValueError(f"item_offset must be float32[{unit_items.shape[0]}] (one per item), got "
-                     f"shape {offset.shape}.")
+    raise errors.InvalidInput(f"item_offset must be float32[{unit_items.shape[0]}] (one per "
+                              f"item), got shape {offset.shape}.")
 
   def scores(users):
     return _jit_scores(user_table, unit_items, jnp.asarray(users, jnp.int32), offset)

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import losses
 from tripjax import metrics
 from tripjax import model
@@ -60,9 +61,9 @@ def _masked_top_k(user_vecs: jax.Array, item_unit: jax.Array, exclude: jax.Array
 
 def _check_k(k: int, num_candidates: int, what: str = "catalogue") -> int:
   if isinstance(k, bool) or int(k) != k or k <= 0:
-    raise ValueError(f"k must be a positive integer, got k={k!r}.")
+    raise errors.InvalidInput(f"k must be a positive integer, got k={k!r}.")
   if k > num_candidates:
-    raise ValueError(f"k={k} is larger than the {what} ({num_candidates} items).")
+    raise errors.InvalidInput(f"k={k} is larger than the {what} ({num_candidates} items).")
   return int(k)
 
 
@@ -109,13 +110,13 @@ def top_k_for_vectors(params: Params, user_vecs, k: int = 20, exclude=None,
     if exclude is not None and not (sp.issparse(exclude) or np.ndim(exclude) == 2):
       exclude = _indices_to_mask(exclude, num_items)[None]
   if vecs.ndim != 2 or vecs.shape[1] != dim:
-    raise ValueError(f"user_vecs must be float32[{dim}] or float32[B, {dim}] to match the item "
-                     f"table, got shape {np.shape(user_vecs)}.")
+    raise errors.InvalidInput(f"user_vecs must be float32[{dim}] or float32[B, {dim}] to match "
+                              f"the item table, got shape {np.shape(user_vecs)}.")
   if exclude is not None and not sp.issparse(exclude):
     exclude = np.asarray(exclude, bool)
   if exclude is not None and tuple(exclude.shape) != (vecs.shape[0], num_items):
-    raise ValueError(f"exclude must have shape {(vecs.shape[0], num_items)} (one row per user), "
-                     f"got {tuple(exclude.shape)}.")
+    raise errors.InvalidInput(f"exclude must have shape {(vecs.shape[0], num_items)} (one row per "
+                              f"user), got {tuple(exclude.shape)}.")
   items, scores = _blocked_top_k(vecs, item_table, k, exclude, batch_size, item_offset)
   return (items[0], scores[0]) if single else (items, scores)
 
@@ -126,10 +127,10 @@ def _check_offset(item_offset, num_items: int) -> jax.Array | None:
     return None
   offset = np.asarray(item_offset, np.float32)
   if offset.shape != (num_items,):
-    raise ValueError(f"item_offset must be float32[{num_items}] (one per item), got shape "
-                     f"{offset.shape}.")
+    raise errors.InvalidInput(f"item_offset must be float32[{num_items}] (one per item), got "
+                              f"shape {offset.shape}.")
   if not np.all(np.isfinite(offset)):
-    raise ValueError("item_offset holds NaN or Inf.")
+    raise errors.InvalidInput("item_offset holds NaN or Inf.")
   return jnp.asarray(offset)
 
 
@@ -138,7 +139,7 @@ def _blocked_top_k(vecs: np.ndarray, item_table: jax.Array, k: int, exclude,
   num_items = item_table.shape[0]
   k = _check_k(k, num_items)
   if batch_size <= 0:
-    raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    raise errors.InvalidInput(f"batch_size must be positive, got {batch_size}.")
   offset = _check_offset(item_offset, num_items)
   num = vecs.shape[0]
   batch_size = min(batch_size, max(num, 1))
@@ -182,20 +183,21 @@ def top_k(params: Params, users, k: int = 20, exclude: sp.csr_matrix | None = No
   users = np.asarray(users)
   if np.issubdtype(users.dtype, np.floating):
     if exclude is not None:
-      raise ValueError("exclude for raw user vectors is per vector: use top_k_for_vectors.")
+      raise errors.InvalidInput("exclude for raw user vectors is per vector: use "
+                                "top_k_for_vectors.")
     return top_k_for_vectors(params, users, k, None, batch_size, item_offset)
   num_users = params["user"].shape[0]
   if users.ndim != 1 or not np.issubdtype(users.dtype, np.integer):
-    raise ValueError(f"users must be int[B] user indices, got dtype {users.dtype} shape "
-                     f"{users.shape}.")
+    raise errors.InvalidInput(f"users must be int[B] user indices, got dtype {users.dtype} shape "
+                              f"{users.shape}.")
   bad = (users < 0) | (users >= num_users)
   if bad.any():
-    raise ValueError(f"user index {int(users[bad][0])} is out of range: the model has "
-                     f"{num_users} users (0..{num_users - 1}).")
+    raise errors.InvalidInput(f"user index {int(users[bad][0])} is out of range: the model has "
+                              f"{num_users} users (0..{num_users - 1}).")
   if exclude is not None:
     if tuple(exclude.shape) != (num_users, params["item"].shape[0]):
-      raise ValueError(f"exclude has shape {tuple(exclude.shape)} but the model has "
-                       f"{num_users} users x {params['item'].shape[0]} items.")
+      raise errors.InvalidInput(f"exclude has shape {tuple(exclude.shape)} but the model has "
+                                f"{num_users} users x {params['item'].shape[0]} items.")
     exclude = sp.csr_matrix(exclude)[users]
   vecs = np.asarray(params["user"], np.float32)[users]
   return _blocked_top_k(vecs, jnp.asarray(params["item"], jnp.float32), k, exclude, batch_size,
@@ -219,8 +221,8 @@ def similar_items(params: Params, item: int, k: int = 10) -> tuple[np.ndarray, n
   item_table = jnp.asarray(params["item"], jnp.float32)
   num_items = item_table.shape[0]
   if isinstance(item, bool) or int(item) != item or not 0 <= item < num_items:
-    raise ValueError(f"item index {item!r} is out of range: the model has {num_items} items "
-                     f"(0..{num_items - 1}).")
+    raise errors.InvalidInput(f"item index {item!r} is out of range: the model has {num_items} "
+                              f"items (0..{num_items - 1}).")
   k = _check_k(k, num_items - 1, "catalogue without the item itself")
   mask = np.zeros((1, num_items), bool)
   mask[0, int(item)] = True
@@ -271,7 +273,7 @@ def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> in
   titles = [str(t) for t in titles]
   q = " ".join(str(query).split()).lower()
   if not q:
-    raise ValueError("empty title query.")
+    raise errors.InvalidInput("empty title query.")
   stages = (
       [i for i, t in enumerate(titles) if t.lower() == q],
       [i for i, t in enumerate(titles) if q in _title_keys(t)],
@@ -283,23 +285,23 @@ def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> in
     if len(matches) > 1:
       listed = "; ".join(repr(titles[i]) for i in matches[:max_candidates])
       more = f" and {len(matches) - max_candidates} more" if len(matches) > max_candidates else ""
-      raise ValueError(f"title {query!r} is ambiguous: it matches {len(matches)} items: "
-                       f"{listed}{more}. Give the full title, with the year.")
+      raise errors.InvalidInput(f"title {query!r} is ambiguous: it matches {len(matches)} items: "
+                                f"{listed}{more}. Give the full title, with the year.")
   closest = sorted(range(len(titles)), key=lambda i: -_similarity(q, titles[i].lower()))
   hint = ("; closest: " + "; ".join(repr(titles[i]) for i in closest[:max_candidates])
           if closest else "")
-  raise ValueError(f"no item title matches {query!r} among {len(titles)} titles{hint}.")
+  raise errors.InvalidInput(f"no item title matches {query!r} among {len(titles)} titles{hint}.")
 
 
 def _indices_to_mask(item_indices, num_items: int) -> np.ndarray:
   items = np.asarray(item_indices)
   if items.ndim != 1 or (items.size and not np.issubdtype(items.dtype, np.integer)):
-    raise ValueError(f"item indices must be a 1-D sequence of ints, got {item_indices!r}.")
+    raise errors.InvalidInput(f"item indices must be a 1-D sequence of ints, got {item_indices!r}.")
   items = items.astype(np.int64)
   bad = (items < 0) | (items >= num_items)
   if bad.any():
-    raise ValueError(f"item index {int(items[bad][0])} is out of range: the model has "
-                     f"{num_items} items (0..{num_items - 1}).")
+    raise errors.InvalidInput(f"item index {int(items[bad][0])} is out of range: the model has "
+                              f"{num_items} items (0..{num_items - 1}).")
   mask = np.zeros(num_items, bool)
   mask[items] = True
   return mask
@@ -373,13 +375,15 @@ def fold_in(params: Params, item_indices: Sequence[int], key: jax.Array, steps: 
   mask = _indices_to_mask(item_indices, num_items)
   liked = np.flatnonzero(mask).astype(np.int32)
   if liked.size == 0:
-    raise ValueError("fold_in needs at least one liked item, got none.")
+    raise errors.InvalidInput("fold_in needs at least one liked item, got none.")
   if liked.size == num_items:
-    raise ValueError(f"fold_in needs at least one item not liked; all {num_items} are liked.")
+    raise errors.InvalidInput(f"fold_in needs at least one item not liked; all {num_items} are "
+                              "liked.")
   if steps < 0 or num_negatives <= 0 or margin < 0 or learning_rate <= 0:
-    raise ValueError(f"fold_in needs steps >= 0, num_negatives > 0, margin >= 0 and "
-                     f"learning_rate > 0; got steps={steps}, num_negatives={num_negatives}, "
-                     f"margin={margin}, learning_rate={learning_rate}.")
+    raise errors.InvalidInput("fold_in needs steps >= 0, num_negatives > 0, margin >= 0 and "
+                              f"learning_rate > 0; got steps={steps}, "
+                              f"num_negatives={num_negatives}, margin={margin}, "
+                              f"learning_rate={learning_rate}.")
   padded = 1 << int(np.ceil(np.log2(liked.size)))
   weight = np.zeros(padded, np.float32)
   weight[:liked.size] = 1.0
@@ -403,9 +407,9 @@ def user_index(user_ids: np.ndarray, user_id: int) -> int:
   user_ids = np.asarray(user_ids)
   rows = np.flatnonzero(user_ids == user_id)
   if rows.size == 0:
-    raise ValueError(f"unknown user id {user_id}: the dataset keeps {user_ids.size} users "
-                     f"(ids {user_ids.min()}..{user_ids.max()}, not all of them; users with too "
-                     f"few positives were filtered out).")
+    raise errors.InvalidInput(f"unknown user id {user_id}: the dataset keeps {user_ids.size} "
+                              f"users (ids {user_ids.min()}..{user_ids.max()}, not all of them; "
+                              "users with too few positives were filtered out).")
   return int(rows[0])
 
 

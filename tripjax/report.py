@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tripjax import io as tio
 from tripjax import metrics
@@ -122,7 +123,8 @@ def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np
   positives = np.asarray(positives, bool)
   num_pos, num_neg = int(positives.sum()), int((~positives).sum())
   if num_pos == 0 or num_neg == 0:
-    raise ValueError(f"roc_curve needs positives and negatives, got {num_pos} and {num_neg}.")
+    raise errors.InvalidInput(f"roc_curve needs positives and negatives, got {num_pos} and "
+                              f"{num_neg}.")
   order = np.argsort(-scores, kind="stable")
   scores, positives = scores[order], positives[order]
   last_of_threshold = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1]
@@ -182,8 +184,8 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
 
   model_auc = np.asarray(model_result.auc, np.float64)
   if np.all(np.isnan(model_auc)):
-    raise ValueError("no user has a defined AUC (every user needs test items and unseen "
-                     "non-test items).")
+    raise errors.InvalidInput("no user has a defined AUC (every user needs test items and unseen "
+                              "non-test items).")
   best, worst = int(np.nanargmax(model_auc)), int(np.nanargmin(model_auc))
   user_ids = run.dataset.user_ids
   cases = [_user_case(params, offset, row, user_ids[row], model_auc[row], train, test, k)

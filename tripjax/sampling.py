@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import losses
 
 # The values of `EpochSampler`'s draw_order ("rows": the current draw).
@@ -113,7 +114,7 @@ class EpochSampler:
     for name, value in (("batch_size", batch_size), ("batches_per_chunk", batches_per_chunk),
                         ("num_negatives", num_negatives)):
       if int(value) <= 0:
-        raise ValueError(f"EpochSampler: {name} must be positive, got {value}.")
+        raise errors.InvalidInput(f"EpochSampler: {name} must be positive, got {value}.")
     train = sp.csr_matrix(train)
     train.sum_duplicates()
     train.sort_indices()
@@ -121,21 +122,23 @@ class EpochSampler:
     indptr = train.indptr.astype(np.int64)
     counts = np.diff(indptr)
     if train.nnz == 0:
-      raise ValueError("EpochSampler: the training matrix has no positives.")
+      raise errors.InvalidInput("EpochSampler: the training matrix has no positives.")
     full = np.flatnonzero(counts >= num_items)
     if full.size:
-      raise ValueError(f"EpochSampler: user row {int(full[0])} holds all {num_items} items, so "
-                       "it has no negative to sample; drop such users before training.")
+      raise errors.InvalidInput(f"EpochSampler: user row {int(full[0])} holds all {num_items} "
+                                "items, so it has no negative to sample; drop such users before "
+                                "training.")
     if shuffle_on is None:
       shuffle_on = default_shuffle_on()
     if shuffle_on not in ("host", "device"):
-      raise ValueError(f"EpochSampler: shuffle_on must be 'host' or 'device', got {shuffle_on!r}.")
+      raise errors.InvalidInput("EpochSampler: shuffle_on must be 'host' or 'device', got "
+                                f"{shuffle_on!r}.")
     if draw_order not in DRAW_ORDERS:
-      raise ValueError(f"EpochSampler: draw_order must be one of {DRAW_ORDERS}, got "
-                       f"{draw_order!r}.")
+      raise errors.InvalidInput(f"EpochSampler: draw_order must be one of {DRAW_ORDERS}, got "
+                                f"{draw_order!r}.")
     if not (np.isfinite(negative_exponent) and negative_exponent >= 0):
-      raise ValueError("EpochSampler: negative_exponent must be a finite number >= 0, got "
-                       f"{negative_exponent!r}.")
+      raise errors.InvalidInput("EpochSampler: negative_exponent must be a finite number >= 0, "
+                                f"got {negative_exponent!r}.")
     self.shuffle_on = shuffle_on
     self.draw_order = draw_order
     self._next_draw = None  # (epoch, Future of its `_host_draw`) when prefetched

@@ -31,6 +31,8 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
+from tripjax import errors
+
 Params = Any  # pytree of float[R, D] tables
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Union[float, jax.Array, Schedule]
@@ -119,7 +121,7 @@ def _check_rows(row_grads, row_indices, params):
   leaves, structure = jax.tree.flatten(params)
   for name, tree in (("row_grads", row_grads), ("row_indices", row_indices)):
     if jax.tree.structure(tree) != structure:
-      raise ValueError(
+      raise errors.InvalidInput(
           f"{name} must have the structure of params ({structure}), got "
           f"{jax.tree.structure(tree)}.")
   paths = [jax.tree_util.keystr(p)
@@ -128,13 +130,13 @@ def _check_rows(row_grads, row_indices, params):
                                           jax.tree.leaves(row_grads),
                                           jax.tree.leaves(row_indices)):
     if table.ndim != 2:
-      raise ValueError(f"params{where} must be a [rows, dim] table, got shape "
-                       f"{list(table.shape)}.")
+      raise errors.InvalidInput(f"params{where} must be a [rows, dim] table, got shape "
+                                f"{list(table.shape)}.")
     if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
-      raise ValueError(f"row_indices{where} must be an integer vector, got "
-                       f"{indices.dtype}{list(indices.shape)}.")
+      raise errors.InvalidInput(f"row_indices{where} must be an integer vector, got "
+                                f"{indices.dtype}{list(indices.shape)}.")
     if grads.shape != (indices.shape[0], table.shape[1]):
-      raise ValueError(
+      raise errors.InvalidInput(
           f"row_grads{where} must have shape [{indices.shape[0]}, "
           f"{table.shape[1]}] (one row per index, the table's dim), got "
           f"{list(grads.shape)}.")
@@ -293,8 +295,8 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
     A `RowOptimizer`.
   """
   if initial_accumulator_value < 0:
-    raise ValueError("sparse_adagrad: initial_accumulator_value must be >= 0, "
-                     f"got {initial_accumulator_value}.")
+    raise errors.InvalidInput("sparse_adagrad: initial_accumulator_value must be >= 0, got "
+                              f"{initial_accumulator_value}.")
 
   def init(params):
     fill = lambda p: jnp.full_like(p, initial_accumulator_value)
@@ -357,8 +359,8 @@ def sparse_rowwise_adagrad(learning_rate: ScalarOrSchedule,
     A `RowOptimizer` whose state is a `SparseRowwiseAdagradState`.
   """
   if initial_accumulator_value < 0:
-    raise ValueError("sparse_rowwise_adagrad: initial_accumulator_value must be "
-                     f">= 0, got {initial_accumulator_value}.")
+    raise errors.InvalidInput("sparse_rowwise_adagrad: initial_accumulator_value must be >= 0, "
+                              f"got {initial_accumulator_value}.")
 
   def init(params):
     fill = lambda p: jnp.full(p.shape[:1], initial_accumulator_value, p.dtype)
@@ -444,6 +446,5 @@ def row_optimizer(name: str, learning_rate: ScalarOrSchedule,
                   **kwargs) -> RowOptimizer:
   """Builds a row optimizer by name (a key of `ROW_OPTIMIZERS`)."""
   if name not in ROW_OPTIMIZERS:
-    raise ValueError(f"optimizer must be one of {sorted(ROW_OPTIMIZERS)}, got "
-                     f"{name!r}.")
+    raise errors.InvalidInput(f"optimizer must be one of {sorted(ROW_OPTIMIZERS)}, got {name!r}.")
   return ROW_OPTIMIZERS[name](learning_rate, **kwargs)

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import io as tio
 from tripjax import model
 from tripjax import train as train_lib
@@ -65,7 +66,7 @@ def tuning_split(train: sp.csr_matrix, validation_per_user: int = 5,
   try:
     return split.leave_k_out(train, k=validation_per_user, seed=seed)
   except ValueError as e:
-    raise ValueError(f"--validation_per_user={validation_per_user}: {e}") from e
+    raise errors.InvalidInput(f"--validation_per_user={validation_per_user}: {e}") from e
 
 
 # ------------------------------------------------------------------------------- one trial
@@ -132,7 +133,7 @@ def validate_mean(config: TrainConfig,
     the mean metrics (train_seconds: their sum) and `auc_per_split`, a list of the AUCs.
   """
   if not splits:
-    raise ValueError("validate_mean: no validation split given.")
+    raise errors.InvalidInput("validate_mean: no validation split given.")
   runs = [validate(config, fit_matrix, valid_matrix) for fit_matrix, valid_matrix in splits]
   metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
   metrics["train_seconds"] = float(sum(r["train_seconds"] for r in runs))
@@ -170,7 +171,7 @@ def check_penalties(penalties: Sequence[float]) -> tuple[float, ...]:
   penalties = tuple(float(p) for p in penalties)
   for p in penalties:
     if not (math.isfinite(p) and p >= 0):
-      raise ValueError(f"popularity penalty must be a finite number >= 0, got {p!r}.")
+      raise errors.InvalidInput(f"popularity penalty must be a finite number >= 0, got {p!r}.")
   return penalties
 
 
@@ -186,7 +187,7 @@ def penalty_scan(config: TrainConfig, splits: Sequence[tuple[sp.csr_matrix, sp.c
   """
   penalties = check_penalties(penalties)
   if not penalties:
-    raise ValueError("penalty_scan: no penalty given.")
+    raise errors.InvalidInput("penalty_scan: no penalty given.")
   aucs = np.zeros((len(penalties), len(splits)))
   for j, (fit_matrix, valid_matrix) in enumerate(splits):
     params, _ = fit(config, fit_matrix)
@@ -213,18 +214,19 @@ def check_space(space: Space) -> dict[str, tuple]:
   out = {}
   for name, values in space.items():
     if name not in SEARCHABLE:
-      raise ValueError(f"search space: unknown field {name!r}; searchable: "
-                       f"{sorted(SEARCHABLE)}")
+      raise errors.InvalidInput(f"search space: unknown field {name!r}; searchable: "
+                                f"{sorted(SEARCHABLE)}")
     values = tuple(values)
     if not values:
-      raise ValueError(f"search space: {name} has no values.")
+      raise errors.InvalidInput(f"search space: {name} has no values.")
     if len(set(values)) != len(values):
-      raise ValueError(f"search space: {name} repeats a value: {list(values)}.")
+      raise errors.InvalidInput(f"search space: {name} repeats a value: {list(values)}.")
     for value in values:
       try:
         dataclasses.replace(TrainConfig(), **{name: value})
       except (ValueError, TypeError) as e:
-        raise ValueError(f"search space: {name}={value!r} is not a valid setting: {e}") from e
+        raise errors.InvalidInput(f"search space: {name}={value!r} is not a valid setting: "
+                                  f"{e}") from e
     out[name] = values
   return out
 
@@ -276,8 +278,8 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
   """
   space = check_space(space)
   if num_trials < 1 or initial_trials < 1:
-    raise ValueError(f"num_trials and initial_trials must be >= 1, got {num_trials} and "
-                     f"{initial_trials}.")
+    raise errors.InvalidInput(f"num_trials and initial_trials must be >= 1, got {num_trials} and "
+                              f"{initial_trials}.")
   trials, seen = [], {}
   cache = {_key(t["values"]): t["metrics"] for t in previous}
 
@@ -354,7 +356,7 @@ def best_trial(trials: Sequence[dict]) -> dict:
   """The trial with the highest validation AUC (the earliest on ties; diverged ones never)."""
   finite = [t for t in trials if not math.isnan(t["metrics"]["auc"])]
   if not finite:
-    raise ValueError("every trial diverged; lower the learning rates of the search space.")
+    raise errors.InvalidInput("every trial diverged; lower the learning rates of the search space.")
   return max(finite, key=lambda t: (t["metrics"]["auc"], -t["trial"]))
 
 
@@ -382,10 +384,10 @@ def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
   """Validation seeds as a tuple; raises ValueError when empty or repeated."""
   seeds = tuple(seeds)
   if not seeds:
-    raise ValueError("validation_seeds: give at least one seed.")
+    raise errors.InvalidInput("validation_seeds: give at least one seed.")
   if len(set(seeds)) != len(seeds):
-    raise ValueError(f"validation_seeds: {list(seeds)} repeats a seed (the splits would be "
-                     "the same).")
+    raise errors.InvalidInput(f"validation_seeds: {list(seeds)} repeats a seed (the splits would "
+                              "be the same).")
   return seeds
 
 
@@ -479,7 +481,7 @@ def parse_space(raw: Mapping[str, Sequence[str]]) -> dict[str, tuple]:
     try:
       space[name] = tuple(SEARCHABLE[name](v) for v in values)
     except ValueError as e:
-      raise ValueError(f"--search_{name}={','.join(values)}: {e}") from e
+      raise errors.InvalidInput(f"--search_{name}={','.join(values)}: {e}") from e
   return check_space(space)
 
 
@@ -502,6 +504,6 @@ def previous_trials(path: str | os.PathLike, base: TrainConfig, space: Space,
           old_split.get("validation_per_user") == validation_per_user and
           old_seeds == list(validation_seeds))
   if not same:
-    raise ValueError(f"--resume: {path} holds a search with another base config, space or "
-                     "validation split; use another --out_json.")
+    raise errors.InvalidInput(f"--resume: {path} holds a search with another base config, space "
+                              "or validation split; use another --out_json.")
   return old.get("trials", [])

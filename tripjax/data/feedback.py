@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from tripjax import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class ImplicitDataset:
@@ -63,25 +65,26 @@ def _check_frames(ratings: pd.DataFrame, items: pd.DataFrame) -> None:
   for frame, name, columns in ((ratings, "ratings", _RATING_COLUMNS),
                                (items, "items", dict.fromkeys(_ITEM_COLUMNS))):
     if not isinstance(frame, pd.DataFrame):
-      raise ValueError(f"implicit_feedback: `{name}` must be a pandas DataFrame, got "
-                       f"{type(frame).__name__}")
+      raise errors.InvalidInput(f"implicit_feedback: `{name}` must be a pandas DataFrame, got "
+                                f"{type(frame).__name__}")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-      raise ValueError(f"implicit_feedback: `{name}` lacks column(s) {missing}; it has "
-                       f"{list(frame.columns)}")
+      raise errors.InvalidInput(f"implicit_feedback: `{name}` lacks column(s) {missing}; it has "
+                                f"{list(frame.columns)}")
   for column, kinds in _RATING_COLUMNS.items():
     dtype = ratings[column].dtype
     if not (isinstance(dtype, np.dtype) and dtype.kind in kinds.replace("i", "iu")):
       want = "integer" if kinds == "i" else "numeric"
-      raise ValueError(f"implicit_feedback: `ratings.{column}` must be {want}, got {dtype}")
+      raise errors.InvalidInput(f"implicit_feedback: `ratings.{column}` must be {want}, got "
+                                f"{dtype}")
   if ratings["rating"].isna().any():
-    raise ValueError("implicit_feedback: `ratings.rating` contains NaN")
+    raise errors.InvalidInput("implicit_feedback: `ratings.rating` contains NaN")
   dtype = items["item_id"].dtype
   if not (isinstance(dtype, np.dtype) and dtype.kind in "iu"):
-    raise ValueError(f"implicit_feedback: `items.item_id` must be integer, got {dtype}")
+    raise errors.InvalidInput(f"implicit_feedback: `items.item_id` must be integer, got {dtype}")
   if items["item_id"].duplicated().any():
     dups = items["item_id"][items["item_id"].duplicated()].unique()[:5].tolist()
-    raise ValueError(f"implicit_feedback: `items.item_id` has duplicates, e.g. {dups}")
+    raise errors.InvalidInput(f"implicit_feedback: `items.item_id` has duplicates, e.g. {dups}")
 
 
 def _last_per_pair(codes: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
@@ -168,10 +171,11 @@ def implicit_feedback(ratings: pd.DataFrame, items: pd.DataFrame, threshold: flo
   """
   _check_frames(ratings, items)
   if int(min_user_positives) != min_user_positives or min_user_positives < 1:
-    raise ValueError(f"implicit_feedback: min_user_positives must be an integer >= 1, got "
-                     f"{min_user_positives!r}")
+    raise errors.InvalidInput("implicit_feedback: min_user_positives must be an integer >= 1, "
+                              f"got {min_user_positives!r}")
   if not np.isfinite(threshold):
-    raise ValueError(f"implicit_feedback: threshold must be a finite number, got {threshold!r}")
+    raise errors.InvalidInput("implicit_feedback: threshold must be a finite number, got "
+                              f"{threshold!r}")
   steps = {}
   user_raw = ratings["user_id"].to_numpy(np.int64)
   item_raw = ratings["item_id"].to_numpy(np.int64)
@@ -220,8 +224,8 @@ def implicit_feedback(ratings: pd.DataFrame, items: pd.DataFrame, threshold: flo
   if num_users == 0 or num_items == 0:
     report = ", ".join(f"{name}: {u} users x {i} items, {n} entries"
                        for name, (u, i, n) in steps.items())
-    raise ValueError(f"implicit_feedback: no user has >= {min_user_positives} ratings >= "
-                     f"{threshold}; counts after each step: {report}")
+    raise errors.InvalidInput(f"implicit_feedback: no user has >= {min_user_positives} ratings >= "
+                              f"{threshold}; counts after each step: {report}")
 
   new_user = np.cumsum(kept_user, dtype=np.int64) - 1
   new_item = np.cumsum(kept_item, dtype=np.int64) - 1

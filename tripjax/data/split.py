@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import errors
+
 
 def _check_matrix(matrix, name: str = "matrix", drop_zeros: bool = True) -> sp.csr_matrix:
   """A canonical CSR view of `matrix` (sorted indices, no duplicates); raises ValueError."""
   if not sp.issparse(matrix) or matrix.ndim != 2:
-    raise ValueError(f"{name} must be a 2-D scipy.sparse matrix, got {type(matrix).__name__}")
+    raise errors.InvalidInput(f"{name} must be a 2-D scipy.sparse matrix, got "
+                              f"{type(matrix).__name__}")
   matrix = sp.csr_matrix(matrix)
   if not matrix.has_canonical_format or (drop_zeros and not np.all(matrix.data)):
     matrix = matrix.copy()
@@ -21,7 +24,7 @@ def _check_matrix(matrix, name: str = "matrix", drop_zeros: bool = True) -> sp.c
 
 def _check_k(k) -> int:
   if isinstance(k, bool) or int(k) != k or k < 1:
-    raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    raise errors.InvalidInput(f"k must be an integer >= 1, got {k!r}")
   return int(k)
 
 
@@ -29,9 +32,9 @@ def _check_counts(counts: np.ndarray, k: int) -> None:
   short = np.flatnonzero(counts < k + 1)
   if short.size:
     u = int(short[0])
-    raise ValueError(f"user index {u} has {int(counts[u])} positives, fewer than k + 1 = {k + 1} "
-                     f"needed to hold out k = {k}; {short.size} user(s) are short "
-                     f"(first indices: {short[:10].tolist()})")
+    raise errors.InvalidInput(f"user index {u} has {int(counts[u])} positives, fewer than k + 1 = "
+                              f"{k + 1} needed to hold out k = {k}; {short.size} user(s) are "
+                              f"short (first indices: {short[:10].tolist()})")
 
 
 def _split_by_mask(matrix: sp.csr_matrix, test: np.ndarray) -> tuple[sp.csr_matrix,
@@ -110,9 +113,9 @@ def leave_last_k_out(matrix: sp.csr_matrix, timestamps: sp.csr_matrix,
   k = _check_k(k)
   if (timestamps.shape != matrix.shape or not np.array_equal(timestamps.indptr, matrix.indptr)
       or not np.array_equal(timestamps.indices, matrix.indices)):
-    raise ValueError(f"timestamps (shape {timestamps.shape}, {timestamps.nnz} entries) must have "
-                     f"the same structure as matrix (shape {matrix.shape}, {matrix.nnz} "
-                     "entries)")
+    raise errors.InvalidInput(f"timestamps (shape {timestamps.shape}, {timestamps.nnz} entries) "
+                              f"must have the same structure as matrix (shape {matrix.shape}, "
+                              f"{matrix.nnz} entries)")
   counts = np.diff(matrix.indptr)
   _check_counts(counts, k)
   rows = np.repeat(np.arange(matrix.shape[0]), counts)

@@ -33,6 +33,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from tripjax import errors
+
 # MovieLens genre names and their frequency among MovieLens 100K's 1682 items.
 GENRE_FREQUENCIES = {
     "Action": 251 / 1682, "Adventure": 135 / 1682, "Animation": 42 / 1682,
@@ -121,11 +123,13 @@ def preset_config(preset: str = "tiny", **overrides) -> SyntheticConfig:
     ValueError: unknown preset, unknown override or inconsistent values.
   """
   if preset not in PRESETS:
-    raise ValueError(f"Unknown synthetic preset {preset!r}; known presets: {sorted(PRESETS)}")
+    raise errors.InvalidInput(f"Unknown synthetic preset {preset!r}; known presets: "
+                              f"{sorted(PRESETS)}")
   fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise ValueError(f"Unknown make_synthetic override(s) {unknown}; valid: {sorted(fields)}")
+    raise errors.InvalidInput(f"Unknown make_synthetic override(s) {unknown}; valid: "
+                              f"{sorted(fields)}")
   config = dataclasses.replace(PRESETS[preset], **overrides)
   _validate(config)
   return config
@@ -134,24 +138,24 @@ def preset_config(preset: str = "tiny", **overrides) -> SyntheticConfig:
 def _validate(c: SyntheticConfig) -> None:
   for name in ("num_users", "num_items", "num_ratings", "dim", "min_ratings"):
     if int(getattr(c, name)) < 1:
-      raise ValueError(f"make_synthetic: {name} must be >= 1, got {getattr(c, name)}")
+      raise errors.InvalidInput(f"make_synthetic: {name} must be >= 1, got {getattr(c, name)}")
   if not 0 <= c.min_positives <= c.min_ratings:
-    raise ValueError(f"make_synthetic: need 0 <= min_positives <= min_ratings, got "
-                     f"min_positives={c.min_positives}, min_ratings={c.min_ratings}")
+    raise errors.InvalidInput("make_synthetic: need 0 <= min_positives <= min_ratings, got "
+                              f"min_positives={c.min_positives}, min_ratings={c.min_ratings}")
   max_per_user = int(c.max_user_fraction * c.num_items)
   if c.min_ratings > max_per_user:
-    raise ValueError(f"make_synthetic: min_ratings={c.min_ratings} exceeds "
-                     f"max_user_fraction * num_items = {max_per_user}")
+    raise errors.InvalidInput(f"make_synthetic: min_ratings={c.min_ratings} exceeds "
+                              f"max_user_fraction * num_items = {max_per_user}")
   if c.num_ratings < c.num_users * c.min_ratings:
-    raise ValueError(f"make_synthetic: num_ratings={c.num_ratings} is below num_users * "
-                     f"min_ratings = {c.num_users * c.min_ratings}")
+    raise errors.InvalidInput(f"make_synthetic: num_ratings={c.num_ratings} is below num_users * "
+                              f"min_ratings = {c.num_users * c.min_ratings}")
   if not 0 <= c.uniform_mix <= 1:
-    raise ValueError(f"make_synthetic: uniform_mix must be in [0, 1], got {c.uniform_mix}")
+    raise errors.InvalidInput(f"make_synthetic: uniform_mix must be in [0, 1], got {c.uniform_mix}")
   if c.oversample < 1:
-    raise ValueError(f"make_synthetic: oversample must be >= 1, got {c.oversample}")
+    raise errors.InvalidInput(f"make_synthetic: oversample must be >= 1, got {c.oversample}")
   if c.end_year <= c.start_year:
-    raise ValueError(f"make_synthetic: end_year ({c.end_year}) must be after start_year "
-                     f"({c.start_year})")
+    raise errors.InvalidInput(f"make_synthetic: end_year ({c.end_year}) must be after start_year "
+                              f"({c.start_year})")
 
 
 def _streams(seed: int) -> list[np.random.Generator]:
