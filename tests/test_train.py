@@ -10,10 +10,12 @@ import optax
 import pytest
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import losses
 from tripjax import sampling
 from tripjax import sparse_optim
 from tripjax import train
+from tripjax import workdir as workdir_lib
 from tripjax.config import TrainConfig
 
 
@@ -283,7 +285,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(finished_run, tmp_path, mon
       monkeypatch.setattr(checkpoint.Checkpoints, "save", _raise_once(
           checkpoint.Checkpoints.save, lambda self, epoch, *a, **k: epoch == 3))
     with pytest.raises(_Killed):
-      train.train_and_evaluate(_RUN, tmp_path)
+      train.train_and_evaluate(_RUN, tmp_path, checkpoint_every="1")
     monkeypatch.undo()
     # Whatever metrics.jsonl holds, a restored run only shows lines its checkpoints back.
     assert train.restore_run(tmp_path).history == []
@@ -358,7 +360,7 @@ def test_restore_run(finished_run, tmp_path):
 def test_workdir_with_other_flags_is_refused(finished_run, tmp_path):
   workdir, _ = finished_run
   other = dataclasses.replace(_RUN, margin=0.3)
-  with pytest.raises(train.WorkdirConflict, match="margin"):
+  with pytest.raises(workdir_lib.WorkdirConflict, match="margin"):
     train.train_and_evaluate(other, workdir)
   assert TrainConfig.from_flagfile(workdir / "flags.txt") == _RUN  # untouched
 
@@ -377,7 +379,132 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
   monkeypatch.setattr(train, "make_train_step", poisoned)
   # synthetic-tiny has 38 batches of 64 per epoch: the loss goes NaN in epoch 2.
-  with pytest.raises(train.TrainingDiverged, match="NaN/Inf between steps"):
-    train.train_and_evaluate(_RUN, tmp_path)
+  with pytest.raises(train.TrainingDiverged, match="NaN/Inf between steps") as diverged:
+    train.train_and_evaluate(_RUN, tmp_path, checkpoint_every="1")
+  assert "checkpoint of epoch 1 is kept" in str(diverged.value)
   from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
   assert checkpoint.Checkpoints(tmp_path / "checkpoints").latest_epoch() == 1
+
+
+def test_divergence_before_any_checkpoint_promises_none(tmp_path, monkeypatch):
+  monkeypatch.setattr(train, "check_finite", _raise_diverged)
+  with pytest.raises(train.TrainingDiverged, match="No checkpoint was saved yet"):
+    train.train_and_evaluate(_RUN, tmp_path)
+
+
+def _raise_diverged(chunk_loss, state, first_step, steps_per_chunk, kept=""):
+  del chunk_loss, state, first_step, steps_per_chunk
+  raise train.TrainingDiverged(f"the loss became NaN/Inf. {kept}try a lower --learning_rate.")
+
+
+def _saved_epochs(monkeypatch):
+  """Records the epoch of every checkpoint save."""
+  from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+  saved, real = [], checkpoint.Checkpoints.save
+  def save(self, epoch, *args, **kwargs):
+    saved.append(epoch)
+    return real(self, epoch, *args, **kwargs)
+  monkeypatch.setattr(checkpoint.Checkpoints, "save", save)
+  return saved
+
+
+def test_checkpoints_follow_the_schedule_and_the_end(finished_run, tmp_path, monkeypatch):
+  _, uninterrupted = finished_run
+  saved = _saved_epochs(monkeypatch)
+  results = train.train_and_evaluate(_RUN, tmp_path, checkpoint_every="4")
+  assert saved == [4, 6]
+  assert results["model"] == uninterrupted["model"]  # the schedule never changes the run
+
+
+@pytest.mark.parametrize("text,epochs,seconds,due", [
+    ("2", 1, 1e9, False), ("2", 2, 0.0, True), ("10m", 99, 599.0, False), ("10m", 1, 600.0, True),
+    ("1.5h", 9, 5399.0, False), ("1.5h", 1, 5400.0, True), ("3epochs", 3, 0.0, True)])
+def test_checkpoint_schedules(text, epochs, seconds, due):
+  from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+  assert checkpoint.Every.parse(text).due(epochs, seconds) is due
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1.5", "ten", "5s", "0m", ""])
+def test_bad_checkpoint_schedules_are_refused(text):
+  from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.InvalidInput, match="--checkpoint_every"):
+    checkpoint.Every.parse(text)
+
+
+def test_sigterm_saves_the_epoch_and_stops_then_the_run_resumes(finished_run, tmp_path,
+                                                                 monkeypatch):
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  _, uninterrupted = finished_run
+  saved = _saved_epochs(monkeypatch)
+  real = train.evaluate
+  refused = []
+  def evaluate_then_terminate(*args, **kwargs):  # SIGTERM arrives during epoch 3's evaluation
+    with pytest.raises(workdir_lib.WorkdirLocked) as e:  # the run holds its workdir throughout
+      with workdir_lib.locked(tmp_path):
+        pass
+    refused.append(str(e.value))
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(train, "evaluate", evaluate_then_terminate)
+  with pytest.raises(errors.Stopped, match="SIGTERM after epoch 3 of 6") as stopped:
+    train.train_and_evaluate(_RUN, tmp_path)  # default schedule: no save due before the end
+  assert stopped.value.exit_code == 128 + signal.SIGTERM
+  assert len(refused) == 1 and f"in use by process {os.getpid()}" in refused[0]
+  assert saved == [3]
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+  monkeypatch.setattr(train, "evaluate", real)
+  resumed = train.train_and_evaluate(_RUN, tmp_path)
+  assert saved == [3, 6]
+  assert resumed["model"] == uninterrupted["model"]
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous(finished_run, tmp_path):
+  _, uninterrupted = finished_run
+  train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=4, checkpoint_every="1")
+  latest = tmp_path / "checkpoints" / "4"
+  largest = max((p for p in latest.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  with open(largest, "r+b") as f:
+    f.truncate(16)
+  resumed = train.train_and_evaluate(_RUN, tmp_path)
+  assert resumed["model"] == uninterrupted["model"]
+  kept = list((tmp_path / workdir_lib.DAMAGED_DIR).iterdir())
+  assert [p.name.split("-")[0] for p in kept] == ["4"]  # kept aside for inspection
+  assert (kept[0] / largest.relative_to(latest)).stat().st_size == 16
+
+
+def test_no_restorable_checkpoint_is_one_error(tmp_path):
+  train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=1)
+  for path in (tmp_path / "checkpoints" / "1").rglob("*"):
+    if path.is_file() and path.stat().st_size > 100:
+      path.write_bytes(b"")
+  with pytest.raises(errors.WorkdirError, match="no checkpoint .* restores"):
+    train.train_and_evaluate(_RUN, tmp_path)
+
+
+def test_overwrite_with_the_same_flags_resumes(tmp_path):
+  train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=3)
+  before = _history(tmp_path)
+  train.train_and_evaluate(_RUN, tmp_path, overwrite=True)
+  after = _history(tmp_path)
+  assert [h["epoch"] for h in after] == [3, 6]
+  assert after[0] == before[0]  # epoch 3's line (its timings too) kept: not trained again
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_data_loads(finished_run, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  old = tmp_path / "old"
+  shutil.copytree(finished_run[0], old)
+  files = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+  bad_data = dataclasses.replace(_RUN, test_per_user=500)  # more than any user has
+  with pytest.raises(errors.InvalidInput, match="fewer than"):
+    train.train_and_evaluate(bad_data, old, overwrite=True)
+  assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == files
+
+
+def test_a_run_exists_once_its_data_loads(tmp_path):
+  bad_data = dataclasses.replace(_RUN, test_per_user=500)
+  with pytest.raises(errors.InvalidInput):
+    train.train_and_evaluate(bad_data, tmp_path)
+  assert not (tmp_path / "flags.txt").exists()
+  assert workdir_lib.claim(_RUN, tmp_path, overwrite=False) is False  # the fix is not refused

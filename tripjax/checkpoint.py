@@ -10,16 +10,69 @@ Layout of one checkpoint (items of an Orbax composite):
     `jax.tree.leaves` order; the tree structure comes from the optimizer at restore time, so
     optax's NamedTuples and empty states need no special handling)
   meta: JSON (epoch, sampler seed, anything the caller wants back)
+
+A checkpoint that fails to restore (a truncated or damaged file) is skipped for the newest one
+that restores (`restore_newest`), and moved aside for inspection when the caller asks.
+`Every` is the saving schedule (every N epochs or every N minutes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+import re
+import shutil
+import time
+from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from tripjax import errors
+
+_EVERY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|e|epochs?|m|min|minutes?|h|hours?)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Every:
+  """When to save: every `epochs` epochs, or once `minutes` have passed since the last save."""
+  epochs: int | None = None
+  minutes: float | None = None
+
+  @classmethod
+  def parse(cls, text: str) -> Every:
+    """Reads `5` or `5epochs` (epochs), `10m`/`10min` (minutes) or `1h` (hours).
+
+    Raises:
+      errors.InvalidInput: naming `--checkpoint_every` and the accepted forms.
+    """
+    match = _EVERY_RE.match(str(text))
+    number = float(match.group(1)) if match else 0.0
+    if not match or number <= 0 or (match.group(2) in ("", "e", "epoch", "epochs")
+                                    and number != int(number)):
+      raise errors.InvalidInput(f"--checkpoint_every={text!r}: expected a positive number of "
+                                "epochs (5) or minutes (10m, 10min) or hours (1h).")
+    unit = match.group(2)
+    if unit in ("", "e", "epoch", "epochs"):
+      return cls(epochs=int(number))
+    return cls(minutes=number * (60.0 if unit.startswith("h") else 1.0))
+
+  def due(self, epochs_since_save: int, seconds_since_save: float) -> bool:
+    """Whether a checkpoint is due after an epoch."""
+    if self.epochs is not None:
+      return epochs_since_save >= self.epochs
+    return seconds_since_save >= 60.0 * self.minutes
+
+
+class Restored(NamedTuple):
+  """A checkpoint restored by `Checkpoints.restore_newest`."""
+  epoch: int
+  params: Any
+  opt_state: Any  # None when only the parameters were restored
+  step: Any  # int32[], or None when only the parameters were restored
+  meta: dict[str, Any]
 
 
 def _leaves_dict(tree) -> dict:
@@ -103,6 +156,60 @@ class Checkpoints:
     restored = self._manager.restore(epoch, args=ocp.args.Composite(
         params=params_args, meta=ocp.args.JsonRestore()))
     return restored["params"], dict(restored["meta"])
+
+  def restore_newest(self, params_like, opt_state_like=None,
+                     quarantine: str | os.PathLike | None = None) -> Restored | None:
+    """Restores the newest checkpoint that restores, skipping damaged ones.
+
+    Args:
+      params_like: a pytree of arrays or `ShapeDtypeStruct`s shaped like the params.
+      opt_state_like: same for the optimizer state; None restores only the parameters.
+      quarantine: a folder to move damaged checkpoints into (kept for inspection); None leaves
+        them in place (read-only use).
+
+    Returns:
+      The restored checkpoint, or None when there is none.
+
+    Raises:
+      errors.WorkdirError: checkpoints exist but none restores.
+    """
+    def restore(epoch: int) -> Restored:
+      if opt_state_like is None:
+        params, meta = self.restore_params(epoch, params_like)
+        return Restored(epoch, params, None, None, meta)
+      return Restored(epoch, *self.restore(epoch, params_like, opt_state_like))
+
+    damaged = []
+    for epoch in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = restore(epoch)
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax and TensorStore raise many types for a damaged file; any failure here means
+        # this checkpoint cannot be used, and an older one may still be good.
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        damaged.append((epoch, reason))
+        continue
+      for bad, reason in damaged:
+        self._warn_damaged(bad, reason, restored.epoch, quarantine)
+      if damaged and quarantine is not None:
+        self._manager.reload()
+      return restored
+    if damaged:
+      epoch, reason = damaged[0]
+      raise errors.WorkdirError(
+          f"no checkpoint in {self.directory} restores (the newest, epoch {epoch}: {reason}); "
+          f"move {self.directory} aside to start the run over.")
+    return None
+
+  def _warn_damaged(self, epoch: int, reason: str, used: int, quarantine) -> None:
+    where = ""
+    if quarantine is not None:
+      target = os.path.join(os.fspath(quarantine), f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}")
+      os.makedirs(os.fspath(quarantine), exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(epoch)), target)
+      where = f"; moved to {target}"
+    logging.warning("Checkpoint %d in %s is damaged (%s)%s; using checkpoint %d.", epoch,
+                    self.directory, reason, where, used)
 
   def metadata(self, epoch: int) -> dict[str, Any]:
     """The run metadata saved with a checkpoint (nothing else is read)."""

@@ -12,11 +12,13 @@ import os
 import pathlib
 from typing import Sequence
 
+from tripjax import errors
+
 OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
               "sparse_rowwise_adagrad", "sparse_sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 # Flags of experiments/train.py that are not TrainConfig fields (config files may hold them).
-DRIVER_FLAGS = ("workdir", "overwrite")
+DRIVER_FLAGS = ("workdir", "overwrite", "checkpoint_every")
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -95,31 +97,35 @@ class TrainConfig:
   def __post_init__(self):
     if self.data_dir == "":
       object.__setattr__(self, "data_dir", None)
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if isinstance(value, float) and not math.isfinite(value):
+        raise errors.InvalidInput(f"TrainConfig: {field.name} must be a finite number, got "
+                                  f"{value!r}.")
     positive = ("dim", "batch_size", "epochs", "num_negatives", "eval_every",
                 "steps_per_dispatch", "eval_block_size", "test_per_user", "learning_rate",
                 "init_scale", "min_user_positives")
     for name in positive:
       if not getattr(self, name) > 0:
-        raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)!r}.")
+        raise errors.InvalidInput(f"TrainConfig: {name} must be positive, got "
+                                  f"{getattr(self, name)!r}.")
     for name in ("margin", "l2", "popularity_penalty", "warmup_steps", "threshold",
                  "negative_exponent"):
       if not getattr(self, name) >= 0:
-        raise ValueError(f"TrainConfig: {name} must be >= 0, got {getattr(self, name)!r}.")
-    for name in ("popularity_penalty", "negative_exponent"):
-      if not math.isfinite(getattr(self, name)):
-        raise ValueError(f"TrainConfig: {name} must be finite, got {getattr(self, name)!r}.")
+        raise errors.InvalidInput(f"TrainConfig: {name} must be >= 0, got "
+                                  f"{getattr(self, name)!r}.")
     if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
-                       f"{self.optimizer!r}.")
+      raise errors.InvalidInput(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
+                                f"{self.optimizer!r}.")
     if self.schedule not in SCHEDULES:
-      raise ValueError(f"TrainConfig: schedule must be one of {SCHEDULES}, got "
-                       f"{self.schedule!r}.")
+      raise errors.InvalidInput(f"TrainConfig: schedule must be one of {SCHEDULES}, got "
+                                f"{self.schedule!r}.")
     if self.fused_cpu_step and self.optimizer != "sparse_sgd":
-      raise ValueError("TrainConfig: fused_cpu_step applies row-sparse SGD, so it needs "
-                       f"optimizer='sparse_sgd', got {self.optimizer!r}.")
+      raise errors.InvalidInput("TrainConfig: fused_cpu_step applies row-sparse SGD, so it needs "
+                                f"optimizer='sparse_sgd', got {self.optimizer!r}.")
     names = dataset_names()
     if self.dataset not in names:
-      raise ValueError(f"TrainConfig: unknown dataset {self.dataset!r}; known: {names}.")
+      raise errors.InvalidInput(f"TrainConfig: unknown dataset {self.dataset!r}; known: {names}.")
 
   def to_flagfile(self) -> str:
     """The config as absl flagfile text, one `--name=value` per field."""
@@ -150,7 +156,7 @@ class TrainConfig:
     """
     path = pathlib.Path(path)
     if not path.is_file():
-      raise ValueError(f"flagfile {path} does not exist.")
+      raise errors.InvalidInput(f"flagfile {path} does not exist.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -161,11 +167,13 @@ class TrainConfig:
       if line.startswith("--") and name in ignore:
         continue
       if not line.startswith("--") or not sep or name not in fields:
-        raise ValueError(f"{path}:{number}: expected --<TrainConfig field>=<value>, got {line!r}.")
+        raise errors.InvalidInput(f"{path}:{number}: expected --<TrainConfig field>=<value>, "
+                                  f"got {line!r}.")
       default = fields[name].default
       if isinstance(default, bool):
         if raw.lower() not in ("true", "false", "1", "0"):
-          raise ValueError(f"{path}:{number}: --{name} must be true or false, got {raw!r}.")
+          raise errors.InvalidInput(f"{path}:{number}: --{name} must be true or false, got "
+                                    f"{raw!r}.")
         values[name] = raw.lower() in ("true", "1")
       elif isinstance(default, (int, float)):
         kind = type(default)
@@ -173,7 +181,8 @@ class TrainConfig:
           values[name] = kind(raw)
         except ValueError:
           what = "an integer" if kind is int else "a number"
-          raise ValueError(f"{path}:{number}: --{name} must be {what}, got {raw!r}.") from None
+          raise errors.InvalidInput(f"{path}:{number}: --{name} must be {what}, got "
+                                    f"{raw!r}.") from None
       else:
         values[name] = (raw or None) if name == "data_dir" else raw
     return cls(**values)

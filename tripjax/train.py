@@ -24,7 +24,6 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -36,17 +35,19 @@ import optax
 import scipy.sparse as sp
 
 from tripjax import checkpoint
+from tripjax import errors
 from tripjax import io as tio
 from tripjax import losses
 from tripjax import model
 from tripjax import sampling
+from tripjax import stop_signals
+from tripjax import workdir as workdir_lib
 from tripjax.config import TrainConfig
 
 Params = dict  # {"user": float32[U, D], "item": float32[I, D]}
-FLAGS_FILE = "flags.txt"
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-CHECKPOINT_DIR = "checkpoints"
+# How often a run saves by default (`--checkpoint_every`); it also saves at its end and when
+# SIGTERM/SIGINT asks it to stop.
+DEFAULT_CHECKPOINT_EVERY = "10m"
 
 
 class TrainState(NamedTuple):
@@ -56,12 +57,12 @@ class TrainState(NamedTuple):
   step: jax.Array  # int32[]: optimizer steps applied (empty padded batches not counted)
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(errors.TripjaxError, FloatingPointError):
   """The loss or the parameters became NaN/Inf."""
 
 
-class WorkdirConflict(ValueError):
-  """The workdir holds a run with other settings (pass overwrite=True to replace it)."""
+class RunNotFound(errors.WorkdirError, FileNotFoundError):
+  """The folder holds no trained run (no flags.txt, or no finished checkpoint)."""
 
 
 def is_row_optimizer(optimizer) -> bool:
@@ -93,8 +94,8 @@ def make_optimizer(config: TrainConfig, total_steps: int):
     return sparse_optim.row_optimizer(config.optimizer, learning_rate)
   factories = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}
   if config.optimizer not in factories:
-    raise ValueError(f"optimizer must be one of {sorted(factories)} or sparse_adam / "
-                     f"sparse_adagrad, got {config.optimizer!r}.")
+    raise errors.InvalidInput(f"optimizer must be one of {sorted(factories)} or sparse_adam / "
+                              f"sparse_adagrad, got {config.optimizer!r}.")
   return factories[config.optimizer](learning_rate)
 
 
@@ -137,8 +138,8 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
 def _check_fused_cpu(optimizer) -> None:
   """Raises ValueError (not sparse_sgd) or fused_cpu.Unavailable (not CPU, no kernel)."""
   if not is_row_optimizer(optimizer) or optimizer.sgd_learning_rate is None:
-    raise ValueError("the fused CPU step (--fused_cpu_step) applies plain row-sparse SGD: it "
-                     "needs --optimizer=sparse_sgd.")
+    raise errors.InvalidInput("the fused CPU step (--fused_cpu_step) applies plain row-sparse "
+                              "SGD: it needs --optimizer=sparse_sgd.")
   from tripjax import fused_cpu  # pylint: disable=g-import-not-at-top
   if jax.default_backend() != "cpu":
     raise fused_cpu.Unavailable(
@@ -259,8 +260,8 @@ def compile_step(step_fn, state: TrainState, chunk: sampling.Batches,
 
   def step(state, batches, skip_empty=True):
     if skip_empty not in compiled:
-      raise ValueError(f"compile_step: skip_empty={skip_empty} was not compiled (kinds "
-                       f"{tuple(compiled)}).")
+      raise errors.InvalidInput(f"compile_step: skip_empty={skip_empty} was not compiled (kinds "
+                                f"{tuple(compiled)}).")
     return compiled[skip_empty](state, batches)
 
   return step
@@ -319,54 +320,6 @@ def evaluate(score_fn, train, test, block_size: int) -> dict[str, float]:
   return {k: float(v) for k, v in result.means.items()}
 
 
-def _read_history(workdir: pathlib.Path) -> list[dict]:
-  path = workdir / METRICS_FILE
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_history(workdir: pathlib.Path, history: list[dict]) -> None:
-  tio.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
-
-
-def _flagfile_text(config: TrainConfig) -> str:
-  return ("# Reproduce: python -m experiments.train --flagfile=<this file> "
-          "--workdir=<its folder>\n" + config.to_flagfile())
-
-
-def _claim_workdir(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> None:
-  """Refuses a workdir holding a different run (unless overwrite), then writes flags.txt."""
-  workdir.mkdir(parents=True, exist_ok=True)
-  flags_path = workdir / FLAGS_FILE
-  stale = [workdir / CHECKPOINT_DIR, workdir / METRICS_FILE, workdir / RESULTS_FILE]
-  if flags_path.exists():
-    try:
-      previous = TrainConfig.from_flagfile(flags_path)
-    except ValueError as e:
-      previous = e
-    if previous != config and not overwrite:
-      if isinstance(previous, TrainConfig):
-        diff = ", ".join(f"--{f.name}={getattr(previous, f.name)!r} (now "
-                         f"{getattr(config, f.name)!r})"
-                         for f in dataclasses.fields(config)
-                         if getattr(previous, f.name) != getattr(config, f.name))
-      else:
-        diff = f"unreadable: {previous}"
-      raise WorkdirConflict(f"workdir {workdir} holds a run with other flags ({flags_path}: {diff}). "
-                       "Use another --workdir, or pass --overwrite to delete that run.")
-  elif any(p.exists() for p in stale) and not overwrite:
-    raise WorkdirConflict(f"workdir {workdir} holds run outputs but no {FLAGS_FILE}; use another "
-                     "--workdir, or pass --overwrite to delete them.")
-  if overwrite:
-    for path in stale:
-      if path.is_dir():
-        shutil.rmtree(path)
-      elif path.exists():
-        path.unlink()
-  tio.write_atomic(flags_path, _flagfile_text(config))
-
-
 def _dataset_summary(config, dataset, train, test) -> dict:
   num_users, num_items = train.shape
   return {"name": config.dataset, "users": int(num_users), "items": int(num_items),
@@ -422,142 +375,198 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
   return sampler, optimizer, state
 
 
+def _resume(ckpts: checkpoint.Checkpoints, config: TrainConfig, train: sp.csr_matrix,
+            workdir: pathlib.Path):
+  """The sampler, optimizer and state to continue from: the newest checkpoint that restores.
+
+  A damaged checkpoint is moved to `workdir/damaged_checkpoints/` and the one before it used.
+  A resumed run keeps the shuffle it started with (the default depends on the backend) and its
+  sampler's draw (runs saved before `draw_order` existed drew "shuffled").
+
+  Returns:
+    (sampler, optimizer, state, epochs done, training seconds so far, metrics history).
+  """
+  sampler, optimizer, state = prepare_training(config, train)
+  restored = ckpts.restore_newest(state.params, state.opt_state,
+                                  quarantine=workdir / workdir_lib.DAMAGED_DIR)
+  if restored is None:
+    if (workdir / workdir_lib.METRICS_FILE).exists():
+      workdir_lib.write_history(workdir, [])
+    return sampler, optimizer, state, 0, 0.0, []
+  shuffle_on = restored.meta.get("shuffle_on", sampler.shuffle_on)
+  draw_order = restored.meta.get("draw_order", "shuffled")
+  if (shuffle_on, draw_order) != (sampler.shuffle_on, sampler.draw_order):
+    sampler, optimizer, _ = prepare_training(config, train, shuffle_on, draw_order)
+  state = TrainState(jax.tree.map(jnp.asarray, restored.params),
+                     jax.tree.map(jnp.asarray, restored.opt_state),
+                     jnp.asarray(restored.step, jnp.int32))
+  epoch = int(restored.meta["epoch"])
+  history = [h for h in workdir_lib.read_history(workdir) if h["epoch"] <= epoch]
+  workdir_lib.write_history(workdir, history)
+  logging.info("Resumed from the checkpoint of epoch %d (step %d).", epoch, int(restored.step))
+  return sampler, optimizer, state, epoch, float(restored.meta["train_seconds"]), history
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
-                       overwrite: bool = False, stop_after_epoch: int | None = None) -> dict:
-  """Trains (resuming from the workdir's latest checkpoint), evaluates, writes the results.
+                       overwrite: bool = False, stop_after_epoch: int | None = None,
+                       checkpoint_every: str = DEFAULT_CHECKPOINT_EVERY) -> dict:
+  """Trains (resuming from the workdir's newest checkpoint), evaluates, writes the results.
+
+  The workdir is locked for the whole run. A run exists once its data has loaded: only then
+  are its flags written (and, with `overwrite`, an older run with other flags deleted).
+  Checkpoints are saved on the `checkpoint_every` schedule, after the last epoch, and when
+  SIGTERM/SIGINT asks the run to stop (at the end of the epoch in progress).
 
   Args:
     config: the run's settings.
-    workdir: output folder: flags.txt, metrics.jsonl, results.json, checkpoints/.
-    overwrite: delete a previous run with different settings instead of refusing.
+    workdir: output folder (`tripjax.workdir`: flags.txt, metrics.jsonl, results.json,
+      checkpoints/).
+    overwrite: replace a previous run with different settings instead of refusing (a run
+      with the same settings is resumed either way).
     stop_after_epoch: return after this many epochs in total (checkpointed), as a pre-empted
       job would; rerunning resumes. None trains to `config.epochs`.
+    checkpoint_every: `checkpoint.Every.parse` text: `5` (epochs) or `10m` (minutes).
 
   Returns:
     The results.json dict (or, when stopped early, {"finished": False, "epoch": ...}).
 
   Raises:
-    WorkdirConflict: the workdir holds a different run and `overwrite` is False.
-    TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
+    workdir.WorkdirConflict: the workdir holds a different run and `overwrite` is False.
+    workdir.WorkdirLocked: another process is training into the workdir.
+    TrainingDiverged: the loss became NaN/Inf (the last saved checkpoint is kept).
+    errors.Stopped: SIGTERM/SIGINT stopped the run (its checkpoint is saved).
   """
+  every = checkpoint.Every.parse(checkpoint_every)
   workdir = pathlib.Path(workdir)
-  _claim_workdir(config, workdir, overwrite)
-  dataset, train, test = load_split(config)
+  with workdir_lib.locked(workdir), stop_signals.StopRequests() as stop:
+    replace = workdir_lib.claim(config, workdir, overwrite)
+    dataset, train, test = load_split(config)
+    if replace:
+      workdir_lib.replace_run(workdir)
+    workdir_lib.write_flags(config, workdir)
+    ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR)
+    try:
+      return _train(config, workdir, ckpts, dataset, train, test, every, stop,
+                    stop_after_epoch)
+    finally:
+      ckpts.close()
+
+
+def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after_epoch):
+  """`train_and_evaluate` once the workdir is claimed and the data loaded."""
   offset = model.popularity_offset(train, config.popularity_penalty)
-  ckpts = checkpoint.Checkpoints(workdir / CHECKPOINT_DIR)
-  try:
-    latest = ckpts.latest_epoch()
-    # A resumed run keeps the shuffle it started with (the default depends on the backend) and
-    # its sampler's draw (runs saved before `draw_order` existed drew "shuffled").
-    meta = ckpts.metadata(latest) if latest is not None else {}
-    sampler, optimizer, state = prepare_training(
-        config, train, meta.get("shuffle_on"),
-        meta.get("draw_order", "shuffled") if latest is not None else "rows")
-    logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
-                 "batches of %d (%s shuffle).", config.dataset, train.shape[0], train.shape[1],
-                 train.nnz, test.nnz, config.epochs, sampler.num_batches, config.batch_size,
-                 sampler.shuffle_on)
+  sampler, optimizer, state, start_epoch, train_seconds, history = _resume(
+      ckpts, config, train, workdir)
+  logging.info("%s: %d users x %d items, %d train / %d test positives; %d epochs of %d "
+               "batches of %d (%s shuffle).", config.dataset, train.shape[0], train.shape[1],
+               train.nnz, test.nnz, config.epochs, sampler.num_batches, config.batch_size,
+               sampler.shuffle_on)
+  results_path = workdir / workdir_lib.RESULTS_FILE
+  if start_epoch >= config.epochs and results_path.exists():
+    logging.info("The run in %s is already finished.", workdir)
+    return json.loads(results_path.read_text())
 
-    start_epoch, train_seconds, history = 0, 0.0, []
-    if latest is not None:
-      params, opt_state, step, meta = ckpts.restore(latest, state.params, state.opt_state)
-      state = TrainState(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, opt_state),
-                         jnp.asarray(step, jnp.int32))
-      start_epoch, train_seconds = int(meta["epoch"]), float(meta["train_seconds"])
-      history = [h for h in _read_history(workdir) if h["epoch"] <= start_epoch]
-      _write_history(workdir, history)
-      logging.info("Resumed from the checkpoint of epoch %d (step %d).", start_epoch, int(step))
-    elif (workdir / METRICS_FILE).exists():
-      _write_history(workdir, [])
-    if start_epoch >= config.epochs and (workdir / RESULTS_FILE).exists():
-      logging.info("The run in %s is already finished.", workdir)
-      return json.loads((workdir / RESULTS_FILE).read_text())
+  # Compile the sampler and the step before the clock starts (the warm-up draw is discarded;
+  # the step is compiled ahead of time and keeps its donation).
+  compile_started = time.perf_counter()
+  warm = sampler.epoch(start_epoch)
+  step_fn = compile_step(make_train_step(optimizer, config.margin, config.l2,
+                                         config.fused_cpu_step), state,
+                         jax.tree.map(lambda x: x[0], warm), epoch_chunk_kinds(sampler))
+  del warm
+  compile_seconds = time.perf_counter() - compile_started
+  last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch,
+                                                                   config.epochs)
+  saved_epoch, saved_at = start_epoch, time.perf_counter()
 
-    # Compile the sampler and the step before the clock starts (the warm-up draw is discarded;
-    # the step is compiled ahead of time and keeps its donation).
-    compile_started = time.perf_counter()
-    warm = sampler.epoch(start_epoch)
-    step_fn = compile_step(make_train_step(optimizer, config.margin, config.l2,
-                                           config.fused_cpu_step), state,
-                           jax.tree.map(lambda x: x[0], warm), epoch_chunk_kinds(sampler))
-    del warm
-    compile_seconds = time.perf_counter() - compile_started
-    last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch,
-                                                                     config.epochs)
-    run_started = time.perf_counter()
-    for epoch in range(start_epoch, last_epoch):
-      started = time.perf_counter()
-      first_step = int(state.step)
-      batches = jax.block_until_ready(sampler.epoch(epoch,
-                                                    prefetch_next=epoch + 1 < last_epoch))
-      sample_seconds = time.perf_counter() - started
-      state, chunks = run_epoch(step_fn, state, batches)
-      jax.block_until_ready(state)
-      seconds = time.perf_counter() - started
-      check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch,
-                   kept="The last good checkpoint is kept; ")
-      train_seconds += seconds
-      triplets = chunks["triplets"].sum()
-      loss = chunks["loss_sum"].sum() / triplets
-      active = chunks["active_sum"].sum() / triplets
-      entry = {"epoch": epoch + 1, "step": int(state.step), "loss": float(loss),
-               "active_fraction": float(active), "triplets_per_sec": float(triplets / seconds),
-               "epoch_seconds": seconds, "sample_seconds": sample_seconds,
-               "train_seconds": train_seconds}
-      evaluated = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-      if evaluated:
-        eval_started = time.perf_counter()
-        entry.update(evaluate(model.score_fn(state.params, offset), train, test,
-                              config.eval_block_size))
-        entry["eval_seconds"] = time.perf_counter() - eval_started
-        history.append(entry)
-        _write_history(workdir, history)
-      # Saved only once the epoch's metrics.jsonl line is written: a committed checkpoint always
-      # has its line, and a line ahead of the checkpoints (a kill in between) is dropped and
-      # recomputed on resume.
-      ckpts.save(epoch + 1, state.params, state.opt_state, state.step,
-                 {"epoch": epoch + 1, "seed": config.seed, "train_seconds": train_seconds,
-                  "shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order})
-      done = epoch + 1 - start_epoch
-      eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
-      logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"
-                   "  ETA %.0fs", epoch + 1, config.epochs, loss, active,
-                   f"AUC {entry['auc']:.4f}  " if "auc" in entry else "",
-                   entry["triplets_per_sec"], 100 * sample_seconds / seconds, eta)
-    ckpts.wait()
-    if last_epoch < config.epochs:
-      return {"finished": False, "epoch": last_epoch}
+  def save(epoch):
+    nonlocal saved_epoch, saved_at
+    ckpts.save(epoch, state.params, state.opt_state, state.step,
+               {"epoch": epoch, "seed": config.seed, "train_seconds": train_seconds,
+                "shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order})
+    saved_epoch, saved_at = epoch, time.perf_counter()
 
-    final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
-    model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
-                     evaluate(model.score_fn(state.params, offset), train, test,
-                              config.eval_block_size))
-    from tripjax import baselines  # pylint: disable=g-import-not-at-top
-    popularity = evaluate(baselines.popularity_scores(train), train, test,
-                          config.eval_block_size)
-    device = jax.devices()[0]
-    results = {
-        "config": dataclasses.asdict(config),
-        "dataset": _dataset_summary(config, dataset, train, test),
-        "model": model_metrics,
-        "popularity": popularity,
-        "epochs": config.epochs,
-        "steps": int(state.step),
-        "train_seconds": train_seconds,
-        "compile_seconds": compile_seconds,
-        "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
-        "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "device_kind": device.device_kind,
-    }
-    tio.write_json_atomic(workdir / RESULTS_FILE, results)
-    logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
-                 model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),
-                 train_seconds, results["triplets_per_sec"] or 0.0)
-    return results
-  finally:
-    ckpts.close()
+  run_started = time.perf_counter()
+  for epoch in range(start_epoch, last_epoch):
+    started = time.perf_counter()
+    first_step = int(state.step)
+    batches = jax.block_until_ready(sampler.epoch(epoch, prefetch_next=epoch + 1 < last_epoch))
+    sample_seconds = time.perf_counter() - started
+    state, chunks = run_epoch(step_fn, state, batches)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - started
+    check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch,
+                 kept=(f"The checkpoint of epoch {saved_epoch} is kept; " if saved_epoch
+                       else "No checkpoint was saved yet; "))
+    train_seconds += seconds
+    triplets = chunks["triplets"].sum()
+    loss = chunks["loss_sum"].sum() / triplets
+    active = chunks["active_sum"].sum() / triplets
+    entry = {"epoch": epoch + 1, "step": int(state.step), "loss": float(loss),
+             "active_fraction": float(active), "triplets_per_sec": float(triplets / seconds),
+             "epoch_seconds": seconds, "sample_seconds": sample_seconds,
+             "train_seconds": train_seconds}
+    if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+      eval_started = time.perf_counter()
+      entry.update(evaluate(model.score_fn(state.params, offset), train, test,
+                            config.eval_block_size))
+      entry["eval_seconds"] = time.perf_counter() - eval_started
+      history.append(entry)
+      workdir_lib.write_history(workdir, history)
+    # Saved only after the epoch's metrics.jsonl line is written: a committed checkpoint always
+    # has its line, and lines ahead of the checkpoints (a kill in between) are dropped and
+    # recomputed on resume.
+    if (epoch + 1 == last_epoch or stop.signum is not None
+        or every.due(epoch + 1 - saved_epoch, time.perf_counter() - saved_at)):
+      save(epoch + 1)
+    done = epoch + 1 - start_epoch
+    eta = (time.perf_counter() - run_started) / done * (config.epochs - epoch - 1)
+    logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"
+                 "  ETA %.0fs", epoch + 1, config.epochs, loss, active,
+                 f"AUC {entry['auc']:.4f}  " if "auc" in entry else "",
+                 entry["triplets_per_sec"], 100 * sample_seconds / seconds, eta)
+    if stop.signum is not None:
+      ckpts.wait()
+      raise errors.Stopped(f"stopped by {stop.name} after epoch {epoch + 1} of {config.epochs}; "
+                           f"its checkpoint is saved in {ckpts.directory}: rerun the same "
+                           "command to resume.", stop.signum)
+  ckpts.wait()
+  if last_epoch < config.epochs:
+    return {"finished": False, "epoch": last_epoch}
+  return _write_results(config, workdir, dataset, train, test, state, sampler, offset, history,
+                        train_seconds, compile_seconds)
+
+
+def _write_results(config, workdir, dataset, train, test, state, sampler, offset, history,
+                   train_seconds, compile_seconds) -> dict:
+  """results.json of a finished run: the model's and popularity's metrics, the run's facts."""
+  final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
+  model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
+                   evaluate(model.score_fn(state.params, offset), train, test,
+                            config.eval_block_size))
+  from tripjax import baselines  # pylint: disable=g-import-not-at-top
+  popularity = evaluate(baselines.popularity_scores(train), train, test, config.eval_block_size)
+  device = jax.devices()[0]
+  results = {
+      "config": dataclasses.asdict(config),
+      "dataset": _dataset_summary(config, dataset, train, test),
+      "model": model_metrics,
+      "popularity": popularity,
+      "epochs": config.epochs,
+      "steps": int(state.step),
+      "train_seconds": train_seconds,
+      "compile_seconds": compile_seconds,
+      "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
+      "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
+      "jax_version": jax.__version__,
+      "backend": jax.default_backend(),
+      "device_kind": device.device_kind,
+  }
+  tio.write_json_atomic(workdir / workdir_lib.RESULTS_FILE, results)
+  logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
+               model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),
+               train_seconds, results["triplets_per_sec"] or 0.0)
+  return results
 
 
 _TRAIN_KEYS = ("epoch", "step", "loss", "active_fraction", "triplets_per_sec", "epoch_seconds",
@@ -565,34 +574,36 @@ _TRAIN_KEYS = ("epoch", "step", "loss", "active_fraction", "triplets_per_sec", "
 
 
 def restore_run(workdir: str | os.PathLike) -> Run:
-  """Rebuilds a run from its workdir: config, data split, latest parameters, history, results.
+  """Rebuilds a run from its workdir: config, data split, newest parameters, history, results.
+
+  A damaged newest checkpoint is skipped (with a warning) for the newest one that restores.
 
   Raises:
     FileNotFoundError: the folder has no flags.txt or no finished checkpoint.
   """
   workdir = pathlib.Path(workdir)
-  flags_path = workdir / FLAGS_FILE
+  flags_path = workdir / workdir_lib.FLAGS_FILE
   if not flags_path.exists():
-    raise FileNotFoundError(f"{workdir} is not a tripjax training folder (no {FLAGS_FILE}); "
-                            "train one with python -m experiments.train --workdir=...")
+    raise RunNotFound(f"{workdir} is not a tripjax training folder (no "
+                      f"{workdir_lib.FLAGS_FILE}); train one with python -m experiments.train "
+                      "--workdir=...")
   config = TrainConfig.from_flagfile(flags_path)
-  ckpt_dir = workdir / CHECKPOINT_DIR
-  latest = None
-  if ckpt_dir.is_dir():
+  ckpt_dir = workdir / workdir_lib.CHECKPOINT_DIR
+  restored = None
+  if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+    dataset, train, test = load_split(config)
+    like = jax.eval_shape(lambda: model.init_params(jax.random.key(0), train.shape[0],
+                                                    train.shape[1], config.dim))
     ckpts = checkpoint.Checkpoints(ckpt_dir)
     try:
-      latest = ckpts.latest_epoch()
-      if latest is not None:
-        dataset, train, test = load_split(config)
-        like = jax.eval_shape(lambda: model.init_params(jax.random.key(0), train.shape[0],
-                                                        train.shape[1], config.dim))
-        params, _ = ckpts.restore_params(latest, like)
+      restored = ckpts.restore_newest(like)
     finally:
       ckpts.close()
-  if latest is None:
-    raise FileNotFoundError(f"{workdir} has no finished checkpoint in {ckpt_dir}; the run did "
-                            "not complete an epoch. Rerun its training command to resume.")
-  results_path = workdir / RESULTS_FILE
+  if restored is None:
+    raise RunNotFound(f"{workdir} has no finished checkpoint in {ckpt_dir}; the run did not "
+                      "complete an epoch. Rerun its training command to resume.")
+  results_path = workdir / workdir_lib.RESULTS_FILE
   results = json.loads(results_path.read_text()) if results_path.exists() else None
-  history = [h for h in _read_history(workdir) if h["epoch"] <= latest]
-  return Run(config, dataset, train, test, jax.tree.map(jnp.asarray, params), history, results)
+  history = [h for h in workdir_lib.read_history(workdir) if h["epoch"] <= restored.epoch]
+  return Run(config, dataset, train, test, jax.tree.map(jnp.asarray, restored.params), history,
+             results)

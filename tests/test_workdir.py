@@ -1,0 +1,112 @@
+"""Tests of tripjax.workdir: the run folder's lock, claim and replacement."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tripjax import errors
+from tripjax import workdir as workdir_lib
+from tripjax.config import TrainConfig
+
+_CONFIG = TrainConfig(dataset="synthetic-tiny", epochs=2)
+
+_HOLD_LOCK = """
+import pathlib, sys, time
+from tripjax import workdir
+with workdir.locked(pathlib.Path(sys.argv[1])):
+  print("locked", flush=True)
+  time.sleep(60)
+"""
+
+
+def _holder(folder):
+  """A process holding the lock of `folder` (started, lock taken)."""
+  proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(folder)],
+                          stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "locked"
+  return proc
+
+
+def test_a_second_holder_is_refused_naming_the_first(tmp_path):
+  proc = _holder(tmp_path)
+  try:
+    with pytest.raises(workdir_lib.WorkdirLocked) as refused:
+      with workdir_lib.locked(tmp_path):
+        pass
+    message = str(refused.value)
+    assert f"process {proc.pid}" in message and str(tmp_path) in message
+    assert "\n" not in message
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+  proc = _holder(tmp_path)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert (tmp_path / workdir_lib.LOCK_FILE).exists()  # the file stays, the lock does not
+  with workdir_lib.locked(tmp_path):
+    pass
+
+
+def test_the_lock_excludes_within_one_process_too(tmp_path):
+  with workdir_lib.locked(tmp_path):
+    with pytest.raises(workdir_lib.WorkdirLocked, match=f"process {os.getpid()}"):
+      with workdir_lib.locked(tmp_path):
+        pass
+  with workdir_lib.locked(tmp_path):  # released on exit
+    pass
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+  path = tmp_path / "run"
+  path.write_text("not a folder")
+  with pytest.raises(errors.WorkdirError, match="is a file"):
+    with workdir_lib.locked(path):
+      pass
+  assert path.read_text() == "not a folder"
+
+
+def test_claim_resumes_the_same_flags_and_refuses_others(tmp_path):
+  assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=False) is False  # fresh
+  workdir_lib.write_flags(_CONFIG, tmp_path)
+  (tmp_path / workdir_lib.RESULTS_FILE).write_text("{}")
+  # The same flags resume, with or without --overwrite: nothing is to be deleted.
+  assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=False) is False
+  assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=True) is False
+  other = dataclasses.replace(_CONFIG, margin=0.25)
+  with pytest.raises(workdir_lib.WorkdirConflict, match="margin=0.5 .now 0.25"):
+    workdir_lib.claim(other, tmp_path, overwrite=False)
+  assert workdir_lib.claim(other, tmp_path, overwrite=True) is True
+  assert (tmp_path / workdir_lib.RESULTS_FILE).exists()  # claim itself deletes nothing
+
+
+def test_outputs_without_flags_are_refused_unless_overwrite(tmp_path):
+  (tmp_path / workdir_lib.CHECKPOINT_DIR).mkdir()
+  with pytest.raises(workdir_lib.WorkdirConflict, match="no flags.txt"):
+    workdir_lib.claim(_CONFIG, tmp_path, overwrite=False)
+  assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=True) is True
+
+
+def test_replace_run_deletes_the_run_files_only(tmp_path):
+  workdir_lib.write_flags(_CONFIG, tmp_path)
+  workdir_lib.write_history(tmp_path, [{"epoch": 1}])
+  (tmp_path / workdir_lib.CHECKPOINT_DIR / "1").mkdir(parents=True)
+  (tmp_path / workdir_lib.DAMAGED_DIR).mkdir()
+  (tmp_path / "notes.txt").write_text("mine")
+  with workdir_lib.locked(tmp_path):
+    workdir_lib.replace_run(tmp_path)
+  assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lib.LOCK_FILE, "notes.txt"]
+
+
+def test_history_round_trip(tmp_path):
+  assert workdir_lib.read_history(tmp_path) == []
+  history = [{"epoch": 1, "auc": 0.5}, {"epoch": 2, "auc": 0.75}]
+  workdir_lib.write_history(tmp_path, history)
+  assert workdir_lib.read_history(tmp_path) == history

@@ -1,0 +1,162 @@
+"""A training run's folder: the lock, the claim, and the files beside the checkpoints.
+
+Layout of a workdir:
+  .lock             held (flock) by the one process training into the folder
+  flags.txt         the run's settings as a flagfile (written once its data has loaded)
+  metrics.jsonl     one JSON line per evaluation
+  results.json      the finished run's results
+  checkpoints/      Orbax checkpoints (`tripjax.checkpoint`)
+  damaged_checkpoints/  checkpoints that failed to restore, kept for inspection
+
+A run exists once its data has loaded: `claim` only decides whether the folder may be used
+(and whether an older run in it must go), and `replace_run` deletes that run's files only after
+the new run's data is known to be good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+from typing import Iterator
+
+from tripjax import errors
+from tripjax import io as tio
+from tripjax.config import TrainConfig
+
+LOCK_FILE = ".lock"
+FLAGS_FILE = "flags.txt"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged_checkpoints"
+_RUN_FILES = (FLAGS_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR, DAMAGED_DIR)
+
+
+class WorkdirConflict(errors.WorkdirError, ValueError):
+  """The workdir holds a run with other settings (pass overwrite=True to replace it)."""
+
+
+class WorkdirLocked(errors.WorkdirError):
+  """Another process is training into the workdir."""
+
+
+@contextlib.contextmanager
+def locked(workdir: pathlib.Path) -> Iterator[None]:
+  """Holds an exclusive lock on `workdir` (created if needed) for the duration of the block.
+
+  The lock is an `flock` on `workdir/.lock`, which the kernel releases when its process dies,
+  so a killed run never blocks the next one. The holder's PID is written into the file for the
+  refusal message.
+
+  Raises:
+    WorkdirLocked: another process holds the lock.
+    errors.WorkdirError: `workdir` exists and is not a folder.
+  """
+  if workdir.exists() and not workdir.is_dir():
+    raise errors.WorkdirError(f"--workdir {workdir} is a file, not a folder; pass the folder "
+                              "a run should write to.")
+  workdir.mkdir(parents=True, exist_ok=True)
+  path = workdir / LOCK_FILE
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+      raise WorkdirLocked(f"workdir {workdir} is in use by process {holder} (lock {path}); "
+                          "wait for that run to finish or use another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+      yield
+    finally:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+  finally:
+    os.close(fd)
+
+
+def previous_config(workdir: pathlib.Path) -> TrainConfig | errors.InvalidInput | None:
+  """The config recorded in `workdir` (None: no flags.txt; the error: unreadable)."""
+  path = workdir / FLAGS_FILE
+  if not path.exists():
+    return None
+  try:
+    return TrainConfig.from_flagfile(path)
+  except errors.InvalidInput as e:
+    return e
+
+
+def _differences(previous: TrainConfig, config: TrainConfig) -> str:
+  return ", ".join(f"--{f.name}={getattr(previous, f.name)!r} (now {getattr(config, f.name)!r})"
+                   for f in dataclasses.fields(config)
+                   if getattr(previous, f.name) != getattr(config, f.name))
+
+
+def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
+  """Decides whether a run of `config` may use `workdir`; writes nothing.
+
+  The same settings resume (with or without `overwrite`); other settings, or run files without
+  a flags.txt, are refused unless `overwrite`.
+
+  Returns:
+    True when an older run must be replaced (call `replace_run` once the new run's data has
+    loaded), False when the folder is fresh or holds this very run.
+
+  Raises:
+    WorkdirConflict: the folder holds another run and `overwrite` is False.
+  """
+  previous = previous_config(workdir)
+  if previous == config:
+    return False
+  if previous is None:
+    if not any((workdir / name).exists() for name in _RUN_FILES):
+      return False
+    what = f"run outputs but no {FLAGS_FILE}"
+  elif isinstance(previous, TrainConfig):
+    what = f"a run with other flags ({workdir / FLAGS_FILE}: {_differences(previous, config)})"
+  else:
+    what = f"a run whose {FLAGS_FILE} is unreadable ({previous})"
+  if not overwrite:
+    raise WorkdirConflict(f"workdir {workdir} holds {what}. Use another --workdir, or pass "
+                          "--overwrite to replace that run.")
+  return True
+
+
+def replace_run(workdir: pathlib.Path) -> None:
+  """Deletes the files of the run in `workdir` (the lock stays)."""
+  for name in _RUN_FILES:
+    path = workdir / name
+    if path.is_dir() and not path.is_symlink():
+      shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+      path.unlink()
+
+
+def flagfile_text(config: TrainConfig) -> str:
+  """flags.txt: a flagfile that reruns (and so resumes) the run."""
+  return ("# Reproduce: python -m experiments.train --flagfile=<this file> "
+          "--workdir=<its folder>\n" + config.to_flagfile())
+
+
+def write_flags(config: TrainConfig, workdir: pathlib.Path) -> None:
+  tio.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
+
+
+def read_history(workdir: pathlib.Path) -> list[dict]:
+  """metrics.jsonl's entries (one dict per evaluation), [] when there is none."""
+  path = workdir / METRICS_FILE
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_history(workdir: pathlib.Path, history: list[dict]) -> None:
+  tio.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
