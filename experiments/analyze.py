@@ -6,7 +6,6 @@ A workdir without a finished checkpoint, or a bad --k, prints one line saying wh
 exits 1.
 """
 
-from absl import app
 from absl import flags
 
 from experiments import run_cli
@@ -25,9 +24,11 @@ def _write_report():
 
 
 def main(argv):
-  path = run_cli.answer_or_exit(argv, "experiments.analyze", _write_report)
+  del argv
+  run_cli.quiet_checkpoint_logs()
+  path = _write_report()
   print(f"wrote {path} and its figures in {path.parent / report.FIGURES_DIR}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)

@@ -8,8 +8,9 @@ from absl import flags
 from tripjax import data
 
 DATASET = flags.DEFINE_enum("dataset", "synthetic-tiny", data.DATASET_NAMES, "Dataset.")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding MovieLens releases (default: "
-                               "$TRIPJAX_DATA_DIR, then ~/.cache/tripjax).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding the MovieLens release (or its "
+                               "parent); used or refused, never replaced. Unset: "
+                               "$TRIPJAX_DATA_DIR, then ~/.cache/tripjax, then a download.")
 DOWNLOAD = flags.DEFINE_bool("download", True, "Download MovieLens when it is absent.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of synthetic datasets.")
 THRESHOLD = flags.DEFINE_float("threshold", 4.0, "A rating >= threshold is a positive.")

@@ -4,17 +4,15 @@
       [--min_user_positives=20]
 """
 
-from absl import app
-from absl import flags
 import pandas as pd
 
 from experiments import data_flags
+from experiments import run_cli
 from tripjax import data
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
   ratings, items = data.load_dataset(data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value,
                                      download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value)
   dataset = data.implicit_feedback(ratings, items, threshold=data_flags.THRESHOLD.value,
@@ -32,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)

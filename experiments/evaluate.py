@@ -2,7 +2,9 @@
 
   python -m experiments.evaluate --model=random --model=popularity --dataset=ml-100k \
       [--data_dir=...] [--threshold=4] [--min_user_positives=20] [--test_per_user=10] \
-      [--split_seed=0] [--block_size=1024] [--k=10 --k=20] [--output_dir=.]
+      [--split_seed=0] [--block_size=1024] [--k=10 --k=20] [--output_dir=...]
+
+results.json goes to --output_dir (default runs/evaluate-<dataset>).
 """
 
 import json
@@ -12,6 +14,7 @@ from absl import app
 from absl import flags
 
 from experiments import data_flags
+from experiments import run_cli
 from tripjax import baselines
 from tripjax import data
 from tripjax import io as tio
@@ -28,7 +31,8 @@ _RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random baseli
 _BLOCK_SIZE = flags.DEFINE_integer("block_size", 1024, "Users per evaluation block.",
                                    lower_bound=1)
 _K = flags.DEFINE_multi_integer("k", [10, 20], "Cut-offs of the @k metrics.", lower_bound=1)
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", ".", "Where results.json is written.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results.json is written "
+                                  "(default runs/evaluate-<dataset>).")
 
 
 def _score_fn(name: str, train, num_items: int) -> metrics.ScoreFn:
@@ -47,11 +51,12 @@ def _table(results: dict, names: tuple[str, ...]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
   _, train, test = data.prepare(
-      data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value, download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value,
-      threshold=data_flags.THRESHOLD.value, min_user_positives=data_flags.MIN_USER_POSITIVES.value,
+      data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value,
+      download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value,
+      threshold=data_flags.THRESHOLD.value,
+      min_user_positives=data_flags.MIN_USER_POSITIVES.value,
       test_per_user=_TEST_PER_USER.value, split_seed=_SPLIT_SEED.value)
   num_users, num_items = train.shape
   ks = tuple(sorted(set(_K.value)))
@@ -71,10 +76,11 @@ def main(argv):
                       "random_seed": _RANDOM_SEED.value, "seed": data_flags.SEED.value,
                       "block_size": _BLOCK_SIZE.value, "ks": list(ks)},
          "models": {name: res.to_dict() for name, res in results.items()}}
-  path = pathlib.Path(_OUTPUT_DIR.value) / "results.json"
+  output_dir = _OUTPUT_DIR.value or f"runs/evaluate-{data_flags.DATASET.value}"
+  path = pathlib.Path(output_dir) / "results.json"
   tio.write_json_atomic(path, out)
   print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)

@@ -14,13 +14,13 @@ finished checkpoint) print one line saying what was asked and what exists, and e
 
 import json
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 import pandas as pd
 
 from experiments import run_cli
+from tripjax import errors
 from tripjax import model
 from tripjax import recommend
 from tripjax import train
@@ -36,12 +36,12 @@ _STEPS = flags.DEFINE_integer("fold_in_steps", 200, "Optimisation steps of the f
 
 
 def _answer():
-  """Returns (query dict, item rows); raises ValueError / FileNotFoundError on bad input."""
+  """Returns (query dict, item rows); raises a `tripjax.errors.TripjaxError` on bad input."""
   modes = [name for name, holder in (("--user", _USER), ("--similar_to", _SIMILAR_TO),
                                       ("--liked", _LIKED)) if holder.value is not None]
   if len(modes) != 1:
-    raise ValueError(f"give exactly one of --user, --similar_to, --liked (got "
-                     f"{', '.join(modes) or 'none'}).")
+    raise errors.InvalidInput(f"give exactly one of --user, --similar_to, --liked (got "
+                              f"{', '.join(modes) or 'none'}).")
   k = _K.value if _K.value is not None else (10 if _SIMILAR_TO.value is not None else 20)
   run = train.restore_run(_WORKDIR.value)
   ds = run.dataset
@@ -63,7 +63,7 @@ def _answer():
     return query, recommend.item_rows(ds.titles, ds.genres, ds.item_ids, items, scores)
   liked = [recommend.find_item(ds.titles, t) for t in recommend.split_titles(_LIKED.value)]
   if not liked:
-    raise ValueError(f"--liked={_LIKED.value!r} names no title.")
+    raise errors.InvalidInput(f"--liked={_LIKED.value!r} names no title.")
   vec = recommend.fold_in(run.params, liked, jax.random.key(_SEED.value), steps=_STEPS.value,
                           margin=run.config.margin)
   items, scores = recommend.top_k_for_vectors(run.params, vec, k=k, exclude=np.unique(liked),
@@ -73,7 +73,9 @@ def _answer():
 
 
 def main(argv):
-  query, rows = run_cli.answer_or_exit(argv, "experiments.recommend", _answer)
+  del argv
+  run_cli.quiet_checkpoint_logs()
+  query, rows = _answer()
   if _FORMAT.value == "json":
     print(json.dumps({"query": query, "items": rows}, indent=2))
     return
@@ -83,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)

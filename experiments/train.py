@@ -2,27 +2,32 @@ r"""Trains the triplet model: `python -m experiments.train --flagfile=experiment
 
 Every field of `tripjax.config.TrainConfig` is a flag of the same name. Outputs go to --workdir
 (flags.txt, metrics.jsonl, results.json, checkpoints/); rerunning the same command resumes from
-the latest checkpoint, and a workdir holding other flags is refused unless --overwrite.
+the newest checkpoint, and a workdir holding other flags is refused unless --overwrite (which
+replaces that run once the new run's data has loaded). Checkpoints are saved every
+--checkpoint_every, after the last epoch, and on SIGTERM/SIGINT (then the run stops; rerun to
+resume).
 """
 
-import dataclasses
-import sys
-
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 
+from experiments import run_cli
+from tripjax import checkpoint
 from tripjax import config as config_lib
-from tripjax import fused_cpu
 from tripjax import train
 
 _DEFAULTS = config_lib.TrainConfig.__dataclass_fields__
 
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Output folder; default runs/<dataset>.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False,
-                               "Delete a previous run in --workdir that has other flags.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace a previous run in --workdir that has other flags (deleted "
+    "once this run's data has loaded; a run with the same flags is resumed).")
+_CHECKPOINT_EVERY = flags.DEFINE_string(
+    "checkpoint_every", train.DEFAULT_CHECKPOINT_EVERY,
+    "Save a checkpoint every N epochs (5) or minutes (10m); always after the last epoch and "
+    "on SIGTERM/SIGINT.")
 
 
 def _default(name):
@@ -32,8 +37,10 @@ def _default(name):
 _FIELDS = {
     "dataset": flags.DEFINE_enum("dataset", _default("dataset"), config_lib.dataset_names(),
                                  "Dataset name (MovieLens or synthetic-<preset>)."),
-    "data_dir": flags.DEFINE_string("data_dir", "", "Folder holding MovieLens releases "
-                                    "(empty: $TRIPJAX_DATA_DIR, then ~/.cache/tripjax)."),
+    "data_dir": flags.DEFINE_string(
+        "data_dir", "", "Folder holding the MovieLens release (or its parent); used or "
+        "refused, never replaced. Empty: $TRIPJAX_DATA_DIR, then ~/.cache/tripjax, then a "
+        "download."),
     "download": flags.DEFINE_bool("download", _default("download"),
                                   "Download a missing MovieLens release."),
     "threshold": flags.DEFINE_float("threshold", _default("threshold"),
@@ -94,24 +101,30 @@ assert set(_FIELDS) == set(_DEFAULTS), set(_DEFAULTS) ^ set(_FIELDS)
 
 for _name in ("learning_rate", "init_scale"):
   flags.register_validator(_name, lambda value: value > 0, message="must be positive")
+flags.register_validator("checkpoint_every", lambda text: bool(_every_or_none(text)),
+                         message="expected a positive number of epochs (5) or minutes (10m)")
 flags.register_multi_flags_validator(
     ["fused_cpu_step", "optimizer"],
     lambda values: not values["fused_cpu_step"] or values["optimizer"] == "sparse_sgd",
     message="--fused_cpu_step applies row-sparse SGD: it needs --optimizer=sparse_sgd")
 
 
+def _every_or_none(text):
+  try:
+    return checkpoint.Every.parse(text)
+  except ValueError:
+    return None
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
   # Orbax logs every save step at INFO; keep the log to the training's own lines.
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
   config = config_lib.TrainConfig(**{name: flag.value for name, flag in _FIELDS.items()})
   workdir = _WORKDIR.value or f"runs/{config.dataset}"
   logging.info("JAX %s on %s; workdir %s", jax.__version__, jax.devices(), workdir)
-  try:
-    results = train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value)
-  except (train.WorkdirConflict, train.TrainingDiverged, fused_cpu.Unavailable) as e:
-    sys.exit(f"experiments.train: {e}")
+  results = train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value,
+                                     checkpoint_every=_CHECKPOINT_EVERY.value)
   model, popularity = results["model"], results["popularity"]
   print(f"{config.dataset}: AUC {model['auc']:.4f} (popularity {popularity['auc']:.4f}), "
         f"recall@20 {model['recall@20']:.4f} (popularity {popularity['recall@20']:.4f}); "
@@ -119,4 +132,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)

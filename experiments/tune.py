@@ -23,12 +23,11 @@ train split with `python -m experiments.train --flagfile=...`. The search itself
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from absl import app
 from absl import flags
 
-from tripjax import fused_cpu
+from experiments import run_cli
 from tripjax import tuning
 from tripjax.config import DRIVER_FLAGS, TrainConfig
 
@@ -49,9 +48,10 @@ _NUM_TRIALS = flags.DEFINE_integer("num_trials", 40, "Total trials.", lower_boun
 _INITIAL_TRIALS = flags.DEFINE_integer("initial_trials", 12, "Random-stage trials.",
                                        lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 1, "Seed of the random stage.")
-_OUT_JSON = flags.DEFINE_string("out_json", "benchmarks/results/tune_ml100k_40.json",
-                                "Where the trials go (JSON).")
-_OUT_FLAGFILE = flags.DEFINE_string("out_flagfile", None, "Where the best flagfile goes.")
+_OUT_JSON = flags.DEFINE_string("out_json", None, "Where the trials go (JSON; default "
+                                "runs/tune-<dataset>/trials.json).")
+_OUT_FLAGFILE = flags.DEFINE_string("out_flagfile", None, "Where the best flagfile goes "
+                                    "(default runs/tune-<dataset>/best.cfg).")
 _RESUME = flags.DEFINE_bool("resume", False, "Reuse the trials of an existing --out_json "
                             "written with the same base, space and split.")
 _ABLATE_AGAINST = flags.DEFINE_string(
@@ -80,8 +80,10 @@ _SPACE = {
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv
+  out_dir = f"runs/tune-{_DATASET.value}"
+  out_json = _OUT_JSON.value or f"{out_dir}/trials.json"
+  out_flagfile = _OUT_FLAGFILE.value or f"{out_dir}/best.cfg"
   try:
     base = (TrainConfig.from_flagfile(_BASE_FLAGFILE.value, ignore=DRIVER_FLAGS)
             if _BASE_FLAGFILE.value else TrainConfig())
@@ -102,19 +104,16 @@ def main(argv):
                        f"{e}") from e
     reference = (TrainConfig.from_flagfile(_ABLATE_AGAINST.value, ignore=DRIVER_FLAGS)
                  if _ABLATE_AGAINST.value else None)
-    previous = (tuning.previous_trials(_OUT_JSON.value, base, space,
-                                       _VALIDATION_PER_USER.value, validation_seeds)
-                if _RESUME.value and _OUT_JSON.value else [])
+    previous = (tuning.previous_trials(out_json, base, space, _VALIDATION_PER_USER.value,
+                                       validation_seeds)
+                if _RESUME.value else [])
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  try:
-    report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
-                         _VALIDATION_PER_USER.value, validation_seeds,
-                         _OUT_JSON.value or None, _OUT_FLAGFILE.value, previous, reference,
-                         penalties)
-  except fused_cpu.Unavailable as e:
-    sys.exit(f"experiments.tune: {e}")
+  report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
+                       _VALIDATION_PER_USER.value, validation_seeds, out_json, out_flagfile,
+                       previous, reference, penalties)
   best = report["best"]
+  print(f"trials in {out_json}; best flagfile {out_flagfile}")
   print(f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
         f"{len(report['trials'])}): {best['values']}")
   if "popularity_penalty" in report:
@@ -126,4 +125,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)

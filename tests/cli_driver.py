@@ -4,7 +4,8 @@
 
 CASES.json maps a case name to its argument list; OUT.json gets, per case, what
 `python -m experiments.<name> ARGS...` would have produced: {"returncode", "stdout", "stderr"}.
-Each case goes through `absl.app.run` (flag parsing, validators, usage errors, `main`) with the
+Each case goes through `experiments.run_cli.run` (flag parsing, validators, usage errors,
+`main`) with the
 flags reset to their defaults first, so the cases see the same behaviour as separate processes
 while paying for the imports (jax, orbax) once. An uncaught exception is reported as Python
 would: its traceback on stderr and return code 1.
@@ -20,9 +21,9 @@ import traceback
 
 
 def _run_case(module, args: list[str]) -> dict:
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+  from experiments import run_cli  # pylint: disable=g-import-not-at-top
   flags.FLAGS.unparse_flags()
   out, err = io.StringIO(), io.StringIO()
   handler = logging.get_absl_handler().python_handler
@@ -31,7 +32,7 @@ def _run_case(module, args: list[str]) -> dict:
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     handler.stream = err
     try:
-      app.run(module.main, argv=[module.__name__, *args])
+      run_cli.run(module.main, argv=[module.__name__, *args])
     except SystemExit as e:
       if e.code is None or isinstance(e.code, int):
         code = e.code or 0

@@ -1,0 +1,153 @@
+"""Every script's expected failures: one line on stderr naming the flag or file, exit non-zero.
+
+The cases of each script run in one interpreter (`run_cli`); lines of absl's log (the training's
+own INFO lines before it fails) are not the failure and are left out of the count.
+"""
+
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+_SMOKE = "--flagfile=experiments/configs/smoke.cfg"
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _failure_line(done, program: str) -> str:
+  """The one line a failed command printed, after checking there is exactly one."""
+  assert done.returncode != 0, done.stdout[-2000:]
+  assert "Traceback" not in done.stderr, done.stderr[-3000:]
+  lines = [l for l in done.stderr.splitlines() if l.strip() and not _LOG_LINE.match(l)]
+  assert len(lines) == 1, done.stderr[-3000:]
+  assert lines[0].startswith(f"{program}: "), lines[0]
+  return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+  """A data folder whose ml-100k/u.data has a malformed line 3."""
+  root = tmp_path_factory.mktemp("bad_data")
+  release = root / "ml-100k"
+  release.mkdir()
+  (release / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t4\t881250949\n1\tx\t4\t1\n")
+  (release / "u.item").write_text("1|A (1995)|||" + "|0" * 19 + "\n2|B (1995)|||" + "|0" * 19
+                                  + "\n", encoding="latin-1")
+  return root
+
+
+@pytest.fixture(scope="module")
+def train_failures(run_cli, tmp_path_factory, bad_data):
+  root = tmp_path_factory.mktemp("train_failures")
+  a_file = root / "a_file"
+  a_file.write_text("not a folder")
+  locked = root / "locked"
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import pathlib, sys, time\nfrom tripjax import workdir\n"
+       "with workdir.locked(pathlib.Path(sys.argv[1])):\n  print('locked', flush=True)\n"
+       "  time.sleep(120)\n", str(locked)], stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == "locked"
+  cases = {
+      "workdir_is_a_file": [_SMOKE, f"--workdir={a_file}"],
+      "workdir_under_a_file": [_SMOKE, f"--workdir={a_file}/run"],
+      "locked": [_SMOKE, f"--workdir={locked}"],
+      "test_per_user": [_SMOKE, f"--workdir={root / 'k'}", "--test_per_user=1000"],
+      "threshold_nan": [_SMOKE, f"--workdir={root / 'nan'}", "--threshold=nan"],
+      "learning_rate_inf": [_SMOKE, f"--workdir={root / 'lr'}", "--learning_rate=inf"],
+      "margin_inf": [_SMOKE, f"--workdir={root / 'margin'}", "--margin=inf"],
+      "init_scale_inf": [_SMOKE, f"--workdir={root / 'init'}", "--init_scale=inf"],
+      "l2_inf": [_SMOKE, f"--workdir={root / 'l2'}", "--l2=inf"],
+      "checkpoint_every": [_SMOKE, f"--workdir={root / 'every'}", "--checkpoint_every=5s"],
+      "stray_argument": [_SMOKE, f"--workdir={root / 'stray'}", "extra"],
+      "bad_data_file": [_SMOKE, f"--workdir={root / 'data'}", "--dataset=ml-100k",
+                        f"--data_dir={bad_data}", "--download=false"],
+      "out_of_memory": [_SMOKE, f"--workdir={root / 'oom'}", "--batch_size=2000000000"],
+  }
+  try:
+    results = run_cli("experiments.train", cases)
+  finally:
+    holder.kill()
+    holder.wait()
+  return root, holder.pid, results
+
+
+@pytest.mark.parametrize("case,needles", [
+    ("workdir_is_a_file", ["is a file"]),
+    ("workdir_under_a_file", ["Not a directory", "a_file"]),
+    ("test_per_user", ["--test_per_user=1000"]),
+    ("threshold_nan", ["--threshold=nan", "finite"]),
+    ("learning_rate_inf", ["--learning_rate=inf", "finite"]),
+    ("margin_inf", ["--margin=inf", "finite"]),
+    ("init_scale_inf", ["--init_scale=inf", "finite"]),
+    ("l2_inf", ["--l2=inf", "finite"]),
+    ("checkpoint_every", ["--checkpoint_every"]),
+    ("stray_argument", ["extra"]),
+    ("bad_data_file", ["u.data", "3"]),
+    ("out_of_memory", ["out of memory", "--batch_size"]),
+])
+def test_train_failures_are_one_line(train_failures, case, needles):
+  root, _, results = train_failures
+  line = _failure_line(results[case], "experiments.train")
+  for needle in needles:
+    assert needle in line, line
+  if case != "workdir_is_a_file":
+    assert not (root / case / "flags.txt").exists()
+
+
+def test_a_locked_workdir_names_the_process_holding_it(train_failures):
+  _, pid, results = train_failures
+  line = _failure_line(results["locked"], "experiments.train")
+  assert f"in use by process {pid}" in line
+
+
+def test_the_tpu_probe_is_not_printed(smoke_run):
+  _, done = smoke_run
+  assert "libtpu" not in done.stderr and "backend 'tpu'" not in done.stderr
+
+
+def test_describe_and_evaluate_failures_are_one_line(run_cli, bad_data, tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  described = run_cli("experiments.describe", {
+      "nan": ["--dataset=synthetic-tiny", "--threshold=nan"],
+      "bad_data_file": ["--dataset=ml-100k", f"--data_dir={bad_data}", "--download=false"],
+      "stray": ["--dataset=synthetic-tiny", "extra"],
+      "unknown_dataset": ["--dataset=ml-5"],
+  })
+  assert "--threshold=nan" in _failure_line(described["nan"], "experiments.describe")
+  assert "u.data" in _failure_line(described["bad_data_file"], "experiments.describe")
+  assert "extra" in _failure_line(described["stray"], "experiments.describe")
+  assert "--dataset" in _failure_line(described["unknown_dataset"], "experiments.describe")
+  evaluated = run_cli("experiments.evaluate", {
+      "test_per_user": ["--dataset=synthetic-tiny", "--test_per_user=1000",
+                        f"--output_dir={tmp_path / 'out'}"],
+      "output_dir_is_a_file": ["--dataset=synthetic-tiny", f"--output_dir={a_file}"],
+  })
+  assert "--test_per_user=1000" in _failure_line(evaluated["test_per_user"], "experiments.evaluate")
+  assert "a_file" in _failure_line(evaluated["output_dir_is_a_file"], "experiments.evaluate")
+
+
+def test_tune_failures_are_one_line(run_cli, tmp_path):
+  tuned = run_cli("experiments.tune", {
+      "no_base": ["--base_flagfile=/no/such.cfg", f"--out_json={tmp_path / 't.json'}"],
+      "bad_space": ["--dataset=synthetic-tiny", "--search_margin=abc",
+                    f"--out_json={tmp_path / 't.json'}"],
+  })
+  assert "/no/such.cfg" in _failure_line(tuned["no_base"], "experiments.tune")
+  assert "margin" in _failure_line(tuned["bad_space"], "experiments.tune")
+
+
+def test_analyze_without_a_checkpoint_is_one_line_to_the_end(smoke_run, tmp_path):
+  # A real process: Orbax's shutdown traceback came at interpreter exit, after the message.
+  no_checkpoint = tmp_path / "no_checkpoint"
+  (no_checkpoint / "checkpoints").mkdir(parents=True)
+  shutil.copy(smoke_run[0] / "flags.txt", no_checkpoint / "flags.txt")
+  done = subprocess.run([sys.executable, "-m", "experiments.analyze",
+                         f"--workdir={no_checkpoint}"], cwd=_REPO, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert done.stderr.count("\n") == 1, done.stderr[-3000:]
+  assert "no finished checkpoint" in _failure_line(done, "experiments.analyze")
+  assert sorted(p.name for p in no_checkpoint.rglob("*")) == ["checkpoints", "flags.txt"]
