@@ -6,7 +6,13 @@ For each split seed, trains the lab config (`ml1m_lab.cfg`'s model settings on M
 tuned config (`ml100k.cfg`) with `tripjax.train.train_and_evaluate` (each in a fresh temporary
 workdir, evaluated once at the end) and reads popularity off the same split. Writes a markdown
 table (mean AUC, precision/recall/NDCG@20 averaged over the seeds, AUC of every seed, median
-train seconds) and the raw results as JSON.
+train seconds) and the raw results as JSON, both naming the command that wrote them, to
+runs/benchmarks/accuracy_ml100k.{md,json} unless `--out_md` and `--out_json` name other files.
+The committed table (benchmarks/results/accuracy_ml100k.md, shown in benchmarks/RESULTS.md and
+the README) was made, and is updated, with `TRIPJAX_DATA_DIR` set, by
+
+  python -m benchmarks.accuracy_table --out_json=benchmarks/results/accuracy_ml100k.json \
+      --out_md=benchmarks/results/accuracy_ml100k.md
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from benchmarks import outputs
 from tripjax import io as tio
 from tripjax import model
 from tripjax import train as train_lib
@@ -155,9 +162,9 @@ _PENALTY = flags.DEFINE_float(
     "popularity_penalty", 0.0, "When > 0, a row for the tuned model scored as "
     "`cos - p * z(log(1 + item count))` (p chosen on validation: experiments.tune "
     "--popularity_penalties).", lower_bound=0.0)
-_OUT_JSON = flags.DEFINE_string("out_json", "benchmarks/results/accuracy_ml100k.json",
+_OUT_JSON = flags.DEFINE_string("out_json", outputs.default_output("accuracy_ml100k.json"),
                                 "Raw results.")
-_OUT_MD = flags.DEFINE_string("out_md", "benchmarks/results/accuracy_ml100k.md",
+_OUT_MD = flags.DEFINE_string("out_md", outputs.default_output("accuracy_ml100k.md"),
                               "The markdown table.")
 
 
@@ -177,7 +184,9 @@ def main(argv):
   rows = run_models(configs, _DATA_DIR.value or None, seeds, {"tuned": _PENALTY.value})
   command = ("python -m benchmarks.accuracy_table" +
              (f" --tuned_flagfile={_TUNED.value}" if _TUNED.value != _TUNED.default else "") +
-             (f" --popularity_penalty={_PENALTY.value:g}" if _PENALTY.value else ""))
+             (f" --popularity_penalty={_PENALTY.value:g}" if _PENALTY.value else "") +
+             "".join(f" --{f.name}={f.value}" for f in (_OUT_JSON, _OUT_MD)
+                     if f.value != f.default))
   flagfiles = {"lab config": {"path": _LAB.value, "text": pathlib.Path(_LAB.value).read_text()},
                "tuned": {"path": _TUNED.value, "text": pathlib.Path(_TUNED.value).read_text()}}
   tio.write_atomic(_OUT_JSON.value, json.dumps(

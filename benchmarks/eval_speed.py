@@ -14,7 +14,10 @@ sklearn on the same float32 scores.
 Part 2 (ML-20M shape: 138,000 users x 27,000 items, ~10M positives): one `evaluate` in a child
 process per block size; peak RSS of the child (`ru_maxrss`), data generation included.
 
-Writes benchmarks/results/eval_speed.json.
+Writes runs/benchmarks/eval_speed.json (`--output`: another file). The committed figures in
+benchmarks/results/eval_speed.json (shown in benchmarks/RESULTS.md) were made, and are updated, by
+
+  python -m benchmarks.eval_speed --repeats=7 --output=benchmarks/results/eval_speed.json
 """
 
 import json
@@ -31,6 +34,7 @@ from absl import flags
 import numpy as np
 import scipy.sparse as sp
 
+from benchmarks import outputs
 from tripjax import io as tio
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs (median reported).", lower_bound=1)
@@ -41,7 +45,8 @@ _BLOCK_SIZES = flags.DEFINE_multi_integer("block_size", [256, 1024],
 _ML20M_BLOCKS = flags.DEFINE_multi_integer("ml20m_block_size", [1024],
                                            "Block sizes of the ML-20M memory runs.", lower_bound=1)
 _SKIP_ML20M = flags.DEFINE_bool("skip_ml20m", False, "Skip the ML-20M memory run.")
-_OUTPUT = flags.DEFINE_string("output", "benchmarks/results/eval_speed.json", "JSON output.")
+_OUTPUT = flags.DEFINE_string("output", outputs.default_output("eval_speed.json"),
+                              "JSON output.")
 
 ML1M = dict(users=5180, items=3526, positives=560_000, test_per_user=10, dim=64)
 ML20M = dict(users=138_000, items=27_000, positives=10_000_000, test_per_user=10, dim=64)

@@ -4,9 +4,12 @@ Generates a ratings.dat-style file (default 1,000,000 lines) in a temporary fold
 `tripjax.data.movielens.read_ratings(path, "dat")` and
 `pd.read_csv(path, sep="::", engine="python", header=None)` in the same run (one untimed
 warm-up each, then the median of --repeats runs), checks that both read the same values, and
-prints and writes the figures as JSON.
+prints and writes the figures as JSON, to runs/benchmarks/parse_speed.json unless `--out` names
+another file. The committed figures in benchmarks/results/parse_speed.json (shown in
+benchmarks/RESULTS.md) were made, and are updated, by
 
-  python -m benchmarks.parse_speed --lines=1000000 --repeats=5
+  python -m benchmarks.parse_speed --lines=1000000 --repeats=5 \
+      --out=benchmarks/results/parse_speed.json
 """
 
 import json
@@ -22,13 +25,15 @@ from absl import flags
 import numpy as np
 import pandas as pd
 
+from benchmarks import outputs
 from tripjax import io as tio
 from tripjax.data import movielens
 
 _LINES = flags.DEFINE_integer("lines", 1_000_000, "Lines in the generated ratings file.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs of each parser (median reported).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the generated file.")
-_OUT = flags.DEFINE_string("out", "benchmarks/results/parse_speed.json", "Where to write JSON.")
+_OUT = flags.DEFINE_string("out", outputs.default_output("parse_speed.json"),
+                           "Where to write JSON.")
 
 
 def write_ml1m_ratings(path: pathlib.Path, num_lines: int, seed: int) -> None:

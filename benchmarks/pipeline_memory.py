@@ -10,7 +10,12 @@ size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), so the stages do not pollute
 
   python -m benchmarks.pipeline_memory [--preset=ml-20m] [--repeats=3]
 
-Writes benchmarks/results/pipeline_memory.json (atomically).
+Writes runs/benchmarks/pipeline_memory.json (atomically; `--output`: another file). The committed
+figures in benchmarks/results/pipeline_memory.json (shown in benchmarks/RESULTS.md) were made, and
+are updated, by
+
+  python -m benchmarks.pipeline_memory --preset=ml-20m --repeats=3 \
+      --output=benchmarks/results/pipeline_memory.json
 """
 
 import json
@@ -30,11 +35,13 @@ import numpy as np
 import pandas as pd
 import scipy
 
+from benchmarks import outputs
 from tripjax import io as tio
 
 _PRESET = flags.DEFINE_string("preset", "ml-20m", "Synthetic preset to measure.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Child processes per measured stage.", lower_bound=1)
-_OUTPUT = flags.DEFINE_string("output", "benchmarks/results/pipeline_memory.json", "JSON file.")
+_OUTPUT = flags.DEFINE_string("output", outputs.default_output("pipeline_memory.json"),
+                              "JSON file.")
 _CHILD = flags.DEFINE_enum("child", None, ["generate", "pipeline", "end_to_end"],
                            "Internal: run one stage in this process and print its JSON.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Internal: where `generate` saves the frames.")

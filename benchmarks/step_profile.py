@@ -4,10 +4,14 @@
 
 Compiles the step on full chunks of a `benchmarks.step_inputs` matrix (batch 4096, dim 64, the
 throughput target), runs it under `jax.profiler` and sums each XLA op's events over the timed
-chunks. Writes benchmarks/results/step_profile_<device>.json: per op its microseconds per batch,
-its share of the ops' total, its kind (gather, scatter, reduction: XLA:CPU's `ynn_fusion`, loop
-fusion) and the HLO metadata `op_name` it came from. The profiler adds overhead: read the shares,
-not the absolute times (`benchmarks.throughput` has those).
+chunks. Writes runs/benchmarks/step_profile_<device>.json (`--out`: another file): per op its
+microseconds per batch, its share of the ops' total, its kind (gather, scatter, reduction:
+XLA:CPU's `ynn_fusion`, loop fusion) and the HLO metadata `op_name` it came from, and the command
+that wrote it. The profiler adds overhead: read the shares, not the absolute times
+(`benchmarks.throughput` has those). The committed profile shown in benchmarks/RESULTS.md was
+made, and is updated, on CPU by
+
+  python -m benchmarks.step_profile --out=benchmarks/results/step_profile_cpu.json
 """
 
 import collections
@@ -22,6 +26,7 @@ from absl import app
 from absl import flags
 import jax
 
+from benchmarks import outputs
 from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
                                     batches_per_chunk, make_optimizer, random_positives)
 from tripjax import io as tio
@@ -34,7 +39,7 @@ _OPTIMIZER = flags.DEFINE_enum("optimizer", "sparse_sgd", list(OPTIMIZERS),
 _CHUNKS = flags.DEFINE_integer("chunks", 4, "Chunks profiled (after a warm-up chunk).",
                                lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Output JSON (default: "
-                           "benchmarks/results/step_profile_<device>.json).")
+                           f"{outputs.default_output('step_profile_<device>.json')}).")
 
 
 def op_kind(name: str, hlo_text: str) -> str:
@@ -114,11 +119,11 @@ def main(argv):
   for op in ops:
     by_kind[op["kind"]] += op["share"]
   device = jax.devices()[0]
-  out = _OUT.value or (f"benchmarks/results/step_profile_"
-                       f"{device.device_kind.replace(' ', '_').lower()}.json")
+  out = _OUT.value or outputs.default_output(
+      f"step_profile_{device.device_kind.replace(' ', '_').lower()}.json")
   tio.write_json_atomic(out, {
       "command": "python -m benchmarks.step_profile" + "".join(
-          f" --{f.name}={f.value}" for f in (_SHAPE, _OPTIMIZER, _CHUNKS)
+          f" --{f.name}={f.value}" for f in (_SHAPE, _OPTIMIZER, _CHUNKS, _OUT)
           if f.value != f.default),
       "device_kind": device.device_kind, "jax_version": jax.__version__,
       "shape": _SHAPE.value, "optimizer": _OPTIMIZER.value, "batch_size": batch_size,

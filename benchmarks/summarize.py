@@ -1,38 +1,76 @@
-"""Writes benchmarks/RESULTS.md from the JSON files the benchmark scripts leave in benchmarks/results/.
+"""Writes a RESULTS.md from the committed benchmark results, the files in benchmarks/results/.
 
 Every figure in RESULTS.md comes from one of those files; each section names the command that
-produced its file, so anyone can rerun it and then rerun this script:
+writes its file there, so anyone can rerun it and then rerun this script. The page goes to
+runs/benchmarks/RESULTS.md unless `--out` names another file; the committed page is updated by
 
-  python -m benchmarks.summarize
+  python -m benchmarks.summarize --out=benchmarks/RESULTS.md
 """
 
 import json
 import pathlib
+import re
 
 from absl import app
 from absl import flags
 
+from benchmarks import outputs
 from tripjax import io
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _RESULTS = flags.DEFINE_string("results_dir", str(pathlib.Path(__file__).parent / "results"),
                                "Folder holding the benchmark JSON files.")
-_OUT = flags.DEFINE_string("out", str(pathlib.Path(__file__).parent / "RESULTS.md"),
-                           "Markdown file to write.")
+_OUT = flags.DEFINE_string("out", outputs.default_output("RESULTS.md"), "Markdown file to write.")
+
+# The commands behind the results files that record none (`writing_to` adds the output flag).
+PARSE_COMMAND = "python -m benchmarks.parse_speed --lines=1000000 --repeats=5"
+PIPELINE_COMMAND = "python -m benchmarks.pipeline_memory --preset=ml-20m --repeats=3"
+EVAL_COMMAND = "python -m benchmarks.eval_speed --repeats=7"
+TOPK_COMMAND = "python -m benchmarks.topk_speed"
 
 
 def _load(results_dir, name):
   path = pathlib.Path(results_dir) / name
-  return json.loads(path.read_text()) if path.exists() else None
+  return (json.loads(path.read_text()), path) if path.exists() else (None, path)
+
+
+def shown(path) -> str:
+  """`path` as named from the repository root (absolute when outside the repository)."""
+  path = pathlib.Path(path).resolve()
+  try:
+    return str(path.relative_to(_REPO))
+  except ValueError:
+    return str(path)
+
+
+def writing_to(command: str, flag: str, path) -> str:
+  """`command` with its `--flag` set to `path`: the command that writes the file `path`.
+
+  A file's recorded command may name no output (made when the scripts wrote to
+  benchmarks/results/ by default) or another one (copied there): shown as recorded, it would not
+  update the file.
+
+  Args:
+    command: a benchmark script's command line.
+    flag: the script's output flag, without dashes.
+    path: the file the command is to write.
+
+  Returns:
+    `command` without any `--flag` it had, then ` --flag=<path>`.
+  """
+  command = re.sub(rf"\s--{re.escape(flag)}(?:=|\s+)\S+", "", command)
+  return f"{command} --{flag}={shown(path)}"
 
 
 def _rate(x):
   return f"{x / 1e6:.2f}M"
 
 
-def parse_section(d):
+def parse_section(d, path):
   return [
       "## Parsing ML-1M's `::` format (issue 2)",
-      "`python -m benchmarks.parse_speed --lines=1000000 --repeats=5`",
+      f"`{writing_to(PARSE_COMMAND, 'out', path)}`",
       "",
       "| reader | median s | speed-up |",
       "|---|---|---|",
@@ -43,11 +81,11 @@ def parse_section(d):
   ]
 
 
-def pipeline_section(d):
+def pipeline_section(d, path):
   stages = d["stages"]
   rows = [
       "## Pipeline memory at ML-20M size (issue 2)",
-      "`python -m benchmarks.pipeline_memory --preset=ml-20m --repeats=3`",
+      f"`{writing_to(PIPELINE_COMMAND, 'output', path)}`",
       "",
       "| stage | median s | peak RSS MiB |",
       "|---|---|---|",
@@ -60,11 +98,11 @@ def pipeline_section(d):
   return rows
 
 
-def eval_section(d):
+def eval_section(d, path):
   m = d["ml1m"]
   rows = [
       "## Evaluation vs the lab's per-user sklearn loop (issue 3)",
-      "`python -m benchmarks.eval_speed --repeats=7`",
+      f"`{writing_to(EVAL_COMMAND, 'output', path)}`",
       "",
       f"ML-1M shape ({m['shape']['users']:,} users x {m['shape']['items']:,} items, "
       f"10 test items per user, D={m['shape']['dim']}), CPU ({d['versions']['cpu_count']} cores):",
@@ -88,10 +126,10 @@ def eval_section(d):
   return rows
 
 
-def topk_section(d):
+def topk_section(d, path):
   rows = [
       "## Top-k recommendations for every user (issue 6)",
-      "`python -m benchmarks.topk_speed`",
+      f"`{writing_to(TOPK_COMMAND, 'out', path)}`",
       "",
       "| block | s per 1000 users |",
       "|---|---|",
@@ -103,10 +141,10 @@ def topk_section(d):
   return rows
 
 
-def throughput_section(d, name):
+def throughput_section(d, path):
   rows = [
-      f"## Training throughput, {d['device_kind']} (issue 5): `{name}`",
-      f"`{d['command']}`",
+      f"## Training throughput, {d['device_kind']} (issue 5): `{path.name}`",
+      f"`{writing_to(d['command'], 'out', path)}`",
       "",
       "Target rows: dim 64, batch 4096, triplets/s of the jitted step (compile apart), beside "
       "implicit's BPR samples/s measured in the same run: `ratio` from the medians (BPR timed "
@@ -144,9 +182,9 @@ def throughput_section(d, name):
   return rows
 
 
-def step_profile_section(d, name):
-  rows = [f"## Where the training step's time goes, {d['device_kind']}: `{name}`",
-          f"`{d['command']}`", "",
+def step_profile_section(d, path):
+  rows = [f"## Where the training step's time goes, {d['device_kind']}: `{path.name}`",
+          f"`{writing_to(d['command'], 'out', path)}`", "",
           f"`train.make_train_step` ({d['optimizer']}, batch {d['batch_size']}, dim {d['dim']}, "
           f"{d['shape']} shape) under `jax.profiler`: the XLA ops' share of the step "
           f"({d['ops_us_per_batch']:.0f} us per batch with the profiler on).", "",
@@ -160,24 +198,32 @@ def step_profile_section(d, name):
   return rows
 
 
-def summarize(results_dir):
-  """Returns RESULTS.md's text from the JSON files in `results_dir`."""
+def summarize(results_dir, command="python -m benchmarks.summarize --out=benchmarks/RESULTS.md"):
+  """Returns RESULTS.md's text from the JSON files in `results_dir`.
+
+  Args:
+    results_dir: the folder of the benchmark results.
+    command: the command that writes the page, named at its top.
+
+  Returns:
+    The markdown text; each section names the command that writes its file in `results_dir`.
+  """
   lines = ["# Benchmark results",
            "",
-           "Made by `python -m benchmarks.summarize` from `benchmarks/results/*.json`; each section "
-           "names the command that wrote its file. Timings are medians; compare ratios measured in "
-           "one run (these machines are shared and noisy).",
+           f"Made by `{command}` from `{shown(results_dir)}/*.json`; each section names the "
+           "command that writes its file. Timings are medians; compare ratios measured in one run "
+           "(these machines are shared and noisy).",
            ""]
   sections = [("parse_speed.json", parse_section), ("pipeline_memory.json", pipeline_section),
               ("eval_speed.json", eval_section), ("topk_speed.json", topk_section)]
   for name, section in sections:
-    d = _load(results_dir, name)
+    d, path = _load(results_dir, name)
     if d is not None:
-      lines += section(d) + [""]
+      lines += section(d, path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("throughput_*.json")):
-    lines += throughput_section(json.loads(path.read_text()), path.name) + [""]
+    lines += throughput_section(json.loads(path.read_text()), path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("step_profile_*.json")):
-    lines += step_profile_section(json.loads(path.read_text()), path.name) + [""]
+    lines += step_profile_section(json.loads(path.read_text()), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]
@@ -186,7 +232,11 @@ def summarize(results_dir):
 
 def main(argv):
   del argv
-  io.write_atomic(_OUT.value, summarize(_RESULTS.value))
+  command = "python -m benchmarks.summarize" + "".join(
+      f" --{f.name}={shown(f.value)}" for f in (_RESULTS, _OUT)
+      if pathlib.Path(f.value).resolve() != pathlib.Path(f.default).resolve())
+  out = io.write_atomic(_OUT.value, summarize(_RESULTS.value, command))
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

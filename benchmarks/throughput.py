@@ -1,6 +1,6 @@
 """Training throughput: triplets/s of tripjax's jitted step vs implicit's BPR samples/s.
 
-  python -m benchmarks.throughput [--quick] [--out=benchmarks/results/throughput_<device>.json]
+  python -m benchmarks.throughput [--quick] [--target_only] [--out=PATH]
 
 For each table shape (ML-100K 943x1682, ML-1M 6040x3706, ML-20M 138,000x27,000) a random
 positive matrix with the real datasets' number of positives (ratings >= 4) and Zipf-like item
@@ -15,6 +15,13 @@ nnz / seconds per iteration (median over iterations, from implicit's own per-ite
 and nnz * iterations / fit seconds (the whole fit). Ratios are taken within the same run.
 
 The machine may be shared: the JSON records the load average before and after.
+
+Writes runs/benchmarks/throughput_<device>.json unless `--out` names another file; the JSON
+records the command that wrote it. The committed sweeps shown in benchmarks/RESULTS.md were made,
+and are updated, by naming their files, e.g. the CPU target figures:
+
+  python -m benchmarks.throughput --shapes=ml-1m,ml-20m --target_only --reps=9 \
+      --out=benchmarks/results/throughput_cpu_target_fused.json
 """
 
 import os
@@ -30,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import outputs
 from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
                                     batches_per_chunk, make_optimizer, random_positives)
 from tripjax import io
@@ -41,7 +49,7 @@ _QUICK = flags.DEFINE_bool("quick", False, "A short sweep (target configs only).
 _TARGET_ONLY = flags.DEFINE_bool("target_only", False,
                                  "Only batch 4096, dim 64 (the target figures).")
 _OUT = flags.DEFINE_string("out", None, "Output JSON (default: "
-                           "benchmarks/results/throughput_<device>.json).")
+                           f"{outputs.default_output('throughput_<device>.json')}).")
 _REPS = flags.DEFINE_integer("reps", 5, "Timed runs per configuration (median reported).")
 _SHAPES = flags.DEFINE_list("shapes", ["ml-100k", "ml-1m", "ml-20m"], "Table shapes to run.")
 _IMPLICIT = flags.DEFINE_bool("implicit", True, "Also time implicit's BPR (if installed).")
@@ -229,8 +237,8 @@ def main(argv):
     raise app.UsageError(f"--reps must be positive, got {_REPS.value}")
   device = jax.devices()[0]
   device_name = device.platform if device.platform != "gpu" else device.device_kind
-  out = pathlib.Path(_OUT.value or
-                     f"benchmarks/results/throughput_{device_name.replace(' ', '_').lower()}.json")
+  out = pathlib.Path(_OUT.value or outputs.default_output(
+      f"throughput_{device_name.replace(' ', '_').lower()}.json"))
   payload = {
       "command": " ".join(["python -m benchmarks.throughput"] + sys.argv[1:]),
       "device_kind": device.device_kind, "platform": device.platform,

@@ -2,9 +2,13 @@
 
   python -m benchmarks.topk_speed [--users=6040 --items=3706 --dim=64 --k=20 --repeats=5]
 
-Writes benchmarks/results/topk_speed.json: the median seconds for all users and per thousand users
-over `--repeats` timed runs (each run ends with the results on the host), the first (compiling) run
-apart, for each block size, plus the device kind and library versions.
+Writes runs/benchmarks/topk_speed.json (`--out`: another file): the median seconds for all users
+and per thousand users over `--repeats` timed runs (each run ends with the results on the host),
+the first (compiling) run apart, for each block size, plus the device kind and library versions.
+The committed figures in benchmarks/results/topk_speed.json (shown in benchmarks/RESULTS.md) were
+made, and are updated, by
+
+  python -m benchmarks.topk_speed --out=benchmarks/results/topk_speed.json
 """
 
 import os
@@ -17,6 +21,7 @@ import jax
 import numpy as np
 import scipy.sparse as sp
 
+from benchmarks import outputs
 from tripjax import io as tio
 from tripjax import model
 from tripjax import recommend
@@ -28,7 +33,7 @@ _K = flags.DEFINE_integer("k", 20, "Items per user.")
 _SEEN = flags.DEFINE_integer("seen_per_user", 165, "Mean training items per user (ML-1M: ~165).")
 _BLOCKS = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096"], "Block sizes to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per block size (median reported).")
-_OUT = flags.DEFINE_string("out", "benchmarks/results/topk_speed.json", "JSON output path.")
+_OUT = flags.DEFINE_string("out", outputs.default_output("topk_speed.json"), "JSON output path.")
 
 
 def _seen_matrix(num_users, num_items, mean_seen, seed=0):

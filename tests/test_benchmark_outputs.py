@@ -1,0 +1,92 @@
+"""Where the benchmark scripts write: runs/benchmarks/ by default, never the committed results.
+
+Each script runs in a subprocess (every one defines its own absl flags, several of them `--out`).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Every output flag of the benchmark scripts; None: the default path is made at run time and the
+# flag's help names it.
+OUTPUT_FLAGS = {
+    "accuracy_table": ("out_json", "out_md"),
+    "eval_speed": ("output",),
+    "parse_speed": ("out",),
+    "pipeline_memory": ("output",),
+    "step_profile": ("out",),
+    "summarize": ("out",),
+    "throughput": ("out",),
+    "topk_speed": ("out",),
+}
+
+_PROBE = """
+import importlib, json, sys
+from absl import flags
+found = {}
+for module, names in json.loads(sys.argv[1]).items():
+  importlib.import_module("benchmarks." + module)
+  found[module] = {n: [flags.FLAGS[n].default, flags.FLAGS[n].help] for n in names}
+  for flag in list(flags.FLAGS.flags_by_module_dict()["benchmarks." + module]):
+    delattr(flags.FLAGS, flag.name)  # the next script defines its own --out
+print(json.dumps(found))
+"""
+
+
+def _run(args, cwd, timeout=300):
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=timeout, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def _files(folder: pathlib.Path) -> list[str]:
+  return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_every_writing_script_has_its_output_flags_listed():
+  writers = {p.stem for p in (REPO / "benchmarks").glob("*.py")
+             if "write_atomic(" in p.read_text() or "write_json_atomic(" in p.read_text()}
+  assert writers == set(OUTPUT_FLAGS)
+
+
+def test_default_outputs_are_under_runs_benchmarks():
+  done = _run(["-c", _PROBE, json.dumps(OUTPUT_FLAGS)], cwd=REPO)
+  found = json.loads(done.stdout.strip().splitlines()[-1])
+  for module, names in OUTPUT_FLAGS.items():
+    for name in names:
+      default, help_text = found[module][name]
+      where = default if default is not None else help_text
+      assert "runs/benchmarks/" in where and "benchmarks/results" not in where, (module, name)
+      if default is not None:
+        assert default.startswith("runs/benchmarks/"), (module, name, default)
+
+
+def test_parse_speed_writes_under_runs_by_default(tmp_path):
+  _run(["-m", "benchmarks.parse_speed", "--lines=2000", "--repeats=3"], cwd=tmp_path)
+  assert _files(tmp_path) == ["runs/benchmarks/parse_speed.json"]
+  assert json.loads((tmp_path / "runs/benchmarks/parse_speed.json").read_text())["lines"] == 2000
+
+
+def test_summarize_reads_the_committed_results_and_writes_under_runs(tmp_path):
+  before = (REPO / "benchmarks" / "RESULTS.md").stat().st_mtime_ns
+  _run(["-m", "benchmarks.summarize"], cwd=tmp_path)
+  assert _files(tmp_path) == ["runs/benchmarks/RESULTS.md"]
+  text = (tmp_path / "runs/benchmarks/RESULTS.md").read_text()
+  assert "Made by `python -m benchmarks.summarize` from `benchmarks/results/*.json`" in text
+  assert "`python -m benchmarks.topk_speed --out=benchmarks/results/topk_speed.json`" in text
+  assert (REPO / "benchmarks" / "RESULTS.md").stat().st_mtime_ns == before
+
+
+def test_committed_results_page_is_current():
+  # What `python -m benchmarks.summarize --out=benchmarks/RESULTS.md` would write: regenerate
+  # RESULTS.md with that command when a file in benchmarks/results/ changes.
+  done = _run(["-c", "import sys; from benchmarks import summarize; "
+               "print(summarize.summarize(sys.argv[1]), end='')",
+               str(REPO / "benchmarks" / "results")], cwd=REPO)
+  assert done.stdout == (REPO / "benchmarks" / "RESULTS.md").read_text()
