@@ -4,6 +4,7 @@ The cases of each script run in one interpreter (`run_cli`); lines of absl's log
 own INFO lines before it fails) are not the failure and are left out of the count.
 """
 
+import json
 import pathlib
 import re
 import shutil
@@ -151,3 +152,26 @@ def test_analyze_without_a_checkpoint_is_one_line_to_the_end(smoke_run, tmp_path
   assert done.stderr.count("\n") == 1, done.stderr[-3000:]
   assert "no finished checkpoint" in _failure_line(done, "experiments.analyze")
   assert sorted(p.name for p in no_checkpoint.rglob("*")) == ["checkpoints", "flags.txt"]
+
+
+def test_a_damaged_checkpoint_is_one_warning_line(tmp_path):
+  # A real process: a failed restore's late TensorStore callbacks printed tracebacks after it.
+  command = [sys.executable, "-m", "experiments.train", _SMOKE, f"--workdir={tmp_path}",
+             "--epochs=2", "--checkpoint_every=1"]
+  first = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=300,
+                         check=False)
+  assert first.returncode == 0, first.stderr[-3000:]
+  for chunk in (tmp_path / "checkpoints" / "2").rglob("*"):  # truncate its array data
+    if chunk.is_file() and chunk.parent.name == "d" and chunk.stat().st_size > 1000:
+      with open(chunk, "r+b") as f:
+        f.truncate(16)
+  finished = json.loads((tmp_path / "results.json").read_text())
+  (tmp_path / "results.json").unlink()
+  again = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=300,
+                         check=False)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert [l for l in again.stderr.splitlines() if not _LOG_LINE.match(l)] == [], again.stderr
+  warnings = [l for l in again.stderr.splitlines() if l.startswith("W")]
+  assert len(warnings) == 1 and "Checkpoint 2" in warnings[0] and "using checkpoint 1" in (
+      warnings[0])
+  assert json.loads((tmp_path / "results.json").read_text())["model"] == finished["model"]

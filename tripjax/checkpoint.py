@@ -22,6 +22,7 @@ import dataclasses
 import os
 import re
 import shutil
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -86,6 +87,31 @@ def _host(tree):
 
 def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
+def _late_callback_of_a_failed_restore(unraisable) -> bool:
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def _ignore_late_callbacks_of_failed_restores() -> None:
+  """Drops the 'Event loop is closed' errors a failed restore's reads report later.
+
+  When a restore fails, Orbax closes its event loop while TensorStore still completes the
+  other reads; their callbacks then fail in the background and Python prints each as a
+  traceback after the one-line warning. Only that error is dropped, and only once a restore
+  has failed.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_tripjax_filter", False):
+    return
+
+  def hook(unraisable):
+    if not _late_callback_of_a_failed_restore(unraisable):
+      previous(unraisable)
+
+  hook._tripjax_filter = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -186,6 +212,7 @@ class Checkpoints:
       except Exception as e:  # pylint: disable=broad-except
         # Orbax and TensorStore raise many types for a damaged file; any failure here means
         # this checkpoint cannot be used, and an older one may still be good.
+        _ignore_late_callbacks_of_failed_restores()
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         damaged.append((epoch, reason))
         continue
