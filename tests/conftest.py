@@ -1,12 +1,25 @@
 """Shared pytest fixtures for tripjax."""
 
+import atexit
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
+
+# The same small programs (training steps, evaluation blocks) are compiled by many tests and by
+# the scripts they start: one persistent compilation cache for the whole run (and its xdist
+# workers and subprocesses, which inherit the environment) compiles each of them once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _JAX_CACHE = tempfile.mkdtemp(prefix="tripjax-tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"
