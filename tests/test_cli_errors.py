@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from tripjax import errors
+
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
 _SMOKE = "--flagfile=experiments/configs/smoke.cfg"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -175,3 +177,37 @@ def test_a_damaged_checkpoint_is_one_warning_line(tmp_path):
   assert len(warnings) == 1 and "Checkpoint 2" in warnings[0] and "using checkpoint 1" in (
       warnings[0])
   assert json.loads((tmp_path / "results.json").read_text())["model"] == finished["model"]
+
+
+def _raises(err):
+  def main(argv):
+    del argv
+    raise err
+  return main
+
+
+@pytest.mark.parametrize("err,code", [
+    (errors.DataError("u.data:3: bad line"), 1),
+    (NotADirectoryError(20, "Not a directory", "/a/file/run"), 1),
+    (MemoryError(), 1),
+    (errors.Stopped("stopped by SIGTERM", 15), 143)])
+def test_expected_failures_exit_with_one_line_unless_tracebacks_are_asked_for(
+    err, code, capsys, monkeypatch):
+  from experiments import run_cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("TRIPJAX_TRACEBACK", raising=False)
+  with pytest.raises(SystemExit) as exited:
+    run_cli.guarded(_raises(err), "prog")(["prog"])
+  assert exited.value.code == code
+  line = capsys.readouterr().err
+  assert line.count("\n") == 1 and line.startswith("prog: ")
+  monkeypatch.setenv("TRIPJAX_TRACEBACK", "1")
+  with pytest.raises(type(err)):
+    run_cli.guarded(_raises(err), "prog")(["prog"])
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+  from experiments import run_cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("TRIPJAX_TRACEBACK", raising=False)
+  for bug in (ValueError("inside jax"), KeyError("x"), TypeError("y")):
+    with pytest.raises(type(bug)):
+      run_cli.guarded(_raises(bug), "prog")(["prog"])
