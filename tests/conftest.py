@@ -27,7 +27,7 @@ _DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_cache(tmp_path_factory):
-  """Compiled kernels (`tripjax.fused_cpu`) go to a session folder, not ~/.cache, unless
+  """Compiled kernels (`tripjax.kernels`) go to a session folder, not ~/.cache, unless
   TRIPJAX_CACHE_DIR is set."""
   if "TRIPJAX_CACHE_DIR" in os.environ:
     yield pathlib.Path(os.environ["TRIPJAX_CACHE_DIR"])

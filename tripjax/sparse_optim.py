@@ -55,7 +55,7 @@ class RowOptimizer(NamedTuple):
       forward pass gathered them; passing them saves one gather per table.
     sgd_learning_rate: `sparse_sgd`'s learning rate (a float or schedule),
       None for the other optimizers. A fused kernel that applies plain SGD
-      itself (`tripjax.fused_cpu`) reads it, with the state's `count`.
+      itself (`tripjax.kernels`) reads it, with the state's `count`.
   """
   init: Callable[[Params], Any]
   update: Callable[[Params, Params, Any, Params], tuple[Params, Any]]

@@ -1,5 +1,7 @@
-"""The fused CPU kernel (`tripjax.fused_cpu`) against the XLA training step it replaces."""
+"""The fused CPU kernel (`tripjax.kernels`) against the XLA training step it replaces."""
 
+import configparser
+import fnmatch
 import hashlib
 import os
 import pathlib
@@ -15,10 +17,13 @@ import pytest
 
 from tripjax import config as config_lib
 from tripjax import errors
-from tripjax import fused_cpu
+from tripjax import kernels
 from tripjax import sampling
 from tripjax import sparse_optim
 from tripjax import train
+from tripjax import train_step
+from tripjax.kernels import cache as cache_lib
+from tripjax.kernels import compiler
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU kernel")
 
@@ -26,7 +31,7 @@ NUM_USERS, NUM_ITEMS = 37, 29
 
 
 def _state(optimizer, dim, zero_rows=False):
-  state = train.init_state(jax.random.key(3), optimizer, NUM_USERS, NUM_ITEMS, dim, scale=0.5)
+  state = train_step.init_state(jax.random.key(3), optimizer, NUM_USERS, NUM_ITEMS, dim, scale=0.5)
   if zero_rows:  # a zero user and a zero item: the eps-clamped norms
     params = {"user": state.params["user"].at[1].set(0.0),
               "item": state.params["item"].at[2].set(0.0)}
@@ -51,7 +56,7 @@ def _chunk(seed, steps, batch, negatives=1, padded_tail=0, users_hi=NUM_USERS,
 def _run(fused, chunks, dim=16, learning_rate=0.5, margin=0.4, l2=0.0, skip_empty=False,
          zero_rows=False):
   optimizer = sparse_optim.sparse_sgd(learning_rate)
-  step = train.make_train_step(optimizer, margin, l2, fused_cpu=fused)
+  step = train_step.make_train_step(optimizer, margin, l2, fused_cpu=fused)
   state = _state(optimizer, dim, zero_rows)
   outs = []
   for chunk in chunks:
@@ -151,7 +156,7 @@ def test_same_result_every_run():
 def test_the_step_updates_the_tables_in_place(skip_empty):
   """In the compiled step (scan, and the cond of skip_empty) nothing copies a table."""
   optimizer = sparse_optim.sparse_sgd(0.5)
-  step = train.make_train_step(optimizer, fused_cpu=True)
+  step = train_step.make_train_step(optimizer, fused_cpu=True)
   state = _state(optimizer, 16)
   hlo = step.lower(state, _chunk(0, steps=2, batch=8, negatives=3),
                    skip_empty=skip_empty).compile().as_text()
@@ -168,8 +173,8 @@ def test_training_run_with_the_fused_step(tmp_path, monkeypatch):
   base = dict(dataset="synthetic-tiny", dim=16, optimizer="sparse_sgd", learning_rate=2.0,
               batch_size=64, epochs=3, eval_every=3)
   traced = []
-  kernel = fused_cpu.triplet_sgd_update
-  monkeypatch.setattr(fused_cpu, "triplet_sgd_update",
+  kernel = kernels.triplet_sgd_update
+  monkeypatch.setattr(kernels, "triplet_sgd_update",
                       lambda *args, **kwargs: traced.append(1) or kernel(*args, **kwargs))
   results = {}
   for fused in (False, True):
@@ -182,9 +187,9 @@ def test_training_run_with_the_fused_step(tmp_path, monkeypatch):
 
 def test_needs_sparse_sgd():
   with pytest.raises(ValueError, match="sparse_sgd"):
-    train.make_train_step(sparse_optim.sparse_adam(0.1), fused_cpu=True)
+    train_step.make_train_step(sparse_optim.sparse_adam(0.1), fused_cpu=True)
   with pytest.raises(ValueError, match="sparse_sgd"):
-    train.make_train_step(optax.sgd(0.1), fused_cpu=True)
+    train_step.make_train_step(optax.sgd(0.1), fused_cpu=True)
   with pytest.raises(ValueError, match="fused_cpu_step.*sparse_sgd"):
     config_lib.TrainConfig(fused_cpu_step=True, optimizer="adam")
 
@@ -193,7 +198,7 @@ def test_needs_sparse_sgd():
 
 
 def _hash_file(path):
-  return path.with_name(path.name + fused_cpu.HASH_SUFFIX)
+  return path.with_name(path.name + cache_lib.HASH_SUFFIX)
 
 
 def _sha256(path):
@@ -202,10 +207,10 @@ def _sha256(path):
 
 def test_build_is_cached(tmp_path, monkeypatch):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(tmp_path))
-  path = fused_cpu.build()
+  path = kernels.build()
   assert path.parent == tmp_path / "kernels" and path.suffix == ".so"
   built = path.stat().st_mtime_ns
-  assert fused_cpu.build() == path and path.stat().st_mtime_ns == built  # not rebuilt
+  assert kernels.build() == path and path.stat().st_mtime_ns == built  # not rebuilt
   assert sorted(path.parent.iterdir()) == [path, _hash_file(path)]  # no temporary left behind
   assert _hash_file(path).read_text().strip() == _sha256(path)
 
@@ -228,7 +233,7 @@ def test_concurrent_builds_land_one_whole_library(tmp_path, monkeypatch):
   monkeypatch.setenv("CXX", str(_fake_compiler(
       tmp_path, 'printf half > "$out"; sleep 0.5; printf " whole" >> "$out"')))
   paths = []
-  threads = [threading.Thread(target=lambda: paths.append(fused_cpu.build())) for _ in range(3)]
+  threads = [threading.Thread(target=lambda: paths.append(kernels.build())) for _ in range(3)]
   for thread in threads:
     thread.start()
   for thread in threads:
@@ -242,30 +247,30 @@ def test_unwritable_cache_and_bad_cxx_are_clear_errors(tmp_path, monkeypatch):
   blocker = tmp_path / "file"
   blocker.write_text("")
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(blocker / "kernels"))  # under a plain file
-  with pytest.raises(fused_cpu.KernelBuildError, match="TRIPJAX_CACHE_DIR"):
-    fused_cpu.build()
+  with pytest.raises(kernels.KernelBuildError, match="TRIPJAX_CACHE_DIR"):
+    kernels.build()
   monkeypatch.setenv("CXX", "g++ 'unbalanced")
-  with pytest.raises(fused_cpu.KernelBuildError, match="CXX"):
-    fused_cpu.build()
+  with pytest.raises(kernels.KernelBuildError, match="CXX"):
+    kernels.build()
 
 
 def test_static_runtime_only_where_the_compiler_has_it(tmp_path):
   has = _fake_compiler(tmp_path, "exit 1", static_runtime=tmp_path / "libstdc++.a")
   (tmp_path / "libstdc++.a").write_text("")
-  assert fused_cpu._flags([str(has)])[-3:] == fused_cpu.STATIC_RUNTIME_FLAGS
+  assert compiler._flags([str(has)])[-3:] == compiler.STATIC_RUNTIME_FLAGS
   lacks = tmp_path / "lacks"
   lacks.mkdir()
-  assert fused_cpu._flags([str(_fake_compiler(lacks, "exit 1"))]) == fused_cpu.FLAGS
+  assert compiler._flags([str(_fake_compiler(lacks, "exit 1"))]) == compiler.FLAGS
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(tmp_path))
   monkeypatch.setenv("CXX", "no-such-compiler-xyz")
-  with pytest.raises(fused_cpu.KernelBuildError, match="no-such-compiler-xyz.*--fused_cpu_step"):
-    fused_cpu.build()
+  with pytest.raises(kernels.KernelBuildError, match="no-such-compiler-xyz.*--fused_cpu_step"):
+    kernels.build()
   monkeypatch.setenv("CXX", "no-such-launcher-xyz g++")  # a launcher, split like a shell does
-  with pytest.raises(fused_cpu.KernelBuildError, match="'no-such-launcher-xyz'"):
-    fused_cpu.build()
+  with pytest.raises(kernels.KernelBuildError, match="'no-such-launcher-xyz'"):
+    kernels.build()
 
 
 def test_failed_compile_names_the_source_and_leaves_nothing(tmp_path, monkeypatch):
@@ -274,16 +279,20 @@ def test_failed_compile_names_the_source_and_leaves_nothing(tmp_path, monkeypatc
   cache = tmp_path / "cache"
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(cache))
   monkeypatch.setenv("CXX", str(fake))
-  with pytest.raises(fused_cpu.KernelBuildError, match="triplet_sgd_cpu.cc.*\n.*broken"):
-    fused_cpu.build()
+  with pytest.raises(kernels.KernelBuildError, match="triplet_sgd_cpu.cc.*\n.*broken"):
+    kernels.build()
   assert not any(p.is_file() for p in cache.rglob("*"))
 
 
 def test_the_source_is_installed_with_the_package():
-  """setup.cfg's package_data ships csrc/ (a wheel without it could not build the kernel)."""
-  setup_cfg = (pathlib.Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
-  assert f"csrc/*{fused_cpu.SOURCE.suffix}" in setup_cfg
-  assert fused_cpu.SOURCE.is_file()
+  """setup.cfg's package_data ships the C++ source (a wheel without it could not build the
+  kernel)."""
+  setup_cfg = configparser.ConfigParser()
+  setup_cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+  patterns = setup_cfg["options.package_data"]["tripjax.kernels"].split()
+  assert any(fnmatch.fnmatch(compiler.SOURCE.name, pattern) for pattern in patterns), patterns
+  assert compiler.SOURCE.is_file()
+  assert compiler.SOURCE.parent == pathlib.Path(kernels.__file__).parent  # a package file
 
 
 # ---------------------------------------------------------------- the kernel cache's safety
@@ -309,7 +318,7 @@ def planted_library(tmp_path_factory):
   folder = tmp_path_factory.mktemp("planted")
   (folder / "planted.cc").write_text(_PLANTED_SOURCE)
   library = folder / "planted.so"
-  subprocess.run([*fused_cpu._compiler(), "-shared", "-fPIC", str(folder / "planted.cc"), "-o",
+  subprocess.run([*compiler._compiler(), "-shared", "-fPIC", str(folder / "planted.cc"), "-o",
                   str(library)], check=True, capture_output=True, timeout=120)
   return library
 
@@ -329,13 +338,13 @@ def cache(tmp_path, monkeypatch, planted_library):
   monkeypatch.setenv("TRIPJAX_TEST_PLANTED_MARKER", str(env.marker))
   monkeypatch.setenv("CXX", str(_fake_compiler(
       tmp_path, f'echo built >> "{env.log}"; cp "{planted_library}" "$out"')))
-  real = fused_cpu._load_library
+  real = cache_lib._load_library
 
   def spy(name):
     env.loaded.append(pathlib.Path(name).read_bytes())
     return real(name) if env.really_load else types.SimpleNamespace()
 
-  monkeypatch.setattr(fused_cpu, "_load_library", spy)
+  monkeypatch.setattr(cache_lib, "_load_library", spy)
   env.builds = lambda: len(env.log.read_text().splitlines()) if env.log.exists() else 0
   return env
 
@@ -358,20 +367,20 @@ def test_kernels_live_in_a_private_folder_of_their_own(cache, planted_library, m
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(shared / "tripjax"))
   umask = os.umask(0o002)
   try:
-    path = fused_cpu.build()
+    path = kernels.build()
   finally:
     os.umask(umask)
-  assert path.parent == shared / "tripjax" / "kernels" == fused_cpu.cache_dir()
+  assert path.parent == shared / "tripjax" / "kernels" == kernels.cache_dir()
   for folder in (shared / "tripjax", path.parent):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
   assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
   assert _hash_file(path).read_text().strip() == _sha256(path)
-  fused_cpu.load()
+  kernels.load()
   assert cache.loaded == [planted_library.read_bytes()]
   assert cache.marker.read_text() == "loaded\n"
-  assert issubclass(fused_cpu.UnsafeKernelCache, fused_cpu.Unavailable)
-  assert issubclass(fused_cpu.Unavailable, errors.TripjaxError)
-  assert issubclass(fused_cpu.Unavailable, RuntimeError)
+  assert issubclass(kernels.UnsafeKernelCache, kernels.Unavailable)
+  assert issubclass(kernels.Unavailable, errors.TripjaxError)
+  assert issubclass(kernels.Unavailable, RuntimeError)
 
 
 def _plant_beside(path):
@@ -387,7 +396,7 @@ def _plant_beside(path):
     ("other_writable", "writable by group or others"), ("other_owner", f"uid {_OTHER_UID}"),
     ("fifo", "not a regular file")])
 def test_an_unsafe_kernel_file_is_refused_and_never_loaded(cache, case, reason):
-  path = fused_cpu.build()
+  path = kernels.build()
   if case == "symlink":  # to a valid library, its hash recorded: only the link is wrong
     planted = _plant_beside(path)
     path.unlink()
@@ -403,8 +412,8 @@ def test_an_unsafe_kernel_file_is_refused_and_never_loaded(cache, case, reason):
   else:
     path.unlink()
     os.mkfifo(path, 0o600)
-  for call in (fused_cpu.load, fused_cpu.build):
-    with pytest.raises(fused_cpu.UnsafeKernelCache) as excinfo:
+  for call in (kernels.load, kernels.build):
+    with pytest.raises(kernels.UnsafeKernelCache) as excinfo:
       call()
     _assert_refused(excinfo, path, reason, cache)
   assert cache.builds() == 1  # refused, neither loaded nor built over
@@ -415,7 +424,7 @@ def test_an_unsafe_kernel_file_is_refused_and_never_loaded(cache, case, reason):
     ("symlink", "symlink"), ("group_writable", "writable by group or others"),
     ("other_writable", "writable by group or others"), ("other_owner", f"uid {_OTHER_UID}")])
 def test_an_unsafe_kernel_folder_is_refused_and_never_loaded(cache, case, reason):
-  path = fused_cpu.build()
+  path = kernels.build()
   if case == "symlink":  # to a private folder holding a valid build and its hash
     moved = cache.folder.rename(cache.root / "elsewhere")
     cache.folder.symlink_to(moved)
@@ -428,8 +437,8 @@ def test_an_unsafe_kernel_folder_is_refused_and_never_loaded(cache, case, reason
       pytest.skip("chown to another user needs root")
     os.chown(cache.folder, _OTHER_UID, -1)
   before = sorted(cache.folder.iterdir())
-  for call in (fused_cpu.load, fused_cpu.build):
-    with pytest.raises(fused_cpu.UnsafeKernelCache) as excinfo:
+  for call in (kernels.load, kernels.build):
+    with pytest.raises(kernels.UnsafeKernelCache) as excinfo:
       call()
     _assert_refused(excinfo, cache.folder, reason, cache)
   assert cache.builds() == 1 and sorted(cache.folder.iterdir()) == before
@@ -441,17 +450,17 @@ def test_the_refusal_stays_one_line_whatever_the_path(cache, monkeypatch):
   (root / "kernels").mkdir(parents=True)
   (root / "kernels").chmod(0o777)
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(root))
-  with pytest.raises(fused_cpu.UnsafeKernelCache) as excinfo:
-    fused_cpu.load()
+  with pytest.raises(kernels.UnsafeKernelCache) as excinfo:
+    kernels.load()
   message = str(excinfo.value)
   assert len(message.splitlines()) == 1 and "line\\nbreak/kernels" in message, message
-  assert isinstance(excinfo.value, fused_cpu.Unavailable) and cache.builds() == 0
+  assert isinstance(excinfo.value, kernels.Unavailable) and cache.builds() == 0
 
 
 @pytest.mark.parametrize("case", ["wrong_hash", "truncated", "no_hash", "hash_is_a_symlink"])
 def test_a_kernel_that_fails_its_hash_is_rebuilt_not_loaded(cache, planted_library, case):
   cache.really_load = False  # a truncated library could crash the process
-  path = fused_cpu.build()
+  path = kernels.build()
   whole = planted_library.read_bytes()
   if case == "wrong_hash":  # the library is whole, but not what was recorded
     _hash_file(path).write_text("0" * 64 + "\n")
@@ -463,12 +472,12 @@ def test_a_kernel_that_fails_its_hash_is_rebuilt_not_loaded(cache, planted_libra
     (cache.folder / "recorded").write_text(_sha256(path))
     _hash_file(path).unlink()
     _hash_file(path).symlink_to(cache.folder / "recorded")
-  fused_cpu.load()
+  kernels.load()
   assert cache.builds() == 2
   assert cache.loaded == [whole]  # the rebuilt library, not the one that failed its check
   assert path.read_bytes() == whole and not _hash_file(path).is_symlink()
   assert _hash_file(path).read_text().strip() == _sha256(path)
-  fused_cpu.build()
+  kernels.build()
   assert cache.builds() == 2  # the rebuilt pair passes
 
 
@@ -477,9 +486,9 @@ def test_a_library_replaced_after_its_check_is_checked_again(cache, planted_libr
   """Replaced between load()'s check and dlopen (a concurrent rebuild, say), it is not loaded
   unchecked: load() goes round again, and the unrecorded file is rebuilt."""
   cache.really_load = False
-  path = fused_cpu.build()
+  path = kernels.build()
   checks = []
-  open_verified = fused_cpu._open_verified
+  open_verified = cache_lib._open_verified
 
   def swap_after_check(folder_fd, target):
     fd = open_verified(folder_fd, target)
@@ -491,7 +500,7 @@ def test_a_library_replaced_after_its_check_is_checked_again(cache, planted_libr
       os.replace(partial, target)
     return fd
 
-  monkeypatch.setattr(fused_cpu, "_open_verified", swap_after_check)
-  fused_cpu.load()
+  monkeypatch.setattr(cache_lib, "_open_verified", swap_after_check)
+  kernels.load()
   assert cache.loaded == [planted_library.read_bytes()] and cache.builds() == 2
   assert _hash_file(path).read_text().strip() == _sha256(path)

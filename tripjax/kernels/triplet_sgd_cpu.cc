@@ -1,6 +1,6 @@
 // One sparse-SGD step of the cosine-margin triplet loss, fused, for XLA:CPU (jax.ffi).
 //
-// `tripjax.fused_cpu` compiles this file on first use and calls it from the jitted training
+// `tripjax.kernels` compiles this file on first use and calls it from the jitted training
 // step. It computes exactly what `train.make_train_step` computes with `sparse_sgd`, i.e. the
 // hand-written VJP of `losses.triplet_cosine_loss` (plus the optional l2 term) followed by
 // scatter-adds of -lr * gradient, but in two passes over the batch instead of XLA's

@@ -1,0 +1,145 @@
+"""Compiling the fused kernel's C++ source into the kernel cache.
+
+`triplet_sgd_cpu.cc` is compiled on first use with the machine's C++ compiler (`$CXX`, else
+`c++`), against the XLA FFI headers that jaxlib ships, with `-march=native`. The library's name
+in the cache is a digest of the source, the flags, the compiler, jaxlib's version and the CPU's
+features, so a change to any of them builds a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import jax
+
+from tripjax.kernels import cache
+from tripjax.kernels import errors
+
+SOURCE = pathlib.Path(__file__).with_name("triplet_sgd_cpu.cc")
+# -w: XLA's FFI headers warn under g++ 12 (their code, not ours; the kernel builds clean).
+FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w")
+# Where the compiler has a static libstdc++, it is linked in and kept private, so the kernel
+# never binds to an older libstdc++ the process may have loaded first (conda's, say).
+STATIC_RUNTIME_FLAGS = ("-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL")
+BUILD_TIMEOUT_S = 300
+
+
+def _compiler() -> list[str]:
+  """The compiler command: `$CXX` split like a shell would (e.g. "ccache g++"), else c++."""
+  try:
+    command = shlex.split(os.environ.get("CXX", "")) or ["c++"]
+  except ValueError as e:
+    raise errors.KernelBuildError(f"$CXX={os.environ['CXX']!r} is not a command line: {e}.") from e
+  path = shutil.which(command[0])
+  if path is None:
+    raise errors.KernelBuildError(
+        f"the fused CPU step compiles {SOURCE.name} with a C++17 compiler, and "
+        f"{command[0]!r} ($CXX, default c++) was not found; install g++ or clang++ (or set "
+        "CXX), or train without --fused_cpu_step.")
+  return [path, *command[1:]]
+
+
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+  """Runs `command`; on timeout kills its whole process group (the driver's cc1plus and ld too).
+
+  Raises:
+    subprocess.TimeoutExpired: after killing the group.
+  """
+  with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        start_new_session=True) as process:
+    try:
+      stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(process.pid, signal.SIGKILL)
+      process.communicate()
+      raise
+  return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _compiler_version(compiler: list[str]) -> str:
+  """`compiler --version`'s first line ('' if it prints none)."""
+  try:
+    result = _run([*compiler, "--version"], timeout=60)
+  except (OSError, subprocess.TimeoutExpired):
+    return ""
+  return (result.stdout.splitlines() or [""])[0]
+
+
+def _flags(compiler: list[str]) -> tuple[str, ...]:
+  """`FLAGS`, plus `STATIC_RUNTIME_FLAGS` where the compiler has a static libstdc++."""
+  try:  # prints the bare name when it has no such file
+    found = _run([*compiler, "-print-file-name=libstdc++.a"], timeout=60).stdout.strip()
+  except (OSError, subprocess.TimeoutExpired):
+    found = ""
+  return FLAGS + (STATIC_RUNTIME_FLAGS if os.path.isabs(found) and os.path.exists(found)
+                  else ())
+
+
+def _cpu_features() -> str:
+  """What -march=native depends on: the machine and its CPU feature list."""
+  features = ""
+  try:
+    with open("/proc/cpuinfo") as f:  # x86: "flags", aarch64: "Features"
+      features = next((line for line in f if line.startswith(("flags", "Features"))), "")
+  except OSError:
+    pass
+  return f"{platform.machine()} {platform.processor()} {features}"
+
+
+def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
+  """The cached library's path for this source, compiler, flags, jaxlib and CPU."""
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for part in (SOURCE.read_bytes(), " ".join(flags), " ".join(compiler),
+               _compiler_version(compiler), jaxlib.__version__, _cpu_features()):
+    digest.update(part if isinstance(part, bytes) else part.encode())
+    digest.update(b"\0")
+  return cache.cache_dir() / f"triplet_sgd_cpu-{digest.hexdigest()[:16]}.so"
+
+
+def build() -> pathlib.Path:
+  """Compiles the kernel unless a verified build is cached; returns the library's path.
+
+  A cached library is used when `cache.is_verified` accepts it; otherwise it is rebuilt.
+  Concurrent builds are safe: each compiles into its own temporary folder and renames the
+  result into place (the same bytes, whichever lands last), then records the hash.
+
+  Raises:
+    UnsafeKernelCache: the cache folder or library may be another account's.
+    KernelBuildError: no compiler, no FFI headers, an unwritable cache folder, or the
+      compiler failed (its output is in the message). Nothing is left in the cache then.
+  """
+  compiler = _compiler()
+  flags = _flags(compiler)
+  target = library_path(compiler, flags)
+  if cache.is_verified(target):
+    return target
+  include = pathlib.Path(jax.ffi.include_dir())
+  if not (include / "xla" / "ffi" / "api" / "ffi.h").exists():
+    raise errors.KernelBuildError(f"jaxlib ships no XLA FFI headers at {include}; the fused CPU "
+                                  "step needs a jaxlib that does.")
+  try:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+      partial = pathlib.Path(tmp) / target.name
+      command = [*compiler, *flags, f"-I{include}", str(SOURCE), "-o", str(partial)]
+      try:
+        result = _run(command, BUILD_TIMEOUT_S)
+      except subprocess.TimeoutExpired as e:
+        raise errors.KernelBuildError(f"compiling {SOURCE} took over {BUILD_TIMEOUT_S} s "
+                                      f"({' '.join(command)}).") from e
+      if result.returncode != 0:
+        raise errors.KernelBuildError(f"compiling {SOURCE} failed ({' '.join(command)}):\n"
+                                      f"{result.stderr[-4000:]}")
+      cache.install(partial, target)
+  except OSError as e:
+    raise errors.KernelBuildError(f"cannot write the compiled kernel to {target.parent} ({e}); "
+                                  "set $TRIPJAX_CACHE_DIR to a writable folder.") from e
+  return target

@@ -1,0 +1,101 @@
+"""The fused CPU triplet step with `sparse_sgd`, an XLA custom call through `jax.ffi`.
+
+On CPU, XLA runs the row-sparse step as a chain of passes over [B, D] arrays (gathers, five
+row reductions, the gradient, scatter-adds) on one core. `triplet_sgd_cpu.cc` does the same
+arithmetic in two passes, the first spread over XLA's intra-op threads, and updates the tables
+in place (they are aliased to the outputs, so a donated state is not copied). It is compiled on
+first use (`compiler.build`) and loaded only from a verified cache (`cache.load_verified`).
+
+    user, item, loss = triplet_sgd_update(user_table, item_table, users, pos, neg,
+                                          cotangent, learning_rate, margin=0.5, l2=0.0)
+
+equals, up to float rounding, the XLA step: `losses.triplet_cosine_loss` (plus l2), its
+hand-written VJP scaled by `cotangent`, then `sparse_optim.sparse_sgd`'s scatter-adds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tripjax.kernels import cache
+from tripjax.kernels import compiler
+from tripjax.kernels import errors
+
+TARGET_NAME = "tripjax_triplet_sgd_update"
+
+
+def load() -> ctypes.CDLL:
+  """Builds the kernel unless a verified build is cached, and loads the library checked.
+
+  Right before loading, the library is checked again (`cache.is_verified`'s rules) and found to
+  be still the file hashed; it is loaded through the checked folder's descriptor.
+
+  Raises:
+    UnsafeKernelCache: the cache folder or library may be another account's.
+    KernelBuildError: the kernel cannot be built or loaded (the message says why).
+  """
+  for _ in range(3):
+    path = compiler.build()
+    library = cache.load_verified(path)
+    if library is not None:
+      return library
+  raise errors.KernelBuildError(
+      f"the fused CPU kernel {path} kept changing between its check and its loading (another "
+      "process rebuilding it?); try again.")
+
+
+@functools.cache
+def register() -> None:
+  """Builds, loads and registers the kernel with XLA:CPU (once per process).
+
+  Raises:
+    UnsafeKernelCache: the cache folder or library may be another account's.
+    KernelBuildError: the kernel cannot be built or loaded (the message says why).
+  """
+  library = load()
+  jax.ffi.register_ffi_target(TARGET_NAME, jax.ffi.pycapsule(library.TripletSgdUpdate),
+                              platform="cpu")
+
+
+def triplet_sgd_update(user_table: jax.Array, item_table: jax.Array, users: jax.Array,
+                       pos: jax.Array, neg: jax.Array, cotangent: jax.Array,
+                       learning_rate: jax.Array | float, margin: float, l2: float = 0.0
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One fused sparse-SGD step of the triplet loss (CPU only; call it under `jax.jit`).
+
+  Args:
+    user_table: float32[U, D].
+    item_table: float32[I, D].
+    users: int32[B], rows of `user_table`.
+    pos: int32[B], rows of `item_table` the users liked.
+    neg: int32[B], rows of `item_table` drawn as negatives.
+    cotangent: float32[B], d objective / d loss of each triplet (weight / batch denominator);
+      the l2 term adds `l2 * cotangent[k] * (|u|^2 + |p|^2 + |n|^2)` to the objective.
+    learning_rate: float32[], the step size.
+    margin: the triplet margin.
+    l2: weight of the squared norms (0 for none).
+
+  Returns:
+    (new user_table float32[U, D], new item_table float32[I, D], per-triplet hinge losses
+    float32[B] at the old tables). Under jit with donated tables the update is in place.
+  """
+  register()
+  size, dim = users.shape[0], user_table.shape[1]
+  call = jax.ffi.ffi_call(
+      TARGET_NAME,
+      (jax.ShapeDtypeStruct(user_table.shape, jnp.float32),
+       jax.ShapeDtypeStruct(item_table.shape, jnp.float32),
+       jax.ShapeDtypeStruct((size,), jnp.float32),
+       jax.ShapeDtypeStruct((3, size, dim), jnp.float32)),
+      input_output_aliases={0: 0, 1: 1})
+  user, item, loss, _ = call(
+      user_table.astype(jnp.float32), item_table.astype(jnp.float32),
+      users.astype(jnp.int32), pos.astype(jnp.int32), neg.astype(jnp.int32),
+      cotangent.astype(jnp.float32), jnp.asarray(learning_rate, jnp.float32),
+      margin=np.float32(margin), l2=np.float32(l2))
+  return user, item, loss
