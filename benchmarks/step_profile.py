@@ -1,4 +1,4 @@
-"""Where the training step's time goes: per-op device time of `train.make_train_step`.
+"""Where the training step's time goes: per-op device time of `train_step.make_train_step`.
 
   python -m benchmarks.step_profile [--shape=ml-1m --optimizer=sparse_sgd --chunks=4]
 
@@ -31,7 +31,7 @@ from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM
                                     batches_per_chunk, make_optimizer, random_positives)
 from tripjax import io as tio
 from tripjax import sampling
-from tripjax import train
+from tripjax import train_step
 
 _SHAPE = flags.DEFINE_enum("shape", "ml-1m", list(SHAPES), "Table shape.")
 _OPTIMIZER = flags.DEFINE_enum("optimizer", "sparse_sgd", list(OPTIMIZERS),
@@ -86,9 +86,9 @@ def main(argv):
                                   for c in range(full)])
   timed_chunks = [chunks[(1 + i) % full] for i in range(_CHUNKS.value)]
   optimizer = make_optimizer(_OPTIMIZER.value)
-  step = train.make_train_step(optimizer)
-  state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, TARGET_DIM)
-  # Full chunks run without the empty-batch check, as in `train.run_epoch`. The compiled
+  step = train_step.make_train_step(optimizer)
+  state = train_step.init_state(jax.random.key(0), optimizer, num_users, num_items, TARGET_DIM)
+  # Full chunks run without the empty-batch check, as in `train_step.run_epoch`. The compiled
   # program is the one profiled, so its HLO names are the trace's op names.
   compiled = step.lower(state, chunks[0], skip_empty=False).compile()
   hlo_text = compiled.as_text()

@@ -5,9 +5,9 @@
 For each table shape (ML-100K 943x1682, ML-1M 6040x3706, ML-20M 138,000x27,000) a random
 positive matrix with the real datasets' number of positives (ratings >= 4) and Zipf-like item
 popularity / log-normal user activity is drawn; `tripjax.sampling.EpochSampler` makes the epoch's
-triplets and `tripjax.train.make_train_step` (one jit, `lax.scan` over a chunk of batches, state
+triplets and `tripjax.train_step.make_train_step` (one jit, `lax.scan` over a chunk of batches, state
 donated) is timed over batch sizes, dims and optimizers (dense optax adam, sparse_adam,
-sparse_adagrad, ...), and on CPU the same step with `fused_cpu=True` (`tripjax.fused_cpu`'s C++
+sparse_adagrad, ...), and on CPU the same step with `fused_cpu=True` (`tripjax.kernels`' C++
 kernel, sparse_sgd). Each figure is the median over `--reps` timed runs of whole chunks, after a
 warm-up call whose extra time is reported as compile seconds. Beside it, implicit's
 `BayesianPersonalizedRanking(factors=64)` (all cores) on the same matrix: samples/s =
@@ -43,7 +43,7 @@ from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM
 from tripjax import io
 from tripjax import losses
 from tripjax import sampling
-from tripjax import train
+from tripjax import train_step
 
 _QUICK = flags.DEFINE_bool("quick", False, "A short sweep (target configs only).")
 _TARGET_ONLY = flags.DEFINE_bool("target_only", False,
@@ -66,7 +66,7 @@ def minimal_step(optimizer, margin: float = 0.5):
 
   No padding weights (`lax.cond`), no hardest-of-n, no l2, and the forward pass's gathered
   rows are handed to the optimizer (`param_rows`), saving one gather per table. It shows
-  what the options of `train.make_train_step` cost; the library's step is the one that counts.
+  what the options of `train_step.make_train_step` cost; the library's step is the one that counts.
   """
   def one_batch(state, batch):
     users, pos, neg = batch
@@ -81,7 +81,7 @@ def minimal_step(optimizer, margin: float = 0.5):
     new_params, opt_state = optimizer.update(
         {"user": g_user, "item": g_item}, {"user": users, "item": jnp.concatenate([pos, neg])},
         state.opt_state, params, param_rows={"user": user_rows, "item": item_rows})
-    return train.TrainState(new_params, opt_state, state.step + 1), loss
+    return train_step.TrainState(new_params, opt_state, state.step + 1), loss
 
   def step(state, batches: sampling.Batches):
     state, loss = jax.lax.scan(one_batch, state,
@@ -119,14 +119,14 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   runs = max(1, -(-min_triplets // per_chunk))
   steps, states, results, kwargs = [], [], [], []
   for step_name, optimizer_name in variants:
-    # Full chunks run without the empty-batch check, as in `train.run_epoch`; the
+    # Full chunks run without the empty-batch check, as in `train_step.run_epoch`; the
     # "make_train_step+empty_check" variant keeps it, to show what it costs.
     kwargs.append({"skip_empty": step_name.endswith("+empty_check")}
                   if step_name.startswith("make_train_step") else {})
     optimizer = make_optimizer(optimizer_name)
-    step = (train.make_train_step(optimizer, fused_cpu=step_name.endswith("+fused_cpu"))
+    step = (train_step.make_train_step(optimizer, fused_cpu=step_name.endswith("+fused_cpu"))
             if step_name.startswith("make_train_step") else minimal_step(optimizer))
-    state = train.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
+    state = train_step.init_state(jax.random.key(0), optimizer, num_users, num_items, dim)
     start = time.perf_counter()
     state, metrics = jax.block_until_ready(step(state, chunks[0], **kwargs[-1]))
     first_call = time.perf_counter() - start
@@ -162,9 +162,9 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
                                   batches_per_chunk(train_matrix.nnz, batch_size),
                                   negative_exponent=negative_exponent)
   optimizer = make_optimizer(optimizer_name)
-  step = train.make_train_step(optimizer, fused_cpu=fused_cpu)
-  state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
-  state, _ = train.run_epoch(step, state,  # compile (and draw epoch 1's shuffle ahead)
+  step = train_step.make_train_step(optimizer, fused_cpu=fused_cpu)
+  state = train_step.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim)
+  state, _ = train_step.run_epoch(step, state,  # compile (and draw epoch 1's shuffle ahead)
                             jax.block_until_ready(sampler.epoch(0, prefetch_next=True)))
   sample_s, step_s = [], []
   for epoch in range(1, reps + 1):
@@ -172,7 +172,7 @@ def time_epoch(train_matrix, batch_size: int, optimizer_name: str, dim: int,
     batches = jax.block_until_ready(sampler.epoch(epoch, prefetch_next=epoch < reps))
     sample_s.append(time.perf_counter() - start)
     start = time.perf_counter()
-    state, _ = train.run_epoch(step, state, batches)
+    state, _ = train_step.run_epoch(step, state, batches)
     jax.block_until_ready(state)
     step_s.append(time.perf_counter() - start)
   sample, steps = float(np.median(sample_s)), float(np.median(step_s))
@@ -244,11 +244,11 @@ def main(argv):
       "device_kind": device.device_kind, "platform": device.platform,
       "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
       "versions": _versions(), "load_average_start": os.getloadavg(),
-      "step": "tripjax.train.make_train_step", "reps": _REPS.value,
+      "step": "tripjax.train_step.make_train_step", "reps": _REPS.value,
       "shapes": {}, "steps": [], "epochs": [], "bpr": {}, "target": [],
   }
   reps = _REPS.value
-  cpu = device.platform == "cpu"  # the fused kernel's rows (tripjax.fused_cpu)
+  cpu = device.platform == "cpu"  # the fused kernel's rows (tripjax.kernels)
   for shape in _SHAPES.value:
     num_users, num_items, nnz = SHAPES[shape]
     matrix = random_positives(num_users, num_items, nnz)

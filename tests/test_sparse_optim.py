@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from tripjax import sparse_optim
+from tripjax import train_step
 
 U, I, D = 7, 11, 5
 # 0: always the row path (gathers/scatters); inf: always the masked dense path.
@@ -330,10 +331,10 @@ def planted():
 def _train_auc(optimizer, train_matrix, test_matrix, epochs):
   from tripjax import metrics, model, sampling, train  # pylint: disable=g-import-not-at-top
   sampler = sampling.EpochSampler(train_matrix, batch_size=64, batches_per_chunk=8, seed=0)
-  step = train.make_train_step(optimizer)
-  state = train.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim=16)
+  step = train_step.make_train_step(optimizer)
+  state = train_step.init_state(jax.random.key(0), optimizer, *train_matrix.shape, dim=16)
   for epoch in range(epochs):
-    state, _ = train.run_epoch(step, state, sampler.epoch(epoch))
+    state, _ = train_step.run_epoch(step, state, sampler.epoch(epoch))
   result = metrics.evaluate(model.score_fn(state.params), train_matrix, test_matrix)
   return result.means["auc"], state.params
 

@@ -11,12 +11,16 @@ import pytest
 import scipy.sparse as sp
 
 from tripjax import errors
+from tripjax import loop
 from tripjax import losses
+from tripjax import optimizers
 from tripjax import sampling
 from tripjax import sparse_optim
 from tripjax import train
+from tripjax import train_step
 from tripjax import workdir as workdir_lib
 from tripjax.config import TrainConfig
+from tripjax.data import registry
 
 
 def _planted(num_users=60, num_items=80, per_user=12, seed=0):
@@ -32,13 +36,13 @@ def _planted(num_users=60, num_items=80, per_user=12, seed=0):
 
 
 def _state(optimizer, matrix, dim=8, seed=0):
-  return train.init_state(jax.random.key(seed), optimizer, *matrix.shape, dim)
+  return train_step.init_state(jax.random.key(seed), optimizer, *matrix.shape, dim)
 
 
 def _run_epochs(step_fn, state, sampler, epochs):
   history = []
   for epoch in range(epochs):
-    state, chunks = train.run_epoch(step_fn, state, sampler.epoch(epoch))
+    state, chunks = train_step.run_epoch(step_fn, state, sampler.epoch(epoch))
     history.append(chunks)
   return state, history
 
@@ -55,7 +59,7 @@ def test_second_epoch_does_not_recompile(monkeypatch):
   matrix = _planted(30, 40, 8)
   sampler = sampling.EpochSampler(matrix, batch_size=50, batches_per_chunk=2, seed=0)
   assert matrix.nnz % 50 and sampler.num_batches % 4  # a ragged last batch and last chunk
-  step_fn = train.make_train_step(optax.adam(1e-2))
+  step_fn = train_step.make_train_step(optax.adam(1e-2))
   state, _ = _run_epochs(step_fn, _state(optax.adam(1e-2), matrix), sampler, 1)
   after_first = len(traces)
   assert after_first >= 1
@@ -67,7 +71,7 @@ def test_step_counts_real_batches_and_weights_mask_padding():
   matrix = _planted()
   sampler = sampling.EpochSampler(matrix, batch_size=50, batches_per_chunk=4, seed=0)
   optimizer = optax.sgd(0.1)
-  step_fn = train.make_train_step(optimizer)
+  step_fn = train_step.make_train_step(optimizer)
   state, (chunks,) = _run_epochs(step_fn, _state(optimizer, matrix), sampler, 1)
   assert int(state.step) == sampler.num_batches
   assert chunks["triplets"].sum() == matrix.nnz
@@ -76,7 +80,7 @@ def test_step_counts_real_batches_and_weights_mask_padding():
 def test_empty_batch_check_only_matters_for_empty_batches():
   matrix = _planted()
   optimizer = optax.adam(0.05)
-  step_fn = train.make_train_step(optimizer)
+  step_fn = train_step.make_train_step(optimizer)
   sampler = sampling.EpochSampler(matrix, batch_size=7, batches_per_chunk=3, seed=0)
   chunk = jax.tree.map(lambda x: x[0], sampler.epoch(0))
   assert np.asarray(chunk.weights).max(-1).min() > 0  # every batch holds a real triplet
@@ -105,12 +109,12 @@ def test_empty_batch_check_only_matters_for_empty_batches():
 def test_epoch_chunk_kinds_are_those_run_epoch_uses(batch_size, per_chunk, kinds):
   matrix = sp.csr_matrix(np.eye(100, 101, dtype=bool))  # 100 positives
   sampler = sampling.EpochSampler(matrix, batch_size, per_chunk)
-  assert train.epoch_chunk_kinds(sampler) == kinds
+  assert train_step.epoch_chunk_kinds(sampler) == kinds
   used = []
   def step_fn(state, batches, skip_empty=True):
     used.append(skip_empty)
     return state, {"loss": 0.0}
-  train.run_epoch(step_fn, None, sampler.epoch(0))
+  train_step.run_epoch(step_fn, None, sampler.epoch(0))
   assert tuple(sorted(set(used))) == kinds
   assert used[-1] == (True in kinds) and not any(used[:-1])
 
@@ -120,7 +124,7 @@ def test_compiled_step_refuses_a_variant_it_did_not_compile():
   optimizer = optax.sgd(0.1)
   sampler = sampling.EpochSampler(matrix, batch_size=7, batches_per_chunk=3, seed=0)
   chunk = jax.tree.map(lambda x: x[0], sampler.epoch(0))
-  step = train.compile_step(train.make_train_step(optimizer), _state(optimizer, matrix), chunk,
+  step = train_step.compile_step(train_step.make_train_step(optimizer), _state(optimizer, matrix), chunk,
                             kinds=(False,))
   state, _ = step(_state(optimizer, matrix), chunk, skip_empty=False)
   assert int(state.step) == 3
@@ -139,10 +143,10 @@ def test_padded_triplets_do_not_change_the_update():
   padded = sampling.Batches(users[None], pos[None], neg[None],
                             jnp.array([[1.0, 1, 1, 0, 0]]))
   alone = sampling.Batches(users[None, :3], pos[None, :3], neg[None, :3], jnp.ones((1, 3)))
-  step_fn = train.make_train_step(optimizer)
+  step_fn = train_step.make_train_step(optimizer)
   copy = lambda s: jax.tree.map(jnp.copy, s)
   a, _ = step_fn(copy(state), padded)
-  b, _ = train.make_train_step(optimizer)(copy(state), alone)
+  b, _ = train_step.make_train_step(optimizer)(copy(state), alone)
   np.testing.assert_allclose(a.params["user"], b.params["user"], atol=1e-6)
   np.testing.assert_allclose(a.params["item"], b.params["item"], atol=1e-6)
   assert not np.allclose(a.params["user"], state.params["user"])
@@ -156,7 +160,7 @@ def test_sparse_adagrad_step_equals_dense_adagrad():
                                   num_negatives=3, seed=1)
   results = []
   for optimizer in (optax.adagrad(0.05), sparse_optim.sparse_adagrad(0.05)):
-    step_fn = train.make_train_step(optimizer, margin=0.5, l2=1e-3)
+    step_fn = train_step.make_train_step(optimizer, margin=0.5, l2=1e-3)
     state, _ = _run_epochs(step_fn, _state(optimizer, matrix), sampler, 2)
     results.append(state)
   for name in ("user", "item"):
@@ -172,8 +176,8 @@ def test_training_separates_positives_from_negatives(name, learning_rate):
                        dim=8, batch_size=32, steps_per_dispatch=10, schedule="cosine", epochs=6)
   sampler = sampling.EpochSampler(matrix, config.batch_size, config.steps_per_dispatch, 2,
                                   seed=0)
-  optimizer = train.make_optimizer(config, config.epochs * sampler.num_batches)
-  step_fn = train.make_train_step(optimizer, config.margin)
+  optimizer = optimizers.make_optimizer(config, config.epochs * sampler.num_batches)
+  step_fn = train_step.make_train_step(optimizer, config.margin)
   state, history = _run_epochs(step_fn, _state(optimizer, matrix), sampler, config.epochs)
   first = history[0]["loss_sum"].sum() / history[0]["triplets"].sum()
   last = history[-1]["loss_sum"].sum() / history[-1]["triplets"].sum()
@@ -183,34 +187,34 @@ def test_training_separates_positives_from_negatives(name, learning_rate):
 def test_prepare_training_passes_the_negative_exponent_to_the_sampler():
   matrix = sp.csr_matrix(np.eye(4, 6, dtype=bool))
   config = TrainConfig(dataset="synthetic-tiny", negative_exponent=0.5, batch_size=2)
-  sampler, _, _ = train.prepare_training(config, matrix)
+  sampler, _, _ = loop.prepare_training(config, matrix)
   assert sampler.negative_exponent == 0.5 and sampler.negative_weights is not None
-  sampler, _, _ = train.prepare_training(dataclasses.replace(config, negative_exponent=0.0),
+  sampler, _, _ = loop.prepare_training(dataclasses.replace(config, negative_exponent=0.0),
                                          matrix)
   assert sampler.negative_weights is None
 
 
 def test_make_optimizer_kinds_and_schedules():
   config = TrainConfig(dataset="synthetic-tiny")
-  assert isinstance(train.make_optimizer(config, 10), optax.GradientTransformation)
-  sparse = train.make_optimizer(TrainConfig(dataset="synthetic-tiny", optimizer="sparse_adam"),
+  assert isinstance(optimizers.make_optimizer(config, 10), optax.GradientTransformation)
+  sparse = optimizers.make_optimizer(TrainConfig(dataset="synthetic-tiny", optimizer="sparse_adam"),
                                 10)
-  assert train.is_row_optimizer(sparse)
-  warm = train.make_schedule(TrainConfig(dataset="synthetic-tiny", schedule="warmup_cosine",
+  assert optimizers.is_row_optimizer(sparse)
+  warm = optimizers.make_schedule(TrainConfig(dataset="synthetic-tiny", schedule="warmup_cosine",
                                          warmup_steps=5, learning_rate=0.1), 100)
   assert float(warm(0)) == 0.0 and float(warm(5)) == pytest.approx(0.1)
   assert float(warm(100)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_check_finite_names_the_steps():
-  state = train.TrainState({"user": jnp.ones((2, 2)), "item": jnp.ones((2, 2))}, (),
+  state = train_step.TrainState({"user": jnp.ones((2, 2)), "item": jnp.ones((2, 2))}, (),
                            jnp.int32(30))
-  train.check_finite(np.array([0.3, 0.2]), state, 10, 8)  # finite: no error
-  with pytest.raises(train.TrainingDiverged, match="between steps 18 and 26"):
-    train.check_finite(np.array([0.3, np.nan]), state, 10, 8)
+  loop.check_finite(np.array([0.3, 0.2]), state, 10, 8)  # finite: no error
+  with pytest.raises(loop.TrainingDiverged, match="between steps 18 and 26"):
+    loop.check_finite(np.array([0.3, np.nan]), state, 10, 8)
   bad = state._replace(params={"user": jnp.full((2, 2), jnp.inf), "item": jnp.ones((2, 2))})
-  with pytest.raises(train.TrainingDiverged, match="learning_rate"):
-    train.check_finite(np.array([0.3]), bad, 10, 8)
+  with pytest.raises(loop.TrainingDiverged, match="learning_rate"):
+    loop.check_finite(np.array([0.3]), bad, 10, 8)
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -229,7 +233,7 @@ def finished_run(tmp_path_factory):
 
 def test_untrained_model_scores_auc_one_half():
   from tripjax import metrics, model  # pylint: disable=g-import-not-at-top
-  _, train_m, test_m = train.load_split(TrainConfig(dataset="synthetic-ml-100k"))
+  _, train_m, test_m = registry.load_split(TrainConfig(dataset="synthetic-ml-100k"))
   params = model.init_params(jax.random.key(0), *train_m.shape, 64)
   auc = metrics.evaluate(model.score_fn(params), train_m, test_m).means["auc"]
   assert abs(auc - 0.5) <= 0.02
@@ -315,7 +319,7 @@ def test_resume_keeps_the_recorded_shuffle_when_the_default_differs(finished_run
     assert ckpts.metadata(1)["shuffle_on"] == "host"
   finally:
     ckpts.close()
-  monkeypatch.setattr(sampling, "default_shuffle_on", lambda: "device")
+  monkeypatch.setattr(sampling.epoch, "default_shuffle_on", lambda: "device")
   resumed = train.train_and_evaluate(_RUN, tmp_path)
   assert resumed["model"] == uninterrupted["model"]
 
@@ -326,14 +330,14 @@ def test_runs_saved_before_draw_order_resume_with_their_draw(finished_run, tmp_p
   # version used ("shuffled"), so its trajectory is the one it would have had.
   from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
   _, current = finished_run
-  prepare = train.prepare_training
+  prepare = loop.prepare_training
   legacy = lambda config, matrix, shuffle_on=None, draw_order=None: prepare(
       config, matrix, shuffle_on, "shuffled")
   save = checkpoint.Checkpoints.save
   old_meta = lambda self, epoch, params, opt_state, step, meta: save(
       self, epoch, params, opt_state, step, {k: v for k, v in meta.items() if k != "draw_order"})
   with monkeypatch.context() as patch:
-    patch.setattr(train, "prepare_training", legacy)
+    patch.setattr(loop, "prepare_training", legacy)
     reference = train.train_and_evaluate(_RUN, tmp_path / "reference")
     patch.setattr(checkpoint.Checkpoints, "save", old_meta)
     train.train_and_evaluate(_RUN, tmp_path / "old", stop_after_epoch=1)
@@ -366,7 +370,7 @@ def test_workdir_with_other_flags_is_refused(finished_run, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  real = train.make_train_step
+  real = train_step.make_train_step
 
   def poisoned(*args, **kwargs):
     step = real(*args, **kwargs)
@@ -377,9 +381,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
                          loss_sum=metrics["loss_sum"] * scale)
     return jax.jit(nan_after_first_epoch, donate_argnums=0, static_argnames="skip_empty")
 
-  monkeypatch.setattr(train, "make_train_step", poisoned)
+  monkeypatch.setattr(loop, "make_train_step", poisoned)
   # synthetic-tiny has 38 batches of 64 per epoch: the loss goes NaN in epoch 2.
-  with pytest.raises(train.TrainingDiverged, match="NaN/Inf between steps") as diverged:
+  with pytest.raises(loop.TrainingDiverged, match="NaN/Inf between steps") as diverged:
     train.train_and_evaluate(_RUN, tmp_path, checkpoint_every="1")
   assert "checkpoint of epoch 1 is kept" in str(diverged.value)
   from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
@@ -387,14 +391,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 def test_divergence_before_any_checkpoint_promises_none(tmp_path, monkeypatch):
-  monkeypatch.setattr(train, "check_finite", _raise_diverged)
-  with pytest.raises(train.TrainingDiverged, match="No checkpoint was saved yet"):
+  monkeypatch.setattr(loop, "check_finite", _raise_diverged)
+  with pytest.raises(loop.TrainingDiverged, match="No checkpoint was saved yet"):
     train.train_and_evaluate(_RUN, tmp_path)
 
 
 def _raise_diverged(chunk_loss, state, first_step, steps_per_chunk, kept=""):
   del chunk_loss, state, first_step, steps_per_chunk
-  raise train.TrainingDiverged(f"the loss became NaN/Inf. {kept}try a lower --learning_rate.")
+  raise loop.TrainingDiverged(f"the loss became NaN/Inf. {kept}try a lower --learning_rate.")
 
 
 def _saved_epochs(monkeypatch):

@@ -13,6 +13,7 @@ from tripjax import model
 from tripjax import train as train_lib
 from tripjax import tuning
 from tripjax.config import TrainConfig
+from tripjax.data import registry
 
 TINY = TrainConfig(dataset="synthetic-tiny", dim=8, batch_size=256, epochs=1,
                    steps_per_dispatch=8, learning_rate=0.05)
@@ -20,7 +21,7 @@ TINY = TrainConfig(dataset="synthetic-tiny", dim=8, batch_size=256, epochs=1,
 
 @pytest.fixture(scope="module")
 def tiny_split():
-  _, train, test = train_lib.load_split(TINY)
+  _, train, test = registry.load_split(TINY)
   return train, test
 
 

@@ -28,9 +28,11 @@ import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax import io as tio
+from tripjax import loop
 from tripjax import model
 from tripjax import train as train_lib
 from tripjax.config import TrainConfig
+from tripjax.data import registry
 from tripjax.data import split
 
 # Searchable TrainConfig fields and how a command-line value of each is parsed.
@@ -75,8 +77,8 @@ def tuning_split(train: sp.csr_matrix, validation_per_user: int = 5,
 def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float]:
   """Trains the triplet model on `matrix` exactly as `train_and_evaluate` does, without a workdir.
 
-  Same sampler, optimizer, initialisation and jitted step, epoch by epoch; no checkpoints and no
-  evaluation.
+  The same loop (`loop.fit`): sampler, optimizer, initialisation and jitted step, epoch by
+  epoch; no checkpoints and no evaluation.
 
   Args:
     config: the run's settings (its data fields are ignored: the data is `matrix`).
@@ -86,21 +88,10 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float
     (params {"user": float32[U, D], "item": float32[I, D]}, training seconds).
 
   Raises:
-    train.TrainingDiverged: the loss or the parameters became NaN/Inf.
+    loop.TrainingDiverged: the loss or the parameters became NaN/Inf.
   """
-  sampler, optimizer, state = train_lib.prepare_training(config, matrix)
-  step_fn = train_lib.make_train_step(optimizer, config.margin, config.l2,
-                                       config.fused_cpu_step)
-  seconds = 0.0
-  for epoch in range(config.epochs):
-    started = time.perf_counter()
-    first_step = int(state.step)
-    batches = sampler.epoch(epoch, prefetch_next=epoch + 1 < config.epochs)
-    state, chunks = train_lib.run_epoch(step_fn, state, batches)
-    jax.block_until_ready(state)
-    seconds += time.perf_counter() - started
-    train_lib.check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch)
-  return state.params, seconds
+  fitted = loop.fit(config, matrix)
+  return fitted.state.params, fitted.train_seconds
 
 
 def validate(config: TrainConfig, fit_matrix: sp.csr_matrix,
@@ -288,7 +279,7 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
     config = dataclasses.replace(base, **values)
     try:
       metrics = cache[_key(values)] if _key(values) in cache else objective(config)
-    except train_lib.TrainingDiverged as e:
+    except loop.TrainingDiverged as e:
       logging.warning("trial %d diverged: %s", len(trials), e)
       metrics = {"auc": float("nan"), "diverged": str(e)}
     seen[point] = metrics["auc"]
@@ -343,7 +334,7 @@ def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
       continue
     try:
       auc = objective(dataclasses.replace(best, **{name: ref}))["auc"]
-    except train_lib.TrainingDiverged:
+    except loop.TrainingDiverged:
       auc = float("nan")
     rows.append({"field": name, "tuned": tuned, "reference": ref, "auc": auc,
                  "delta": best_auc - auc})
@@ -416,7 +407,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   space = check_space(space)
   validation_seeds = check_seeds(validation_seeds)
   popularity_penalties = check_penalties(popularity_penalties)
-  dataset, train, test = train_lib.load_split(base)
+  dataset, train, test = registry.load_split(base)
   splits = [tuning_split(train, validation_per_user, s) for s in validation_seeds]
   fit_matrix, valid_matrix = splits[0]
   report = {

@@ -79,3 +79,18 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool
                               "--test_per_user, or keep only users with more positives "
                               "(--min_user_positives).") from e
   return dataset, train, test
+
+
+def load_split(config):
+  """The dataset of a run's config through the lab pipeline, and its leave-k-out split.
+
+  Args:
+    config: a `tripjax.config.TrainConfig` (its data fields are read).
+
+  Returns:
+    (dataset: ImplicitDataset, train: bool CSR [U, I], test: bool CSR [U, I]).
+  """
+  return prepare(config.dataset, data_dir=config.data_dir, download=config.download,
+                 seed=config.data_seed, threshold=config.threshold,
+                 min_user_positives=config.min_user_positives,
+                 test_per_user=config.test_per_user, split_seed=config.split_seed)

@@ -1,0 +1,257 @@
+"""The training step: ONE `jax.jit` (state donated) over a chunk of batches.
+
+`make_train_step` runs `lax.scan` over a chunk of S batches; each batch picks its hardest
+negative, differentiates the triplet loss (`losses.triplet_cosine_loss` through `batch_loss`)
+and applies the optimizer. The loss is a function of the gathered rows (user, positive,
+negative), so one step serves both optimizer kinds (`tripjax.optimizers`):
+
+- dense optax (`adam`, `adagrad`, `sgd`): gradient w.r.t. the full tables, `optax` update;
+- row-sparse (`sparse_*`, `tripjax.sparse_optim`): gradient w.r.t. the gathered rows, then
+  `RowOptimizer.update(row_grads, row_indices, ...)` touches only them.
+
+With `fused_cpu=True` (sparse_sgd on CPU) the loss, gradient and update of a batch are one
+custom call instead (`tripjax.kernels`); the scan, hardest-of-n and padding are the same. The
+variant is chosen once, when the step is built, never inside traced code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tripjax import errors
+from tripjax import kernels
+from tripjax import losses
+from tripjax import model
+from tripjax import sampling
+from tripjax import sparse_optim
+from tripjax.optimizers import is_row_optimizer
+
+
+class TrainState(NamedTuple):
+  """Everything the step updates (the optimizer's functions stay outside)."""
+  params: model.Params  # {"user": float32[U, D], "item": float32[I, D]}
+  opt_state: Any  # the optimizer's state pytree (optax, or a sparse_optim state)
+  step: jax.Array  # int32[]: optimizer steps applied (empty padded batches not counted)
+
+
+def init_state(key: jax.Array, optimizer, num_users: int, num_items: int, dim: int,
+               scale: float = 0.1) -> TrainState:
+  """Fresh parameters and optimizer state."""
+  params = model.init_params(key, num_users, num_items, dim, scale)
+  return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
+
+
+def batch_denominator(weights: jax.Array) -> jax.Array:
+  """What `batch_loss` divides the weighted sums by: float32[], max(sum(weights), 1)."""
+  return jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
+               weights: jax.Array, margin: float, l2: float):
+  """The batch objective as a function of the gathered rows.
+
+  Args:
+    user_rows: float32[B, D].
+    pos_rows: float32[B, D].
+    neg_rows: float32[B, D].
+    weights: float32[B], 1 for real triplets, 0 for padding.
+    margin: the triplet margin.
+    l2: weight of the mean squared norm of the gathered rows.
+
+  Returns:
+    (objective float32[], per-triplet hinge losses float32[B]).
+  """
+  per_triplet = losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin)
+  denom = batch_denominator(weights)
+  objective = jnp.sum(weights * per_triplet) / denom
+  if l2:
+    squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows, neg_rows))
+    objective += l2 * jnp.sum(weights * squares) / denom
+  return objective, per_triplet
+
+
+def _check_fused_cpu(optimizer) -> None:
+  """Raises InvalidInput (not sparse_sgd) or kernels.Unavailable (not CPU, no kernel)."""
+  if not is_row_optimizer(optimizer) or optimizer.sgd_learning_rate is None:
+    raise errors.InvalidInput("the fused CPU step (--fused_cpu_step) applies plain row-sparse "
+                              "SGD: it needs --optimizer=sparse_sgd.")
+  if jax.default_backend() != "cpu":
+    raise kernels.Unavailable(
+        "the fused CPU step (--fused_cpu_step) runs on the CPU backend only; this process's "
+        f"default backend is {jax.default_backend()!r} (set JAX_PLATFORMS=cpu, or drop "
+        "--fused_cpu_step).")
+  kernels.register()  # build errors surface here, before any tracing
+
+
+def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool):
+  """The update of one batch for this optimizer kind, chosen once (not inside traced code).
+
+  Returns:
+    `apply(state, users, pos, neg, weights) -> (state, (loss_sum, active_sum))` with
+    users/pos/neg int32[B] and weights float32[B].
+  """
+  if fused_cpu:
+    _check_fused_cpu(optimizer)
+    update_rows = _fused_update(optimizer, margin, l2)
+  elif is_row_optimizer(optimizer):
+    update_rows = _row_sparse_update(optimizer, margin, l2)
+  else:
+    update_rows = _dense_update(optimizer, margin, l2)
+
+  def apply(state, users, pos, neg, weights):
+    params, opt_state, per = update_rows(state.params, state.opt_state, users, pos, neg,
+                                         weights)
+    sums = (jnp.sum(weights * per), jnp.sum(weights * (per > 0)))
+    return TrainState(params, opt_state, state.step + 1), sums
+
+  return apply
+
+
+def _fused_update(optimizer, margin: float, l2: float):
+  """Loss, gradient and sparse SGD update of a batch as one custom call (`tripjax.kernels`)."""
+  def update(params, opt_state, users, pos, neg, weights):
+    count = opt_state.count
+    user, item, per = kernels.triplet_sgd_update(
+        params["user"], params["item"], users, pos, neg,
+        weights / batch_denominator(weights),  # d batch_loss / d per-triplet loss
+        sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2)
+    return ({"user": user, "item": item},
+            opt_state._replace(count=sparse_optim.safe_increment(count)), per)
+  return update
+
+
+def _row_sparse_update(optimizer, margin: float, l2: float):
+  """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows."""
+  def update(params, opt_state, users, pos, neg, weights):
+    rows = (params["user"][users], params["item"][pos], params["item"][neg])
+    (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
+        batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2)
+    params, opt_state = optimizer.update(
+        {"user": g_user, "item": jnp.concatenate([g_pos, g_neg])},
+        {"user": users, "item": jnp.concatenate([pos, neg])}, opt_state, params,
+        param_rows={"user": rows[0], "item": jnp.concatenate(rows[1:])})
+    return params, opt_state, per
+  return update
+
+
+def _dense_update(optimizer, margin: float, l2: float):
+  """Gradient w.r.t. the whole tables; an optax update."""
+  def update(params, opt_state, users, pos, neg, weights):
+    def objective(params):
+      return batch_loss(params["user"][users], params["item"][pos], params["item"][neg],
+                        weights, margin, l2)
+    (_, per), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, per
+  return update
+
+
+def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False
+                    ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
+  """Builds the jitted, state-donating training step over a chunk of batches.
+
+  Args:
+    optimizer: an `optax.GradientTransformation`, or a `sparse_optim.RowOptimizer` (then the
+      gradient is taken w.r.t. the gathered rows and only those rows are updated).
+    margin: the triplet margin.
+    l2: L2 weight on the gathered embeddings.
+    fused_cpu: apply each batch with `tripjax.kernels`' fused kernel (the same loss, gradient and
+      update, in two passes over the batch and on all cores; compiled on first use). Needs
+      `sparse_sgd` and the CPU backend.
+
+  Returns:
+    `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
+    `sampling.Batches` with users/pos int32[S, B], neg int32[S, B, n], weights float32[S, B].
+    With n > 1 each triplet trains on its hardest (highest-cosine) candidate. Batches whose
+    weights are all 0 (an epoch's padding) leave the state untouched; `skip_empty=False`
+    (static) drops that check, for chunks whose every batch holds a real triplet (a
+    conditional around the update costs about 5% on CPU; `run_epoch` chooses). metrics:
+    `loss` (weighted mean hinge loss), `active_fraction` (share of triplets with positive
+    loss), and their sums `loss_sum`, `active_sum`, `triplets`. `state` is donated: do not
+    reuse it after the call.
+  """
+  apply = _make_apply(optimizer, margin, l2, fused_cpu)
+
+  def skip(state, *unused):
+    del unused
+    return state, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32))
+
+  def one_batch(state, batch, skip_empty):
+    users, pos, neg, weights = batch
+    if neg.shape[-1] > 1:
+      item_table = state.params["item"]
+      neg = sampling.hardest_negatives(state.params["user"][users], item_table[neg], neg)
+    else:
+      neg = neg[:, 0]
+    if skip_empty:
+      state, (loss_sum, active_sum) = jax.lax.cond(
+          jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights)
+    else:
+      state, (loss_sum, active_sum) = apply(state, users, pos, neg, weights)
+    return state, (loss_sum, active_sum, jnp.sum(weights))
+
+  def step(state: TrainState, batches: sampling.Batches, skip_empty: bool = True):
+    batches = (batches.users, batches.pos, batches.neg, batches.weights)
+    state, (loss_sums, active_sums, counts) = jax.lax.scan(
+        functools.partial(one_batch, skip_empty=skip_empty), state, batches)
+    loss_sum, active_sum, triplets = jnp.sum(loss_sums), jnp.sum(active_sums), jnp.sum(counts)
+    denom = jnp.maximum(triplets, 1.0)
+    return state, {"loss": loss_sum / denom, "active_fraction": active_sum / denom,
+                   "loss_sum": loss_sum, "active_sum": active_sum, "triplets": triplets}
+
+  return jax.jit(step, donate_argnums=0, static_argnames="skip_empty")
+
+
+def epoch_chunk_kinds(sampler: sampling.EpochSampler) -> tuple[bool, ...]:
+  """The `skip_empty` values `run_epoch` passes over the sampler's epochs.
+
+  Chunks before the last are full; the last holds empty (all-padding) batches unless the
+  batches fill it exactly.
+  """
+  kinds = {sampler.num_chunks * sampler.batches_per_chunk > sampler.num_batches}
+  if sampler.num_chunks > 1:
+    kinds.add(False)
+  return tuple(sorted(kinds))
+
+
+def compile_step(step_fn, state: TrainState, chunk: sampling.Batches,
+                 kinds: tuple[bool, ...] = (False, True)):
+  """`make_train_step`'s step compiled ahead of time, once per `skip_empty` value in `kinds`.
+
+  Returns:
+    `step(state, batches, skip_empty=True)` calling the compiled program (donation kept).
+  """
+  compiled = {kind: step_fn.lower(state, chunk, skip_empty=kind).compile() for kind in kinds}
+
+  def step(state, batches, skip_empty=True):
+    if skip_empty not in compiled:
+      raise errors.InvalidInput(f"compile_step: skip_empty={skip_empty} was not compiled (kinds "
+                                f"{tuple(compiled)}).")
+    return compiled[skip_empty](state, batches)
+
+  return step
+
+
+def run_epoch(step_fn, state: TrainState, batches: sampling.Batches):
+  """Runs every chunk of an epoch's `batches` ([C, S, B] leading axes) through `step_fn`.
+
+  Chunks without an empty (all-padding) batch, all but the last of a sampler's epoch, run
+  without the empty-batch check (`make_train_step`'s `skip_empty=False`).
+
+  Returns:
+    (state, per-chunk metrics as host numpy dict of float[C]).
+  """
+  has_empty = np.asarray(jnp.any(jnp.max(batches.weights, axis=-1) <= 0, axis=-1))
+  chunk_metrics = []
+  for c in range(batches.users.shape[0]):
+    state, metrics = step_fn(state, jax.tree.map(lambda x, c=c: x[c], batches),
+                             skip_empty=bool(has_empty[c]))
+    chunk_metrics.append(metrics)
+  fetched = jax.device_get(chunk_metrics)  # one host transfer per epoch
+  return state, {k: np.array([m[k] for m in fetched], np.float64) for k in fetched[0]}
