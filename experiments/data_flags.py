@@ -1,18 +1,20 @@
-"""The data flags shared by experiments.describe and experiments.evaluate (defined once).
+"""The data flags every script shares, defined once from `TrainConfig`'s data fields.
 
-Each script reads them as `data_flags.DATASET.value` etc.; `--flagfile` works for all of them.
+`DATA[name].value` for each name of `tripjax.config.DATA_FIELDS` (`--dataset`, `--data_dir`,
+`--download`, `--threshold`, `--min_user_positives`, `--test_per_user`, `--split_seed`,
+`--data_seed`), with the config's defaults; `--flagfile` works for all of them.
 """
 
-from absl import flags
+from experiments import config_flags
+from tripjax import config as config_lib
 
-from tripjax import data
+DATA = config_flags.define(config_lib.DATA_FIELDS)
 
-DATASET = flags.DEFINE_enum("dataset", "synthetic-tiny", data.DATASET_NAMES, "Dataset.")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding the MovieLens release (or its "
-                               "parent); used or refused, never replaced. Unset: "
-                               "$TRIPJAX_DATA_DIR, then ~/.cache/tripjax, then a download.")
-DOWNLOAD = flags.DEFINE_bool("download", True, "Download MovieLens when it is absent.")
-SEED = flags.DEFINE_integer("seed", 0, "Seed of synthetic datasets.")
-THRESHOLD = flags.DEFINE_float("threshold", 4.0, "A rating >= threshold is a positive.")
-MIN_USER_POSITIVES = flags.DEFINE_integer(
-    "min_user_positives", 20, "Users with fewer positives are dropped.", lower_bound=1)
+
+def prepare_kwargs() -> dict:
+  """The flags as keyword arguments of `tripjax.data.prepare`."""
+  values = config_flags.values(DATA)
+  return {"name": values["dataset"], "data_dir": values["data_dir"] or None,
+          "download": values["download"], "seed": values["data_seed"],
+          "threshold": values["threshold"], "min_user_positives": values["min_user_positives"],
+          "test_per_user": values["test_per_user"], "split_seed": values["split_seed"]}

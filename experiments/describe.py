@@ -13,17 +13,18 @@ from tripjax import data
 
 def main(argv):
   del argv
-  ratings, items = data.load_dataset(data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value,
-                                     download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value)
-  dataset = data.implicit_feedback(ratings, items, threshold=data_flags.THRESHOLD.value,
-                                   min_user_positives=data_flags.MIN_USER_POSITIVES.value)
+  given = data_flags.prepare_kwargs()
+  ratings, items = data.load_dataset(given["name"], data_dir=given["data_dir"],
+                                     download=given["download"], seed=given["seed"])
+  dataset = data.implicit_feedback(ratings, items, threshold=given["threshold"],
+                                   min_user_positives=given["min_user_positives"])
   with pd.option_context("display.width", 200, "display.max_columns", 20,
                          "display.float_format", "{:.4f}".format):
-    print(f"{data_flags.DATASET.value}: threshold {data_flags.THRESHOLD.value:g}, "
-          f"min_user_positives {data_flags.MIN_USER_POSITIVES.value}")
+    print(f"{given['name']}: threshold {given['threshold']:g}, "
+          f"min_user_positives {given['min_user_positives']}")
     print("\nShape after each step:")
     print(data.steps_table(dataset).to_string())
-    table = data.describe(ratings, dataset, threshold=data_flags.THRESHOLD.value)
+    table = data.describe(ratings, dataset, threshold=given["threshold"])
     for stage in ("before", "after"):
       print(f"\nStatistics {stage} filtering:")
       print(table.loc[stage].to_string())

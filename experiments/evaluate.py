@@ -24,9 +24,6 @@ MODELS = ("random", "popularity")
 
 _MODEL = flags.DEFINE_multi_enum("model", list(MODELS), MODELS,
                                  "Baseline(s) to evaluate; repeat the flag for several.")
-_TEST_PER_USER = flags.DEFINE_integer("test_per_user", 10, "Positives per user held out.",
-                                      lower_bound=1)
-_SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of the leave-k-out split.")
 _RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random baseline.")
 _BLOCK_SIZE = flags.DEFINE_integer("block_size", 1024, "Users per evaluation block.",
                                    lower_bound=1)
@@ -52,12 +49,8 @@ def _table(results: dict, names: tuple[str, ...]) -> str:
 
 def main(argv):
   del argv
-  _, train, test = data.prepare(
-      data_flags.DATASET.value, data_dir=data_flags.DATA_DIR.value,
-      download=data_flags.DOWNLOAD.value, seed=data_flags.SEED.value,
-      threshold=data_flags.THRESHOLD.value,
-      min_user_positives=data_flags.MIN_USER_POSITIVES.value,
-      test_per_user=_TEST_PER_USER.value, split_seed=_SPLIT_SEED.value)
+  given = data_flags.prepare_kwargs()
+  _, train, test = data.prepare(**given)
   num_users, num_items = train.shape
   ks = tuple(sorted(set(_K.value)))
   if ks[-1] > num_items:
@@ -66,17 +59,17 @@ def main(argv):
   results = {name: metrics.evaluate(_score_fn(name, train, num_items), train, test, ks=ks,
                                     block_size=_BLOCK_SIZE.value)
              for name in models}
-  print(f"{data_flags.DATASET.value}: {num_users} users x {num_items} items, {train.nnz} train / "
+  print(f"{given['name']}: {num_users} users x {num_items} items, {train.nnz} train / "
         f"{test.nnz} test positives")
   print(_table(results, metrics.metric_names(ks)))
-  out = {"dataset": data_flags.DATASET.value, "num_users": num_users, "num_items": num_items,
-         "settings": {"threshold": data_flags.THRESHOLD.value,
-                      "min_user_positives": data_flags.MIN_USER_POSITIVES.value,
-                      "test_per_user": _TEST_PER_USER.value, "split_seed": _SPLIT_SEED.value,
-                      "random_seed": _RANDOM_SEED.value, "seed": data_flags.SEED.value,
+  out = {"dataset": given["name"], "num_users": num_users, "num_items": num_items,
+         "settings": {"threshold": given["threshold"],
+                      "min_user_positives": given["min_user_positives"],
+                      "test_per_user": given["test_per_user"], "split_seed": given["split_seed"],
+                      "random_seed": _RANDOM_SEED.value, "seed": given["seed"],
                       "block_size": _BLOCK_SIZE.value, "ks": list(ks)},
          "models": {name: res.to_dict() for name, res in results.items()}}
-  output_dir = _OUTPUT_DIR.value or f"runs/evaluate-{data_flags.DATASET.value}"
+  output_dir = _OUTPUT_DIR.value or f"runs/evaluate-{given['name']}"
   path = pathlib.Path(output_dir) / "results.json"
   tio.write_json_atomic(path, out)
   print(f"wrote {path}")

@@ -1,9 +1,10 @@
 r"""Tunes the triplet model on a validation split carved out of train; writes the best flagfile.
 
-  python -m experiments.tune --out_flagfile=/tmp/ml100k.cfg \
+  python -m experiments.tune --dataset=ml-100k --out_flagfile=/tmp/ml100k.cfg \
       --ablate_against=experiments/configs/ml1m_lab.cfg
 
-(the defaults: ML-100K split seed 0, 40 trials over the grid of the `--search_*` flags, which
+(the data flags are every script's, `--dataset=ml-100k` to tune on ML-100K; they override
+the base flagfile's where given; 40 trials over the grid of the `--search_*` flags, which
 were narrowed by a first, coarser search: batch size only changes speed at a fixed epoch count,
 margins below 0.5 and dims below 64 lose; see benchmarks/results/tune_ml100k*.json).
 
@@ -27,6 +28,7 @@ import dataclasses
 from absl import app
 from absl import flags
 
+from experiments import data_flags
 from experiments import run_cli
 from tripjax import tuning
 from tripjax.config import DRIVER_FLAGS, TrainConfig
@@ -34,9 +36,6 @@ from tripjax.config import DRIVER_FLAGS, TrainConfig
 _BASE_FLAGFILE = flags.DEFINE_string(
     "base_flagfile", None, "A TrainConfig flagfile the searched fields are applied to "
     "(default: TrainConfig's defaults).")
-_DATASET = flags.DEFINE_string("dataset", "ml-100k", "Dataset name (overrides the base).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding MovieLens releases.")
-_SPLIT_SEED = flags.DEFINE_integer("split_seed", 0, "Seed of the lab's train/test split.")
 _STEPS_PER_DISPATCH = flags.DEFINE_integer("steps_per_dispatch", None,
                                            "Override the base's batches per jitted call.")
 _VALIDATION_PER_USER = flags.DEFINE_integer(
@@ -81,17 +80,18 @@ _SPACE = {
 
 def main(argv):
   del argv
-  out_dir = f"runs/tune-{_DATASET.value}"
-  out_json = _OUT_JSON.value or f"{out_dir}/trials.json"
-  out_flagfile = _OUT_FLAGFILE.value or f"{out_dir}/best.cfg"
   try:
     base = (TrainConfig.from_flagfile(_BASE_FLAGFILE.value, ignore=DRIVER_FLAGS)
             if _BASE_FLAGFILE.value else TrainConfig())
-    overrides = {"dataset": _DATASET.value, "data_dir": _DATA_DIR.value or None,
-                 "split_seed": _SPLIT_SEED.value}
+    # The data flags given on the command line override the base's.
+    overrides = {name: holder.value for name, holder in data_flags.DATA.items()
+                 if holder.present}
     if _STEPS_PER_DISPATCH.value:
       overrides["steps_per_dispatch"] = _STEPS_PER_DISPATCH.value
     base = dataclasses.replace(base, **overrides)
+    out_dir = f"runs/tune-{base.dataset}"
+    out_json = _OUT_JSON.value or f"{out_dir}/trials.json"
+    out_flagfile = _OUT_FLAGFILE.value or f"{out_dir}/best.cfg"
     try:
       validation_seeds = tuning.check_seeds(int(s) for s in _VALIDATION_SEEDS.value)
     except ValueError as e:

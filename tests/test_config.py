@@ -68,3 +68,26 @@ def test_every_config_file_reads_with_the_driver_flags_ignored():
            for path in folder.glob("*.cfg")}
   assert {"smoke", "ml100k", "ml1m_lab"} <= set(names)
   assert names["smoke"].dataset == "synthetic-tiny" and names["smoke"].epochs == 3
+
+
+@pytest.mark.parametrize("name,value,problem", [
+    ("dim", 0, "must be positive"), ("margin", -0.5, "must be >= 0"),
+    ("learning_rate", float("inf"), "must be a finite number"),
+    ("l2", float("nan"), "must be a finite number"),
+    ("optimizer", "adamw", "must be one of"), ("dataset", "ml-5", "must be one of")])
+def test_each_field_is_checked_once_by_the_config(name, value, problem):
+  from tripjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  assert problem in config_lib.check_field(name, value)
+  assert config_lib.check_field(name, getattr(TrainConfig(), name)) is None
+  with pytest.raises(ValueError, match=f"TrainConfig: {name} {problem}"):
+    TrainConfig(**{name: value})
+
+
+def test_config_json_round_trip(tmp_path):
+  config = TrainConfig(dataset="synthetic-tiny", data_dir="/data", margin=0.7, fused_cpu_step=True,
+                       optimizer="sparse_sgd")
+  (tmp_path / "config.json").write_text(config.to_json())
+  assert TrainConfig.from_json(tmp_path / "config.json") == config
+  (tmp_path / "config.json").write_text('{"dim": 8, "colour": "red"}')
+  with pytest.raises(ValueError, match="unknown TrainConfig fields .'colour'."):
+    TrainConfig.from_json(tmp_path / "config.json")

@@ -75,7 +75,7 @@ def test_a_workdir_that_is_a_file_is_refused(tmp_path):
 
 def test_claim_resumes_the_same_flags_and_refuses_others(tmp_path):
   assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=False) is False  # fresh
-  workdir_lib.write_flags(_CONFIG, tmp_path)
+  workdir_lib.write_config(_CONFIG, tmp_path)
   (tmp_path / workdir_lib.RESULTS_FILE).write_text("{}")
   # The same flags resume, with or without --overwrite: nothing is to be deleted.
   assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=False) is False
@@ -95,7 +95,7 @@ def test_outputs_without_flags_are_refused_unless_overwrite(tmp_path):
 
 
 def test_replace_run_deletes_the_run_files_only(tmp_path):
-  workdir_lib.write_flags(_CONFIG, tmp_path)
+  workdir_lib.write_config(_CONFIG, tmp_path)
   workdir_lib.write_history(tmp_path, [{"epoch": 1}])
   (tmp_path / workdir_lib.CHECKPOINT_DIR / "1").mkdir(parents=True)
   (tmp_path / workdir_lib.DAMAGED_DIR).mkdir()
@@ -110,3 +110,22 @@ def test_history_round_trip(tmp_path):
   history = [{"epoch": 1, "auc": 0.5}, {"epoch": 2, "auc": 0.75}]
   workdir_lib.write_history(tmp_path, history)
   assert workdir_lib.read_history(tmp_path) == history
+
+
+def test_config_json_is_what_is_read_back_and_old_runs_have_flags_txt(tmp_path):
+  workdir_lib.write_config(_CONFIG, tmp_path)
+  assert TrainConfig.from_json(tmp_path / workdir_lib.CONFIG_FILE) == _CONFIG
+  assert TrainConfig.from_flagfile(tmp_path / workdir_lib.FLAGS_FILE) == _CONFIG
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(
+      dataclasses.replace(_CONFIG, epochs=7).to_json())
+  assert workdir_lib.read_config(tmp_path).epochs == 7  # config.json wins
+  (tmp_path / workdir_lib.CONFIG_FILE).unlink()  # a run written before config.json existed
+  assert workdir_lib.read_config(tmp_path) == _CONFIG
+  assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=False) is False  # it resumes
+
+
+def test_an_unreadable_config_json_is_refused_unless_overwrite(tmp_path):
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text("{not json")
+  with pytest.raises(workdir_lib.WorkdirConflict, match="unreadable"):
+    workdir_lib.claim(_CONFIG, tmp_path, overwrite=False)
+  assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=True) is True

@@ -7,12 +7,14 @@ that reproduces the run and `from_flagfile` reads it back (the workdir's `flags.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import pathlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from tripjax import errors
+from tripjax.data import registry
 
 OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
               "sparse_rowwise_adagrad", "sparse_sgd")
@@ -21,10 +23,45 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DRIVER_FLAGS = ("workdir", "overwrite", "checkpoint_every")
 
 
+# The fields read by the data pipeline (`tripjax.data.registry.load_split`): one set of data
+# flags for every script.
+DATA_FIELDS = ("dataset", "data_dir", "download", "threshold", "min_user_positives",
+               "test_per_user", "split_seed", "data_seed")
+
+
 def dataset_names() -> tuple[str, ...]:
   """The dataset names `tripjax.data.registry.load_dataset` accepts."""
-  from tripjax.data import registry  # pylint: disable=g-import-not-at-top
   return tuple(registry.DATASET_NAMES)
+
+
+def _field(default, help_text: str, *, choices: Sequence[str] | None = None,
+           positive: bool = False, minimum: float | None = None):
+  """A config field with what its flag needs: help, allowed values, bounds (checked once)."""
+  return dataclasses.field(default=default, metadata={
+      "help": help_text, "choices": tuple(choices) if choices else None,
+      "positive": positive, "minimum": minimum})
+
+
+def check_field(name: str, value) -> str | None:
+  """What is wrong with `value` for field `name` ("must be positive, got 0"), or None."""
+  meta = TrainConfig.__dataclass_fields__[name].metadata
+  if isinstance(value, float) and not math.isfinite(value):
+    return f"must be a finite number, got {value!r}"
+  if meta["choices"] and value not in meta["choices"]:
+    return f"must be one of {meta['choices']}, got {value!r}"
+  if meta["positive"] and not value > 0:
+    return f"must be positive, got {value!r}"
+  if meta["minimum"] is not None and not value >= meta["minimum"]:
+    return f"must be >= {meta['minimum']:g}, got {value!r}"
+  return None
+
+
+def check_together(values: Mapping[str, object]) -> str | None:
+  """What is wrong with a combination of fields, or None."""
+  if values["fused_cpu_step"] and values["optimizer"] != "sparse_sgd":
+    return ("fused_cpu_step (--fused_cpu_step) applies row-sparse SGD, so it needs "
+            f"--optimizer=sparse_sgd, got {values['optimizer']!r}")
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,71 +98,78 @@ class TrainConfig:
     seed: seed of initialisation and sampling.
     eval_every: evaluate every this many epochs (and always after the last).
     steps_per_dispatch: batches per jitted call (the `lax.scan` chunk).
-    fused_cpu_step: run each batch through `tripjax.fused_cpu`'s kernel (same loss and update,
+    fused_cpu_step: run each batch through `tripjax.kernels`' fused kernel (same loss and update,
       fused, on all cores; compiled on first use with the machine's C++ compiler). Needs
       `optimizer="sparse_sgd"` and the CPU backend.
     eval_block_size: users scored per block during evaluation.
   """
 
-  dataset: str = "synthetic-ml-100k"
-  data_dir: str | None = None
-  download: bool = True
-  threshold: float = 4.0
-  min_user_positives: int = 20
-  test_per_user: int = 10
-  split_seed: int = 0
-  data_seed: int = 0
-  dim: int = 64
-  init_scale: float = 0.1
-  margin: float = 0.5
-  optimizer: str = "adam"
-  learning_rate: float = 1e-3
-  schedule: str = "constant"
-  warmup_steps: int = 0
-  batch_size: int = 64
-  epochs: int = 3
-  num_negatives: int = 1
-  negative_exponent: float = 0.0
-  l2: float = 0.0
-  popularity_penalty: float = 0.0
-  seed: int = 0
-  eval_every: int = 1
-  steps_per_dispatch: int = 64
-  fused_cpu_step: bool = False
-  eval_block_size: int = 1024
+  dataset: str = _field("synthetic-ml-100k", "Dataset name (MovieLens or synthetic-<preset>).",
+                        choices=registry.DATASET_NAMES)
+  data_dir: str | None = _field(None, "Folder holding the MovieLens release (or its parent); "
+                                "used or refused, never replaced. Empty: $TRIPJAX_DATA_DIR, "
+                                "then ~/.cache/tripjax, then a download.")
+  download: bool = _field(True, "Download a missing MovieLens release.")
+  threshold: float = _field(4.0, "Ratings >= threshold are positives.", minimum=0.0)
+  min_user_positives: int = _field(20, "Drop users with fewer positives.", positive=True)
+  test_per_user: int = _field(10, "Held-out positives per user.", positive=True)
+  split_seed: int = _field(0, "Seed of the leave-k-out split.")
+  data_seed: int = _field(0, "Seed of synthetic data.")
+  dim: int = _field(64, "Embedding size.", positive=True)
+  init_scale: float = _field(0.1, "Std of the initial embeddings.", positive=True)
+  margin: float = _field(0.5, "Triplet margin (cosine).", minimum=0.0)
+  optimizer: str = _field("adam", "Optimizer; sparse_* update only the gathered rows.",
+                          choices=OPTIMIZERS)
+  learning_rate: float = _field(1e-3, "(Peak) learning rate.", positive=True)
+  schedule: str = _field("constant", "Learning-rate schedule.", choices=SCHEDULES)
+  warmup_steps: int = _field(0, "Warmup steps of warmup_cosine.", minimum=0)
+  batch_size: int = _field(64, "Triplets per step.", positive=True)
+  epochs: int = _field(3, "Training epochs.", positive=True)
+  num_negatives: int = _field(1, "Negative candidates per triplet (the hardest is trained on).",
+                              positive=True)
+  negative_exponent: float = _field(
+      0.0, "Negatives drawn with probability ~ (1 + item's train positives) ** e among the "
+      "user's missing items; 0: uniformly.", minimum=0.0)
+  l2: float = _field(0.0, "L2 weight on gathered embeddings.", minimum=0.0)
+  popularity_penalty: float = _field(
+      0.0, "Scores are cos(u, i) - p * z(log(1 + item count)); 0: the cosine alone.",
+      minimum=0.0)
+  seed: int = _field(0, "Seed of init and sampling.")
+  eval_every: int = _field(1, "Evaluate every N epochs.", positive=True)
+  steps_per_dispatch: int = _field(64, "Batches per jitted call (lax.scan chunk).",
+                                   positive=True)
+  fused_cpu_step: bool = _field(
+      False, "Run each batch through the fused C++ kernel (CPU, --optimizer=sparse_sgd; "
+      "compiled on first use with $CXX, else c++).")
+  eval_block_size: int = _field(1024, "Users per evaluation block.", positive=True)
 
   def __post_init__(self):
     if self.data_dir == "":
       object.__setattr__(self, "data_dir", None)
     for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if isinstance(value, float) and not math.isfinite(value):
-        raise errors.InvalidInput(f"TrainConfig: {field.name} must be a finite number, got "
-                                  f"{value!r}.")
-    positive = ("dim", "batch_size", "epochs", "num_negatives", "eval_every",
-                "steps_per_dispatch", "eval_block_size", "test_per_user", "learning_rate",
-                "init_scale", "min_user_positives")
-    for name in positive:
-      if not getattr(self, name) > 0:
-        raise errors.InvalidInput(f"TrainConfig: {name} must be positive, got "
-                                  f"{getattr(self, name)!r}.")
-    for name in ("margin", "l2", "popularity_penalty", "warmup_steps", "threshold",
-                 "negative_exponent"):
-      if not getattr(self, name) >= 0:
-        raise errors.InvalidInput(f"TrainConfig: {name} must be >= 0, got "
-                                  f"{getattr(self, name)!r}.")
-    if self.optimizer not in OPTIMIZERS:
-      raise errors.InvalidInput(f"TrainConfig: optimizer must be one of {OPTIMIZERS}, got "
-                                f"{self.optimizer!r}.")
-    if self.schedule not in SCHEDULES:
-      raise errors.InvalidInput(f"TrainConfig: schedule must be one of {SCHEDULES}, got "
-                                f"{self.schedule!r}.")
-    if self.fused_cpu_step and self.optimizer != "sparse_sgd":
-      raise errors.InvalidInput("TrainConfig: fused_cpu_step applies row-sparse SGD, so it needs "
-                                f"optimizer='sparse_sgd', got {self.optimizer!r}.")
-    names = dataset_names()
-    if self.dataset not in names:
-      raise errors.InvalidInput(f"TrainConfig: unknown dataset {self.dataset!r}; known: {names}.")
+      problem = check_field(field.name, getattr(self, field.name))
+      if problem:
+        raise errors.InvalidInput(f"TrainConfig: {field.name} {problem}.")
+    problem = check_together(dataclasses.asdict(self))
+    if problem:
+      raise errors.InvalidInput(f"TrainConfig: {problem}.")
+
+  @classmethod
+  def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+    """Reads `config.json` (written by `to_json`); unknown or invalid fields are an error."""
+    path = pathlib.Path(path)
+    try:
+      values = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+      raise errors.InvalidInput(f"{path}: cannot read the run's config ({e}).") from e
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise errors.InvalidInput(f"{path}: unknown TrainConfig fields {unknown}.")
+    return cls(**values)
+
+  def to_json(self) -> str:
+    """The config as JSON (`config.json` of a run: what the code reads back)."""
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
   def to_flagfile(self) -> str:
     """The config as absl flagfile text, one `--name=value` per field."""

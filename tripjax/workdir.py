@@ -2,7 +2,9 @@
 
 Layout of a workdir:
   .lock             held (flock) by the one process training into the folder
-  flags.txt         the run's settings as a flagfile (written once its data has loaded)
+  flags.txt         the run's settings as a flagfile that a person reruns
+  config.json       the same settings as the code reads them back (both written once the
+                    run's data has loaded; runs written before config.json have flags.txt)
   metrics.jsonl     one JSON line per evaluation
   results.json      the finished run's results
   checkpoints/      Orbax checkpoints (`tripjax.checkpoint`)
@@ -31,11 +33,12 @@ from tripjax.config import TrainConfig
 
 LOCK_FILE = ".lock"
 FLAGS_FILE = "flags.txt"
+CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
-_RUN_FILES = (FLAGS_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR, DAMAGED_DIR)
+_RUN_FILES = (FLAGS_FILE, CONFIG_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR, DAMAGED_DIR)
 
 
 class WorkdirConflict(errors.WorkdirError, ValueError):
@@ -83,13 +86,26 @@ def locked(workdir: pathlib.Path) -> Iterator[None]:
     os.close(fd)
 
 
+def read_config(workdir: pathlib.Path) -> TrainConfig:
+  """The config of the run in `workdir`: config.json, else (older runs) flags.txt.
+
+  Raises:
+    errors.InvalidInput: the file is unreadable or holds an invalid config.
+    FileNotFoundError: the folder holds neither.
+  """
+  if (workdir / CONFIG_FILE).exists():
+    return TrainConfig.from_json(workdir / CONFIG_FILE)
+  if (workdir / FLAGS_FILE).exists():
+    return TrainConfig.from_flagfile(workdir / FLAGS_FILE)
+  raise FileNotFoundError(workdir / CONFIG_FILE)
+
+
 def previous_config(workdir: pathlib.Path) -> TrainConfig | errors.InvalidInput | None:
-  """The config recorded in `workdir` (None: no flags.txt; the error: unreadable)."""
-  path = workdir / FLAGS_FILE
-  if not path.exists():
-    return None
+  """The config recorded in `workdir` (None: none recorded; the error: unreadable)."""
   try:
-    return TrainConfig.from_flagfile(path)
+    return read_config(workdir)
+  except FileNotFoundError:
+    return None
   except errors.InvalidInput as e:
     return e
 
@@ -119,11 +135,11 @@ def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
   if previous is None:
     if not any((workdir / name).exists() for name in _RUN_FILES):
       return False
-    what = f"run outputs but no {FLAGS_FILE}"
+    what = f"run outputs but no {FLAGS_FILE} or {CONFIG_FILE}"
   elif isinstance(previous, TrainConfig):
-    what = f"a run with other flags ({workdir / FLAGS_FILE}: {_differences(previous, config)})"
+    what = f"a run with other flags ({_differences(previous, config)})"
   else:
-    what = f"a run whose {FLAGS_FILE} is unreadable ({previous})"
+    what = f"a run whose settings are unreadable ({previous})"
   if not overwrite:
     raise WorkdirConflict(f"workdir {workdir} holds {what}. Use another --workdir, or pass "
                           "--overwrite to replace that run.")
@@ -146,7 +162,9 @@ def flagfile_text(config: TrainConfig) -> str:
           "--workdir=<its folder>\n" + config.to_flagfile())
 
 
-def write_flags(config: TrainConfig, workdir: pathlib.Path) -> None:
+def write_config(config: TrainConfig, workdir: pathlib.Path) -> None:
+  """Writes config.json (what the code reads back) and flags.txt (what a person reruns)."""
+  tio.write_atomic(workdir / CONFIG_FILE, config.to_json())
   tio.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
 
 
