@@ -38,11 +38,12 @@ def cli(smoke_run, run_cli, tmp_path_factory):
   values = {"user": int(run.dataset.user_ids[0]), "title": titles[3],
             "liked": ";".join(titles[i] for i in run.train[0].indices[:5])}
   empty = tmp_path_factory.mktemp("not_a_run")
-  # The same parameters with a popularity penalty in flags.txt: scoring only, no retraining.
+  # The same parameters with a popularity penalty in the run's config: scoring only, no
+  # retraining.
   penalized = tmp_path_factory.mktemp("penalized") / "run"
   shutil.copytree(workdir, penalized)
-  (penalized / "flags.txt").write_text(
-      dataclasses.replace(run.config, popularity_penalty=0.5).to_flagfile())
+  from tripjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  workdir_lib.write_config(dataclasses.replace(run.config, popularity_penalty=0.5), penalized)
   dirs = {"no_checkpoint": empty, "user_penalized": penalized, "liked_penalized": penalized}
   cases = {name: [f"--workdir={dirs.get(name, workdir)}", *[a.format(**values) for a in args]]
            for name, args in CASES.items()}

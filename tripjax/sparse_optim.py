@@ -30,6 +30,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from tripjax import errors
 
@@ -249,7 +250,7 @@ def sparse_adam(learning_rate: ScalarOrSchedule, b1: float = 0.9,
 
   def update(row_grads, row_indices, state, params, param_rows=None):
     _check_rows(row_grads, row_indices, params)
-    count = safe_increment(state.count)
+    count = optax.safe_increment(state.count)
     lr = learning_rate_at(learning_rate, state.count)
     t = count.astype(jnp.float32)
     correction1 = 1 - jnp.float32(b1) ** t
@@ -316,15 +317,9 @@ def sparse_adagrad(learning_rate: ScalarOrSchedule,
                                    row_indices, params, param_rows,
                                    state.sum_of_squares)
     return new_params, SparseAdagradState(
-        count=safe_increment(state.count), sum_of_squares=sums)
+        count=optax.safe_increment(state.count), sum_of_squares=sums)
 
   return RowOptimizer(init, update)
-
-
-def safe_increment(count):
-  """count + 1, saturating at the int32 maximum (as optax.safe_increment)."""
-  limit = jnp.iinfo(count.dtype).max
-  return jnp.where(count < limit, count + 1, limit).astype(count.dtype)
 
 
 def sparse_rowwise_adagrad(learning_rate: ScalarOrSchedule,
@@ -398,7 +393,7 @@ def sparse_rowwise_adagrad(learning_rate: ScalarOrSchedule,
     new_params, sums = jax.tree.transpose(
         jax.tree.structure(params), jax.tree.structure((0, 0)), per_table)
     return new_params, SparseRowwiseAdagradState(
-        count=safe_increment(state.count), sum_of_squares=sums)
+        count=optax.safe_increment(state.count), sum_of_squares=sums)
 
   return RowOptimizer(init, update)
 
@@ -432,7 +427,7 @@ def sparse_sgd(learning_rate: ScalarOrSchedule) -> RowOptimizer:
         lambda g, i, p: p.at[i.astype(jnp.int32)].add(-(lr * g.astype(p.dtype)),
                                                        mode="drop"),
         row_grads, row_indices, params)
-    return new_params, SparseSgdState(count=safe_increment(state.count))
+    return new_params, SparseSgdState(count=optax.safe_increment(state.count))
 
   return RowOptimizer(init, update, sgd_learning_rate=learning_rate)
 

@@ -122,7 +122,7 @@ def _fused_update(optimizer, margin: float, l2: float):
         weights / batch_denominator(weights),  # d batch_loss / d per-triplet loss
         sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2)
     return ({"user": user, "item": item},
-            opt_state._replace(count=sparse_optim.safe_increment(count)), per)
+            opt_state._replace(count=optax.safe_increment(count)), per)
   return update
 
 
