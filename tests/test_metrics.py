@@ -286,7 +286,7 @@ def test_evaluate_matches_numpy_reference_for_any_block_size(block_size):
 def test_evaluate_sort_path_for_many_test_items(monkeypatch):
   train, test = _split(4, test_per_user=9)
   scores = np.round(np.random.default_rng(2).standard_normal(train.shape), 1).astype(np.float32)
-  monkeypatch.setattr(metrics, "_COMPARE_MAX_POSITIVES", 4)  # max_test 9 > 4: sort path
+  monkeypatch.setattr(metrics.evaluation, "_COMPARE_MAX_POSITIVES", 4)  # max_test 9 > 4: sort path
   res = metrics.evaluate(_table_score_fn(scores), train, test, ks=(5,), block_size=16)
   np.testing.assert_allclose(res.auc, _numpy_reference(scores, train, test, (5,))["auc"],
                              atol=1e-6)
@@ -317,7 +317,7 @@ def test_evaluate_ranks_subnormal_scores_exactly(monkeypatch, compare_max):
   scores[::2, ::3] = rng.choice([0.0, -0.0, 1e-40, -1e-40], scores[::2, ::3].shape)
   assert scores.dtype == np.float32 and np.all(np.abs(scores) < np.finfo(np.float32).tiny)
   assert np.mean(scores != 0) > 0.9
-  monkeypatch.setattr(metrics, "_COMPARE_MAX_POSITIVES", compare_max)
+  monkeypatch.setattr(metrics.evaluation, "_COMPARE_MAX_POSITIVES", compare_max)
   ks = (3, 10)
   res = metrics.evaluate(_table_score_fn(scores), train, test, ks=ks, block_size=8)
   ref = _numpy_reference(scores, train, test, ks)
@@ -333,11 +333,11 @@ def test_evaluate_ranks_subnormal_scores_exactly(monkeypatch, compare_max):
 def test_evaluate_compiles_once_across_blocks():
   train, test = _split(5, users=23)
   scores = np.random.default_rng(3).standard_normal(train.shape).astype(np.float32)
-  before = metrics.trace_count
+  before = metrics.evaluation.trace_count
   metrics.evaluate(_table_score_fn(scores), train, test, ks=(4,), block_size=6)  # 4 blocks
-  assert metrics.trace_count - before == 1
+  assert metrics.evaluation.trace_count - before == 1
   metrics.evaluate(_table_score_fn(scores), train, test, ks=(4,), block_size=6)
-  assert metrics.trace_count - before == 1
+  assert metrics.evaluation.trace_count - before == 1
 
 
 def test_evaluate_passes_fixed_size_blocks_padded_with_user_zero():

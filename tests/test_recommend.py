@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from tripjax import losses
 from tripjax import model
 from tripjax import recommend
+from tripjax import retrieval
 
 
 def _params_with_ties(seed=0, num_users=13, num_unique=40, dim=6):
@@ -99,6 +100,15 @@ def test_top_k_accepts_raw_vectors_and_index_lists():
 def test_top_k_rejects_bad_k(k):
   with pytest.raises(ValueError, match="k"):
     recommend.top_k(_params_with_ties(), np.arange(3), k=k)
+
+
+def test_check_k_returns_an_int_and_names_the_candidates():
+  assert recommend.check_k(np.int64(3), 5) == 3 and type(recommend.check_k(3.0, 5)) is int
+  with pytest.raises(ValueError, match=r"larger than the shortlist \(4 items\)"):
+    recommend.check_k(5, 4, "shortlist")
+  for bad in (True, 0, 1.5):
+    with pytest.raises(ValueError, match="positive integer"):
+      recommend.check_k(bad, 4)
 
 
 def test_top_k_rejects_unknown_user_and_bad_exclude():
@@ -344,7 +354,7 @@ def test_evaluation_and_recommendations_score_with_one_precision():
   paths = {
       "score_fn": jax.make_jaxpr(model.score_fn(params))(users),
       "cosine_scores": jax.make_jaxpr(model.cosine_scores)(params, users),
-      "top_k": jax.make_jaxpr(recommend._masked_top_k, static_argnums=3)(
+      "top_k": jax.make_jaxpr(retrieval._masked_top_k, static_argnums=3)(
           params["user"][:3], unit, jnp.zeros((3, 80), bool), 5),
   }
   for name, jaxpr in paths.items():
@@ -397,7 +407,7 @@ def test_top_k_with_the_item_offset_lists_what_evaluation_ranks(batch_size):
 def test_top_k_compiles_once_for_all_blocks_with_an_offset():
   params = _params_with_ties()
   offset = np.linspace(-1, 1, 80).astype(np.float32)
-  cache_size = recommend._masked_top_k._cache_size  # pylint: disable=protected-access
+  cache_size = retrieval._masked_top_k._cache_size  # pylint: disable=protected-access
   before = cache_size()
   recommend.top_k(params, np.arange(13), k=11, batch_size=4, item_offset=offset)  # 4 blocks
   assert cache_size() == before + 1

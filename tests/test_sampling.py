@@ -349,6 +349,38 @@ def test_weighted_missing_items_at_real_weight_scale():
   np.testing.assert_array_equal(np.asarray(got), want)
 
 
+@pytest.mark.parametrize("exponent", [0.0, 0.75])
+def test_missing_items_from_words_spans_each_rows_missing_items(exponent):
+  # The lowest word draws a row's first missing item, the highest its last; none is in the row.
+  rng = np.random.default_rng(2)
+  dense = rng.random((5, 30)) < 0.4
+  dense[:, [0, 29]] = [[True, False]] * 5  # first missing item >= 1, last missing item 29
+  matrix = sp.csr_matrix(dense)
+  indptr = matrix.indptr.astype(np.int64)
+  users = np.repeat(np.arange(5), np.diff(indptr)).astype(np.int32)
+  ranks = np.arange(matrix.nnz) - indptr[users]
+  v, weighted = (matrix.indices - ranks).astype(np.int32), None
+  num_missing = (30 - np.diff(indptr)).astype(np.int32)
+  words_shape = (5, 3)
+  if exponent:
+    weights = sampling.negative_weights(np.bincount(matrix.indices, minlength=30), exponent)
+    v, row_weight, prefix, cumulative = sampling.weighted_arrays(weights, matrix.indices,
+                                                                 indptr, users)
+    weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
+    num_missing = cumulative[-1] - row_weight
+    words_shape = (2,) + words_shape
+  words = np.zeros(words_shape, np.uint32)
+  words[..., 1] = 2**32 - 1
+  words[..., 2] = rng.integers(0, 2**32, words_shape[:-1], dtype=np.uint32)
+  got = np.asarray(sampling.missing_items_from_words(
+      jnp.asarray(v), jnp.asarray(matrix.indptr.astype(np.int32)), jnp.asarray(num_missing),
+      weighted, jnp.arange(5, dtype=jnp.int32), jnp.asarray(words), 5))
+  first_missing = np.argmax(~dense, axis=1)
+  np.testing.assert_array_equal(got[:, 0], first_missing)
+  np.testing.assert_array_equal(got[:, 1], 29)
+  assert not dense[np.arange(5)[:, None], got].any()
+
+
 @pytest.mark.parametrize("dense, message", [
     (np.ones((2, 3), bool), "holds all 3 items"),
     (np.zeros((2, 3), bool), "no positives"),

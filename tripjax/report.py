@@ -169,7 +169,7 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
   """
   train, test, params, config = run.train, run.test, run.params, run.config
   num_users, num_items = train.shape
-  k = recommend._check_k(k, num_items)  # pylint: disable=protected-access
+  k = recommend.check_k(k, num_items)
 
   def evaluate(score_fn):
     return metrics.evaluate(score_fn, train, test, ks=(k,), block_size=block_size)

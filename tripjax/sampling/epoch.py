@@ -1,0 +1,262 @@
+"""Epoch triplets: every training positive once, in a fresh order, with exact negatives.
+
+The negatives (`tripjax.sampling.negatives`) are drawn for the positives in the matrix's row
+order, one per CSR entry, and the epoch's shuffle is applied afterwards: consecutive searches then
+stay in one row's segment of `v` (cache-resident), which makes the draw faster on CPU than drawing
+in shuffled order. The draw runs on the device in one jitted program per epoch.
+
+With the host shuffle (CPU) the negatives' random words come from the same numpy generator as
+the permutation (PCG64, faster than threefry on CPU) and are drawn ahead on a thread with it;
+with the device shuffle, from the epoch's JAX key.
+
+Everything is a pure function of (seed, epoch, shuffle_on, draw_order): a resumed run sees the
+same triplets (`tripjax.train` records the last two in its checkpoints). `draw_order="shuffled"`
+is the draw of older runs (`tripjax.sampling.legacy`).
+"""
+
+import concurrent.futures
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from tripjax import errors
+from tripjax.sampling import legacy
+from tripjax.sampling import negatives
+
+# The values of `EpochSampler`'s draw_order ("rows": the current draw).
+DRAW_ORDERS = ("rows", legacy.DRAW_ORDER)
+# One background thread draws host shuffles ahead (`EpochSampler.epoch(prefetch_next=True)`).
+_PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="tripjax-shuffle")
+
+
+class Batches(NamedTuple):
+  """A chunk (or an epoch of chunks) of triplet batches; padded triplets have weight 0.
+
+  With C chunks of S batches of B triplets and n negative candidates per triplet:
+  """
+  users: jax.Array  # int32[C, S, B] (or [S, B] for one chunk)
+  pos: jax.Array  # int32[C, S, B]: an item in the user's training row
+  neg: jax.Array  # int32[C, S, B, n]: candidates NOT in the user's training row
+  weights: jax.Array  # float32[C, S, B]: 1 for a real triplet, 0 for padding
+
+
+def default_shuffle_on() -> str:
+  """The shuffle `EpochSampler` uses when not told: "host" on CPU, "device" elsewhere.
+
+  The two give different orders for the same seed: a run records the one it used (see
+  `tripjax.train`) so that resuming on another backend does not change its trajectory.
+  """
+  return "host" if jax.default_backend() == "cpu" else "device"
+
+
+class EpochSampler:
+  """Draws one epoch of triplets at a time from a training matrix.
+
+  Attributes:
+    negative_exponent: e, the popularity exponent of the negatives (0: uniform).
+    negative_weights: int64[I], the integer weights of the weighted draw; None when uniform.
+    num_positives: P, triplets per epoch.
+    num_batches: ceil(P / batch_size), batches per epoch.
+    num_chunks: C, chunks of `batches_per_chunk` batches per epoch (the last one padded).
+  """
+
+  def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
+               num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
+               negative_exponent: float = 0.0, draw_order: str = "rows"):
+    """Precomputes the per-positive arrays and puts them on the device.
+
+    Args:
+      train: bool CSR [U, I], the training positives.
+      batch_size: B, triplets per batch.
+      batches_per_chunk: S, batches per chunk (one dispatch of the train step).
+      num_negatives: n, negative candidates drawn per triplet.
+      seed: the sampler's seed; epoch e uses `fold_in(key(seed), e)` (and, for a host
+        shuffle, `np.random.default_rng([seed, e])`).
+      shuffle_on: "host" (numpy's permutation, faster on CPU than `jax.random.permutation`'s
+        sort-based shuffle) or "device"; None: `default_shuffle_on()`, host on CPU, device
+        elsewhere. The attribute `shuffle_on` holds the one used.
+      negative_exponent: 0 draws negatives uniformly among the row's missing items; e > 0
+        draws item i with probability proportional to `(1 + n_i) ** e` among them, n_i its
+        positives in `train` (e = 0.75 is word2vec's choice). The attribute
+        `negative_weights` (int64[I], or None when uniform) holds the integer weights used.
+      draw_order: "rows" draws the negatives in the matrix's row order, then shuffles (see the
+        module docstring); "shuffled" is the draw of runs saved before `draw_order` existed
+        (`tripjax.sampling.legacy`), kept so that their checkpoints resume unchanged.
+
+    Raises:
+      ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
+        (no negative exists).
+    """
+    for name, value in (("batch_size", batch_size), ("batches_per_chunk", batches_per_chunk),
+                        ("num_negatives", num_negatives)):
+      if int(value) <= 0:
+        raise errors.InvalidInput(f"EpochSampler: {name} must be positive, got {value}.")
+    train = sp.csr_matrix(train)
+    train.sum_duplicates()
+    train.sort_indices()
+    num_users, num_items = train.shape
+    indptr = train.indptr.astype(np.int64)
+    counts = np.diff(indptr)
+    if train.nnz == 0:
+      raise errors.InvalidInput("EpochSampler: the training matrix has no positives.")
+    full = np.flatnonzero(counts >= num_items)
+    if full.size:
+      raise errors.InvalidInput(f"EpochSampler: user row {int(full[0])} holds all {num_items} "
+                                "items, so it has no negative to sample; drop such users before "
+                                "training.")
+    if shuffle_on is None:
+      shuffle_on = default_shuffle_on()
+    if shuffle_on not in ("host", "device"):
+      raise errors.InvalidInput("EpochSampler: shuffle_on must be 'host' or 'device', got "
+                                f"{shuffle_on!r}.")
+    if draw_order not in DRAW_ORDERS:
+      raise errors.InvalidInput(f"EpochSampler: draw_order must be one of {DRAW_ORDERS}, got "
+                                f"{draw_order!r}.")
+    if not (np.isfinite(negative_exponent) and negative_exponent >= 0):
+      raise errors.InvalidInput("EpochSampler: negative_exponent must be a finite number >= 0, "
+                                f"got {negative_exponent!r}.")
+    self.shuffle_on = shuffle_on
+    self.draw_order = draw_order
+    self._next_draw = None  # (epoch, Future of its `_host_draw`) when prefetched
+    self.num_users, self.num_items = num_users, num_items
+    self.num_positives = int(train.nnz)
+    self.batch_size = int(batch_size)
+    self.batches_per_chunk = int(batches_per_chunk)
+    self.num_negatives = int(num_negatives)
+    self.seed = int(seed)
+    self.num_batches = -(-self.num_positives // self.batch_size)
+    self.num_chunks = -(-self.num_batches // self.batches_per_chunk)
+    self._search_steps = max(int(counts.max()).bit_length(), 1)
+
+    users = np.repeat(np.arange(num_users, dtype=np.int32), counts)
+    items = train.indices.astype(np.int32)
+    ranks = np.arange(self.num_positives, dtype=np.int64) - indptr[users]
+    self._users = jnp.asarray(users)
+    self._items = jnp.asarray(items)
+    self._v = jnp.asarray((items - ranks).astype(np.int32))
+    self._indptr = jnp.asarray(indptr.astype(np.int32))
+    self.negative_exponent = float(negative_exponent)
+    self.negative_weights = None
+    if self.negative_exponent == 0:
+      self._num_missing = jnp.asarray((num_items - counts).astype(np.int32))
+      self._weighted = None
+    else:
+      self.negative_weights = negatives.negative_weights(np.bincount(items, minlength=num_items),
+                                                         self.negative_exponent)
+      v, row_weight, prefix, cumulative = negatives.weighted_arrays(self.negative_weights, items,
+                                                                    indptr, users)
+      self._v = jnp.asarray(v)
+      self._num_missing = jnp.asarray(cumulative[-1] - row_weight)  # missing weight per row
+      self._weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
+    self._sizes = dict(num_chunks=self.num_chunks, batches_per_chunk=self.batches_per_chunk,
+                       batch_size=self.batch_size, num_negatives=self.num_negatives,
+                       search_steps=self._search_steps, row_order=draw_order == "rows")
+
+  def epoch(self, epoch: int, prefetch_next: bool = False) -> Batches:
+    """The triplets of one epoch, on the device.
+
+    Args:
+      epoch: the epoch number (0-based); with the seed it fixes the draw.
+      prefetch_next: with the host shuffle, start epoch + 1's host draw (its order and the
+        negatives' random words, `_host_draw`) on a background thread (numpy releases the
+        GIL), so that it overlaps this epoch's work. The triplets are the same either way.
+
+    Returns:
+      `Batches` with leading shape [C, S, B].
+    """
+    key = jax.random.fold_in(jax.random.key(self.seed), epoch)
+    order_key, key = jax.random.split(key)
+    words = None
+    if self.shuffle_on == "host":
+      pending, self._next_draw = self._next_draw, None
+      if pending is not None and pending[0] == epoch:
+        order, words = pending[1].result()
+      else:
+        if pending is not None:
+          pending[1].cancel()  # drawn ahead for another epoch
+        order, words = self._host_draw(epoch)
+      if prefetch_next:
+        self._next_draw = (epoch + 1, _PREFETCH.submit(self._host_draw, epoch + 1))
+      order = jnp.asarray(order)
+      words = None if words is None else jnp.asarray(words)
+    else:
+      order = _permutation(order_key, self.num_positives)
+    return _draw_epoch(key, words, order, self._users, self._items, self._v, self._indptr,
+                       self._num_missing, self._weighted, **self._sizes)
+
+  def _host_draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The host shuffle's randomness, from `rng = default_rng([seed, epoch])`.
+
+    Returns:
+      order: int32[P], `rng.permutation(P)`.
+      words: then `rng.integers(0, 2**32, shape, uint32)`, the negatives' random words: shape
+        [P, n] (uniform) or [2, P, n] (weighted: 48 bits per draw); None for the "shuffled"
+        draw, which draws its negatives from the epoch's JAX key.
+    """
+    rng = np.random.default_rng([self.seed, epoch])
+    # Shuffling an int32 arange gives permutation(P)'s order with half the memory traffic.
+    order = rng.permutation(np.arange(self.num_positives, dtype=np.int32))
+    if self.draw_order == legacy.DRAW_ORDER:
+      return order, None
+    shape = (self.num_positives, self.num_negatives)
+    if self.negative_weights is not None:
+      shape = (2,) + shape
+    return order, rng.integers(0, 2**32, shape, dtype=np.uint32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _permutation(key, size):
+  return jax.random.permutation(key, size).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
+                                             "num_negatives", "search_steps", "row_order"))
+def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, weighted, *,
+                num_chunks, batches_per_chunk, batch_size, num_negatives, search_steps,
+                row_order):
+  """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
+
+  `words`: the negatives' random uint32 words ([P, n], or [2, P, n] when weighted), or None to
+  draw them from `neg_key`. `num_missing` and `weighted` as in
+  `negatives.missing_items_from_words`. `row_order`: draw for the CSR entries, then shuffle
+  (else `legacy.shuffled_draw`).
+  """
+  batch_shape = (num_chunks, batches_per_chunk, batch_size)
+  if not row_order:
+    triplets = legacy.shuffled_draw(neg_key, order, users, items, v, indptr, num_missing,
+                                    weighted, num_negatives=num_negatives,
+                                    search_steps=search_steps)
+    return _padded_batches(*triplets, None, batch_shape)
+  if words is None:
+    words_shape = ((2,) if weighted is not None else ()) + (users.shape[0], num_negatives)
+    words = jax.random.bits(neg_key, words_shape, jnp.uint32)
+  neg = negatives.missing_items_from_words(v, indptr, num_missing, weighted, users, words,
+                                           search_steps)
+  return _padded_batches(users, items, neg, order, batch_shape)
+
+
+def _padded_batches(users, pos, neg, order, batch_shape) -> Batches:
+  """Triplets taken in `order` (None: as given) and padded to `batch_shape` = (C, S, B).
+
+  Padding repeats the last batch's own triplets with weight 0, so a padded batch touches only
+  rows its real triplets touch (row-sparse optimizers then see no phantom rows); batches past
+  the last real one have weight 0 throughout and the step skips them.
+  """
+  num_positives, batch_size = users.shape[0], batch_shape[-1]
+  slot = jnp.arange(math.prod(batch_shape))
+  last_start = (num_positives - 1) // batch_size * batch_size
+  source = jnp.where(slot < num_positives, slot,
+                     last_start + (slot - last_start) % (num_positives - last_start))
+  if order is not None:
+    source = order[source]
+  return Batches(
+      users=users[source].reshape(batch_shape),
+      pos=pos[source].reshape(batch_shape),
+      neg=neg[source].reshape(batch_shape + neg.shape[-1:]),
+      weights=(slot < num_positives).astype(jnp.float32).reshape(batch_shape))
