@@ -29,7 +29,7 @@ from absl import logging
 import jax
 
 from benchmarks import outputs
-from tripjax import io as tio
+from tripjax import files
 from tripjax import model
 from tripjax import train as train_lib
 from tripjax import tuning
@@ -189,11 +189,11 @@ def main(argv):
                      if f.value != f.default))
   flagfiles = {"lab config": {"path": _LAB.value, "text": pathlib.Path(_LAB.value).read_text()},
                "tuned": {"path": _TUNED.value, "text": pathlib.Path(_TUNED.value).read_text()}}
-  tio.write_atomic(_OUT_JSON.value, json.dumps(
+  files.write_atomic(_OUT_JSON.value, json.dumps(
       {"split_seeds": seeds, "rows": rows, "flagfiles": flagfiles, "jax_version": jax.__version__,
        "device_kind": jax.devices()[0].device_kind, "command": command}, indent=2) + "\n")
   table = markdown(rows, seeds, command)
-  tio.write_atomic(_OUT_MD.value, table)
+  files.write_atomic(_OUT_MD.value, table)
   print(table)
 
 

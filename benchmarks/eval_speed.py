@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmarks import outputs
-from tripjax import io as tio
+from tripjax import files
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs (median reported).", lower_bound=1)
 _LAB_USERS = flags.DEFINE_integer("lab_users", 500, "Users the lab loop is timed on.",
@@ -237,7 +237,7 @@ def main(argv):
     print(json.dumps(out["ml20m"], indent=2))
   out["versions"]["load_average_at_end"] = os.getloadavg()
   out["parent_peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  tio.write_json_atomic(_OUTPUT.value, out)
+  files.write_json_atomic(_OUTPUT.value, out)
   print(f"wrote {_OUTPUT.value}")
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import outputs
-from tripjax import io as tio
+from tripjax import files
 from tripjax.data import movielens
 
 _LINES = flags.DEFINE_integer("lines", 1_000_000, "Lines in the generated ratings file.")
@@ -87,7 +87,7 @@ def main(argv):
   }
   text = json.dumps(result, indent=2)
   print(text)
-  out = tio.write_atomic(_OUT.value, text + "\n")
+  out = files.write_atomic(_OUT.value, text + "\n")
   print(f"speedup {result['speedup']:.1f}x "
         f"(tripjax {ours_median:.3f} s vs pandas python engine {python_median:.3f} s); "
         f"wrote {out}")

@@ -36,7 +36,7 @@ import pandas as pd
 import scipy
 
 from benchmarks import outputs
-from tripjax import io as tio
+from tripjax import files
 
 _PRESET = flags.DEFINE_string("preset", "ml-20m", "Synthetic preset to measure.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Child processes per measured stage.", lower_bound=1)
@@ -150,7 +150,7 @@ def main(argv):
           "machine": platform.machine(),
       },
   }
-  tio.write_json_atomic(_OUTPUT.value, payload)
+  files.write_json_atomic(_OUTPUT.value, payload)
   for name, stage in stages.items():
     print(f"{name:>10}: peak RSS {stage['max_peak_rss_mib']:.0f} MiB (max of "
           f"{len(stage['runs'])}), median {stage['median_total_s']:.1f} s, "

@@ -29,7 +29,7 @@ import jax
 from benchmarks import outputs
 from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
                                     batches_per_chunk, make_optimizer, random_positives)
-from tripjax import io as tio
+from tripjax import files
 from tripjax import sampling
 from tripjax import train_step
 
@@ -121,7 +121,7 @@ def main(argv):
   device = jax.devices()[0]
   out = _OUT.value or outputs.default_output(
       f"step_profile_{device.device_kind.replace(' ', '_').lower()}.json")
-  tio.write_json_atomic(out, {
+  files.write_json_atomic(out, {
       "command": "python -m benchmarks.step_profile" + "".join(
           f" --{f.name}={f.value}" for f in (_SHAPE, _OPTIMIZER, _CHUNKS, _OUT)
           if f.value != f.default),

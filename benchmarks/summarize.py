@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import outputs
-from tripjax import io
+from tripjax import files
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -235,7 +235,7 @@ def main(argv):
   command = "python -m benchmarks.summarize" + "".join(
       f" --{f.name}={shown(f.value)}" for f in (_RESULTS, _OUT)
       if pathlib.Path(f.value).resolve() != pathlib.Path(f.default).resolve())
-  out = io.write_atomic(_OUT.value, summarize(_RESULTS.value, command))
+  out = files.write_atomic(_OUT.value, summarize(_RESULTS.value, command))
   print(f"wrote {out}")
 
 

@@ -40,7 +40,7 @@ import optax
 from benchmarks import outputs
 from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
                                     batches_per_chunk, make_optimizer, random_positives)
-from tripjax import io
+from tripjax import files
 from tripjax import losses
 from tripjax import sampling
 from tripjax import train_step
@@ -289,7 +289,7 @@ def main(argv):
         print(f"  B={batch_size:6d} D={dim:3d} {result['step']:25s} {result['optimizer']:15s} "
               f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
               f"{result['compile_s']:.1f}s", flush=True)
-      io.write_json_atomic(out, payload)
+      files.write_json_atomic(out, payload)
     epochs = [("sparse_adagrad", 0.0, False), ("sparse_rowwise_adagrad", 0.0, False),
               ("sparse_rowwise_adagrad", 0.2, False)]
     if cpu:
@@ -315,7 +315,7 @@ def main(argv):
             flush=True)
       for result in payload["steps"][first_result:]:
         result["ratio_vs_bpr"] = result["triplets_per_s"] / bpr["samples_per_s"]
-    io.write_json_atomic(out, payload)
+    files.write_json_atomic(out, payload)
 
   for result in payload["steps"]:
     if (result["dim"], result["batch_size"]) == (TARGET_DIM, TARGET_BATCH) and \
@@ -325,7 +325,7 @@ def main(argv):
           "shape", "step", "optimizer", "triplets_per_s", "ratio_vs_bpr",
           "ratio_vs_bpr_interleaved", "ratio_per_round")} | {"reached": ratio >= 1.0})
   payload["load_average_end"] = os.getloadavg()
-  io.write_json_atomic(out, payload)
+  files.write_json_atomic(out, payload)
   print(f"wrote {out}")
 
 

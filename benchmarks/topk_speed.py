@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmarks import outputs
-from tripjax import io as tio
+from tripjax import files
 from tripjax import model
 from tripjax import recommend
 
@@ -69,7 +69,7 @@ def main(argv):
     print(f"batch {batch_size:5d}: {median:.3f} s for {_USERS.value} users, "
           f"{median * 1000 / _USERS.value:.3f} s per 1000 users (first run {first:.2f} s)")
   assert not np.any(seen[users[:100]].toarray()[np.arange(100)[:, None], items[:100]])
-  tio.write_json_atomic(_OUT.value, {
+  files.write_json_atomic(_OUT.value, {
       "benchmark": "recommend.top_k, all users, train items excluded",
       "shape": {"users": _USERS.value, "items": _ITEMS.value, "dim": _DIM.value, "k": _K.value,
                 "seen_entries": int(seen.nnz)},

@@ -17,7 +17,7 @@ from experiments import data_flags
 from experiments import run_cli
 from tripjax import baselines
 from tripjax import data
-from tripjax import io as tio
+from tripjax import files
 from tripjax import metrics
 
 MODELS = ("random", "popularity")
@@ -71,7 +71,7 @@ def main(argv):
          "models": {name: res.to_dict() for name, res in results.items()}}
   output_dir = _OUTPUT_DIR.value or f"runs/evaluate-{given['name']}"
   path = pathlib.Path(output_dir) / "results.json"
-  tio.write_json_atomic(path, out)
+  files.write_json_atomic(path, out)
   print(f"wrote {path}")
 
 

@@ -12,6 +12,7 @@ import optax
 
 from tripjax import errors
 from tripjax import losses
+from tripjax import model
 from tripjax import retrieval
 
 
@@ -72,7 +73,7 @@ def _fold_in(item_table: jax.Array, liked: jax.Array, liked_weight: jax.Array,
   return user
 
 
-def fold_in(params: retrieval.Params, item_indices: Sequence[int], key: jax.Array,
+def fold_in(params: model.Params, item_indices: Sequence[int], key: jax.Array,
             steps: int = 200, margin: float = 0.5, learning_rate: float = 0.05,
             num_negatives: int = 16) -> jax.Array:
   """An embedding for a new user from the items they liked, without retraining.

@@ -10,7 +10,6 @@ from tripjax.catalogue import split_titles
 from tripjax.catalogue import user_index
 from tripjax.foldin import fold_in
 from tripjax.retrieval import check_k
-from tripjax.retrieval import Params
 from tripjax.retrieval import similar_items
 from tripjax.retrieval import top_k
 from tripjax.retrieval import top_k_for_vectors

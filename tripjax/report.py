@@ -19,16 +19,14 @@ import pathlib
 from typing import Sequence
 
 import jax
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import figure
+import matplotlib.ticker
 import numpy as np
 import scipy.sparse as sp
 
+from tripjax import baselines
 from tripjax import errors
-from tripjax import baselines  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tripjax import io as tio
+from tripjax import files
 from tripjax import metrics
 from tripjax import model
 from tripjax import recommend
@@ -210,20 +208,18 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
       best=cases[0], worst=cases[1], history=list(run.history))
 
 
-def _save(fig, path: pathlib.Path) -> None:
-  """Writes a figure as PNG atomically and closes it."""
-  try:
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
-    tio.write_atomic(path, png.getvalue())
-  finally:
-    plt.close(fig)
+def _save(fig: figure.Figure, path: pathlib.Path) -> None:
+  """Writes a figure as PNG atomically (figures are plain `Figure`s: no pyplot, no backend)."""
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+  files.write_atomic(path, png.getvalue())
 
 
 def plot_training(history: Sequence[dict], path: pathlib.Path) -> None:
   """Training loss and test AUC per epoch (metrics.jsonl)."""
   epochs = [h["epoch"] for h in history]
-  fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(9, 3.4))
+  fig = figure.Figure(figsize=(9, 3.4))
+  ax_loss, ax_auc = fig.subplots(1, 2)
   ax_loss.plot(epochs, [h["loss"] for h in history], "o-", color="tab:red")
   ax_loss.set(xlabel="epoch", ylabel="mean triplet loss", title="Training loss")
   with_auc = [h for h in history if "auc" in h]
@@ -239,7 +235,8 @@ def plot_training(history: Sequence[dict], path: pathlib.Path) -> None:
 def plot_auc_histogram(model_auc: np.ndarray, popularity_auc: np.ndarray,
                        path: pathlib.Path) -> None:
   """Histogram of per-user AUC, model vs popularity (users with undefined AUC left out)."""
-  fig, ax = plt.subplots(figsize=(6, 3.8))
+  fig = figure.Figure(figsize=(6, 3.8))
+  ax = fig.subplots()
   bins = np.linspace(0, 1, 41)
   for values, label, color in ((popularity_auc, "popularity", "tab:gray"),
                                (model_auc, "model", "tab:blue")):
@@ -254,7 +251,8 @@ def plot_auc_histogram(model_auc: np.ndarray, popularity_auc: np.ndarray,
 
 def plot_roc(cases: Sequence[tuple[str, UserCase]], path: pathlib.Path) -> None:
   """ROC curves of a few users (over their unseen items)."""
-  fig, ax = plt.subplots(figsize=(4.6, 4.4))
+  fig = figure.Figure(figsize=(4.6, 4.4))
+  ax = fig.subplots()
   for (label, case), color in zip(cases, ("tab:green", "tab:red", "tab:blue", "tab:orange")):
     ax.plot(case.fpr, case.tpr, color=color,
             label=f"{label}: user {case.user_id}, AUC {case.auc:.3f}")
@@ -269,7 +267,8 @@ def plot_auc_vs_positives(num_train: np.ndarray, model_auc: np.ndarray,
                           popularity_auc: np.ndarray, path: pathlib.Path) -> None:
   """Per-user AUC against the user's number of training positives (log x), with binned means."""
   num_train = np.asarray(num_train)
-  fig, ax = plt.subplots(figsize=(6, 3.8))
+  fig = figure.Figure(figsize=(6, 3.8))
+  ax = fig.subplots()
   edges = np.unique(np.geomspace(max(num_train.min(), 1), num_train.max() + 1, 9).round())
   for values, label, color in ((popularity_auc, "popularity", "tab:gray"),
                                (model_auc, "model", "tab:blue")):
@@ -389,5 +388,5 @@ def write_report(run, workdir: str | os.PathLike, k: int = 20,
                         paths["positives"])
   relative = {name: f"{FIGURES_DIR}/{file}" for name, file in FIGURES.items()}
   report = workdir / REPORT_FILE
-  tio.write_atomic(report, render_markdown(analysis, run.dataset, relative))
+  files.write_atomic(report, render_markdown(analysis, run.dataset, relative))
   return report

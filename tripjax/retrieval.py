@@ -13,7 +13,6 @@ config.popularity_penalty)`), so they rank exactly as the run's evaluation does;
 from __future__ import annotations
 
 import functools
-from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +24,6 @@ from tripjax import losses
 from tripjax import metrics
 from tripjax import model
 
-Params = Mapping[str, jax.Array]
 
 _unit = losses.normalize  # the model's own normalisation, so scores equal model.cosine_scores
 
@@ -114,7 +112,7 @@ def _exclude_rows(exclude, rows: slice, batch_size: int, num_items: int) -> np.n
   return block
 
 
-def top_k_for_vectors(params: Params, user_vecs, k: int = 20, exclude=None,
+def top_k_for_vectors(params: model.Params, user_vecs, k: int = 20, exclude=None,
                       batch_size: int = 1024, item_offset=None) -> tuple[np.ndarray, np.ndarray]:
   """The k best items for raw user embeddings (e.g. fold-in users), by cosine (plus offset).
 
@@ -190,7 +188,7 @@ def _blocked_top_k(vecs: np.ndarray, item_table: jax.Array, k: int, exclude,
   return out_items, out_scores
 
 
-def top_k(params: Params, users, k: int = 20, exclude: sp.csr_matrix | None = None,
+def top_k(params: model.Params, users, k: int = 20, exclude: sp.csr_matrix | None = None,
           batch_size: int = 1024, item_offset=None) -> tuple[np.ndarray, np.ndarray]:
   """The k best items per user by cosine score, optionally leaving out items the user has seen.
 
@@ -236,7 +234,7 @@ def top_k(params: Params, users, k: int = 20, exclude: sp.csr_matrix | None = No
                         item_offset)
 
 
-def similar_items(params: Params, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def similar_items(params: model.Params, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
   """The k items nearest to `item` by cosine of item embeddings, the item itself left out.
 
   Pure item-item cosine: a run's popularity offset (`model.popularity_offset`) ranks items for a

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from tripjax import baselines
 from tripjax import checkpoint
 from tripjax import errors
-from tripjax import io as tio
+from tripjax import files
 from tripjax import loop
 from tripjax import metrics
 from tripjax import model
@@ -232,7 +232,7 @@ def _write_results(config, workdir, dataset, train, test, state, sampler, offset
       "backend": jax.default_backend(),
       "device_kind": device.device_kind,
   }
-  tio.write_json_atomic(workdir / workdir_lib.RESULTS_FILE, results)
+  files.write_json_atomic(workdir / workdir_lib.RESULTS_FILE, results)
   logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
                model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),
                train_seconds, results["triplets_per_sec"] or 0.0)

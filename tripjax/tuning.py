@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tripjax import errors
-from tripjax import io as tio
+from tripjax import files
 from tripjax import loop
 from tripjax import model
 from tripjax import train as train_lib
@@ -427,7 +427,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   def save(trials):
     report["trials"] = trials
     if out_json is not None:
-      tio.write_json_atomic(out_json, report)
+      files.write_json_atomic(out_json, report)
 
   def objective(config):
     return validate_mean(config, splits)
@@ -454,7 +454,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
               f"train positives per user, seeds {','.join(map(str, validation_seeds))}; split seed "
               f"{base.split_seed}):\nvalidation AUC {best['metrics']['auc']:.4f}, trial "
               f"{best['trial']} of {len(trials)}." + penalty_note)
-    tio.write_atomic(out_flagfile, flagfile_text(config, list(space), header))
+    files.write_atomic(out_flagfile, flagfile_text(config, list(space), header))
     report["flagfile"] = str(out_flagfile)
   save(trials)
   return report

@@ -28,7 +28,7 @@ import shutil
 from typing import Iterator
 
 from tripjax import errors
-from tripjax import io as tio
+from tripjax import files
 from tripjax.config import TrainConfig
 
 LOCK_FILE = ".lock"
@@ -164,8 +164,8 @@ def flagfile_text(config: TrainConfig) -> str:
 
 def write_config(config: TrainConfig, workdir: pathlib.Path) -> None:
   """Writes config.json (what the code reads back) and flags.txt (what a person reruns)."""
-  tio.write_atomic(workdir / CONFIG_FILE, config.to_json())
-  tio.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
+  files.write_atomic(workdir / CONFIG_FILE, config.to_json())
+  files.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
 
 
 def read_history(workdir: pathlib.Path) -> list[dict]:
@@ -177,4 +177,4 @@ def read_history(workdir: pathlib.Path) -> list[dict]:
 
 
 def write_history(workdir: pathlib.Path, history: list[dict]) -> None:
-  tio.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
+  files.write_atomic(workdir / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))

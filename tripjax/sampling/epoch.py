@@ -30,9 +30,13 @@ from tripjax.sampling import negatives
 
 # The values of `EpochSampler`'s draw_order ("rows": the current draw).
 DRAW_ORDERS = ("rows", legacy.DRAW_ORDER)
-# One background thread draws host shuffles ahead (`EpochSampler.epoch(prefetch_next=True)`).
-_PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1,
-                                                  thread_name_prefix="tripjax-shuffle")
+
+
+@functools.cache
+def _prefetch_thread() -> concurrent.futures.ThreadPoolExecutor:
+  """The one background thread that draws host shuffles ahead, started on first use."""
+  return concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                               thread_name_prefix="tripjax-shuffle")
 
 
 class Batches(NamedTuple):
@@ -182,7 +186,7 @@ class EpochSampler:
           pending[1].cancel()  # drawn ahead for another epoch
         order, words = self._host_draw(epoch)
       if prefetch_next:
-        self._next_draw = (epoch + 1, _PREFETCH.submit(self._host_draw, epoch + 1))
+        self._next_draw = (epoch + 1, _prefetch_thread().submit(self._host_draw, epoch + 1))
       order = jnp.asarray(order)
       words = None if words is None else jnp.asarray(words)
     else:

@@ -1,18 +1,18 @@
-"""Tests of tripjax.io: atomic writes."""
+"""Tests of tripjax.files: atomic writes."""
 
 import json
 import os
 
 import pytest
 
-from tripjax import io as tio
+from tripjax import files
 
 
 def test_writes_text_and_bytes_creating_the_folder(tmp_path):
   path = tmp_path / "a" / "b" / "out.txt"
-  assert tio.write_atomic(path, "héllo\n") == path
+  assert files.write_atomic(path, "héllo\n") == path
   assert path.read_bytes() == "héllo\n".encode("utf-8")
-  tio.write_atomic(path, b"\x00\x01")  # replaces
+  files.write_atomic(path, b"\x00\x01")  # replaces
   assert path.read_bytes() == b"\x00\x01"
   assert sorted(os.listdir(path.parent)) == ["out.txt"]
 
@@ -20,7 +20,7 @@ def test_writes_text_and_bytes_creating_the_folder(tmp_path):
 def test_new_files_get_the_umask_mode(tmp_path):
   umask = os.umask(0o027)
   try:
-    tio.write_atomic(tmp_path / "f", "x")
+    files.write_atomic(tmp_path / "f", "x")
     (tmp_path / "g").write_text("x")
   finally:
     os.umask(umask)
@@ -38,7 +38,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypat
 
   monkeypatch.setattr(os, fail_in, boom)
   with pytest.raises(OSError, match="disk full"):
-    tio.write_atomic(path, "new" * 1000)
+    files.write_atomic(path, "new" * 1000)
   monkeypatch.undo()
   assert path.read_text() == "old"
   assert os.listdir(tmp_path) == ["results.json"]
@@ -63,22 +63,22 @@ def test_an_interrupted_write_leaves_no_temp_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(os, "fdopen", lambda fd, mode: Interrupting(real_fdopen(fd, mode)))
   with pytest.raises(KeyboardInterrupt):
-    tio.write_atomic(tmp_path / "x.txt", "abcdef")
+    files.write_atomic(tmp_path / "x.txt", "abcdef")
   monkeypatch.undo()
   assert os.listdir(tmp_path) == []
 
 
 def test_write_json_atomic(tmp_path):
   path = tmp_path / "r.json"
-  tio.write_json_atomic(path, {"auc": 0.9, "k": [1, 2]})
+  files.write_json_atomic(path, {"auc": 0.9, "k": [1, 2]})
   assert json.loads(path.read_text()) == {"auc": 0.9, "k": [1, 2]}
   assert path.read_text().endswith("}\n")
   with pytest.raises(TypeError):
-    tio.write_json_atomic(path, {"bad": object()})
+    files.write_json_atomic(path, {"bad": object()})
   assert json.loads(path.read_text()) == {"auc": 0.9, "k": [1, 2]}  # untouched
 
 
 def test_rejects_other_data(tmp_path):
   with pytest.raises(TypeError, match="data must be str or bytes, got dict"):
-    tio.write_atomic(tmp_path / "x", {"a": 1})
+    files.write_atomic(tmp_path / "x", {"a": 1})
   assert os.listdir(tmp_path) == []
