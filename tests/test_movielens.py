@@ -410,13 +410,19 @@ def test_ratings_csv_wrong_header(tmp_path):
      "item id '99999999999999999999' is outside the int64 range"),
 ])
 def test_malformed_items_name_file_and_line(tmp_path, layout, folder, name, text, line, reason):
+  path, message = _items_error(tmp_path, layout, folder, name, text)
+  assert f"{path}, line {line}: {reason}" in message
+
+
+def _items_error(tmp_path, layout, folder, name, text):
+  """(path, message) of the DataError that a release whose items file holds `text` raises."""
   {"100k": write_ml100k, "dat": write_ml1m,
    "csv": lambda root: write_csv_release(root, "ml-20m")}[layout](tmp_path)
   path = tmp_path / folder / name
   _write(path, text)
   with pytest.raises(errors.DataError) as info:
     movielens.load_movielens(folder, data_dir=tmp_path, download=False)
-  assert f"{path}, line {line}: {reason}" in str(info.value)
+  return path, str(info.value)
 
 
 # The C parser reads the ratings; the line checker explains its failures. They must accept the same
@@ -532,14 +538,9 @@ def test_latin1_movies_csv_names_the_line_of_the_first_bad_byte(tmp_path):
 ])
 def test_duplicate_item_id_names_file_and_both_lines(tmp_path, layout, folder, name, text, line,
                                                      first):
-  {"100k": write_ml100k, "dat": write_ml1m,
-   "csv": lambda root: write_csv_release(root, "ml-20m")}[layout](tmp_path)
-  path = tmp_path / folder / name
-  _write(path, text)
-  with pytest.raises(errors.DataError) as info:
-    movielens.load_movielens(folder, data_dir=tmp_path, download=False)
-  assert str(info.value).startswith(f"{path}, line {line}: item id ")
-  assert f"already listed on line {first}" in str(info.value)
+  path, message = _items_error(tmp_path, layout, folder, name, text)
+  assert message.startswith(f"{path}, line {line}: item id ")
+  assert f"already listed on line {first}" in message
 
 
 # --- real MovieLens 100K ----------------------------------------------------------------------

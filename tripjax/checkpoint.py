@@ -149,6 +149,19 @@ class Checkpoints:
         opt=ocp.args.StandardSave(_host(opt)),
         meta=ocp.args.JsonSave(dict(meta))))
 
+  def save_params(self, epoch: int, params, meta: dict[str, Any]) -> None:
+    """Starts an (asynchronous) save of parameters alone (a model fitted in one go).
+
+    `restore_params` and `restore_newest(params_like)` read it back.
+
+    Args:
+      epoch: the checkpoint's number.
+      params: the parameter pytree.
+      meta: JSON-serialisable run metadata.
+    """
+    self._manager.save(epoch, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(_host(params)), meta=ocp.args.JsonSave(dict(meta))))
+
   def restore(self, epoch: int, params_like, opt_state_like):
     """Restores a full training state.
 

@@ -14,6 +14,7 @@ import pathlib
 from typing import Mapping, Sequence
 
 from tripjax import errors
+from tripjax import models
 from tripjax.data import registry
 
 OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
@@ -77,6 +78,8 @@ class TrainConfig:
     test_per_user: positives held out per user for the test set.
     split_seed: seed of the leave-k-out split.
     data_seed: seed of the synthetic generator (ignored for MovieLens).
+    model: a `tripjax.models` name (`models.NAMES`); the fields below from `dim` to
+      `fused_cpu_step` are the triplet model's (other models ignore them).
     dim: embedding size D.
     init_scale: standard deviation of the initial embeddings.
     margin: the triplet margin (cosine units).
@@ -115,6 +118,7 @@ class TrainConfig:
   test_per_user: int = _field(10, "Held-out positives per user.", positive=True)
   split_seed: int = _field(0, "Seed of the leave-k-out split.")
   data_seed: int = _field(0, "Seed of synthetic data.")
+  model: str = _field("triplet", "Model to train (tripjax.models).", choices=models.NAMES)
   dim: int = _field(64, "Embedding size.", positive=True)
   init_scale: float = _field(0.1, "Std of the initial embeddings.", positive=True)
   margin: float = _field(0.5, "Triplet margin (cosine).", minimum=0.0)

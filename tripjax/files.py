@@ -26,12 +26,14 @@ def _umask() -> int:
   return 0o022
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
+def write_atomic(path: str | os.PathLike, data: str | bytes,
+                 mode: int | None = None) -> pathlib.Path:
   """Writes `data` to `path` atomically, creating the parent folder if needed.
 
   Args:
     path: the destination file.
     data: text (written as UTF-8) or bytes.
+    mode: the file's permission bits; None: as `open` would create it (0o666 less the umask).
 
   Returns:
     `path` as a Path.
@@ -48,7 +50,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
+    os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # not mkstemp's 0600
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()

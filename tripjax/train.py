@@ -1,9 +1,11 @@
 """A training run in a workdir: `train_and_evaluate(config, workdir)` and `restore_run(workdir)`.
 
-The run: lock and claim the workdir (`tripjax.workdir`), load the data, resume from the newest
-checkpoint that restores, train with `loop.fit` (evaluating every `eval_every` epochs, saving on
-the `checkpoint_every` schedule, at the end and on SIGTERM/SIGINT), then evaluate the model and
-the popularity baseline and write `results.json`.
+The run: lock and claim the workdir (`tripjax.workdir`), load the data, then for an iterative
+model (`tripjax.models`, `Model.iterative`: the triplet model) resume from the newest checkpoint
+that restores and train with `loop.fit` (evaluating every `eval_every` epochs, saving on the
+`checkpoint_every` schedule, at the end and on SIGTERM/SIGINT); any other model is fitted once
+and saved as the checkpoint of epoch `config.epochs`. Then evaluate the model and the
+popularity baseline and write `results.json`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tripjax import files
 from tripjax import loop
 from tripjax import metrics
 from tripjax import model
+from tripjax import models
 from tripjax import stop_signals
 from tripjax import workdir as workdir_lib
 from tripjax.config import TrainConfig
@@ -49,7 +52,7 @@ class Run(NamedTuple):
   dataset: Any  # tripjax.data.ImplicitDataset
   train: sp.csr_matrix  # bool [U, I]
   test: sp.csr_matrix  # bool [U, I]
-  params: model.Params  # {"user": float32[U, D], "item": float32[I, D]} of the latest checkpoint
+  params: Any  # the model's params (`models.get(config.model)`) of the latest checkpoint
   history: list  # metrics.jsonl entries up to the latest checkpoint, one dict per evaluation
   results: dict | None  # results.json, or None if the run did not finish
 
@@ -140,6 +143,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     workdir_lib.write_config(config, workdir)
     ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR)
     try:
+      if not models.get(config.model).iterative:
+        return _fit_once(config, workdir, ckpts, dataset, train, test)
       return _train(config, workdir, ckpts, dataset, train, test, every, stop,
                     stop_after_epoch)
     finally:
@@ -147,7 +152,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
 
 
 def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after_epoch):
-  """`train_and_evaluate` once the workdir is claimed and the data loaded."""
+  """`train_and_evaluate` of an iterative model once the workdir is claimed and the data
+  loaded."""
+  score_fn = models.get(config.model).score_fn
   offset = model.popularity_offset(train, config.popularity_penalty)
   start, history = _resume(ckpts, config, train, workdir)
   sampler = start.sampler
@@ -169,7 +176,7 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
     entry = dict(stats)
     if epoch % config.eval_every == 0 or epoch == config.epochs:
       eval_started = time.perf_counter()
-      entry.update(evaluate(model.score_fn(state.params, offset), train, test,
+      entry.update(evaluate(score_fn(state.params, offset), train, test,
                             config.eval_block_size))
       entry["eval_seconds"] = time.perf_counter() - eval_started
       history.append(entry)
@@ -204,17 +211,53 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   ckpts.wait()
   if last_epoch < config.epochs:
     return {"finished": False, "epoch": last_epoch}
-  return _write_results(config, workdir, dataset, train, test, fitted.state, sampler, offset,
-                        history, fitted.train_seconds, fitted.compile_seconds)
-
-
-def _write_results(config, workdir, dataset, train, test, state, sampler, offset, history,
-                   train_seconds, compile_seconds) -> dict:
-  """results.json of a finished run: the model's and popularity's metrics, the run's facts."""
   final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
   model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
-                   evaluate(model.score_fn(state.params, offset), train, test,
+                   evaluate(score_fn(fitted.state.params, offset), train, test,
                             config.eval_block_size))
+  train_seconds = fitted.train_seconds
+  return _write_results(config, workdir, dataset, train, test, model_metrics, {
+      "steps": int(fitted.state.step), "train_seconds": train_seconds,
+      "compile_seconds": fitted.compile_seconds,
+      "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
+      "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None})
+
+
+def _fit_once(config, workdir, ckpts, dataset, train, test) -> dict:
+  """`train_and_evaluate` of a model fitted in one go (`Model.iterative` False).
+
+  Its params are saved as the checkpoint of epoch `config.epochs` (no optimizer state), so
+  `restore_run` and the scripts read the workdir like any other.
+  """
+  results_path = workdir / workdir_lib.RESULTS_FILE
+  if ckpts.latest_epoch() == config.epochs and results_path.exists():
+    logging.info("The run in %s is already finished.", workdir)
+    return json.loads(results_path.read_text())
+  the_model = models.get(config.model)
+  started = time.perf_counter()
+  params = jax.block_until_ready(the_model.fit(config, train, key=jax.random.key(config.seed)))
+  train_seconds = time.perf_counter() - started
+  ckpts.save_params(config.epochs, params, {"epoch": config.epochs, "seed": config.seed,
+                                            "train_seconds": train_seconds})
+  ckpts.wait()
+  offset = model.popularity_offset(train, config.popularity_penalty)
+  model_metrics = evaluate(the_model.score_fn(params, offset), train, test,
+                           config.eval_block_size)
+  return _write_results(config, workdir, dataset, train, test, model_metrics, {
+      "steps": 0, "train_seconds": train_seconds, "compile_seconds": 0.0, "sampler": None,
+      "triplets_per_sec": None})
+
+
+def _write_results(config, workdir, dataset, train, test, model_metrics: dict,
+                   facts: dict) -> dict:
+  """results.json of a finished run: the model's and popularity's metrics, the run's facts.
+
+  Args:
+    model_metrics: the model's final means (`evaluate`).
+    facts: `steps`, `train_seconds`, `compile_seconds`, `sampler` ({"shuffle_on",
+      "draw_order"} or None) and `triplets_per_sec` (or None).
+  """
+  train_seconds = facts["train_seconds"]
   popularity = evaluate(baselines.popularity_scores(train), train, test, config.eval_block_size)
   device = jax.devices()[0]
   results = {
@@ -223,11 +266,11 @@ def _write_results(config, workdir, dataset, train, test, state, sampler, offset
       "model": model_metrics,
       "popularity": popularity,
       "epochs": config.epochs,
-      "steps": int(state.step),
+      "steps": facts["steps"],
       "train_seconds": train_seconds,
-      "compile_seconds": compile_seconds,
-      "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
-      "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
+      "compile_seconds": facts["compile_seconds"],
+      "sampler": facts["sampler"],
+      "triplets_per_sec": facts["triplets_per_sec"],
       "jax_version": jax.__version__,
       "backend": jax.default_backend(),
       "device_kind": device.device_kind,
@@ -235,7 +278,7 @@ def _write_results(config, workdir, dataset, train, test, state, sampler, offset
   files.write_json_atomic(workdir / workdir_lib.RESULTS_FILE, results)
   logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
                model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),
-               train_seconds, results["triplets_per_sec"] or 0.0)
+               train_seconds, facts["triplets_per_sec"] or 0.0)
   return results
 
 
@@ -262,8 +305,7 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   restored = None
   if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
     dataset, train, test = registry.load_split(config)
-    like = jax.eval_shape(lambda: model.init_params(jax.random.key(0), train.shape[0],
-                                                    train.shape[1], config.dim))
+    like = models.get(config.model).params_like(config, train.shape[0], train.shape[1])
     ckpts = checkpoint.Checkpoints(ckpt_dir)
     try:
       restored = ckpts.restore_newest(like)

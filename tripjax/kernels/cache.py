@@ -16,9 +16,9 @@ import hashlib
 import os
 import pathlib
 import stat
-import tempfile
 from typing import Iterator
 
+from tripjax import files
 from tripjax.kernels import errors
 
 HASH_SUFFIX = ".sha256"
@@ -177,21 +177,6 @@ def is_verified(path: pathlib.Path) -> bool:
   return True
 
 
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-  """Writes `path` as a temporary file in its folder, synced to disk, then renamed over it."""
-  fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(partial, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(partial)
-    raise
-
-
 def install(partial: pathlib.Path, target: pathlib.Path) -> None:
   """Makes `partial` private, syncs it, renames it to `target`, then records its SHA-256.
 
@@ -208,7 +193,7 @@ def install(partial: pathlib.Path, target: pathlib.Path) -> None:
   finally:
     os.close(fd)
   os.replace(partial, target)
-  _write_atomically(target.with_name(target.name + HASH_SUFFIX), f"{digest}\n".encode())
+  files.write_atomic(target.with_name(target.name + HASH_SUFFIX), f"{digest}\n", mode=0o600)
 
 
 def _load_library(path: str) -> ctypes.CDLL:

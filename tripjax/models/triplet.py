@@ -1,0 +1,50 @@
+"""The cosine-margin triplet model (`tripjax.model`, trained by `tripjax.loop.fit`)."""
+
+from __future__ import annotations
+
+import jax
+
+from tripjax import foldin
+from tripjax import model
+from tripjax.models import base
+
+
+def fit(config, train, *, key=None) -> model.Params:
+  """Trains `config.epochs` epochs in one go (no checkpoints; the driver checkpoints its own).
+
+  Args:
+    config: a `TrainConfig`; its seed draws the initial tables and the triplets.
+    train: bool CSR [U, I].
+    key: unused (the run's randomness comes from `config.seed`).
+
+  Returns:
+    {"user": float32[U, D], "item": float32[I, D]}.
+  """
+  del key
+  # Imported here: tripjax.loop imports tripjax.config, which imports this package for the
+  # names of `--model`.
+  from tripjax import loop  # pylint: disable=g-import-not-at-top
+  return loop.fit(config, train).state.params
+
+
+def init(config, num_users: int, num_items: int) -> model.Params:
+  """The untrained tables of a run (its seed, dim and init scale)."""
+  return model.init_params(jax.random.key(config.seed), num_users, num_items, config.dim,
+                           config.init_scale)
+
+
+def params_like(config, num_users: int, num_items: int):
+  """The tables as `jax.ShapeDtypeStruct`s (checkpoint restore target)."""
+  return jax.eval_shape(lambda: model.init_params(jax.random.key(0), num_users, num_items,
+                                                  config.dim))
+
+
+def describe(config) -> str:
+  return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
+          f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})")
+
+
+MODEL = base.Model(
+    name="triplet", fit=fit, score=model.cosine_scores, params_like=params_like,
+    item_vectors=lambda params: params["item"], iterative=True, init=init,
+    fold_in=foldin.fold_in, describe=describe, make_score_fn=model.score_fn)
