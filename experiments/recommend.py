@@ -5,8 +5,10 @@
   python -m experiments.recommend --workdir=W --liked="Toy Story;Fargo"   # a new user (fold-in)
   add --format=json for machine-readable output.
 
-`--user` and `--liked` rank as the run's evaluation does (cosine plus the run's
-`--popularity_penalty` offset); `--similar_to` is item-item cosine.
+Any model of `tripjax.models` (the run's `--model`). `--user` and `--liked` rank as the run's
+evaluation does (the model's scores plus the run's `--popularity_penalty` offset);
+`--similar_to` is item-item cosine of the model's item vectors, and `--liked` folds the new user
+in; models without item vectors or fold-in refuse them in one line.
 Titles match case-insensitively, with or without the year. `--liked` separates titles by ';'
 (or ',' when there is no ';'). Errors (unknown user or title, bad k, a workdir without a
 finished checkpoint) print one line saying what was asked and what exists, and exit 1.
@@ -22,6 +24,7 @@ import pandas as pd
 from experiments import run_cli
 from tripjax import errors
 from tripjax import model
+from tripjax import models
 from tripjax import recommend
 from tripjax import train
 
@@ -45,11 +48,12 @@ def _answer():
   k = _K.value if _K.value is not None else (10 if _SIMILAR_TO.value is not None else 20)
   run = train.restore_run(_WORKDIR.value)
   ds = run.dataset
+  the_model = models.get(run.config.model)
   offset = model.popularity_offset(run.train, run.config.popularity_penalty)
   if _USER.value is not None:
     row = recommend.user_index(ds.user_ids, _USER.value)
-    items, scores = recommend.top_k(run.params, np.array([row]), k=k, exclude=run.train,
-                                    item_offset=offset)
+    items, scores = recommend.top_k_scored(the_model.score_fn(run.params, offset),
+                                           np.array([row]), k=k, exclude=run.train)
     test_items = np.zeros(ds.num_items, bool)
     test_items[run.test[row].indices] = True
     query = {"user": _USER.value, "k": k, "train_items": int(run.train[row].nnz),
@@ -58,15 +62,16 @@ def _answer():
                                       test_items)
   if _SIMILAR_TO.value is not None:
     item = recommend.find_item(ds.titles, _SIMILAR_TO.value)
-    items, scores = recommend.similar_items(run.params, item, k=k)
+    items, scores = the_model.similar_items(run.params, item, k=k)
     query = {"similar_to": str(ds.titles[item]), "k": k}
     return query, recommend.item_rows(ds.titles, ds.genres, ds.item_ids, items, scores)
   liked = [recommend.find_item(ds.titles, t) for t in recommend.split_titles(_LIKED.value)]
   if not liked:
     raise errors.InvalidInput(f"--liked={_LIKED.value!r} names no title.")
-  vec = recommend.fold_in(run.params, liked, jax.random.key(_SEED.value), steps=_STEPS.value,
-                          margin=run.config.margin)
-  items, scores = recommend.top_k_for_vectors(run.params, vec, k=k, exclude=np.unique(liked),
+  vec = the_model.fold_in_user(run.params, liked, jax.random.key(_SEED.value),
+                               steps=_STEPS.value, margin=run.config.margin)
+  item_table = {"item": the_model.item_table(run.params, "--liked")}
+  items, scores = recommend.top_k_for_vectors(item_table, vec, k=k, exclude=np.unique(liked),
                                               item_offset=offset)
   query = {"liked": [str(ds.titles[i]) for i in liked], "k": k}
   return query, recommend.item_rows(ds.titles, ds.genres, ds.item_ids, items, scores)

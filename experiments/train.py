@@ -1,6 +1,7 @@
-r"""Trains the triplet model: `python -m experiments.train --flagfile=experiments/configs/X.cfg`.
+r"""Trains a model: `python -m experiments.train --flagfile=experiments/configs/X.cfg`.
 
-Every field of `tripjax.config.TrainConfig` is a flag of the same name. Outputs go to --workdir
+`--model` picks one of `tripjax.models` (default triplet; popularity is fitted in one go). Every
+field of `tripjax.config.TrainConfig` is a flag of the same name. Outputs go to --workdir
 (flags.txt, metrics.jsonl, results.json, checkpoints/); rerunning the same command resumes from
 the newest checkpoint, and a workdir holding other flags is refused unless --overwrite (which
 replaces that run once the new run's data has loaded). Checkpoints are saved every

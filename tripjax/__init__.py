@@ -5,6 +5,7 @@ The public API, by module (docs/DESIGN.md has the map):
   config     TrainConfig
   train      train_and_evaluate, restore_run          loop    fit
   model      init_params, score_fn                    metrics evaluate, roc_auc
+  models     get, NAMES, Model (the model protocol)
   recommend  top_k, similar_items, find_item, fold_in baselines popularity_scores
   errors     TripjaxError and its subclasses
 """
@@ -14,6 +15,7 @@ from tripjax import data
 from tripjax import errors
 from tripjax import metrics
 from tripjax import model
+from tripjax import models
 from tripjax import recommend
 from tripjax.config import TrainConfig
 from tripjax.errors import TripjaxError

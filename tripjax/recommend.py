@@ -13,3 +13,4 @@ from tripjax.retrieval import check_k
 from tripjax.retrieval import similar_items
 from tripjax.retrieval import top_k
 from tripjax.retrieval import top_k_for_vectors
+from tripjax.retrieval import top_k_scored

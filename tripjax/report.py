@@ -2,10 +2,11 @@
 
 `analyze(run)` answers the lab's questions for a `tripjax.train.Run`: the AUC a random scorer is
 expected to get (and gets), the untrained model's AUC, model vs popularity, and a close look at
-the best and the worst user. The model is scored by the run's own rule, `cos(u, i)` plus
-`model.popularity_offset(train, config.popularity_penalty)` (as its evaluation, so the report's
-model AUC is results.json's); the untrained model gets the same offset, so the untrained line
-shows what training adds to that rule. `write_report(workdir)` writes them to
+the best and the worst user, for any model of `tripjax.models` (the run's `--model`). The model is
+scored by the run's own rule, its `score_fn` plus `model.popularity_offset(train,
+config.popularity_penalty)` (as its evaluation, so the report's model AUC is results.json's);
+a model with an untrained state (`Model.init`) gets it scored with the same offset, so the
+untrained line shows what training adds to that rule. `write_report(workdir)` writes them to
 `workdir/report.md` with PNG figures under `workdir/figures/` (matplotlib, Agg backend; every
 file written atomically).
 """
@@ -18,7 +19,6 @@ import os
 import pathlib
 from typing import Sequence
 
-import jax
 from matplotlib import figure
 import matplotlib.ticker
 import numpy as np
@@ -29,6 +29,7 @@ from tripjax import errors
 from tripjax import files
 from tripjax import metrics
 from tripjax import model
+from tripjax import models
 from tripjax import recommend
 
 REPORT_FILE = "report.md"
@@ -81,7 +82,8 @@ class Analysis:
     k: the cut-off of the @k metrics and top-k lists.
     random_measured_auc: mean AUC of the seeded random scorer (expected: 0.5).
     untrained_auc: mean AUC of the model at its initial parameters (the run's seed), scored
-      with the run's popularity offset like the trained model.
+      with the run's popularity offset like the trained model; None for a model without an
+      untrained state (`Model.init`).
     model_means, popularity_means: the @k metrics' means ({"auc", "precision", "recall",
       "ndcg"}).
     model_auc, popularity_auc: float[U], per-user AUC (NaN where undefined).
@@ -93,7 +95,7 @@ class Analysis:
   title: str
   k: int
   random_measured_auc: float
-  untrained_auc: float
+  untrained_auc: float | None
   model_means: dict
   popularity_means: dict
   model_auc: np.ndarray
@@ -137,16 +139,15 @@ def _mean_metrics(result, k: int) -> dict:
           "recall": float(means[f"recall@{k}"]), "ndcg": float(means[f"ndcg@{k}"])}
 
 
-def _user_case(params, offset, row: int, user_id: int, auc: float, train: sp.csr_matrix,
+def _user_case(score_fn, row: int, user_id: int, auc: float, train: sp.csr_matrix,
                test: sp.csr_matrix, k: int) -> UserCase:
-  items, scores = recommend.top_k(params, np.array([row]), k=k, exclude=train,
-                                  item_offset=offset)
+  items, scores = recommend.top_k_scored(score_fn, np.array([row]), k=k, exclude=train)
   items, scores = items[0], scores[0]
   test_row = np.zeros(train.shape[1], bool)
   test_row[test[row].indices] = True
   unseen = np.ones(train.shape[1], bool)
   unseen[train[row].indices] = False
-  all_scores = np.asarray(model.score_fn(params, offset)(np.array([row])))[0]
+  all_scores = np.asarray(score_fn(np.array([row], np.int32)))[0]
   fpr, tpr = roc_curve(all_scores[unseen], test_row[unseen])
   kept = items >= 0
   return UserCase(row, int(user_id), float(auc), int(train[row].nnz), int(test[row].nnz),
@@ -172,13 +173,16 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
   def evaluate(score_fn):
     return metrics.evaluate(score_fn, train, test, ks=(k,), block_size=block_size)
 
+  the_model = models.get(config.model)
   offset = model.popularity_offset(train, config.popularity_penalty)
-  model_result = evaluate(model.score_fn(params, offset))
+  score_fn = the_model.score_fn(params, offset)
+  model_result = evaluate(score_fn)
   popularity_result = evaluate(baselines.popularity_scores(train))
   random_result = evaluate(baselines.random_scores(num_items, random_seed))
-  untrained = model.init_params(jax.random.key(config.seed), num_users, num_items, config.dim,
-                                config.init_scale)
-  untrained_result = evaluate(model.score_fn(untrained, offset))
+  untrained_auc = None
+  if the_model.init is not None:
+    untrained = the_model.init(config, num_users, num_items)
+    untrained_auc = float(evaluate(the_model.score_fn(untrained, offset)).means["auc"])
 
   model_auc = np.asarray(model_result.auc, np.float64)
   if np.all(np.isnan(model_auc)):
@@ -186,19 +190,18 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
                               "non-test items).")
   best, worst = int(np.nanargmax(model_auc)), int(np.nanargmin(model_auc))
   user_ids = run.dataset.user_ids
-  cases = [_user_case(params, offset, row, user_ids[row], model_auc[row], train, test, k)
+  cases = [_user_case(score_fn, row, user_ids[row], model_auc[row], train, test, k)
            for row in (best, worst)]
   model_top = np.asarray(model_result.top_items)  # int32[U, k]
   popularity_top = np.asarray(popularity_result.top_items)
   return Analysis(
-      title=(f"{config.dataset}: {num_users} users x {num_items} items, dim {config.dim}, "
-             f"{config.epochs} epochs ({config.optimizer}, lr {config.learning_rate:g}, "
-             f"batch {config.batch_size}, margin {config.margin:g}"
-             + (f", scores - {config.popularity_penalty:g} * z(log(1 + item count))"
-                if offset is not None else "") + ")"),
+      title=(f"{config.dataset}: {num_users} users x {num_items} items, {the_model.name} "
+             f"model: {the_model.describe(config)}"
+             + (f"; scores - {config.popularity_penalty:g} * z(log(1 + item count))"
+                if offset is not None else "")),
       k=k,
       random_measured_auc=float(random_result.means["auc"]),
-      untrained_auc=float(untrained_result.means["auc"]),
+      untrained_auc=untrained_auc,
       model_means=_mean_metrics(model_result, k),
       popularity_means=_mean_metrics(popularity_result, k),
       model_auc=model_auc,
@@ -330,13 +333,16 @@ def render_markdown(analysis: Analysis, dataset, figures: dict[str, str]) -> str
   rows = [("model", a.model_means), ("popularity", a.popularity_means)]
   lines = [
       "# Analysis of a tripjax run", "", a.title, "",
-      "## Random and untrained scores", "",
+      "## Random and untrained scores" if a.untrained_auc is not None else "## Random scores",
+      "",
       f"- A random scorer ranks a test item above a non-test item half the time: its expected "
       f"AUC is **{a.random_expected_auc:.1f}**. Measured with the seeded random baseline: "
-      f"**{_fmt(a.random_measured_auc)}**.",
-      f"- The untrained model (initial parameters from the run's seed) scores "
-      f"**{_fmt(a.untrained_auc)}** (trained: {_fmt(a.model_means['auc'])}).", "",
-      "## Model vs popularity", "",
+      f"**{_fmt(a.random_measured_auc)}**."]
+  if a.untrained_auc is not None:
+    lines.append(f"- The untrained model (initial parameters from the run's seed) scores "
+                 f"**{_fmt(a.untrained_auc)}** (trained: {_fmt(a.model_means['auc'])}).")
+  lines += [
+      "", "## Model vs popularity", "",
       f"| scorer | mean AUC | precision@{k} | recall@{k} | NDCG@{k} |",
       "| --- | --- | --- | --- | --- |"]
   lines += [f"| {name} | {_fmt(m['auc'])} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "

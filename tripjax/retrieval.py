@@ -44,7 +44,23 @@ def _masked_top_k(user_vecs: jax.Array, item_unit: jax.Array, exclude: jax.Array
     (int32[B, k] items, -1 where a user has fewer than k candidates; float32[B, k] their scores,
     offset included, -inf in those slots).
   """
-  scores = model.vector_scores(user_vecs, item_unit, item_offset)
+  return _top_k_of_scores(model.vector_scores(user_vecs, item_unit, item_offset), exclude, k)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _top_k_of_scores(scores: jax.Array, exclude: jax.Array, k: int
+                     ) -> tuple[jax.Array, jax.Array]:
+  """Evaluation's top-k unseen (`metrics.top_k_unseen`) of a block of scores.
+
+  Args:
+    scores: float32[B, I].
+    exclude: bool[B, I], items never to recommend.
+    k: static number of items.
+
+  Returns:
+    (int32[B, k] items, -1 where a user has fewer than k candidates; float32[B, k] their
+    scores, -inf in those slots).
+  """
   items = metrics.top_k_unseen(scores, ~exclude, k)
   top_scores = jnp.take_along_axis(scores, jnp.maximum(items, 0), axis=1)
   return items, jnp.where(items >= 0, top_scores, -jnp.inf)
@@ -232,6 +248,57 @@ def top_k(params: model.Params, users, k: int = 20, exclude: sp.csr_matrix | Non
   vecs = np.asarray(params["user"], np.float32)[users]
   return _blocked_top_k(vecs, jnp.asarray(params["item"], jnp.float32), k, exclude, batch_size,
                         item_offset)
+
+
+def top_k_scored(score_fn, users, k: int = 20, exclude: sp.csr_matrix | None = None, *,
+                 num_users: int | None = None, batch_size: int = 1024
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """The k best items per user of any model's `ScoreFn` (`models.Model.score_fn`).
+
+  With the run's score function the lists are exactly evaluation's top-k unseen items.
+
+  Args:
+    score_fn: `users: int32[B] -> float32[B, I]`.
+    users: int[B] user indices.
+    k: items per user, 1 <= k <= I.
+    exclude: bool CSR [U, I] (usually the training matrix) of items never to recommend, or None.
+    num_users: U, when `exclude` is None (to check the indices); else exclude's rows.
+    batch_size: users scored per block.
+
+  Returns:
+    `(items, scores)`: int32[B, k] and float32[B, k], best first, ties broken by the lower item
+    index; index -1 and score -inf where a user has fewer than k unseen items.
+  """
+  users = np.asarray(users)
+  if users.ndim != 1 or not np.issubdtype(users.dtype, np.integer):
+    raise errors.InvalidInput(f"users must be int[B] user indices, got dtype {users.dtype} shape "
+                              f"{users.shape}.")
+  num_users = exclude.shape[0] if exclude is not None else num_users
+  if num_users is not None:
+    bad = (users < 0) | (users >= num_users)
+    if bad.any():
+      raise errors.InvalidInput(f"user index {int(users[bad][0])} is out of range: the model "
+                                f"has {num_users} users (0..{num_users - 1}).")
+  if batch_size <= 0:
+    raise errors.InvalidInput(f"batch_size must be positive, got {batch_size}.")
+  if exclude is not None:
+    exclude = sp.csr_matrix(exclude)[users]
+  batch_size = min(batch_size, max(users.size, 1))
+  blocks = []
+  for start in range(0, users.size, batch_size):
+    rows = slice(start, min(start + batch_size, users.size))
+    size = rows.stop - rows.start
+    block = np.zeros(batch_size, np.int32)  # padded: one compile for all blocks
+    block[:size] = users[rows]
+    scores = score_fn(jnp.asarray(block))
+    num_items = scores.shape[1]
+    check_k(k, num_items)
+    items, top = _top_k_of_scores(scores, _exclude_rows(exclude, rows, batch_size, num_items),
+                                  int(k))
+    blocks.append((np.asarray(items)[:size], np.asarray(top)[:size]))
+  if not blocks:
+    return np.empty((0, int(k)), np.int32), np.empty((0, int(k)), np.float32)
+  return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
 
 def similar_items(params: model.Params, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
