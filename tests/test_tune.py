@@ -1,4 +1,4 @@
-"""Tests of tripjax/tuning.py (behind experiments/tuning.py): the validation split, the search,
+"""Tests of tripjax/tuning/ (behind experiments/tuning.py): the validation split, the search,
 the flagfile it writes."""
 
 import dataclasses
@@ -54,7 +54,7 @@ def test_tune_two_trials_writes_best_flagfile_and_never_sees_test(tmp_path, monk
     seen.append((fit_matrix, valid_matrix))
     return real_validate(config, fit_matrix, valid_matrix)
 
-  monkeypatch.setattr(tuning, "validate", spy)
+  monkeypatch.setattr(tuning.validation, "validate", spy)  # where validate_mean looks it up
   out_json, out_cfg = tmp_path / "trials.json", tmp_path / "best.cfg"
   space = {"learning_rate": [0.01, 0.2], "margin": [0.3], "num_negatives": [1, 2]}
   report = tuning.tune(TINY, space, num_trials=2, initial_trials=2, seed=3,
@@ -208,7 +208,7 @@ def test_tune_averages_the_objective_over_validation_seeds(tmp_path, monkeypatch
     seen.append((fit_matrix, valid_matrix, metrics["auc"]))
     return metrics
 
-  monkeypatch.setattr(tuning, "validate", spy)
+  monkeypatch.setattr(tuning.validation, "validate", spy)  # where validate_mean looks it up
   report = tuning.tune(TINY, {"margin": [0.3]}, num_trials=1, initial_trials=1,
                        validation_seeds=(1, 2), out_json=tmp_path / "trials.json")
   assert len(seen) == 2  # one fit per validation split

@@ -1,4 +1,4 @@
-"""MovieLens loaders: every GroupLens release in its native layout, with verified download.
+"""MovieLens releases: their specs, where a release is found (or downloaded) and `load_movielens`.
 
 `load_movielens(name)` reads a release from `data_dir` when one is given, and fails when it is not
 there; without `data_dir` it looks in `$TRIPJAX_DATA_DIR`, then the cache (`cache_dir`,
@@ -8,11 +8,8 @@ and parses it into the two common frames:
 - ratings: `user_id` int64, `item_id` int64, `rating` float32, `timestamp` int64, one row a rating.
 - items: `item_id` int64, `title` str, `genres` list of str (empty when none is listed).
 
-Ratings go through pandas' C parser (the `::` of the `.dat` files is first turned into a tab);
-only when that fails is the file read again line by line to name the first bad line. Both read
-one grammar: ids and timestamps are decimal integers (`196`, `+196`, ` 196`; never `196.0`, `1e2`
-or `1_000`), ratings decimal numbers finite in float32; lines of blanks are skipped and a UTF-8
-byte-order mark is ignored. Item ids follow the same grammar and must be unique.
+The files themselves are parsed by `movielens_ratings.read_ratings` and
+`movielens_items.read_items` (re-exported here), which say the grammar they accept.
 
 Every expected failure is an `errors.DataError` (a ValueError) whose one-line message names the
 file, and the line where there is one.
@@ -20,34 +17,20 @@ file, and the line where there is one.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import dataclasses
-import io
 import os
 import pathlib
-import re
-import warnings
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from tripjax import errors
 from tripjax.data import download as download_lib
+# The parsers, re-exported: `movielens.read_ratings` and friends are the public names.
+from tripjax.data.movielens_items import ML_100K_GENRES, NO_GENRES, read_items
+from tripjax.data.movielens_ratings import RATING_COLUMNS, read_ratings
 
 DEFAULT_BASE_URL = "https://files.grouplens.org/datasets/movielens"
-
-ML_100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
-    "Sci-Fi", "Thriller", "War", "Western")
-NO_GENRES = "(no genres listed)"
-
-RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-_INT_COLUMNS = ("user_id", "item_id", "timestamp")
-_CSV_RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
-_CSV_MOVIES_HEADER = ("movieId", "title", "genres")
 
 # layout -> (ratings file, items file)
 LAYOUT_FILES = {
@@ -55,8 +38,6 @@ LAYOUT_FILES = {
     "dat": ("ratings.dat", "movies.dat"),
     "csv": ("ratings.csv", "movies.csv"),
 }
-# layout -> the ratings file's separator, as written in the file
-_RATINGS_SEPARATORS = {"100k": "\t", "dat": "::", "csv": ","}
 
 
 class ReleaseNotFound(errors.DataError, FileNotFoundError):
@@ -281,314 +262,3 @@ def read_release(folder: str | os.PathLike,
   ratings = read_ratings(folder / ratings_file, spec.layout)
   items = read_items(folder / items_file, spec.layout, spec.items_encodings)
   return ratings, items
-
-
-# ---------------------------------------------------------------------------------------------
-# Ratings: C parser first, a line-by-line scan only to explain a failure.
-
-
-def read_ratings(path: str | os.PathLike, layout: str) -> pd.DataFrame:
-  """Parses a ratings file: `u.data` (tab), `ratings.dat` (`::`) or `ratings.csv` (header).
-
-  Args:
-    path: the file.
-    layout: `100k`, `dat` or `csv` (see `MovieLensSpec`).
-
-  Returns:
-    DataFrame with `user_id` int64[N], `item_id` int64[N], `rating` float32[N],
-    `timestamp` int64[N].
-
-  Raises:
-    errors.DataError: a malformed line (wrong field count, an id or timestamp that is not a
-      decimal integer, a rating that is not a finite number), naming the file and the 1-based
-      line number; a UTF-16 file; an empty file.
-  """
-  path = pathlib.Path(path)
-  if layout == "100k":
-    with open(path, "rb") as f:
-      f.seek(_bom_length(path, f.read(4)))
-      return _parse_ratings(f, path, layout)
-  if layout == "dat":
-    data = path.read_bytes()
-    bom = _bom_length(path, data[:4])
-    # No numeric field holds a ':', so '::' -> '\t' keeps every field and the line numbers.
-    source = io.BytesIO(data.replace(b"::", b"\t"))
-    del data
-    source.seek(bom)
-    return _parse_ratings(source, path, layout)
-  if layout == "csv":
-    _check_header(path, _CSV_RATINGS_HEADER)
-    return _parse_ratings(path, path, layout)
-  raise errors.InvalidInput(
-      f"unknown MovieLens layout {layout!r}; known: {', '.join(LAYOUT_FILES)}")
-
-
-def _bom_length(path: pathlib.Path, head: bytes) -> int:
-  """The length of the UTF-8 byte-order mark `head` starts with (0 when none).
-
-  Raises:
-    errors.DataError: `head` starts with a UTF-16 (or UTF-32) byte-order mark.
-  """
-  if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-    raise errors.DataError(f"{path}: starts with a UTF-16 byte-order mark; MovieLens files are "
-                           f"8-bit text: save it as UTF-8")
-  return len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
-
-
-def _check_header(path: pathlib.Path, expected: Sequence[str]) -> None:
-  with open(path, "rb") as f:
-    _bom_length(path, f.read(4))
-  with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-    header = next(csv.reader(f), [])
-  if tuple(h.strip() for h in header) != tuple(expected):
-    raise errors.DataError(f"{path}, line 1: expected the header {','.join(expected)!r}, "
-                           f"got {','.join(header)[:200]!r}")
-
-
-def _one_line(err: BaseException | None) -> str:
-  return " ".join(str(err).split())
-
-
-def _parse_ratings(source, path: pathlib.Path, layout: str) -> pd.DataFrame:
-  """C-engine parse of a 4-column numeric table; on failure, names the first bad line."""
-  header = layout == "csv"
-  try:
-    # The integer columns are inferred, not cast: a cast would take `196.0` or `1e2` for 196 or
-    # 100, which the line checker rejects; inference yields int64 only when every field is one.
-    # A rating beyond float32 becomes inf, reported below.
-    with np.errstate(over="ignore"), warnings.catch_warnings():
-      warnings.simplefilter("ignore", pd.errors.DtypeWarning)
-      frame = pd.read_csv(
-          source, sep="," if header else "\t", header=None, names=list(RATING_COLUMNS),
-          dtype={"rating": np.float32}, skiprows=1 if header else 0, engine="c",
-          quoting=csv.QUOTE_NONE, na_filter=False, encoding="latin-1")
-  except (ValueError, OverflowError, TypeError) as err:
-    _raise_bad_line(path, layout, err)
-  if frame.empty:
-    what = "nothing but its header" if header else "no line"
-    raise errors.DataError(
-        f"{path}: the ratings file is empty ({what}); expected one rating per line.")
-  if (any(frame[c].dtype != np.int64 for c in _INT_COLUMNS)
-      or not np.isfinite(frame["rating"].to_numpy()).all()):
-    _raise_bad_line(path, layout, None)
-  return frame  # columns and dtypes are already those of RATING_COLUMNS (no extra copy)
-
-
-_INT64 = np.iinfo(np.int64)
-# What pandas' C parser takes for a number: the blanks around it are those its converters skip.
-_INT_RE = re.compile(r"[ \t\v\f]*([+-]?[0-9]+)[ \t\v\f]*")
-_NUMBER_RE = re.compile(
-    r"[ \t\v\f]*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)[ \t\v\f]*")
-
-
-def _as_int(field: str) -> int:
-  """The field as an int64 value: a decimal integer (OverflowError beyond the int64 range)."""
-  match = _INT_RE.fullmatch(field)
-  if match is None:
-    raise ValueError("not a decimal integer")
-  value = int(match[1])
-  if not _INT64.min <= value <= _INT64.max:
-    raise OverflowError("outside the int64 range")
-  return value
-
-
-def _as_finite_float(field: str) -> float:
-  """The field as a rating: a decimal number, finite also once stored as float32."""
-  match = _NUMBER_RE.fullmatch(field)
-  if match is None:
-    raise ValueError("not a decimal number")
-  with np.errstate(over="ignore"):
-    value = np.float32(float(match[1]))
-  if not np.isfinite(value):
-    raise ValueError("not finite")
-  return float(value)
-
-
-_RATING_CHECKS: tuple[Callable[[str], object], ...] = (_as_int, _as_int, _as_finite_float, _as_int)
-
-
-def _bad_field(fields: Sequence[str], sep: str,
-               checks: Sequence[Callable[[str], object]], names: Sequence[str]) -> str | None:
-  """Why a line's fields are malformed, or None when they are fine."""
-  if len(fields) != len(checks):
-    return f"expected {len(checks)} fields separated by {sep!r}, found {len(fields)}"
-  for field, check, name in zip(fields, checks, names):
-    try:
-      check(field)
-    except OverflowError:
-      return f"{name} {field!r} is outside the int64 range"
-    except ValueError:
-      kind = "an integer" if check is _as_int else "a finite number"
-      return f"{name} {field!r} is not {kind}"
-  return None
-
-
-def _raise_bad_line(path: pathlib.Path, layout: str, err: BaseException | None):
-  """Raises a DataError naming the first malformed line of a ratings file.
-
-  The lines are those of the C parser: ended by `\\n`, `\\r\\n` or `\\r`; a line of spaces and
-  tabs (other than the separator) is skipped; `::` reads as a tab.
-  """
-  sep = _RATINGS_SEPARATORS[layout]
-  parse_sep = "\t" if sep == "::" else sep
-  blanks = " \t".replace(parse_sep, "")
-  bom = codecs.BOM_UTF8.decode("latin-1")
-  with open(path, encoding="latin-1", newline="") as f:
-    for lineno, raw in enumerate(f, start=1):
-      line = raw.rstrip("\r\n")
-      if lineno == 1:
-        line = line.removeprefix(bom)
-        if layout == "csv":
-          continue
-      parsed = line.replace("::", "\t") if sep == "::" else line
-      if not parsed.strip(blanks):
-        continue
-      reason = _bad_field(parsed.split(parse_sep), sep, _RATING_CHECKS, RATING_COLUMNS)
-      if reason:
-        raise errors.DataError(f"{path}, line {lineno}: {reason}: {line[:200]!r}") from err
-  raise errors.DataError(f"{path}: cannot parse the ratings ({_one_line(err)})") from err
-
-
-# ---------------------------------------------------------------------------------------------
-# Items: small files (at most ~90k lines), parsed line by line.
-
-
-def _line_of(data: bytes, offset: int) -> int:
-  return data.count(b"\n", 0, offset) + 1
-
-
-def _decode(path: pathlib.Path, encodings: Sequence[str]) -> str:
-  """The text of an items file: UTF-8 when it is valid UTF-8, else in the first of `encodings`
-  that decodes it (see `read_items`)."""
-  data = path.read_bytes()
-  bom = _bom_length(path, data[:4])
-  try:
-    return data[bom:].decode("utf-8")
-  except UnicodeDecodeError as err:
-    offset = bom + err.start
-  where = f"{path}, line {_line_of(data, offset)}: byte 0x{data[offset]:02x}"
-  if bom:
-    raise errors.DataError(f"{where} is not UTF-8, yet the file starts with a UTF-8 byte-order "
-                           f"mark; save it all as UTF-8 (or as latin-1 without the mark)")
-  for encoding in encodings:
-    if codecs.lookup(encoding).name != "utf-8":
-      try:
-        return data.decode(encoding)
-      except UnicodeDecodeError:
-        pass
-  raise errors.DataError(f"{where} is not valid {' or '.join(encodings)} text; save the file "
-                         f"as UTF-8")
-
-
-def _lines(text: str):
-  """(1-based line number, line) of the non-blank lines; splits on '\\n' only (not on U+0085)."""
-  for lineno, line in enumerate(text.split("\n"), start=1):
-    line = line.rstrip("\r")
-    if line.strip():
-      yield lineno, line
-
-
-def _item_id(path: pathlib.Path, lineno: int, field: str, line: str) -> int:
-  try:
-    return _as_int(field)
-  except OverflowError:
-    reason = "is outside the int64 range"
-  except ValueError:
-    reason = "is not an integer"
-  raise errors.DataError(f"{path}, line {lineno}: item id {field!r} {reason}: {line[:200]!r}")
-
-
-def _split_genres(field: str) -> list[str]:
-  field = field.strip()
-  if not field or field == NO_GENRES:
-    return []
-  return field.split("|")
-
-
-def _read_u_item(path: pathlib.Path, text: str):
-  width = 5 + len(ML_100K_GENRES)
-  for lineno, line in _lines(text):
-    fields = line.split("|")
-    if len(fields) != width:
-      raise errors.DataError(f"{path}, line {lineno}: expected {width} fields separated by '|', "
-                             f"found {len(fields)}: {line[:200]!r}")
-    flags = [f.strip() for f in fields[5:]]
-    if any(f not in ("0", "1") for f in flags):
-      raise errors.DataError(
-          f"{path}, line {lineno}: genre flags must be 0 or 1: {line[:200]!r}")
-    genres = [g for g, f in zip(ML_100K_GENRES, flags) if f == "1"]
-    yield lineno, _item_id(path, lineno, fields[0], line), fields[1], genres
-
-
-def _read_movies_dat(path: pathlib.Path, text: str):
-  for lineno, line in _lines(text):
-    fields = line.split("::")
-    if len(fields) != 3:
-      raise errors.DataError(f"{path}, line {lineno}: expected 3 fields separated by '::', "
-                             f"found {len(fields)}: {line[:200]!r}")
-    yield lineno, _item_id(path, lineno, fields[0], line), fields[1], _split_genres(fields[2])
-
-
-def _read_movies_csv(path: pathlib.Path, text: str):
-  reader = csv.reader(io.StringIO(text, newline=""))
-  header = next(reader, [])
-  if tuple(h.strip() for h in header) != _CSV_MOVIES_HEADER:
-    raise errors.DataError(f"{path}, line 1: expected the header "
-                           f"{','.join(_CSV_MOVIES_HEADER)!r}, got {','.join(header)[:200]!r}")
-  for fields in reader:
-    if not fields:
-      continue
-    lineno = reader.line_num
-    if len(fields) != 3:
-      raise errors.DataError(f"{path}, line {lineno}: expected 3 comma-separated fields, found "
-                             f"{len(fields)}: {','.join(fields)[:200]!r}")
-    yield (lineno, _item_id(path, lineno, fields[0], ",".join(fields)), fields[1],
-           _split_genres(fields[2]))
-
-
-_ITEM_READERS = {"100k": _read_u_item, "dat": _read_movies_dat, "csv": _read_movies_csv}
-
-
-def _check_unique_ids(path: pathlib.Path, rows) -> None:
-  """Rejects an item id listed twice, naming both lines."""
-  first_line = {}
-  for lineno, item_id, *_ in rows:
-    first = first_line.setdefault(item_id, lineno)
-    if first != lineno:
-      raise errors.DataError(f"{path}, line {lineno}: item id {item_id} is already listed on "
-                             f"line {first}; each item must be listed once")
-
-
-def read_items(path: str | os.PathLike, layout: str,
-               encodings: Sequence[str] = ("utf-8",)) -> pd.DataFrame:
-  """Parses an items file: `u.item` (`|`, 19 genre flags), `movies.dat` (`::`) or `movies.csv`.
-
-  The file is read as UTF-8 whenever it is valid UTF-8, whatever `encodings` says: GroupLens ships
-  some releases as latin-1, and one re-saved as UTF-8 would otherwise read `Café` as `CafÃ©`
-  (latin-1 text with accents is almost never valid UTF-8). A UTF-8 byte-order mark is dropped.
-  Otherwise the first of `encodings` that decodes the file is used.
-
-  Args:
-    path: the file.
-    layout: `100k`, `dat` or `csv` (see `MovieLensSpec`).
-    encodings: tried in order to decode the file when it is not valid UTF-8.
-
-  Returns:
-    DataFrame with `item_id` int64[I], `title` str[I], `genres` (list of str per item; empty for
-    "(no genres listed)" or no flag set).
-
-  Raises:
-    errors.DataError: a malformed line or an item id listed twice, naming the file and the
-      1-based line number(s); text in none of `encodings` (naming the line of the first bad
-      byte), or a UTF-8 byte-order mark before text that is not UTF-8.
-  """
-  path = pathlib.Path(path)
-  if layout not in _ITEM_READERS:
-    raise errors.InvalidInput(
-        f"unknown MovieLens layout {layout!r}; known: {', '.join(LAYOUT_FILES)}")
-  rows = list(_ITEM_READERS[layout](path, _decode(path, encodings)))
-  _check_unique_ids(path, rows)
-  ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-  titles = pd.array([r[2] for r in rows], dtype="str")
-  genres = pd.Series([r[3] for r in rows], dtype=object)
-  return pd.DataFrame({"item_id": ids, "title": titles, "genres": genres})

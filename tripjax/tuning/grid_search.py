@@ -1,0 +1,200 @@
+"""The hyperparameter search: a grid of TrainConfig fields, walked coarse to fine.
+
+`search` draws distinct points of a grid at random (seeded), then walks one grid step at a time
+along each axis from the best point while it improves. `ablation` puts the best point's fields
+back to a reference (e.g. the lab's settings) one at a time. The objective is any
+config -> metrics function (`tuning.validation.validate_mean` in `tune`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+
+from tripjax import errors
+from tripjax import loop
+from tripjax.config import TrainConfig
+
+# Searchable TrainConfig fields and how a command-line value of each is parsed.
+SEARCHABLE = {
+    "learning_rate": float, "margin": float, "epochs": int, "batch_size": int, "dim": int,
+    "l2": float, "num_negatives": int, "optimizer": str, "schedule": str, "init_scale": float,
+    "negative_exponent": float,
+}
+
+Space = Mapping[str, Sequence[Any]]  # field name -> candidate values (a grid axis)
+
+
+def check_space(space: Space) -> dict[str, tuple]:
+  """Validates a search space: known fields, non-empty, distinct values, each a valid config.
+
+  Returns:
+    field -> tuple of values, in the given order (the order is the grid axis).
+
+  Raises:
+    ValueError: naming the field and the bad value.
+  """
+  out = {}
+  for name, values in space.items():
+    if name not in SEARCHABLE:
+      raise errors.InvalidInput(f"search space: unknown field {name!r}; searchable: "
+                                f"{sorted(SEARCHABLE)}")
+    values = tuple(values)
+    if not values:
+      raise errors.InvalidInput(f"search space: {name} has no values.")
+    if len(set(values)) != len(values):
+      raise errors.InvalidInput(f"search space: {name} repeats a value: {list(values)}.")
+    for value in values:
+      try:
+        dataclasses.replace(TrainConfig(), **{name: value})
+      except (ValueError, TypeError) as e:
+        raise errors.InvalidInput(f"search space: {name}={value!r} is not a valid setting: "
+                                  f"{e}") from e
+    out[name] = values
+  return out
+
+
+def initial_points(space: Space, num_points: int, seed: int) -> list[tuple[int, ...]]:
+  """`num_points` distinct grid points (index tuples) drawn uniformly, reproducibly from seed."""
+  shape = tuple(len(v) for v in space.values())
+  total = math.prod(shape)
+  chosen = np.random.default_rng(seed).choice(total, size=min(num_points, total), replace=False)
+  return [tuple(int(i) for i in np.unravel_index(c, shape)) for c in chosen]
+
+
+def neighbours(point: tuple[int, ...], space: Space) -> list[tuple[int, ...]]:
+  """The grid points one step away from `point` along a single axis, axis by axis."""
+  sizes = [len(v) for v in space.values()]
+  out = []
+  for axis, size in enumerate(sizes):
+    for delta in (-1, 1):
+      j = point[axis] + delta
+      if 0 <= j < size:
+        out.append(point[:axis] + (j,) + point[axis + 1:])
+  return out
+
+
+def point_values(point: tuple[int, ...], space: Space) -> dict[str, Any]:
+  return {name: values[i] for (name, values), i in zip(space.items(), point)}
+
+def parse_space(raw: Mapping[str, Sequence[str]]) -> dict[str, tuple]:
+  """Parses `--search_<field>` lists ("a,b,c") into typed values; raises ValueError on junk."""
+  space = {}
+  for name, values in raw.items():
+    if name not in SEARCHABLE:
+      check_space({name: values})  # raises, naming the searchable fields
+    try:
+      space[name] = tuple(SEARCHABLE[name](v) for v in values)
+    except ValueError as e:
+      raise errors.InvalidInput(f"--search_{name}={','.join(values)}: {e}") from e
+  return check_space(space)
+
+
+def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], dict],
+           num_trials: int, initial_trials: int, seed: int = 0,
+           on_trial: Callable[[list[dict]], None] | None = None,
+           previous: Sequence[dict] = ()) -> list[dict]:
+  """Coarse-to-fine grid search: random distinct points, then one-step coordinate moves.
+
+  Args:
+    base: the settings the searched fields are applied to.
+    space: field -> candidate values (see `check_space`).
+    objective: config -> metrics dict holding "auc" (higher is better).
+    num_trials: total trials (stops earlier when the walk finds no better neighbour).
+    initial_trials: trials of the random stage (at most num_trials).
+    seed: seed of the random stage.
+    on_trial: called with the trial list after each trial (e.g. to save progress).
+    previous: trials of an earlier run of the same search; a point found there reuses its
+      metrics instead of training again (the search being deterministic, an interrupted run
+      resumes where it stopped).
+
+  Returns:
+    the trials, in order: {"trial", "stage", "values", "metrics"}.
+  """
+  space = check_space(space)
+  if num_trials < 1 or initial_trials < 1:
+    raise errors.InvalidInput(f"num_trials and initial_trials must be >= 1, got {num_trials} and "
+                              f"{initial_trials}.")
+  trials, seen = [], {}
+  cache = {_key(t["values"]): t["metrics"] for t in previous}
+
+  def run(point, stage):
+    values = point_values(point, space)
+    config = dataclasses.replace(base, **values)
+    try:
+      metrics = cache[_key(values)] if _key(values) in cache else objective(config)
+    except loop.TrainingDiverged as e:
+      logging.warning("trial %d diverged: %s", len(trials), e)
+      metrics = {"auc": float("nan"), "diverged": str(e)}
+    seen[point] = metrics["auc"]
+    trials.append({"trial": len(trials), "stage": stage, "values": values, "metrics": metrics})
+    logging.info("trial %d (%s) AUC %.4f  %s", len(trials) - 1, stage, metrics["auc"], values)
+    if on_trial is not None:
+      on_trial(trials)
+
+  for point in initial_points(space, min(initial_trials, num_trials), seed):
+    run(point, "random")
+
+  def score(p):
+    return -math.inf if math.isnan(seen[p]) else seen[p]
+
+  best = max(seen, key=score)
+  while len(trials) < num_trials:
+    fresh = [p for p in neighbours(best, space) if p not in seen]
+    if not fresh:
+      break
+    for point in fresh[:num_trials - len(trials)]:
+      run(point, "refine")
+    new_best = max(seen, key=score)
+    if new_best == best:
+      break
+    best = new_best
+  return trials
+
+
+def _key(values: Mapping[str, Any]) -> str:
+  return json.dumps(dict(values), sort_keys=True)
+
+
+def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
+             objective: Callable[[TrainConfig], dict], best_auc: float) -> list[dict]:
+  """What each setting contributes: the best config with one field put back to `reference`.
+
+  Args:
+    best: the tuned settings.
+    reference: the settings to compare with (e.g. the lab's).
+    fields: the fields to revert, one at a time (fields equal in both are skipped).
+    objective: config -> metrics with "auc" (the validation objective of the search).
+    best_auc: the objective of `best`.
+
+  Returns:
+    [{"field", "tuned", "reference", "auc", "delta"}], delta = best_auc - auc (what keeping the
+    tuned value is worth).
+  """
+  rows = []
+  for name in fields:
+    tuned, ref = getattr(best, name), getattr(reference, name)
+    if tuned == ref:
+      continue
+    try:
+      auc = objective(dataclasses.replace(best, **{name: ref}))["auc"]
+    except loop.TrainingDiverged:
+      auc = float("nan")
+    rows.append({"field": name, "tuned": tuned, "reference": ref, "auc": auc,
+                 "delta": best_auc - auc})
+    logging.info("ablation: %s=%r instead of %r: AUC %.4f (%+.4f)", name, ref, tuned, auc,
+                 auc - best_auc)
+  return rows
+
+
+def best_trial(trials: Sequence[dict]) -> dict:
+  """The trial with the highest validation AUC (the earliest on ties; diverged ones never)."""
+  finite = [t for t in trials if not math.isnan(t["metrics"]["auc"])]
+  if not finite:
+    raise errors.InvalidInput("every trial diverged; lower the learning rates of the search space.")
+  return max(finite, key=lambda t: (t["metrics"]["auc"], -t["trial"]))
