@@ -11,6 +11,7 @@ from sklearn import metrics as sk_metrics
 
 from tripjax import model
 from tripjax import report
+from tripjax import report_figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +23,7 @@ def test_roc_curve_matches_sklearn(decimals):
   if decimals is not None:
     scores = np.round(scores, decimals)  # heavy ties
   positives = rng.random(300) < 0.2
-  fpr, tpr = report.roc_curve(scores, positives)
+  fpr, tpr = report_figures.roc_curve(scores, positives)
   ref_fpr, ref_tpr, _ = sk_metrics.roc_curve(positives, scores, drop_intermediate=False)
   np.testing.assert_allclose(fpr, ref_fpr)
   np.testing.assert_allclose(tpr, ref_tpr)
@@ -31,7 +32,7 @@ def test_roc_curve_matches_sklearn(decimals):
 
 def test_roc_curve_needs_both_classes():
   with pytest.raises(ValueError, match="positives and negatives"):
-    report.roc_curve(np.ones(3), np.ones(3, bool))
+    report_figures.roc_curve(np.ones(3), np.ones(3, bool))
 
 
 def _is_png(path):
@@ -44,12 +45,12 @@ def test_plots_write_png_files(tmp_path):
   auc = rng.uniform(0.4, 1.0, 50)
   auc[3] = np.nan
   history = [{"epoch": e, "loss": 0.5 / e, "auc": 0.6 + 0.1 * e} for e in (1, 2, 3)]
-  report.plot_training(history, tmp_path / "t.png")
-  report.plot_auc_histogram(auc, auc[::-1] * 0.9, tmp_path / "h.png")
-  report.plot_auc_vs_positives(rng.integers(5, 300, 50), auc, auc * 0.9, tmp_path / "p.png")
-  fpr, tpr = report.roc_curve(rng.normal(size=40), np.arange(40) < 5)
+  report_figures.plot_training(history, tmp_path / "t.png")
+  report_figures.plot_auc_histogram(auc, auc[::-1] * 0.9, tmp_path / "h.png")
+  report_figures.plot_auc_vs_positives(rng.integers(5, 300, 50), auc, auc * 0.9, tmp_path / "p.png")
+  fpr, tpr = report_figures.roc_curve(rng.normal(size=40), np.arange(40) < 5)
   case = report.UserCase(0, 7, 0.8, 10, 5, np.arange(3), np.ones(3), np.ones(3, bool), fpr, tpr)
-  report.plot_roc([("best", case)], tmp_path / "sub" / "r.png")
+  report_figures.plot_roc([("best", case)], tmp_path / "sub" / "r.png")
   for name in ("t.png", "h.png", "p.png", "sub/r.png"):
     assert _is_png(tmp_path / name), name
   assert sorted(p.name for p in tmp_path.rglob("*")) == ["h.png", "p.png", "r.png", "sub",
