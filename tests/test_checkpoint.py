@@ -44,6 +44,30 @@ def test_round_trip(tmp_path, optimizer):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("optimizer", [optax.adam(1e-3), sparse_optim.sparse_adam(0.1)],
+                         ids=["adam", "sparse_adam"])
+def test_checkpoints_of_the_earlier_layout_still_restore(tmp_path, optimizer):
+  # Before the optimizer state was saved as a tree, it was saved as its leaves in order.
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  params = model.init_params(jax.random.key(0), 5, 7, 4)
+  opt_state = jax.tree.map(lambda x: x + 2, optimizer.init(params))
+  leaves = {f"{i:05d}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(opt_state))}
+  manager = ocp.CheckpointManager(tmp_path, options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(2, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(jax.tree.map(np.asarray, params)),
+      opt=ocp.args.StandardSave({"step": np.int32(9), "leaves": leaves}),
+      meta=ocp.args.JsonSave({"epoch": 2})))
+  manager.wait_until_finished()
+  manager.close()
+  ckpts = checkpoint.Checkpoints(tmp_path)
+  restored = ckpts.restore_newest(params, optimizer.init(params))
+  ckpts.close()
+  assert restored.epoch == 2 and int(restored.step) == 9
+  assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
+  for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(restored.opt_state)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_interrupted_write_is_ignored(tmp_path):
   """A temporary folder left by a write killed midway must not break restore."""
   params = model.init_params(jax.random.key(0), 3, 4, 2)

@@ -6,9 +6,10 @@ ignores and the next manager start removes. Checkpoints are numbered by complete
 
 Layout of one checkpoint (items of an Orbax composite):
   params: {"user": float32[U, D], "item": float32[I, D]}
-  opt: {"step": int32[], "leaves": {"00000": ..., ...}} (the optimizer state's leaves, in
-    `jax.tree.leaves` order; the tree structure comes from the optimizer at restore time, so
-    optax's NamedTuples and empty states need no special handling)
+  opt: {"step": int32[], "state": the optimizer state pytree}, restored into the abstract
+    tree of the run's optimizer (`jax.eval_shape` of its init); checkpoints written before
+    this layout hold {"step", "leaves": {"00000": ...}} (the state's leaves in order) and are
+    read back into the same tree
   meta: JSON (epoch, sampler seed, anything the caller wants back)
 
 A checkpoint that fails to restore (a truncated or damaged file) is skipped for the newest one
@@ -76,7 +77,17 @@ class Restored(NamedTuple):
   meta: dict[str, Any]
 
 
-def _leaves_dict(tree) -> dict:
+# Recorded in a checkpoint's meta when its optimizer state is saved as a tree.
+_OPT_LAYOUT = "_opt_layout"
+
+
+def _public(meta) -> dict[str, Any]:
+  """The caller's metadata, without the layout record."""
+  return {k: v for k, v in dict(meta).items() if k != _OPT_LAYOUT}
+
+
+def _legacy_leaves(tree) -> dict:
+  """The layout of checkpoints saved before the optimizer state was saved as a tree."""
   return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
 
 
@@ -143,11 +154,11 @@ class Checkpoints:
       step: int32[], optimizer steps applied.
       meta: JSON-serialisable run metadata.
     """
-    opt = {"step": np.asarray(step), "leaves": _leaves_dict(opt_state)}
+    opt = {"step": np.asarray(step), "state": opt_state}
     self._manager.save(epoch, args=ocp.args.Composite(
         params=ocp.args.StandardSave(_host(params)),
         opt=ocp.args.StandardSave(_host(opt)),
-        meta=ocp.args.JsonSave(dict(meta))))
+        meta=ocp.args.JsonSave({**meta, _OPT_LAYOUT: "tree"})))
 
   def save_params(self, epoch: int, params, meta: dict[str, Any]) -> None:
     """Starts an (asynchronous) save of parameters alone (a model fitted in one go).
@@ -173,16 +184,19 @@ class Checkpoints:
     Returns:
       (params, opt_state, step, meta).
     """
+    legacy = _OPT_LAYOUT not in self._raw_metadata(epoch)
+    state_like = _abstract(opt_state_like)
     opt_like = {"step": jax.ShapeDtypeStruct((), np.int32),
-                "leaves": _leaves_dict(_abstract(opt_state_like))}
+                **({"leaves": _legacy_leaves(state_like)} if legacy else {"state": state_like})}
     restored = self._manager.restore(epoch, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(_abstract(params_like)),
         opt=ocp.args.StandardRestore(opt_like),
         meta=ocp.args.JsonRestore()))
     opt = restored["opt"]
-    leaves = [opt["leaves"][k] for k in sorted(opt["leaves"])]
-    opt_state = jax.tree.unflatten(jax.tree.structure(opt_state_like), leaves)
-    return restored["params"], opt_state, opt["step"], dict(restored["meta"])
+    opt_state = (jax.tree.unflatten(jax.tree.structure(opt_state_like),
+                                    [opt["leaves"][k] for k in sorted(opt["leaves"])])
+                 if legacy else opt["state"])
+    return restored["params"], opt_state, opt["step"], _public(restored["meta"])
 
   def restore_params(self, epoch: int, params_like=None):
     """Restores only the parameters (and the metadata) of a checkpoint.
@@ -194,7 +208,7 @@ class Checkpoints:
                    else ocp.args.StandardRestore())
     restored = self._manager.restore(epoch, args=ocp.args.Composite(
         params=params_args, meta=ocp.args.JsonRestore()))
-    return restored["params"], dict(restored["meta"])
+    return restored["params"], _public(restored["meta"])
 
   def restore_newest(self, params_like, opt_state_like=None,
                      quarantine: str | os.PathLike | None = None) -> Restored | None:
@@ -253,6 +267,9 @@ class Checkpoints:
 
   def metadata(self, epoch: int) -> dict[str, Any]:
     """The run metadata saved with a checkpoint (nothing else is read)."""
+    return _public(self._raw_metadata(epoch))
+
+  def _raw_metadata(self, epoch: int) -> dict[str, Any]:
     restored = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(restored["meta"])
 
