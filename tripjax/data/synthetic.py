@@ -131,7 +131,7 @@ def _genres(c: SyntheticConfig, item_factors: np.ndarray,
 def _grouped_descending(groups: np.ndarray, key: np.ndarray) -> np.ndarray:
   """The permutation sorting by group (ascending), then key (float32, descending).
 
-  One int64 argsort of (group << 32 | ~monotone bits of key): several times faster than lexsort.
+  One int64 argsort of (group << 32 | ~monotone bits of key) instead of a lexsort.
   """
   bits = key.astype(np.float32).view(np.uint32)
   monotone = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))

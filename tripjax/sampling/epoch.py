@@ -6,7 +6,7 @@ stay in one row's segment of `v` (cache-resident), which makes the draw faster o
 in shuffled order. The draw runs on the device in one jitted program per epoch.
 
 With the host shuffle (CPU) the negatives' random words come from the same numpy generator as
-the permutation (PCG64, faster than threefry on CPU) and are drawn ahead on a thread with it;
+the permutation (numpy's PCG64) and are drawn ahead on a thread with it;
 with the device shuffle, from the epoch's JAX key.
 
 Everything is a pure function of (seed, epoch, shuffle_on, draw_order): a resumed run sees the

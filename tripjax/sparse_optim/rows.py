@@ -23,7 +23,8 @@ Per step the work is O((N + M) * D) plus one O(U + I) int32 scratch fill used
 to find each index's representative occurrence; nothing of size [U, D] is
 touched, except on a table with at most `dense_row_ratio` (default 2) rows per
 gathered index, which a batch mostly touches anyway: there one masked pass over
-the table is cheaper on CPU than row gathers/scatters and gives the same values.
+the table replaces the row gathers/scatters and gives the same values (the
+trade-off is timed in benchmarks/throughput.py).
 
 Each optimizer (`adam`, `adagrad`, `sgd`) supplies a per-row update; `apply_rows` sums the
 duplicates, gathers the rows, applies it and scatters them back.
@@ -42,7 +43,7 @@ ScalarOrSchedule = Union[float, jax.Array, Schedule]
 
 
 # Tables with at most this many rows per gathered index take the masked dense
-# path (see `apply_rows`); measured in benchmarks/throughput.py.
+# path (see `apply_rows`).
 DENSE_ROW_RATIO = 2.0
 
 
