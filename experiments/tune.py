@@ -4,9 +4,8 @@ r"""Tunes the triplet model on a validation split carved out of train; writes th
       --ablate_against=experiments/configs/ml1m_lab.cfg
 
 (the data flags are every script's, `--dataset=ml-100k` to tune on ML-100K; they override
-the base flagfile's where given; 40 trials over the grid of the `--search_*` flags, which
-were narrowed by a first, coarser search: batch size only changes speed at a fixed epoch count,
-margins below 0.5 and dims below 64 lose; see benchmarks/results/tune_ml100k*.json).
+the base flagfile's where given; 40 trials over the grid of the `--search_*` flags, whose
+defaults are `tripjax.tuning.DEFAULT_SPACE`).
 
 The test positives of the lab split (`--split_seed`, `--test_per_user`) are never looked at:
 `--validation_per_user` more positives of every user are moved out of TRAIN, models are fitted
@@ -60,22 +59,10 @@ _POPULARITY_PENALTIES = flags.DEFINE_list(
     "popularity_penalties", [], "After the search, score the best config with "
     "`scores - p * z(log(1 + item count))` for each p (post hoc, same fits) on the validation "
     "splits; the report holds the scan and the best p.")
-_SPACE = {
-    "learning_rate": flags.DEFINE_list("search_learning_rate", ["0.01", "0.03", "0.1", "0.3"],
-                                       "Learning rates."),
-    "margin": flags.DEFINE_list("search_margin", ["0.5", "0.6", "0.7"], "Margins."),
-    "epochs": flags.DEFINE_list("search_epochs", ["40", "80", "160"], "Epochs."),
-    "batch_size": flags.DEFINE_list("search_batch_size", ["1024"], "Batch sizes."),
-    "dim": flags.DEFINE_list("search_dim", ["64", "128"], "Embedding sizes."),
-    "l2": flags.DEFINE_list("search_l2", ["0.0", "0.0001"], "L2 weights."),
-    "num_negatives": flags.DEFINE_list("search_num_negatives", ["1", "2", "3"],
-                                       "Hardest-of-n candidates."),
-    "optimizer": flags.DEFINE_list("search_optimizer", ["adam"], "Optimizers."),
-    "schedule": flags.DEFINE_list("search_schedule", ["cosine"], "Learning-rate schedules."),
-    "init_scale": flags.DEFINE_list("search_init_scale", ["0.1"], "Initial embedding std."),
-    "negative_exponent": flags.DEFINE_list("search_negative_exponent", ["0.0"],
-                                           "Popularity exponents of the negative draw."),
-}
+_SPACE = {name: flags.DEFINE_list(
+    f"search_{name}", list(values),
+    f"Values of --{name} to search: {TrainConfig.__dataclass_fields__[name].metadata['help']}")
+          for name, values in tuning.DEFAULT_SPACE.items()}
 
 
 def main(argv):
@@ -112,16 +99,8 @@ def main(argv):
   report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
                        _VALIDATION_PER_USER.value, validation_seeds, out_json, out_flagfile,
                        previous, reference, penalties)
-  best = report["best"]
   print(f"trials in {out_json}; best flagfile {out_flagfile}")
-  print(f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
-        f"{len(report['trials'])}): {best['values']}")
-  if "popularity_penalty" in report:
-    for row in report["popularity_penalty"]["scan"]:
-      print(f"  popularity penalty {row['penalty']:g}: validation AUC {row['auc']:.4f}")
-  for row in report.get("ablation", []):
-    print(f"  {row['field']}={row['reference']!r} instead of {row['tuned']!r}: validation AUC "
-          f"{row['auc']:.4f} ({-row['delta']:+.4f})")
+  print(tuning.summary(report))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ SEARCHABLE = {
 
 Space = Mapping[str, Sequence[Any]]  # field name -> candidate values (a grid axis)
 
+# The grid `experiments.tune` searches by default (its `--search_<field>` flags), narrowed by a
+# first, coarser search on ML-100K: batch size only changes speed at a fixed epoch count,
+# margins below 0.5 and dims below 64 lose (benchmarks/results/tune_ml100k*.json).
+DEFAULT_SPACE = {
+    "learning_rate": ("0.01", "0.03", "0.1", "0.3"), "margin": ("0.5", "0.6", "0.7"),
+    "epochs": ("40", "80", "160"), "batch_size": ("1024",), "dim": ("64", "128"),
+    "l2": ("0.0", "0.0001"), "num_negatives": ("1", "2", "3"), "optimizer": ("adam",),
+    "schedule": ("cosine",), "init_scale": ("0.1",), "negative_exponent": ("0.0",),
+}
+
 
 def check_space(space: Space) -> dict[str, tuple]:
   """Validates a search space: known fields, non-empty, distinct values, each a valid config.

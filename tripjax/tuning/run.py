@@ -132,6 +132,19 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   return report
 
 
+def summary(report: dict) -> str:
+  """The lines `experiments.tune` prints: the best trial, the penalty scan, the ablation."""
+  best = report["best"]
+  lines = [f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
+           f"{len(report['trials'])}): {best['values']}"]
+  for row in report.get("popularity_penalty", {}).get("scan", []):
+    lines.append(f"  popularity penalty {row['penalty']:g}: validation AUC {row['auc']:.4f}")
+  for row in report.get("ablation", []):
+    lines.append(f"  {row['field']}={row['reference']!r} instead of {row['tuned']!r}: "
+                 f"validation AUC {row['auc']:.4f} ({-row['delta']:+.4f})")
+  return "\n".join(lines)
+
+
 def previous_trials(path: str | os.PathLike, base: TrainConfig, space: Space,
                     validation_per_user: int, validation_seeds: Sequence[int]) -> list[dict]:
   """The trials of an earlier report at `path` ([] when absent) for `search(previous=...)`.
