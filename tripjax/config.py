@@ -36,11 +36,16 @@ def dataset_names() -> tuple[str, ...]:
 
 
 def _field(default, help_text: str, *, choices: Sequence[str] | None = None,
-           positive: bool = False, minimum: float | None = None):
-  """A config field with what its flag needs: help, allowed values, bounds (checked once)."""
+           positive: bool = False, minimum: float | None = None,
+           below: float | None = None, model: str | None = None):
+  """A config field with what its flag needs: help, allowed values, bounds (checked once).
+
+  `below` is an exclusive upper bound; `model` names the model the field is a setting of
+  (setting it for another model is refused).
+  """
   return dataclasses.field(default=default, metadata={
       "help": help_text, "choices": tuple(choices) if choices else None,
-      "positive": positive, "minimum": minimum})
+      "positive": positive, "minimum": minimum, "below": below, "model": model})
 
 
 def check_field(name: str, value) -> str | None:
@@ -54,6 +59,8 @@ def check_field(name: str, value) -> str | None:
     return f"must be positive, got {value!r}"
   if meta["minimum"] is not None and not value >= meta["minimum"]:
     return f"must be >= {meta['minimum']:g}, got {value!r}"
+  if meta["below"] is not None and not value < meta["below"]:
+    return f"must be < {meta['below']:g}, got {value!r}"
   return None
 
 
@@ -62,6 +69,13 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values["fused_cpu_step"] and values["optimizer"] != "sparse_sgd":
     return ("fused_cpu_step (--fused_cpu_step) applies row-sparse SGD, so it needs "
             f"--optimizer=sparse_sgd, got {values['optimizer']!r}")
+  model = values.get("model", "triplet")
+  for field in dataclasses.fields(TrainConfig):
+    owner = field.metadata["model"]
+    if (owner and owner != model and field.name in values
+        and values[field.name] != field.default):
+      return (f"--{field.name} is a setting of --model={owner}, not of --model={model}; "
+              "drop it or change --model")
   return None
 
 
@@ -146,6 +160,35 @@ class TrainConfig:
       False, "Run each batch through the fused C++ kernel (CPU, --optimizer=sparse_sgd; "
       "compiled on first use with $CXX, else c++).")
   eval_block_size: int = _field(1024, "Users per evaluation block.", positive=True)
+  # The settings of the other models (refused when given for another --model).
+  ease_lambda: float = _field(500.0, "EASE: L2 weight of the item-item regression.",
+                              positive=True, model="ease")
+  ials_factors: int = _field(64, "iALS: embedding size.", positive=True, model="ials")
+  ials_alpha: float = _field(1.0, "iALS: confidence 1 + alpha * r of an observed item.",
+                             minimum=0.0, model="ials")
+  ials_reg: float = _field(0.01, "iALS: L2 weight of the factors.", positive=True,
+                           model="ials")
+  ials_iterations: int = _field(15, "iALS: alternating sweeps (users, then items).",
+                                positive=True, model="ials")
+  rp3_alpha: float = _field(1.0, "RP3beta: exponent of the walk's transition probabilities.",
+                            minimum=0.0, model="rp3beta")
+  rp3_beta: float = _field(0.5, "RP3beta: popularity penalty, item degree ** -beta.",
+                           minimum=0.0, model="rp3beta")
+  rp3_top_k: int = _field(0, "RP3beta: neighbours kept per item (0: all).", minimum=0,
+                          model="rp3beta")
+  knn_k: int = _field(100, "Item-kNN: neighbours kept per item.", positive=True,
+                      model="itemknn")
+  knn_shrink: float = _field(10.0, "Item-kNN: shrinkage of the cosine similarity.",
+                             minimum=0.0, model="itemknn")
+  pagerank_restart: float = _field(0.15, "PageRank: restart probability of the walk, in (0, 1).",
+                                   positive=True, below=1.0, model="pagerank")
+  pagerank_tol: float = _field(1e-6, "PageRank: power iteration stops below this L1 change.",
+                               positive=True, model="pagerank")
+  pagerank_max_iterations: int = _field(100, "PageRank: most power iterations.", positive=True,
+                                        model="pagerank")
+  pagerank_popularity: float = _field(
+      0.0, "PageRank: scores divided by global PageRank ** this (0: none).", minimum=0.0,
+      model="pagerank")
 
   def __post_init__(self):
     if self.data_dir == "":
