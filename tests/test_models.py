@@ -57,7 +57,7 @@ def test_popularity_model_evaluates_as_the_baseline(penalty):
   popularity = models.get("popularity")
   params = popularity.fit(config_lib.TrainConfig(model="popularity"), train,
                           key=jax.random.key(0))
-  like = popularity.params_like(None, *train.shape)
+  like = popularity.params_like(None, train)
   assert jax.tree.map(lambda x: (x.shape, x.dtype), params) == jax.tree.map(
       lambda x: (x.shape, x.dtype), like)
   got = metrics.evaluate(popularity.score_fn(params), train, test, block_size=16)
@@ -83,7 +83,7 @@ def test_triplet_model_scores_as_model_score_fn():
   want = metrics.evaluate(model.score_fn(params, offset), train, test, block_size=16)
   np.testing.assert_array_equal(np.asarray(got.auc), np.asarray(want.auc))
   assert triplet.item_vectors(params) is params["item"]
-  like = triplet.params_like(config, *train.shape)
+  like = triplet.params_like(config, train)
   assert {k: v.shape for k, v in like.items()} == {k: v.shape for k, v in params.items()}
 
 

@@ -305,7 +305,7 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   restored = None
   if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
     dataset, train, test = registry.load_split(config)
-    like = models.get(config.model).params_like(config, train.shape[0], train.shape[1])
+    like = models.get(config.model).params_like(config, train)
     ckpts = checkpoint.Checkpoints(ckpt_dir)
     try:
       restored = ckpts.restore_newest(like)

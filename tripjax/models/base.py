@@ -42,8 +42,8 @@ class Model:
     name: the registry name (`--model`).
     fit: `(config: TrainConfig, train: bool CSR [U, I], *, key) -> params`.
     score: `(params, users: int32[B]) -> float32[B, I]`, jit-able.
-    params_like: `(config, num_users, num_items) -> ` the params as `jax.ShapeDtypeStruct`s
-      (the restore target of a checkpoint).
+    params_like: `(config, train: bool CSR [U, I]) -> ` the params as `jax.ShapeDtypeStruct`s
+      (the restore target of a checkpoint; models that keep the training rows need its nnz).
     item_vectors: `params -> float32[I, D]` compared by cosine (`similar_items`, fold-in), or
       None when the model has none.
     iterative: trained epoch by epoch by `tripjax.loop.fit` (the driver evaluates and
@@ -60,7 +60,7 @@ class Model:
   name: str
   fit: Callable[..., Params]
   score: Callable[[Params, jax.Array], jax.Array]
-  params_like: Callable[[Any, int, int], Params]
+  params_like: Callable[[Any, Any], Params]
   item_vectors: Callable[[Params], jax.Array | None] = _no_vectors
   iterative: bool = False
   init: Callable[[Any, int, int], Params] | None = None

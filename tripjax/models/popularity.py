@@ -34,9 +34,9 @@ def score(params: dict, users: jax.Array) -> jax.Array:
   return jnp.broadcast_to(counts, (jnp.shape(users)[0], counts.shape[0]))
 
 
-def params_like(config, num_users: int, num_items: int) -> dict:
-  del config, num_users
-  return {"counts": jax.ShapeDtypeStruct((num_items,), jnp.float32)}
+def params_like(config, train) -> dict:
+  del config
+  return {"counts": jax.ShapeDtypeStruct((train.shape[1],), jnp.float32)}
 
 
 MODEL = base.Model(name="popularity", fit=fit, score=score, params_like=params_like,

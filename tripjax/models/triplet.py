@@ -33,10 +33,9 @@ def init(config, num_users: int, num_items: int) -> model.Params:
                            config.init_scale)
 
 
-def params_like(config, num_users: int, num_items: int):
+def params_like(config, train):
   """The tables as `jax.ShapeDtypeStruct`s (checkpoint restore target)."""
-  return jax.eval_shape(lambda: model.init_params(jax.random.key(0), num_users, num_items,
-                                                  config.dim))
+  return jax.eval_shape(lambda: model.init_params(jax.random.key(0), *train.shape, config.dim))
 
 
 def describe(config) -> str:
