@@ -137,3 +137,16 @@ def test_old_workdir_without_model_restores_as_triplet(smoke_run, tmp_path):
   assert set(run.params) == {"user", "item"}
   assert run.params["item"].shape == (run.train.shape[1], run.config.dim)
   assert dataclasses.asdict(run.config) == run.results["config"]
+
+
+def test_similar_items_use_the_models_own_item_item_scores_without_vectors():
+  from tripjax.models import base  # pylint: disable=g-import-not-at-top
+  row = np.array([0.5, 9.0, 0.1, 0.7, 0.7], np.float32)
+  toy = base.Model(name="toy", fit=None, score=None, params_like=None,
+                   similar=lambda params, item: row if item == 1 else None)
+  items, scores = toy.similar_items({}, 1, k=3)
+  assert items.tolist() == [3, 4, 0]  # item 1 itself left out; the tie goes to the lower index
+  np.testing.assert_allclose(scores, [0.7, 0.7, 0.5])
+  bare = base.Model(name="bare", fit=None, score=None, params_like=None)
+  with pytest.raises(errors.InvalidInput, match="--similar_to: the bare model has no item"):
+    bare.similar_items({}, 1, k=3)

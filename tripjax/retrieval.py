@@ -301,6 +301,34 @@ def top_k_scored(score_fn, users, k: int = 20, exclude: sp.csr_matrix | None = N
   return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
 
+def _check_item(item, num_items: int) -> int:
+  if isinstance(item, bool) or int(item) != item or not 0 <= item < num_items:
+    raise errors.InvalidInput(f"item index {item!r} is out of range: the model has {num_items} "
+                              f"items (0..{num_items - 1}).")
+  return int(item)
+
+
+def top_k_of_row(scores, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+  """The k best items of one item-item score row, the item itself left out.
+
+  Args:
+    scores: float32[I], e.g. a model's item-item similarities of `item`.
+    item: the row's item, 0 <= item < I (never returned).
+    k: 1 <= k <= I - 1.
+
+  Returns:
+    `(items, scores)`: int32[k] and float32[k], best first, ties by lower index.
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+  num_items = scores.shape[0]
+  item = _check_item(item, num_items)
+  k = check_k(k, num_items - 1, "catalogue without the item itself")
+  candidates = np.ones((1, num_items), bool)
+  candidates[0, item] = False
+  top = np.asarray(metrics.top_k_unseen(scores[None], jnp.asarray(candidates), k))[0]
+  return top.astype(np.int32), np.asarray(scores)[top]
+
+
 def similar_items(params: model.Params, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
   """The k items nearest to `item` by cosine of item embeddings, the item itself left out.
 
@@ -317,9 +345,7 @@ def similar_items(params: model.Params, item: int, k: int = 10) -> tuple[np.ndar
   """
   item_table = jnp.asarray(params["item"], jnp.float32)
   num_items = item_table.shape[0]
-  if isinstance(item, bool) or int(item) != item or not 0 <= item < num_items:
-    raise errors.InvalidInput(f"item index {item!r} is out of range: the model has {num_items} "
-                              f"items (0..{num_items - 1}).")
+  item = _check_item(item, num_items)
   k = check_k(k, num_items - 1, "catalogue without the item itself")
   mask = np.zeros((1, num_items), bool)
   mask[0, int(item)] = True

@@ -56,6 +56,8 @@ class Model:
     describe: `config -> str`, the settings that matter to this model, for titles.
     make_score_fn: optional `(params, item_offset) -> ScoreFn` replacing the generic
       `score_fn` (a model whose own scorer precomputes something, e.g. unit item vectors).
+    similar: optional `(params, item) -> float32[I]`, the model's own item-item scores of
+      `item` (item-item models, walks), used for similar items when it has no item vectors.
   """
   name: str
   fit: Callable[..., Params]
@@ -67,6 +69,7 @@ class Model:
   fold_in: Callable[..., jax.Array] | None = None
   describe: Callable[[Any], str] = lambda config: ""
   make_score_fn: Callable[[Params, Any], Callable[[jax.Array], jax.Array]] | None = None
+  similar: Callable[[Params, int], jax.Array] | None = None
 
   def score_fn(self, params: Params, item_offset: np.ndarray | None = None):
     """The model as a `tripjax.metrics.ScoreFn`, plus an optional per-item offset.
@@ -96,11 +99,14 @@ class Model:
 
   def similar_items(self, params: Params, item: int, k: int = 10,
                     flag: str = "--similar_to") -> tuple[np.ndarray, np.ndarray]:
-    """`tripjax.retrieval.similar_items` on the model's item vectors (refused without them).
+    """The k items most like `item`: by cosine of the item vectors, else by the model's own
+    item-item scores (`similar`); refused in one line naming `flag` for a model with neither.
 
     Returns:
-      (int32[k] items, float32[k] cosine scores), most similar first.
+      (int32[k] items, float32[k] scores), most similar first.
     """
+    if self.item_vectors(params) is None and self.similar is not None:
+      return retrieval.top_k_of_row(self.similar(params, item), item, k)
     return retrieval.similar_items({"item": self.item_table(params, flag)}, item, k)
 
   def fold_in_user(self, params: Params, liked: Sequence[int], key: jax.Array, *,
