@@ -1,0 +1,237 @@
+"""iALS: implicit alternating least squares (Hu, Koren, Volinsky 2008).
+
+Minimises, over user factors X: [U, D] and item factors Y: [I, D],
+
+  sum_{u, i} c_ui (p_ui - x_u . y_i)^2 + lambda (|X|^2 + |Y|^2),
+
+with p_ui = 1 for a training positive (else 0) and confidence c_ui = 1 + alpha (else 1). Each
+sweep solves every user exactly given Y, then every item exactly given X. With the Gramian trick
+a user's normal equations only touch her own items:
+
+  A_u = Y^T Y + alpha Y_u^T Y_u + lambda I,   b_u = (1 + alpha) Y_u^T 1,
+
+so a sweep costs O(nnz D^2 + U D^3). Rows are bucketed by their number of positives (padded to
+the next power of two), gathered as int32[n, L] blocks, and solved as batched [B, D, D] systems
+(`vmap` of `cho_factor`/`cho_solve`); the whole fit is one jitted `lax.fori_loop`.
+
+This is the classic regulariser (a plain lambda). Rendle et al. 2022 ("Revisiting the
+Performance of iALS") tune a frequency-scaled one, lambda (|I_u| + alpha_0 |I|)^nu per row, and
+a weight on the unobserved part of the Gramian; neither is implemented here.
+
+The params also carry alpha and lambda (float32 scalars), so that `fold_in` can solve a new user
+exactly as training solved the known ones.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from tripjax import errors
+from tripjax import retrieval
+from tripjax.models import base
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_INIT_STD = 0.01  # normal init of both tables (as in `implicit`'s ALS scale).
+_SLOTS_PER_BLOCK = 1 << 16  # B * L gathered items per solved block (bounds B * L * D memory).
+_MAX_ROWS_PER_BLOCK = 512  # B: [B, D, D] systems per block.
+
+# One bucket of rows: (rows int32[n_blocks * B], items int32[n_blocks, B, L], mask
+# float32[n_blocks, B, L]); padding rows have index R (dropped), padding slots mask 0.
+Bucket = tuple[jax.Array, jax.Array, jax.Array]
+
+
+def buckets(matrix: sp.csr_matrix) -> tuple[Bucket, ...]:
+  """Groups the rows of a CSR matrix by length, padded to powers of two; host-side.
+
+  Rows with length in (L/2, L] share a bucket of width L (empty rows go with L = 1). Each bucket
+  is cut into blocks of B = clip(2^16 / L, 1, 512) rows.
+
+  Args:
+    matrix: CSR [R, C] (only its pattern is used).
+
+  Returns:
+    One (rows int32[N], items int32[N / B, B, L], mask float32[N / B, B, L]) per non-empty
+    bucket, in increasing L; N is the bucket's row count rounded up to a multiple of B.
+  """
+  matrix = sp.csr_matrix(matrix)
+  num_rows = matrix.shape[0]
+  lengths = np.diff(matrix.indptr)
+  widths = 1 << np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
+  out = []
+  for width in np.unique(widths):
+    rows = np.flatnonzero(widths == width)
+    block = int(np.clip(_SLOTS_PER_BLOCK // width, 1, _MAX_ROWS_PER_BLOCK))
+    padded = -(-rows.size // block) * block
+    slots = np.arange(width)[None, :]
+    valid = slots < lengths[rows][:, None]
+    pos = np.minimum(matrix.indptr[rows][:, None] + slots, max(matrix.nnz - 1, 0))
+    items = np.where(valid, matrix.indices[pos] if matrix.nnz else 0, 0)
+    pad = padded - rows.size
+    rows = np.pad(rows, (0, pad), constant_values=num_rows)
+    items = np.pad(items, ((0, pad), (0, 0))).reshape(-1, block, width)
+    mask = np.pad(valid, ((0, pad), (0, 0))).reshape(-1, block, width)
+    out.append((jnp.asarray(rows, jnp.int32), jnp.asarray(items, jnp.int32),
+                jnp.asarray(mask, jnp.float32)))
+  return tuple(out)
+
+
+def _solve_block(gram: jax.Array, other: jax.Array, items: jax.Array, mask: jax.Array,
+                 alpha: jax.Array, reg: jax.Array) -> jax.Array:
+  """Exact least squares of a block of rows given the other side's factors.
+
+  Args:
+    gram: float32[D, D], `other.T @ other`.
+    other: float32[C, D], the fixed factors.
+    items: int32[B, L], each row's positives (padded).
+    mask: float32[B, L], 1 for real positives, 0 for padding.
+    alpha: float32[], confidence weight.
+    reg: float32[], lambda.
+
+  Returns:
+    float32[B, D], the rows' new factors.
+  """
+  y = other[items] * mask[..., None]  # [B, L, D], padding rows zero.
+  dim = other.shape[1]
+  a = (gram + reg * jnp.eye(dim, dtype=gram.dtype))[None] + alpha * jnp.einsum(
+      "bld,ble->bde", y, y, precision=_HIGHEST)
+  b = (1.0 + alpha) * jnp.sum(y, axis=1)
+  return jax.vmap(lambda a_, b_: jax.scipy.linalg.cho_solve(
+      jax.scipy.linalg.cho_factor(a_), b_))(a, b)
+
+
+def sweep(other: jax.Array, row_buckets: Sequence[Bucket], num_rows: int, alpha: jax.Array,
+          reg: jax.Array) -> jax.Array:
+  """Solves every row given the other side's factors (one half of an iteration); jit-able.
+
+  Args:
+    other: float32[C, D], the fixed factors (items for a user sweep, users for an item sweep).
+    row_buckets: `buckets(matrix)` of the CSR [R, C] whose rows are solved.
+    num_rows: R (static).
+    alpha: float32[], confidence weight.
+    reg: float32[], lambda.
+
+  Returns:
+    float32[R, D]; empty rows get zeros.
+  """
+  gram = jnp.matmul(other.T, other, precision=_HIGHEST)
+  out = jnp.zeros((num_rows, other.shape[1]), other.dtype)
+  for rows, items, mask in row_buckets:  # one per length bucket (a handful), not per row.
+    solved = jax.lax.map(lambda im: _solve_block(gram, other, im[0], im[1], alpha, reg),
+                         (items, mask))
+    out = out.at[rows].set(solved.reshape(-1, other.shape[1]), mode="drop")
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=("iterations",))
+def _fit(user: jax.Array, item: jax.Array, user_buckets, item_buckets, alpha: jax.Array,
+         reg: jax.Array, *, iterations: int) -> tuple[jax.Array, jax.Array]:
+  """`iterations` sweeps (users, then items) from the given factors."""
+  def body(_, factors):
+    _, y = factors
+    x = sweep(y, user_buckets, user.shape[0], alpha, reg)
+    return x, sweep(x, item_buckets, item.shape[0], alpha, reg)
+  return jax.lax.fori_loop(0, iterations, body, (user, item))
+
+
+def init(config, num_users: int, num_items: int, key: jax.Array | None = None) -> dict:
+  """Untrained params: both tables normal with std 0.01, from `key` (default `config.seed`).
+
+  Returns:
+    {"user": float32[U, D], "item": float32[I, D], "alpha": float32[], "reg": float32[]}.
+  """
+  key = jax.random.key(config.seed) if key is None else key
+  user_key, item_key = jax.random.split(key)
+  dim = config.ials_factors
+  return {"user": _INIT_STD * jax.random.normal(user_key, (num_users, dim), jnp.float32),
+          "item": _INIT_STD * jax.random.normal(item_key, (num_items, dim), jnp.float32),
+          "alpha": jnp.float32(config.ials_alpha), "reg": jnp.float32(config.ials_reg)}
+
+
+def fit(config, train, *, key: jax.Array | None = None, params: dict | None = None) -> dict:
+  """Trains iALS for `config.ials_iterations` sweeps.
+
+  Args:
+    config: a `TrainConfig` (`ials_factors`, `ials_alpha`, `ials_reg`, `ials_iterations`, and
+      `seed` when no key is given).
+    train: bool CSR [U, I].
+    key: PRNG key of the initial tables (default `jax.random.key(config.seed)`).
+    params: optional starting params (e.g. `init(...)`), instead of drawing them from `key`.
+
+  Returns:
+    {"user": float32[U, D], "item": float32[I, D], "alpha": float32[], "reg": float32[]}.
+  """
+  train = sp.csr_matrix(train)
+  params = init(config, *train.shape, key) if params is None else params
+  user, item = _fit(params["user"], params["item"], buckets(train), buckets(train.T.tocsr()),
+                    params["alpha"], params["reg"], iterations=int(config.ials_iterations))
+  return {**params, "user": user, "item": item}
+
+
+@jax.jit
+def loss(params: dict, rows: jax.Array, cols: jax.Array) -> jax.Array:
+  """The training objective (weighted squared error plus L2), without forming [U, I].
+
+  Args:
+    params: iALS params.
+    rows, cols: int32[nnz], the training positives (`train.nonzero()`).
+
+  Returns:
+    float32[]: sum_ui c_ui (p_ui - x_u.y_i)^2 + reg (|X|^2 + |Y|^2).
+  """
+  x, y, alpha = params["user"], params["item"], params["alpha"]
+  every = jnp.sum(jnp.matmul(x.T, x, precision=_HIGHEST) * jnp.matmul(y.T, y, precision=_HIGHEST))
+  s = jnp.sum(x[rows] * y[cols], axis=-1)
+  observed = jnp.sum((1.0 + alpha) * (1.0 - s) ** 2 - s ** 2)
+  return every + observed + params["reg"] * (jnp.sum(x * x) + jnp.sum(y * y))
+
+
+def score(params: dict, users: jax.Array) -> jax.Array:
+  """float32[B, I]: dot products of the users' and all items' factors."""
+  return jnp.matmul(params["user"][users], params["item"].T, precision=_HIGHEST)
+
+
+def fold_in(params: dict, liked: Sequence[int], key: jax.Array, *, steps: int = 0,
+            margin: float = 0.0) -> jax.Array:
+  """A new user's factors: the same exact solve as training, item factors fixed.
+
+  The solve is closed-form, so `steps` and `margin` (the iterative fold-in's settings) and
+  `key` are unused.
+
+  Args:
+    params: iALS params.
+    liked: int[P], the liked items (duplicates ignored), P >= 1.
+    key: unused.
+
+  Returns:
+    float32[D].
+  """
+  del key, steps, margin
+  item = jnp.asarray(params["item"], jnp.float32)
+  items = np.flatnonzero(retrieval.item_mask(liked, item.shape[0])).astype(np.int32)
+  if items.size == 0:
+    raise errors.InvalidInput("fold_in needs at least one liked item, got none.")
+  gram = jnp.matmul(item.T, item, precision=_HIGHEST)
+  return _solve_block(gram, item, jnp.asarray(items)[None], jnp.ones((1, items.size), jnp.float32),
+                      params["alpha"], params["reg"])[0]
+
+
+def params_like(config, train) -> dict:
+  """The params as `jax.ShapeDtypeStruct`s (they do not depend on the training nnz)."""
+  num_users, num_items = train.shape
+  return jax.eval_shape(lambda: init(config, num_users, num_items, jax.random.key(0)))
+
+
+def describe(config) -> str:
+  return (f"iALS, {config.ials_factors} factors, alpha {config.ials_alpha:g}, reg "
+          f"{config.ials_reg:g}, {config.ials_iterations} iterations")
+
+
+MODEL = base.Model(name="ials", fit=fit, score=score, params_like=params_like,
+                   item_vectors=lambda params: params["item"], init=init, fold_in=fold_in,
+                   describe=describe)
