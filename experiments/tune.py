@@ -4,8 +4,10 @@ r"""Tunes the triplet model on a validation split carved out of train; writes th
       --ablate_against=experiments/configs/ml1m_lab.cfg
 
 (the data flags are every script's, `--dataset=ml-100k` to tune on ML-100K; they override
-the base flagfile's where given; 40 trials over the grid of the `--search_*` flags, whose
-defaults are `tripjax.tuning.DEFAULT_SPACE`).
+the base flagfile's where given; 40 trials over the grid of the `--search_*` flags, or when
+none is given over the model's default grid, `tripjax.tuning.DEFAULT_SPACES[--model]`; any
+registered model: `--model=ease` in the base flagfile or on the command line;
+`--select_metric=ndcg@20` selects by NDCG@20 instead of AUC).
 
 The test positives of the lab split (`--split_seed`, `--test_per_user`) are never looked at:
 `--validation_per_user` more positives of every user are moved out of TRAIN, models are fitted
@@ -29,6 +31,7 @@ from absl import flags
 
 from experiments import data_flags
 from experiments import run_cli
+from tripjax import models
 from tripjax import tuning
 from tripjax.config import DRIVER_FLAGS, TrainConfig
 
@@ -59,10 +62,15 @@ _POPULARITY_PENALTIES = flags.DEFINE_list(
     "popularity_penalties", [], "After the search, score the best config with "
     "`scores - p * z(log(1 + item count))` for each p (post hoc, same fits) on the validation "
     "splits; the report holds the scan and the best p.")
+_MODEL = flags.DEFINE_enum("model", None, list(models.NAMES),
+                           "The model to tune (overrides the base flagfile's).")
+_SELECT_METRIC = flags.DEFINE_string(
+    "select_metric", "auc", "The validation metric the search maximises (auc, ndcg@20, "
+    "recall@20, ...).")
 _SPACE = {name: flags.DEFINE_list(
-    f"search_{name}", list(values),
+    f"search_{name}", None,
     f"Values of --{name} to search: {TrainConfig.__dataclass_fields__[name].metadata['help']}")
-          for name, values in tuning.DEFAULT_SPACE.items()}
+          for name in tuning.SEARCHABLE}
 
 
 def main(argv):
@@ -73,6 +81,8 @@ def main(argv):
     # The data flags given on the command line override the base's.
     overrides = {name: holder.value for name, holder in data_flags.DATA.items()
                  if holder.present}
+    if _MODEL.value:
+      overrides["model"] = _MODEL.value
     if _STEPS_PER_DISPATCH.value:
       overrides["steps_per_dispatch"] = _STEPS_PER_DISPATCH.value
     base = dataclasses.replace(base, **overrides)
@@ -83,7 +93,10 @@ def main(argv):
       validation_seeds = tuning.check_seeds(int(s) for s in _VALIDATION_SEEDS.value)
     except ValueError as e:
       raise ValueError(f"--validation_seeds={','.join(_VALIDATION_SEEDS.value)}: {e}") from e
-    space = tuning.parse_space({name: flag.value for name, flag in _SPACE.items()})
+    given = {name: flag.value for name, flag in _SPACE.items() if flag.value is not None}
+    if not given and base.model not in tuning.DEFAULT_SPACES:
+      raise ValueError(f"--model={base.model} has no default grid; give --search_<field> flags.")
+    space = tuning.parse_space(given or tuning.DEFAULT_SPACES[base.model])
     try:
       penalties = tuning.check_penalties(_POPULARITY_PENALTIES.value)
     except ValueError as e:
@@ -98,7 +111,7 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   report = tuning.tune(base, space, _NUM_TRIALS.value, _INITIAL_TRIALS.value, _SEED.value,
                        _VALIDATION_PER_USER.value, validation_seeds, out_json, out_flagfile,
-                       previous, reference, penalties)
+                       previous, reference, penalties, _SELECT_METRIC.value)
   print(f"trials in {out_json}; best flagfile {out_flagfile}")
   print(tuning.summary(report))
 

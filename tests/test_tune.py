@@ -291,3 +291,17 @@ def test_validate_scores_with_the_configs_popularity_penalty(tiny_split):
                               config.eval_block_size)["auc"]
   got = tuning.validate(config, fit_matrix, valid_matrix)["auc"]
   assert got == pytest.approx(want, abs=1e-6) and abs(got - cosine) > 1e-4
+
+
+def test_any_registered_model_is_tuned_and_selected_by_the_chosen_metric(tmp_path):
+  base = TrainConfig(dataset="synthetic-tiny", model="ease")
+  report = tuning.tune(base, {"ease_lambda": (5.0, 50.0, 5000.0)}, num_trials=3,
+                       initial_trials=3, select_metric="ndcg@20",
+                       out_flagfile=tmp_path / "best.cfg")
+  ndcgs = [t["metrics"]["ndcg@20"] for t in report["trials"]]
+  assert report["select_metric"] == "ndcg@20"
+  assert report["best"]["metrics"]["ndcg@20"] == max(ndcgs)
+  chosen = TrainConfig.from_flagfile(tmp_path / "best.cfg")
+  assert chosen.model == "ease" and chosen.ease_lambda == report["best"]["values"]["ease_lambda"]
+  with pytest.raises(ValueError, match="--select_metric='mrr'"):
+    tuning.tune(base, {"ease_lambda": (5.0,)}, 1, 1, select_metric="mrr")

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import logging
 import numpy as np
 
+from tripjax import config as config_lib
 from tripjax import errors
 from tripjax import loop
 from tripjax.config import TrainConfig
@@ -25,19 +26,35 @@ SEARCHABLE = {
     "learning_rate": float, "margin": float, "epochs": int, "batch_size": int, "dim": int,
     "l2": float, "num_negatives": int, "optimizer": str, "schedule": str, "init_scale": float,
     "negative_exponent": float,
+    "ease_lambda": float, "ials_factors": int, "ials_alpha": float, "ials_reg": float,
+    "ials_iterations": int, "rp3_alpha": float, "rp3_beta": float, "rp3_top_k": int,
+    "knn_k": int, "knn_shrink": float, "pagerank_restart": float, "pagerank_popularity": float,
 }
 
 Space = Mapping[str, Sequence[Any]]  # field name -> candidate values (a grid axis)
 
-# The grid `experiments.tune` searches by default (its `--search_<field>` flags), narrowed by a
-# first, coarser search on ML-100K: batch size only changes speed at a fixed epoch count,
-# margins below 0.5 and dims below 64 lose (benchmarks/results/tune_ml100k*.json).
-DEFAULT_SPACE = {
-    "learning_rate": ("0.01", "0.03", "0.1", "0.3"), "margin": ("0.5", "0.6", "0.7"),
-    "epochs": ("40", "80", "160"), "batch_size": ("1024",), "dim": ("64", "128"),
-    "l2": ("0.0", "0.0001"), "num_negatives": ("1", "2", "3"), "optimizer": ("adam",),
-    "schedule": ("cosine",), "init_scale": ("0.1",), "negative_exponent": ("0.0",),
+# The grid `experiments.tune` searches for each model when no `--search_<field>` flag is given.
+# The triplet model's was narrowed by a first, coarser search on ML-100K: batch size only
+# changes speed at a fixed epoch count, margins below 0.5 and dims below 64 lose
+# (benchmarks/results/tune_ml100k*.json).
+DEFAULT_SPACES = {
+    "triplet": {
+        "learning_rate": ("0.01", "0.03", "0.1", "0.3"), "margin": ("0.5", "0.6", "0.7"),
+        "epochs": ("40", "80", "160"), "batch_size": ("1024",), "dim": ("64", "128"),
+        "l2": ("0.0", "0.0001"), "num_negatives": ("1", "2", "3"), "optimizer": ("adam",),
+        "schedule": ("cosine",), "init_scale": ("0.1",), "negative_exponent": ("0.0",)},
+    "ease": {"ease_lambda": ("50", "100", "200", "500", "1000", "2000")},
+    "ials": {"ials_factors": ("64", "128"), "ials_alpha": ("1", "3", "10", "30"),
+             "ials_reg": ("0.01", "0.1", "1", "10")},
+    "rp3beta": {"rp3_alpha": ("0.5", "0.75", "1.0", "1.25"),
+                "rp3_beta": ("0.2", "0.3", "0.4", "0.5", "0.6", "0.7"),
+                "rp3_top_k": ("0", "50", "100", "200")},
+    "itemknn": {"knn_k": ("25", "50", "100", "200", "400"),
+                "knn_shrink": ("0", "10", "50", "100")},
+    "pagerank": {"pagerank_restart": ("0.1", "0.2", "0.3", "0.5", "0.7"),
+                 "pagerank_popularity": ("0.0", "0.25", "0.5", "0.75", "1.0")},
 }
+DEFAULT_SPACE = DEFAULT_SPACES["triplet"]
 
 
 def check_space(space: Space) -> dict[str, tuple]:
@@ -61,10 +78,12 @@ def check_space(space: Space) -> dict[str, tuple]:
       raise errors.InvalidInput(f"search space: {name} repeats a value: {list(values)}.")
     for value in values:
       try:
-        dataclasses.replace(TrainConfig(), **{name: value})
-      except (ValueError, TypeError) as e:
+        problem = config_lib.check_field(name, value)
+      except TypeError as e:
+        problem = str(e)
+      if problem:
         raise errors.InvalidInput(f"search space: {name}={value!r} is not a valid setting: "
-                                  f"{e}") from e
+                                  f"{name} {problem}.")
     out[name] = values
   return out
 
@@ -108,13 +127,13 @@ def parse_space(raw: Mapping[str, Sequence[str]]) -> dict[str, tuple]:
 def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], dict],
            num_trials: int, initial_trials: int, seed: int = 0,
            on_trial: Callable[[list[dict]], None] | None = None,
-           previous: Sequence[dict] = ()) -> list[dict]:
+           previous: Sequence[dict] = (), metric: str = "auc") -> list[dict]:
   """Coarse-to-fine grid search: random distinct points, then one-step coordinate moves.
 
   Args:
     base: the settings the searched fields are applied to.
     space: field -> candidate values (see `check_space`).
-    objective: config -> metrics dict holding "auc" (higher is better).
+    objective: config -> metrics dict holding `metric` (higher is better).
     num_trials: total trials (stops earlier when the walk finds no better neighbour).
     initial_trials: trials of the random stage (at most num_trials).
     seed: seed of the random stage.
@@ -122,6 +141,7 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
     previous: trials of an earlier run of the same search; a point found there reuses its
       metrics instead of training again (the search being deterministic, an interrupted run
       resumes where it stopped).
+    metric: the validation metric the search maximises ("auc", "ndcg@20", ...).
 
   Returns:
     the trials, in order: {"trial", "stage", "values", "metrics"}.
@@ -140,10 +160,11 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
       metrics = cache[_key(values)] if _key(values) in cache else objective(config)
     except loop.TrainingDiverged as e:
       logging.warning("trial %d diverged: %s", len(trials), e)
-      metrics = {"auc": float("nan"), "diverged": str(e)}
-    seen[point] = metrics["auc"]
+      metrics = {"auc": float("nan"), metric: float("nan"), "diverged": str(e)}
+    seen[point] = metrics[metric]
     trials.append({"trial": len(trials), "stage": stage, "values": values, "metrics": metrics})
-    logging.info("trial %d (%s) AUC %.4f  %s", len(trials) - 1, stage, metrics["auc"], values)
+    logging.info("trial %d (%s) %s %.4f  %s", len(trials) - 1, stage, metric, metrics[metric],
+                 values)
     if on_trial is not None:
       on_trial(trials)
 
@@ -172,19 +193,21 @@ def _key(values: Mapping[str, Any]) -> str:
 
 
 def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
-             objective: Callable[[TrainConfig], dict], best_auc: float) -> list[dict]:
+             objective: Callable[[TrainConfig], dict], best_value: float,
+             metric: str = "auc") -> list[dict]:
   """What each setting contributes: the best config with one field put back to `reference`.
 
   Args:
     best: the tuned settings.
     reference: the settings to compare with (e.g. the lab's).
     fields: the fields to revert, one at a time (fields equal in both are skipped).
-    objective: config -> metrics with "auc" (the validation objective of the search).
-    best_auc: the objective of `best`.
+    objective: config -> metrics with `metric` (the validation objective of the search).
+    best_value: the objective of `best`.
+    metric: the metric compared.
 
   Returns:
-    [{"field", "tuned", "reference", "auc", "delta"}], delta = best_auc - auc (what keeping the
-    tuned value is worth).
+    [{"field", "tuned", "reference", <metric>, "delta"}], delta = best_value - value (what
+    keeping the tuned value is worth).
   """
   rows = []
   for name in fields:
@@ -192,19 +215,19 @@ def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
     if tuned == ref:
       continue
     try:
-      auc = objective(dataclasses.replace(best, **{name: ref}))["auc"]
+      value = objective(dataclasses.replace(best, **{name: ref}))[metric]
     except loop.TrainingDiverged:
-      auc = float("nan")
-    rows.append({"field": name, "tuned": tuned, "reference": ref, "auc": auc,
-                 "delta": best_auc - auc})
-    logging.info("ablation: %s=%r instead of %r: AUC %.4f (%+.4f)", name, ref, tuned, auc,
-                 auc - best_auc)
+      value = float("nan")
+    rows.append({"field": name, "tuned": tuned, "reference": ref, metric: value,
+                 "delta": best_value - value})
+    logging.info("ablation: %s=%r instead of %r: %s %.4f (%+.4f)", name, ref, tuned, metric,
+                 value, value - best_value)
   return rows
 
 
-def best_trial(trials: Sequence[dict]) -> dict:
-  """The trial with the highest validation AUC (the earliest on ties; diverged ones never)."""
-  finite = [t for t in trials if not math.isnan(t["metrics"]["auc"])]
+def best_trial(trials: Sequence[dict], metric: str = "auc") -> dict:
+  """The trial with the highest validation `metric` (the earliest on ties; diverged ones never)."""
+  finite = [t for t in trials if not math.isnan(t["metrics"][metric])]
   if not finite:
     raise errors.InvalidInput("every trial diverged; lower the learning rates of the search space.")
-  return max(finite, key=lambda t: (t["metrics"]["auc"], -t["trial"]))
+  return max(finite, key=lambda t: (t["metrics"][metric], -t["trial"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 from typing import Sequence
@@ -17,6 +18,7 @@ import jax
 
 from tripjax import errors
 from tripjax import files
+from tripjax import metrics
 from tripjax.config import TrainConfig
 from tripjax.data import registry
 from tripjax.tuning.grid_search import Space, ablation, best_trial, check_space, search
@@ -59,7 +61,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
          out_json: str | os.PathLike | None = None,
          out_flagfile: str | os.PathLike | None = None, previous: Sequence[dict] = (),
          reference: TrainConfig | None = None,
-         popularity_penalties: Sequence[float] = ()) -> dict:
+         popularity_penalties: Sequence[float] = (), select_metric: str = "auc") -> dict:
   """Loads the base config's lab split, searches on validation splits, writes the outputs.
 
   Args:
@@ -70,13 +72,17 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
     out_json, out_flagfile: where the report and the best flagfile go (None: not written).
     reference: when given, `ablation` of the best config against it (on validation).
     popularity_penalties: when given, `penalty_scan` of the best config over them on the
-      same validation splits; the report's "popularity_penalty" holds the scan and the best.
+      same validation splits; the report's "popularity_penalty" holds the scan and the best
+      (by AUC).
+    select_metric: the validation metric the search maximises (`metrics.metric_names`:
+      "auc", "ndcg@20", "recall@20", ...); any registered model's fields can be searched.
 
   Returns:
     the report written to `out_json`: {"base_config", "space", "budget", "split", "trials",
     "best"} (plus "flagfile", "ablation" and "popularity_penalty" when asked for).
   """
   space = check_space(space)
+  check_select_metric(select_metric)
   validation_seeds = check_seeds(validation_seeds)
   popularity_penalties = check_penalties(popularity_penalties)
   dataset, train, test = registry.load_split(base)
@@ -86,6 +92,7 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
       "base_config": dataclasses.asdict(base),
       "space": {k: list(v) for k, v in space.items()},
       "budget": {"num_trials": num_trials, "initial_trials": initial_trials, "seed": seed},
+      "select_metric": select_metric,
       "split": {"dataset": base.dataset, "split_seed": base.split_seed,
                 "test_per_user": base.test_per_user, "validation_per_user": validation_per_user,
                 "validation_seeds": list(validation_seeds), "users": int(train.shape[0]),
@@ -105,12 +112,13 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
     return validate_mean(config, splits)
 
   trials = search(base, space, objective, num_trials, initial_trials, seed, on_trial=save,
-                  previous=previous)
-  best = best_trial(trials)
+                  previous=previous, metric=select_metric)
+  best = best_trial(trials, select_metric)
   report["best"] = best
   if reference is not None:
     report["ablation"] = ablation(dataclasses.replace(base, **best["values"]), reference,
-                                  list(space), objective, best["metrics"]["auc"])
+                                  list(space), objective, best["metrics"][select_metric],
+                                  select_metric)
   penalty_note = ""
   if popularity_penalties:
     scan = penalty_scan(dataclasses.replace(base, **best["values"]), splits,
@@ -124,7 +132,9 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
     config = dataclasses.replace(base, **best["values"])
     header = (f"Tuned by experiments.tune on {base.dataset} (validation: {validation_per_user} "
               f"train positives per user, seeds {','.join(map(str, validation_seeds))}; split seed "
-              f"{base.split_seed}):\nvalidation AUC {best['metrics']['auc']:.4f}, trial "
+              f"{base.split_seed}; selected by {select_metric}):\nvalidation AUC "
+              f"{best['metrics']['auc']:.4f}, NDCG@20 "
+              f"{best['metrics'].get('ndcg@20', math.nan):.4f}, trial "
               f"{best['trial']} of {len(trials)}." + penalty_note)
     files.write_atomic(out_flagfile, flagfile_text(config, list(space), header))
     report["flagfile"] = str(out_flagfile)
@@ -132,16 +142,25 @@ def tune(base: TrainConfig, space: Space, num_trials: int, initial_trials: int, 
   return report
 
 
+def check_select_metric(name: str) -> str:
+  """`name` if it is an evaluation metric; InvalidInput naming `--select_metric` otherwise."""
+  names = metrics.metric_names((10, 20))
+  if name not in names:
+    raise errors.InvalidInput(f"--select_metric={name!r}: expected one of {', '.join(names)}.")
+  return name
+
+
 def summary(report: dict) -> str:
   """The lines `experiments.tune` prints: the best trial, the penalty scan, the ablation."""
-  best = report["best"]
-  lines = [f"best validation AUC {best['metrics']['auc']:.4f} (trial {best['trial']} of "
+  best, metric = report["best"], report.get("select_metric", "auc")
+  lines = [f"best validation {metric} {best['metrics'][metric]:.4f}, AUC "
+           f"{best['metrics']['auc']:.4f} (trial {best['trial']} of "
            f"{len(report['trials'])}): {best['values']}"]
   for row in report.get("popularity_penalty", {}).get("scan", []):
     lines.append(f"  popularity penalty {row['penalty']:g}: validation AUC {row['auc']:.4f}")
   for row in report.get("ablation", []):
     lines.append(f"  {row['field']}={row['reference']!r} instead of {row['tuned']!r}: "
-                 f"validation AUC {row['auc']:.4f} ({-row['delta']:+.4f})")
+                 f"validation {metric} {row[metric]:.4f} ({-row['delta']:+.4f})")
   return "\n".join(lines)
 
 

@@ -10,14 +10,17 @@ the mean AUC of the held-out positives against all items not in the fitted matri
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax import loop
 from tripjax import model
+from tripjax import models
 from tripjax import train as train_lib
 from tripjax.config import TrainConfig
 from tripjax.data import split
@@ -44,37 +47,41 @@ def tuning_split(train: sp.csr_matrix, validation_per_user: int = 5,
     raise errors.InvalidInput(f"--validation_per_user={validation_per_user}: {e}") from e
 
 
-def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[model.Params, float]:
-  """Trains the triplet model on `matrix` exactly as `train_and_evaluate` does, without a workdir.
+def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[Any, float]:
+  """Fits `config.model` on `matrix` as `train_and_evaluate` does, without a workdir.
 
-  The same loop (`loop.fit`): sampler, optimizer, initialisation and jitted step, epoch by
-  epoch; no checkpoints and no evaluation.
+  The triplet model runs the same loop (`loop.fit`: sampler, optimizer, initialisation and
+  jitted step, epoch by epoch); every model is fitted by its own `fit`; no checkpoints and no
+  evaluation.
 
   Args:
     config: the run's settings (its data fields are ignored: the data is `matrix`).
     matrix: bool CSR [U, I], the positives to train on.
 
   Returns:
-    (params {"user": float32[U, D], "item": float32[I, D]}, training seconds).
+    (the model's params, fitting seconds).
 
   Raises:
     loop.TrainingDiverged: the loss or the parameters became NaN/Inf.
   """
-  fitted = loop.fit(config, matrix)
-  return fitted.state.params, fitted.train_seconds
+  started = time.perf_counter()
+  params = models.get(config.model).fit(config, matrix, key=jax.random.key(config.seed))
+  params = jax.block_until_ready(params)
+  return params, time.perf_counter() - started
 
 
 def validate(config: TrainConfig, fit_matrix: sp.csr_matrix,
              valid_matrix: sp.csr_matrix) -> dict[str, float]:
   """Fits on `fit_matrix` and returns the validation means (auc, ndcg@20, ...) and seconds.
 
-  Scored as `train_and_evaluate` scores: cosine plus `model.popularity_offset(fit_matrix,
-  config.popularity_penalty)` (the popularity counted on the fitted positives).
+  Scored as `train_and_evaluate` scores: the model's score plus
+  `model.popularity_offset(fit_matrix, config.popularity_penalty)` (the popularity counted on
+  the fitted positives).
   """
   params, seconds = fit(config, fit_matrix)
   offset = model.popularity_offset(fit_matrix, config.popularity_penalty)
-  metrics = train_lib.evaluate(model.score_fn(params, offset), fit_matrix, valid_matrix,
-                               config.eval_block_size)
+  metrics = train_lib.evaluate(models.get(config.model).score_fn(params, offset), fit_matrix,
+                               valid_matrix, config.eval_block_size)
   metrics["train_seconds"] = seconds
   return metrics
 
@@ -151,7 +158,7 @@ def penalty_scan(config: TrainConfig, splits: Sequence[tuple[sp.csr_matrix, sp.c
   for j, (fit_matrix, valid_matrix) in enumerate(splits):
     params, _ = fit(config, fit_matrix)
     for i, p in enumerate(penalties):
-      score = model.score_fn(params, popularity_offset(fit_matrix, p))
+      score = models.get(config.model).score_fn(params, popularity_offset(fit_matrix, p))
       aucs[i, j] = train_lib.evaluate(score, fit_matrix, valid_matrix,
                                       config.eval_block_size)["auc"]
   return [{"penalty": p, "auc": float(aucs[i].mean()), "auc_per_split": aucs[i].tolist()}
