@@ -14,6 +14,7 @@ import re
 from absl import app
 from absl import flags
 
+from benchmarks import compare
 from benchmarks import outputs
 from tripjax import files
 
@@ -198,6 +199,12 @@ def step_profile_section(d, path):
   return rows
 
 
+def compare_section(d, path):
+  return ["## Every model on real MovieLens 100K",
+          f"`{writing_to(d['command'], 'out_json', path)}`", "",
+          compare.markdown(d).strip()]
+
+
 def summarize(results_dir, command="python -m benchmarks.summarize --out=benchmarks/RESULTS.md"):
   """Returns RESULTS.md's text from the JSON files in `results_dir`.
 
@@ -227,6 +234,9 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]
+  d, path = _load(results_dir, "compare_ml100k.json")
+  if d is not None:
+    lines += compare_section(d, path) + [""]
   return "\n".join(lines)
 
 
