@@ -28,7 +28,8 @@ def _split(seed=0, num_users=40, num_items=30):
 
 
 def test_registry_names_and_lookup():
-  assert models.NAMES == ("triplet", "popularity", "ease", "rp3beta", "itemknn", "pagerank")
+  assert models.NAMES == ("triplet", "popularity", "ease", "ials", "rp3beta", "itemknn",
+                          "pagerank")
   for name in models.NAMES:
     assert models.get(name).name == name
   with pytest.raises(errors.InvalidInput, match="unknown model 'nope'.*triplet, popularity"):

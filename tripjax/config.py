@@ -166,8 +166,8 @@ class TrainConfig:
   ials_factors: int = _field(64, "iALS: embedding size.", positive=True, model="ials")
   ials_alpha: float = _field(1.0, "iALS: confidence 1 + alpha * r of an observed item.",
                              minimum=0.0, model="ials")
-  ials_reg: float = _field(0.01, "iALS: L2 weight of the factors.", positive=True,
-                           model="ials")
+  ials_reg: float = _field(10.0, "iALS: L2 weight of the factors (plain lambda, so it grows "
+                           "with the data: ~10-100 on ML-100K).", positive=True, model="ials")
   ials_iterations: int = _field(15, "iALS: alternating sweeps (users, then items).",
                                 positive=True, model="ials")
   rp3_alpha: float = _field(1.0, "RP3beta: exponent of the walk's transition probabilities.",

@@ -11,8 +11,8 @@ a user's normal equations only touch her own items:
   A_u = Y^T Y + alpha Y_u^T Y_u + lambda I,   b_u = (1 + alpha) Y_u^T 1,
 
 so a sweep costs O(nnz D^2 + U D^3). Rows are bucketed by their number of positives (padded to
-the next power of two), gathered as int32[n, L] blocks, and solved as batched [B, D, D] systems
-(`vmap` of `cho_factor`/`cho_solve`); the whole fit is one jitted `lax.fori_loop`.
+the next power of two), gathered as int32[B, L] blocks, and solved as batched [B, D, D] systems
+(`vmap` of `cho_factor`/`cho_solve`); each block of rows is one jitted call.
 
 This is the classic regulariser (a plain lambda). Rendle et al. 2022 ("Revisiting the
 Performance of iALS") tune a frequency-scaled one, lambda (|I_u| + alpha_0 |I|)^nu per row, and
@@ -38,46 +38,43 @@ from tripjax.models import base
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _INIT_STD = 0.01  # normal init of both tables (as in `implicit`'s ALS scale).
-_SLOTS_PER_BLOCK = 1 << 16  # B * L gathered items per solved block (bounds B * L * D memory).
-_MAX_ROWS_PER_BLOCK = 512  # B: [B, D, D] systems per block.
+_SLOTS_PER_BLOCK = 1 << 20  # B * L gathered items per solved block (bounds B * L * D memory).
+_MAX_ROWS_PER_BLOCK = 2048  # B: [B, D, D] systems per block.
 
-# One bucket of rows: (rows int32[n_blocks * B], items int32[n_blocks, B, L], mask
-# float32[n_blocks, B, L]); padding rows have index R (dropped), padding slots mask 0.
-Bucket = tuple[jax.Array, jax.Array, jax.Array]
+# One block of rows of equal padded length: (rows int32[B], items int32[B, L], mask
+# float32[B, L]); padding slots have mask 0.
+Block = tuple[jax.Array, jax.Array, jax.Array]
 
 
-def buckets(matrix: sp.csr_matrix) -> tuple[Bucket, ...]:
+def buckets(matrix: sp.csr_matrix) -> tuple[Block, ...]:
   """Groups the rows of a CSR matrix by length, padded to powers of two; host-side.
 
-  Rows with length in (L/2, L] share a bucket of width L (empty rows go with L = 1). Each bucket
-  is cut into blocks of B = clip(2^16 / L, 1, 512) rows.
+  Rows with length in (L/2, L] share a bucket of width L (empty rows go with L = 1), so padding
+  at most doubles the work. A bucket is cut into blocks of at most
+  B = clip(2^20 / L, 1, 2048) rows, which bounds the [B, L, D] gather and the [B, D, D] systems.
 
   Args:
     matrix: CSR [R, C] (only its pattern is used).
 
   Returns:
-    One (rows int32[N], items int32[N / B, B, L], mask float32[N / B, B, L]) per non-empty
-    bucket, in increasing L; N is the bucket's row count rounded up to a multiple of B.
+    Blocks (rows int32[B], items int32[B, L], mask float32[B, L]), in increasing L; every row
+    is in exactly one block.
   """
   matrix = sp.csr_matrix(matrix)
-  num_rows = matrix.shape[0]
   lengths = np.diff(matrix.indptr)
   widths = 1 << np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64)
   out = []
   for width in np.unique(widths):
-    rows = np.flatnonzero(widths == width)
+    rows_of_width = np.flatnonzero(widths == width)
     block = int(np.clip(_SLOTS_PER_BLOCK // width, 1, _MAX_ROWS_PER_BLOCK))
-    padded = -(-rows.size // block) * block
-    slots = np.arange(width)[None, :]
-    valid = slots < lengths[rows][:, None]
-    pos = np.minimum(matrix.indptr[rows][:, None] + slots, max(matrix.nnz - 1, 0))
-    items = np.where(valid, matrix.indices[pos] if matrix.nnz else 0, 0)
-    pad = padded - rows.size
-    rows = np.pad(rows, (0, pad), constant_values=num_rows)
-    items = np.pad(items, ((0, pad), (0, 0))).reshape(-1, block, width)
-    mask = np.pad(valid, ((0, pad), (0, 0))).reshape(-1, block, width)
-    out.append((jnp.asarray(rows, jnp.int32), jnp.asarray(items, jnp.int32),
-                jnp.asarray(mask, jnp.float32)))
+    for start in range(0, rows_of_width.size, block):
+      rows = rows_of_width[start:start + block]
+      slots = np.arange(width)[None, :]
+      valid = slots < lengths[rows][:, None]
+      pos = np.minimum(matrix.indptr[rows][:, None] + slots, max(matrix.nnz - 1, 0))
+      items = np.where(valid, matrix.indices[pos] if matrix.nnz else 0, 0)
+      out.append((jnp.asarray(rows, jnp.int32), jnp.asarray(items, jnp.int32),
+                  jnp.asarray(valid, jnp.float32)))
   return tuple(out)
 
 
@@ -105,14 +102,26 @@ def _solve_block(gram: jax.Array, other: jax.Array, items: jax.Array, mask: jax.
       jax.scipy.linalg.cho_factor(a_), b_))(a, b)
 
 
-def sweep(other: jax.Array, row_buckets: Sequence[Bucket], num_rows: int, alpha: jax.Array,
+@functools.partial(jax.jit, donate_argnums=0)
+def _solve_into(out: jax.Array, gram: jax.Array, other: jax.Array, rows: jax.Array,
+                items: jax.Array, mask: jax.Array, alpha: jax.Array, reg: jax.Array) -> jax.Array:
+  """`out` (float32[R, D]) with the block's rows replaced by their `_solve_block` solution."""
+  return out.at[rows].set(_solve_block(gram, other, items, mask, alpha, reg))
+
+
+def sweep(other: jax.Array, row_blocks: Sequence[Block], num_rows: int, alpha: jax.Array,
           reg: jax.Array) -> jax.Array:
-  """Solves every row given the other side's factors (one half of an iteration); jit-able.
+  """Solves every row given the other side's factors (one half of an iteration).
+
+  One jitted call per block of rows (about log2(max row) + 2 nnz / 2^20 of them). Not one
+  program for the whole sweep: XLA:CPU (jax 0.10.2) deadlocked when one program held several
+  blocks' Cholesky solves (unrolled, under `lax.map` or under `fori_loop`), each block alone
+  being fine.
 
   Args:
     other: float32[C, D], the fixed factors (items for a user sweep, users for an item sweep).
-    row_buckets: `buckets(matrix)` of the CSR [R, C] whose rows are solved.
-    num_rows: R (static).
+    row_blocks: `buckets(matrix)` of the CSR [R, C] whose rows are solved.
+    num_rows: R.
     alpha: float32[], confidence weight.
     reg: float32[], lambda.
 
@@ -121,22 +130,9 @@ def sweep(other: jax.Array, row_buckets: Sequence[Bucket], num_rows: int, alpha:
   """
   gram = jnp.matmul(other.T, other, precision=_HIGHEST)
   out = jnp.zeros((num_rows, other.shape[1]), other.dtype)
-  for rows, items, mask in row_buckets:  # one per length bucket (a handful), not per row.
-    solved = jax.lax.map(lambda im: _solve_block(gram, other, im[0], im[1], alpha, reg),
-                         (items, mask))
-    out = out.at[rows].set(solved.reshape(-1, other.shape[1]), mode="drop")
+  for rows, items, mask in row_blocks:
+    out = _solve_into(out, gram, other, rows, items, mask, alpha, reg)
   return out
-
-
-@functools.partial(jax.jit, static_argnames=("iterations",))
-def _fit(user: jax.Array, item: jax.Array, user_buckets, item_buckets, alpha: jax.Array,
-         reg: jax.Array, *, iterations: int) -> tuple[jax.Array, jax.Array]:
-  """`iterations` sweeps (users, then items) from the given factors."""
-  def body(_, factors):
-    _, y = factors
-    x = sweep(y, user_buckets, user.shape[0], alpha, reg)
-    return x, sweep(x, item_buckets, item.shape[0], alpha, reg)
-  return jax.lax.fori_loop(0, iterations, body, (user, item))
 
 
 def init(config, num_users: int, num_items: int, key: jax.Array | None = None) -> dict:
@@ -168,8 +164,11 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   """
   train = sp.csr_matrix(train)
   params = init(config, *train.shape, key) if params is None else params
-  user, item = _fit(params["user"], params["item"], buckets(train), buckets(train.T.tocsr()),
-                    params["alpha"], params["reg"], iterations=int(config.ials_iterations))
+  user_buckets, item_buckets = buckets(train), buckets(train.T.tocsr())
+  user, item = params["user"], params["item"]
+  for _ in range(int(config.ials_iterations)):
+    user = sweep(item, user_buckets, train.shape[0], params["alpha"], params["reg"])
+    item = sweep(user, item_buckets, train.shape[1], params["alpha"], params["reg"])
   return {**params, "user": user, "item": item}
 
 
