@@ -28,6 +28,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from benchmarks import ml100k_flags
 from benchmarks import outputs
 from tripjax import files
 from tripjax import model
@@ -151,9 +152,8 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
           "\n".join(lines) + note + f"\n\nProduced by `{command}`.\n")
 
 
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding ml-100k/ (empty: "
-                                "$TRIPJAX_DATA_DIR, then the cache).")
-_SPLIT_SEEDS = flags.DEFINE_list("split_seeds", ["0", "1", "2"], "Lab split seeds.")
+_DATA_DIR = ml100k_flags.DATA_DIR
+_SPLIT_SEEDS = ml100k_flags.SPLIT_SEEDS
 _LAB = flags.DEFINE_string("lab_flagfile", "experiments/configs/ml1m_lab.cfg",
                            "The lab's settings (its dataset is replaced by ml-100k).")
 _TUNED = flags.DEFINE_string("tuned_flagfile", "experiments/configs/ml100k.cfg",

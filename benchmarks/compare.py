@@ -12,12 +12,12 @@ AUC and NDCG@20 are compared with those of the reference model (`--reference`, b
 triplet model) on the same split: the mean and standard error over users of the per-user
 difference, per seed and pooled over the seeds (users without an AUC skipped). Writes a markdown
 table and the results as JSON, both naming the command that wrote them, to
-runs/benchmarks/compare_ml100k.{md,json} unless `--out_md` and `--out_json` name other files.
+runs/benchmarks/compare_ml100k.{md,json} unless `--compare_md` and `--compare_json` name other files.
 The committed results (benchmarks/results/compare_ml100k.json, shown in benchmarks/RESULTS.md)
 are made, and updated, with `TRIPJAX_DATA_DIR` set, by
 
-  python -m benchmarks.compare --out_json=benchmarks/results/compare_ml100k.json \
-      --out_md=benchmarks/results/compare_ml100k.md
+  python -m benchmarks.compare --compare_json=benchmarks/results/compare_ml100k.json \
+      --compare_md=benchmarks/results/compare_ml100k.md
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from benchmarks import ml100k_flags
 from benchmarks import outputs
 from tripjax import files
 from tripjax import metrics
@@ -235,15 +236,14 @@ def markdown(results: dict[str, Any]) -> str:
 _CONFIGS = flags.DEFINE_list(
     "configs", [], "Flagfiles to compare (empty: experiments/configs/ml100k.cfg and every "
     "experiments/configs/ml100k_<model>.cfg that exists).")
-_SPLIT_SEEDS = flags.DEFINE_list("split_seeds", ["0", "1", "2"], "Lab split seeds.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding ml-100k/ (empty: "
-                                "$TRIPJAX_DATA_DIR, then the cache).")
+_SPLIT_SEEDS = ml100k_flags.SPLIT_SEEDS
+_DATA_DIR = ml100k_flags.DATA_DIR
 _REFERENCE = flags.DEFINE_string(
     "reference", "", "Row the paired differences are taken against (a model name, or "
     "'<model> (<flagfile name>)' when two flagfiles share a model; empty: triplet).")
-_OUT_JSON = flags.DEFINE_string("out_json", outputs.default_output("compare_ml100k.json"),
+_OUT_JSON = flags.DEFINE_string("compare_json", outputs.default_output("compare_ml100k.json"),
                                 "Raw results.")
-_OUT_MD = flags.DEFINE_string("out_md", outputs.default_output("compare_ml100k.md"),
+_OUT_MD = flags.DEFINE_string("compare_md", outputs.default_output("compare_ml100k.md"),
                               "The markdown table.")
 
 

@@ -201,7 +201,7 @@ def step_profile_section(d, path):
 
 def compare_section(d, path):
   return ["## Every model on real MovieLens 100K",
-          f"`{writing_to(d['command'], 'out_json', path)}`", "",
+          f"`{writing_to(d['command'], 'compare_json', path)}`", "",
           compare.markdown(d).strip()]
 
 

@@ -15,7 +15,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # flag's help names it.
 OUTPUT_FLAGS = {
     "accuracy_table": ("out_json", "out_md"),
-    "compare": ("out_json", "out_md"),
+    "compare": ("compare_json", "compare_md"),
     "eval_speed": ("output",),
     "parse_speed": ("out",),
     "pipeline_memory": ("output",),

@@ -82,12 +82,12 @@ def test_markdown_has_one_row_per_model_and_survives_json(results, tmp_path):
   assert table.endswith("Produced by `python -m benchmarks.compare --x=1`.\n")
   # summarize renders the JSON (string seed keys) the same way, naming the command to update it.
   written = json.loads(json.dumps(dict(results, command="python -m benchmarks.compare "
-                                       "--out_json=elsewhere.json", jax_version="x",
+                                       "--compare_json=elsewhere.json", jax_version="x",
                                        device_kind="cpu")))
   (tmp_path / "compare_ml100k.json").write_text(json.dumps(written))
   page = summarize.summarize(tmp_path)
   assert compare.markdown(written).strip() in page
-  assert f"--out_json={tmp_path}/compare_ml100k.json`" in page
+  assert f"--compare_json={tmp_path}/compare_ml100k.json`" in page
   assert "Every model" not in summarize.summarize(tmp_path / "empty")
 
 

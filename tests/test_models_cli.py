@@ -98,16 +98,21 @@ def graph_and_item_runs(run_cli, tmp_path_factory):
            "wrong_setting": ["--model=ease", "--pagerank_restart=0.5"]}
   trained = run_cli("experiments.train", {name: [_SMOKE, f"--workdir={root / name}", *flags]
                                           for name, flags in cases.items()})
-  asked, analyzed = {}, {}
+  requests, reports = {}, {}
   for name in ("ease", "rp3beta", "pagerank"):
     assert trained[name].returncode == 0, trained[name].stderr[-3000:]
     run = train_lib.restore_run(root / name)
-    title = str(run.dataset.titles[3])
-    asked[name] = run_cli("experiments.recommend", {
-        "user": [f"--workdir={root / name}", f"--user={int(run.dataset.user_ids[0])}",
-                 "--k=5", "--format=json"],
-        "similar": [f"--workdir={root / name}", f"--similar_to={title}", "--format=json"]})
-    analyzed[name] = run_cli("experiments.analyze", {"report": [f"--workdir={root / name}"]})
+    requests[f"{name}/user"] = [f"--workdir={root / name}",
+                                f"--user={int(run.dataset.user_ids[0])}", "--k=5",
+                                "--format=json"]
+    requests[f"{name}/similar"] = [f"--workdir={root / name}",
+                                   f"--similar_to={run.dataset.titles[3]}", "--format=json"]
+    reports[name] = [f"--workdir={root / name}"]
+  answers = run_cli("experiments.recommend", requests)  # one interpreter for every model
+  asked = {name: {"user": answers[f"{name}/user"], "similar": answers[f"{name}/similar"]}
+           for name in reports}
+  done = run_cli("experiments.analyze", reports)
+  analyzed = {name: {"report": done[name]} for name in reports}
   return root, trained, asked, analyzed
 
 
