@@ -107,10 +107,11 @@ def graph_and_item_runs(run_cli, tmp_path_factory):
                                 "--format=json"]
     requests[f"{name}/similar"] = [f"--workdir={root / name}",
                                    f"--similar_to={run.dataset.titles[3]}", "--format=json"]
-    reports[name] = [f"--workdir={root / name}"]
+    if name == "ease":  # one report shows analyze works for a model with no vectors
+      reports[name] = [f"--workdir={root / name}"]
   answers = run_cli("experiments.recommend", requests)  # one interpreter for every model
   asked = {name: {"user": answers[f"{name}/user"], "similar": answers[f"{name}/similar"]}
-           for name in reports}
+           for name in ("ease", "rp3beta", "pagerank")}
   done = run_cli("experiments.analyze", reports)
   analyzed = {name: {"report": done[name]} for name in reports}
   return root, trained, asked, analyzed
@@ -132,8 +133,9 @@ def test_baselines_train_evaluate_recommend_and_report_end_to_end(graph_and_item
   else:  # EASE has no item vectors nor a similar hook yet: one line naming the flag
     assert similar.returncode == 1 and "--similar_to" in similar.stderr
     assert "Traceback" not in similar.stderr
-  assert analyzed[name]["report"].returncode == 0, analyzed[name]["report"].stderr[-2000:]
-  assert (root / name / "report.md").exists()
+  if name in analyzed:
+    assert analyzed[name]["report"].returncode == 0, analyzed[name]["report"].stderr[-2000:]
+    assert (root / name / "report.md").exists()
 
 
 def test_a_setting_of_another_model_is_refused_in_one_line(graph_and_item_runs):
