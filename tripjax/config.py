@@ -170,6 +170,11 @@ class TrainConfig:
                            "with the data: ~10-100 on ML-100K).", positive=True, model="ials")
   ials_iterations: int = _field(15, "iALS: alternating sweeps (users, then items).",
                                 positive=True, model="ials")
+  ials_solver: str = _field("cholesky", "iALS: exact per-row solves, or conjugate gradient "
+                            "(implicit's default; faster, approximate per sweep).",
+                            choices=("cholesky", "cg"), model="ials")
+  ials_cg_steps: int = _field(3, "iALS: conjugate-gradient steps per row and sweep "
+                              "(--ials_solver=cg).", positive=True, model="ials")
   rp3_alpha: float = _field(1.0, "RP3beta: exponent of the walk's transition probabilities.",
                             minimum=0.0, model="rp3beta")
   rp3_beta: float = _field(0.5, "RP3beta: popularity penalty, item degree ** -beta.",

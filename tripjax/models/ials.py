@@ -10,9 +10,17 @@ a user's normal equations only touch her own items:
 
   A_u = Y^T Y + alpha Y_u^T Y_u + lambda I,   b_u = (1 + alpha) Y_u^T 1,
 
-so a sweep costs O(nnz D^2 + U D^3). Rows are bucketed by their number of positives (padded to
-the next power of two), gathered as int32[B, L] blocks, and solved as batched [B, D, D] systems
-(`vmap` of `cho_factor`/`cho_solve`); each block of rows is one jitted call.
+Two solvers (`--ials_solver`):
+
+- `cholesky`: the exact solve, O(nnz D^2 + U D^3) a sweep: batched [B, D, D] systems (`vmap` of
+  `cho_factor`/`cho_solve`).
+- `cg` (implicit's default, Takacs et al. 2011): `--ials_cg_steps` steps of conjugate gradient
+  from the row's current factors, O(nnz D + U D^2) a step; A_u is never formed, only applied:
+  A_u p = (Y^T Y + lambda I) p + alpha Y_u^T (Y_u p). With as many steps as D it is the exact
+  solve; with a few (3), warm started each sweep, it converges to the same fixed point.
+
+Rows are bucketed by their number of positives (padded to the next power of two) and gathered
+as int32[B, L] blocks; each block of rows is one jitted call.
 
 This is the classic regulariser (a plain lambda). Rendle et al. 2022 ("Revisiting the
 Performance of iALS") tune a frequency-scaled one, lambda (|I_u| + alpha_0 |I|)^nu per row, and
@@ -102,15 +110,59 @@ def _solve_block(gram: jax.Array, other: jax.Array, items: jax.Array, mask: jax.
       jax.scipy.linalg.cho_factor(a_), b_))(a, b)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
+def _cg_block(gram: jax.Array, other: jax.Array, items: jax.Array, mask: jax.Array,
+              start: jax.Array, alpha: jax.Array, reg: jax.Array, steps: int) -> jax.Array:
+  """Conjugate-gradient steps on a block of rows' normal equations (`_solve_block`'s system).
+
+  Args:
+    gram, other, items, mask, alpha, reg: as in `_solve_block`.
+    start: float32[B, D], the rows' current factors (the starting point).
+    steps: CG steps (static); a row stops moving once its residual is below 1e-10 in norm.
+
+  Returns:
+    float32[B, D].
+  """
+  y = other[items] * mask[..., None]  # [B, L, D], padding rows zero.
+  regularized = gram + reg * jnp.eye(other.shape[1], dtype=gram.dtype)
+
+  def apply(p):  # A p for every row: [B, D] -> [B, D].
+    along = jnp.einsum("bld,bd->bl", y, p, precision=_HIGHEST)
+    return (jnp.matmul(p, regularized, precision=_HIGHEST)
+            + alpha * jnp.einsum("bl,bld->bd", along, y, precision=_HIGHEST))
+
+  x = start
+  r = (1.0 + alpha) * jnp.sum(y, axis=1) - apply(x)
+  p, rr = r, jnp.sum(r * r, axis=-1)
+  for _ in range(steps):
+    live = rr > 1e-20  # as implicit: a converged row is left alone (no 0 / 0).
+    ap = apply(p)
+    step = jnp.where(live, rr / jnp.where(live, jnp.sum(p * ap, axis=-1), 1.0), 0.0)
+    x = x + step[:, None] * p
+    r = r - step[:, None] * ap
+    rr_new = jnp.sum(r * r, axis=-1)
+    p = r + jnp.where(live, rr_new / jnp.where(live, rr, 1.0), 0.0)[:, None] * p
+    rr = jnp.where(live, rr_new, rr)
+  return x
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnames="cg_steps")
 def _solve_into(out: jax.Array, gram: jax.Array, other: jax.Array, rows: jax.Array,
-                items: jax.Array, mask: jax.Array, alpha: jax.Array, reg: jax.Array) -> jax.Array:
-  """`out` (float32[R, D]) with the block's rows replaced by their `_solve_block` solution."""
-  return out.at[rows].set(_solve_block(gram, other, items, mask, alpha, reg))
+                items: jax.Array, mask: jax.Array, alpha: jax.Array, reg: jax.Array,
+                cg_steps: int = 0) -> jax.Array:
+  """`out` (float32[R, D]) with the block's rows replaced by their new factors.
+
+  `cg_steps` 0 solves exactly (`_solve_block`); otherwise that many CG steps from the rows'
+  values in `out` (`_cg_block`).
+  """
+  if cg_steps:
+    new = _cg_block(gram, other, items, mask, out[rows], alpha, reg, cg_steps)
+  else:
+    new = _solve_block(gram, other, items, mask, alpha, reg)
+  return out.at[rows].set(new)
 
 
-def sweep(other: jax.Array, row_blocks: Sequence[Block], num_rows: int, alpha: jax.Array,
-          reg: jax.Array) -> jax.Array:
+def sweep(other: jax.Array, row_blocks: Sequence[Block], current: jax.Array, alpha: jax.Array,
+          reg: jax.Array, cg_steps: int = 0) -> jax.Array:
   """Solves every row given the other side's factors (one half of an iteration).
 
   One jitted call per block of rows (about log2(max row) + 2 nnz / 2^20 of them). Not one
@@ -121,17 +173,19 @@ def sweep(other: jax.Array, row_blocks: Sequence[Block], num_rows: int, alpha: j
   Args:
     other: float32[C, D], the fixed factors (items for a user sweep, users for an item sweep).
     row_blocks: `buckets(matrix)` of the CSR [R, C] whose rows are solved.
-    num_rows: R.
+    current: float32[R, D], the rows' factors now (CG's starting point; the exact solve only
+      takes their shape).
     alpha: float32[], confidence weight.
     reg: float32[], lambda.
+    cg_steps: 0 for the exact solve, else conjugate-gradient steps per sweep.
 
   Returns:
-    float32[R, D]; empty rows get zeros.
+    float32[R, D]; the exact solve gives empty rows zeros (CG moves them towards zero).
   """
   gram = jnp.matmul(other.T, other, precision=_HIGHEST)
-  out = jnp.zeros((num_rows, other.shape[1]), other.dtype)
+  out = jnp.array(current, copy=True) if cg_steps else jnp.zeros_like(current)
   for rows, items, mask in row_blocks:
-    out = _solve_into(out, gram, other, rows, items, mask, alpha, reg)
+    out = _solve_into(out, gram, other, rows, items, mask, alpha, reg, cg_steps=cg_steps)
   return out
 
 
@@ -153,8 +207,8 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   """Trains iALS for `config.ials_iterations` sweeps.
 
   Args:
-    config: a `TrainConfig` (`ials_factors`, `ials_alpha`, `ials_reg`, `ials_iterations`, and
-      `seed` when no key is given).
+    config: a `TrainConfig` (`ials_factors`, `ials_alpha`, `ials_reg`, `ials_iterations`,
+      `ials_solver`, `ials_cg_steps`, and `seed` when no key is given).
     train: bool CSR [U, I].
     key: PRNG key of the initial tables (default `jax.random.key(config.seed)`).
     params: optional starting params (e.g. `init(...)`), instead of drawing them from `key`.
@@ -166,9 +220,10 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   params = init(config, *train.shape, key) if params is None else params
   user_buckets, item_buckets = buckets(train), buckets(train.T.tocsr())
   user, item = params["user"], params["item"]
+  cg_steps = int(config.ials_cg_steps) if config.ials_solver == "cg" else 0
   for _ in range(int(config.ials_iterations)):
-    user = sweep(item, user_buckets, train.shape[0], params["alpha"], params["reg"])
-    item = sweep(user, item_buckets, train.shape[1], params["alpha"], params["reg"])
+    user = sweep(item, user_buckets, user, params["alpha"], params["reg"], cg_steps)
+    item = sweep(user, item_buckets, item, params["alpha"], params["reg"], cg_steps)
   return {**params, "user": user, "item": item}
 
 
@@ -227,8 +282,10 @@ def params_like(config, train) -> dict:
 
 
 def describe(config) -> str:
+  solver = (f"{config.ials_cg_steps} CG steps" if config.ials_solver == "cg"
+            else "exact solves")
   return (f"iALS, {config.ials_factors} factors, alpha {config.ials_alpha:g}, reg "
-          f"{config.ials_reg:g}, {config.ials_iterations} iterations")
+          f"{config.ials_reg:g}, {config.ials_iterations} iterations ({solver})")
 
 
 MODEL = base.Model(name="ials", fit=fit, score=score, params_like=params_like,
