@@ -199,6 +199,35 @@ def step_profile_section(d, path):
   return rows
 
 
+def item_item_fit_section(d, path):
+  s, base = d["shape"], d["baseline"]
+  rows = [f"## Item-item fits at the ML-20M shape (issue 13): `{path.name}`",
+          f"`{writing_to(d['command'], 'out_json', path)}`", "",
+          f"Random bool CSR, {s['users']:,} users x {s['items']:,} items, {s['positives']:,} "
+          f"positives (item counts: median {s['item_count_median']:g}, max "
+          f"{s['item_count_max']:,}), {d['environment']['device_kind']} "
+          f"({d['environment']['cpus']} cores). Each fit runs in a fresh process with the "
+          f"model's ML-100K flagfile; peak RSS is that process's, and the fit's own memory is "
+          f"the peak minus a process that only loaded the matrix "
+          f"({base.get('peak_rss_mib', float('nan')):.0f} MiB).", "",
+          "| model | settings | fit s | peak RSS GiB | fit's own GiB | note |",
+          "|---|---|---|---|---|---|"]
+  for m in d["models"]:
+    fit_s = f"{m['fit_s']:.1f}" if m.get("fit_s") is not None else "-"
+    peak = f"{m['peak_rss_mib'] / 1024:.2f}" if "peak_rss_mib" in m else "-"
+    own = f"{m['fit_rss_mib'] / 1024:.2f}" if m.get("fit_s") is not None else "-"
+    note = m.get("error", "")
+    if "ease_needs_bytes" in m:
+      note = (f"needs {m['ease_needs_bytes'] / 2**30:.1f} GiB (its check)"
+              + (f", limit {m['ease_memory_limit_bytes'] / 2**30:.1f} GiB"
+                 if "ease_memory_limit_bytes" in m else "") + (f"; {note}" if note else ""))
+    rows.append(f"| {m['model']} | {m.get('settings', '')} | {fit_s} | {peak} | {own} | "
+                f"{note.replace('|', '/')} |")
+  rows.append(f"\nMedian of {d['repeats']} fit(s) per model, the first including compilation; "
+              f"load average {d['environment']['load_average_before'][0]:.1f} at start.")
+  return rows
+
+
 def compare_section(d, path):
   return ["## Every model on real MovieLens 100K",
           f"`{writing_to(d['command'], 'compare_json', path)}`", "",
@@ -231,6 +260,8 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
     lines += throughput_section(json.loads(path.read_text()), path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("step_profile_*.json")):
     lines += step_profile_section(json.loads(path.read_text()), path) + [""]
+  for path in sorted(pathlib.Path(results_dir).glob("item_item_fit_*.json")):
+    lines += item_item_fit_section(json.loads(path.read_text()), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]

@@ -100,6 +100,7 @@ def test_scores_are_rows_times_w_including_an_empty_row(k):
   users = np.array([3, 0, 29, 3, 7], np.int32)
   want = dense[users].astype(np.float64) @ _knn_reference(dense, k, 2.0)
   assert np.all(want[0] == 0)
+  want[users == 3] = dense.sum(0)  # the empty row: scored by popularity (training counts)
   by_fn = np.asarray(itemknn.MODEL.score_fn(params)(users))
   by_score = np.asarray(jax.jit(itemknn.MODEL.score)(params, users))
   np.testing.assert_allclose(by_fn, want, rtol=1e-5, atol=1e-7)

@@ -57,6 +57,13 @@ def _dense_global(train, restart):
   return _dense_walk(train, np.full((1, num_items), 1.0 / num_items), restart)[0]
 
 
+def _with_popularity(train, scores):
+  """float64[U, I]: `scores` with the rows of users without training items replaced by the
+  items' training counts (the popularity fallback)."""
+  empty = train.getnnz(axis=1) == 0
+  return np.where(empty[:, None], baselines.item_counts(train)[None, :], scores)
+
+
 def _scores(params, num_users):
   return np.asarray(jax.jit(pagerank.score)(params, np.arange(num_users, dtype=np.int32)))
 
@@ -66,7 +73,7 @@ def _scores(params, num_users):
 def test_scores_equal_the_dense_walk(restart, seed):
   train = _train(seed)
   params = pagerank.fit(_config(restart), train)
-  want = _dense_walk(train, _dense_restarts(train), restart)
+  want = _with_popularity(train, _dense_walk(train, _dense_restarts(train), restart))
   np.testing.assert_allclose(_scores(params, train.shape[0]), want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(params["global_pagerank"]),
                              _dense_global(train, restart), rtol=1e-5, atol=1e-6)
@@ -75,11 +82,11 @@ def test_scores_equal_the_dense_walk(restart, seed):
 def test_each_users_vector_sums_to_one():
   train = _train(2)
   scores = _scores(pagerank.fit(_config(0.2), train), train.shape[0])
-  assert np.all(scores >= 0)
-  np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
-  # The walk never reaches the item nobody has, except through an empty user's restart.
   empty = train.getnnz(axis=1) == 0
-  assert empty[4] and np.all(scores[~empty, 2] == 0) and np.all(scores[empty, 2] > 0)
+  assert empty[4] and np.all(scores >= 0)
+  np.testing.assert_allclose(scores[~empty].sum(1), 1.0, atol=1e-5)
+  # The walk never reaches the item nobody has (the empty user's popularity scores it 0 too).
+  assert np.all(scores[:, 2] == 0)
 
 
 @pytest.mark.parametrize("popularity", [0.5, 1.0, 1.7])
@@ -87,20 +94,18 @@ def test_popularity_correction_divides_by_the_global_pagerank(popularity):
   train = _train(3)
   plain = _scores(pagerank.fit(_config(0.3), train), train.shape[0])
   got = _scores(pagerank.fit(_config(0.3, popularity), train), train.shape[0])
-  want = plain / _dense_global(train, 0.3) ** popularity
+  want = _with_popularity(train, plain / _dense_global(train, 0.3) ** popularity)
   np.testing.assert_allclose(got, want, rtol=1e-5)
   assert not np.allclose(got, plain)
 
 
-@pytest.mark.parametrize("popularity", [0.0, 0.5])
-def test_user_without_items_gets_the_global_pagerank(popularity):
+@pytest.mark.parametrize("popularity", [0.0, 0.5, 1.0])
+def test_user_without_items_gets_the_item_counts(popularity):
   train = _train(4)
   assert train[4].nnz == 0
   params = pagerank.fit(_config(0.25, popularity), train)
   got = _scores(params, train.shape[0])[4]
-  np.testing.assert_allclose(got, _dense_global(train, 0.25) ** (1 - popularity), rtol=1e-5)
-  np.testing.assert_allclose(got, np.asarray(params["global_pagerank"]) ** (1 - popularity),
-                             rtol=1e-5)
+  np.testing.assert_array_equal(got, baselines.item_counts(train).astype(np.float32))
 
 
 def test_iterations_stop_at_the_tolerance_and_the_bound():
@@ -112,7 +117,9 @@ def test_iterations_stop_at_the_tolerance_and_the_bound():
                         (_config(0.3, max_iterations=2), 2)]:
     params = pagerank.fit(config, train)
     np.testing.assert_allclose(np.asarray(jax.jit(pagerank.score)(params, users)),
-                               _dense_walk(train, r, 0.3, iterations=steps), rtol=1e-5,
+                               _with_popularity(train, _dense_walk(train, r, 0.3,
+                                                                   iterations=steps)),
+                               rtol=1e-5,
                                atol=1e-7)
 
 

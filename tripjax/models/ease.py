@@ -6,6 +6,10 @@ and a user scores the items by her training row times B. G is accumulated on the
 fixed-size blocks of users (`user_rows.dense_rows`), then inverted by a Cholesky solve; the
 params keep B and the training rows (`user_rows.csr_params`), which the scores need.
 
+A user without training items would score 0 everywhere (her row is empty); she is scored by
+popularity instead (`item_item.popularity_fallback`): her scores are the items' training counts,
+the `popularity` model's scores, so her top-k lists are the most popular items.
+
 The fit holds a few float32[I, I] matrices at once, so it is refused (`ResourceExhausted`, before
 allocating anything) when they do not fit in the device's free memory (`MEMORY_LIMIT_BYTES`
 when set, else what JAX reports, else `DEFAULT_MEMORY_LIMIT_BYTES`).
@@ -21,6 +25,7 @@ import numpy as np
 
 from tripjax import errors
 from tripjax.models import base
+from tripjax.models import item_item
 from tripjax.models import user_rows
 
 # float32[I, I] matrices alive at once during the fit (G or its factor, identity, P, B).
@@ -108,16 +113,19 @@ def fit(config, train, *, key=None) -> dict:
 
 
 def _score_rows(params: dict, users: jax.Array, max_length: int) -> jax.Array:
-  """The users' training rows times B: float32[B, I]."""
+  """The users' training rows times B (popularity for empty rows): float32[B, I]."""
   num_items = params["B"].shape[0]
-  if not params["indices"].shape[0]:  # no training entries: every row is empty
+  if not params["indices"].shape[0]:  # no training entries: every row is empty, every count 0
     return jnp.zeros((users.shape[0], num_items), jnp.float32)
   rows = user_rows.dense_rows(params["indptr"], params["indices"], users, num_items, max_length)
-  return jnp.matmul(rows, params["B"], precision=_HIGHEST)
+  scores = jnp.matmul(rows, params["B"], precision=_HIGHEST)
+  return item_item.popularity_fallback(scores, params["indptr"], params["indices"], users)
 
 
 def score(params: dict, users: jax.Array) -> jax.Array:
   """float32[B, I] scores of `users` int32[B]; jit-able.
+
+  A user without training items gets the items' training counts (`popularity_fallback`).
 
   The rows' static bound comes from the shapes (a row has at most min(I, nnz) items);
   `make_score_fn` uses the tighter host-side `max_row_length`.

@@ -10,6 +10,11 @@ supplies `block(start, stop) -> float64[stop - start, I]`, the rows of its unpru
 `build` zeroes the diagonal, keeps the k largest entries of each row and writes the block into a
 float32 result. Memory is the I x I float32 result plus one block; ML-20M (27k items: 2.9 GB
 dense) fits the host only just, and needs pruning to be useful.
+
+Users without training items: `rows @ W` would give them 0 for every item (a tie broken by item
+index). Instead they are scored by popularity (`popularity_fallback`): their row of scores is the
+items' training counts, the `popularity` model's scores, so their top-k lists are the most popular
+items. EASE uses the same fallback; the other users' scores are unchanged.
 """
 
 from __future__ import annotations
@@ -96,11 +101,38 @@ def params_like(config, train: sp.csr_matrix) -> dict:
           **user_rows.csr_like(num_users, train.nnz)}
 
 
+def popularity_fallback(scores: jax.Array, indptr: jax.Array, indices: jax.Array,
+                        users: jax.Array) -> jax.Array:
+  """Replaces the scores of users without training items by the items' training counts.
+
+  The counts (`jnp.bincount` of the CSR column indices, on the device) are computed only when
+  the block holds such a user (`lax.cond`); other rows are returned unchanged.
+
+  Args:
+    scores: float32[B, I], the model's scores of `users`.
+    indptr: int32[U + 1], the training matrix's row pointers.
+    indices: int32[nnz], its column indices.
+    users: int32[B], the scored users.
+
+  Returns:
+    float32[B, I]: row b is float32 counts[I] (the `popularity` model's scores) where user b has
+    no training item, else `scores[b]`.
+  """
+  empty = indptr[users + 1] == indptr[users]
+
+  def fill(scores):
+    counts = jnp.bincount(indices, length=scores.shape[1]).astype(scores.dtype)
+    return jnp.where(empty[:, None], counts[None, :], scores)
+
+  return jax.lax.cond(jnp.any(empty), fill, lambda scores: scores, scores)
+
+
 def _scores(params: dict, users: jax.Array, max_length: int) -> jax.Array:
   num_items = params["W"].shape[0]
   rows = user_rows.dense_rows(params["indptr"], params["indices"], users, num_items,
                               max_length)
-  return jnp.matmul(rows, params["W"], precision=jax.lax.Precision.HIGHEST)
+  scores = jnp.matmul(rows, params["W"], precision=jax.lax.Precision.HIGHEST)
+  return popularity_fallback(scores, params["indptr"], params["indices"], users)
 
 
 def score(params: dict, users: jax.Array) -> jax.Array:
@@ -111,7 +143,8 @@ def score(params: dict, users: jax.Array) -> jax.Array:
     users: int32[B].
 
   Returns:
-    float32[B, I]; a user without training items scores 0 everywhere.
+    float32[B, I]; a user without training items gets the items' training counts
+    (`popularity_fallback`).
   """
   bound = min(params["W"].shape[0], params["indices"].shape[0])
   return _scores(params, users, bound)

@@ -10,6 +10,10 @@ Scoring is the classic item-based rule: `score_uj = sum over i in u's row of W[i
 `rows @ W` with W[:, j] holding j's neighbours (W is the row-pruned S, transposed; the
 reference prunes W by column in the same way). W is dense float32[I, I], built on the host in
 blocks of rows (float64): fine at ML-1M scale; ML-20M (27k items, 2.9 GB) needs a small k.
+
+A user without training items (whose `rows @ W` is 0 everywhere) is scored by popularity: her
+scores are the items' training counts (`item_item.popularity_fallback`). `similar` of an item
+without training users is 0 everywhere (it has no neighbours).
 """
 
 from __future__ import annotations

@@ -19,9 +19,13 @@ never reaches one (they are in no training row), so this only matters for the gl
 and for `similar` started at such an item (whose walk then stays on it).
 
 The global PageRank is the same walk restarting uniformly over all items; `fit` computes it
-once. A user without training items restarts uniformly too: her scores are the global PageRank.
-Scores are divided by global PageRank ** `pagerank_popularity` (0: the plain walk), which ranks
-items the user's walk reaches more often than a random walk does.
+once. Scores are divided by global PageRank ** `pagerank_popularity` (0: the plain walk), which
+ranks items the user's walk reaches more often than a random walk does.
+
+A user without training items has no restart vector of her own; she is scored by popularity, as
+in the other item-based models: her scores are the items' training counts (`item_degree`, the
+`popularity` model's scores), with no division by the global PageRank (which, with
+`pagerank_popularity` 1, would tie every item).
 
 The params hold the training rows, the degrees, the global PageRank and the walk's settings
 (0-d arrays), so a checkpoint holds everything scoring needs.
@@ -142,15 +146,18 @@ def score(params: dict, users: jax.Array) -> jax.Array:
     users: int32[B].
 
   Returns:
-    float32[B, I]; a user without training items gets the global PageRank (** 1 - popularity).
+    float32[B, I]; a user without training items gets the items' training counts
+    (`item_degree`, the popularity fallback).
   """
   num_items = params["item_degree"].shape[0]
   bound = min(num_items, params["indices"].shape[0])
   rows = user_rows.dense_rows(params["indptr"], params["indices"], users, num_items, bound)
   counts = jnp.sum(rows, axis=1, keepdims=True)
+  # An empty row walks from the uniform vector (any valid restart); its scores are replaced.
   r = jnp.where(counts > 0, rows / jnp.maximum(counts, 1.0), 1.0 / num_items)
   pi = walk(params, r, params["restart"], params["tol"], params["max_iterations"])
-  return pi * _correction(params, params["popularity"])[None, :]
+  scores = pi * _correction(params, params["popularity"])[None, :]
+  return jnp.where(counts > 0, scores, params["item_degree"][None, :])
 
 
 def similar(params: dict, item: int, config) -> jax.Array:

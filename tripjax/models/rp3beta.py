@@ -12,6 +12,10 @@ interactive applications"; as in Dacrema et al. 2019's reference `RP3betaRecomme
 A user scores `rows @ W` (`item_item`). W is dense float32[I, I], built on the host in blocks of
 rows (float64 sparse products): fine at ML-1M scale; ML-20M (27k items, 2.9 GB) needs
 `--rp3_top_k` to be useful. The reference's optional row re-normalisation of W is not applied.
+
+A user without training items (whose `rows @ W` is 0 everywhere) is scored by popularity: her
+scores are the items' training counts (`item_item.popularity_fallback`). `similar` of an item
+without training users is 0 everywhere (the walk cannot leave it).
 """
 
 from __future__ import annotations
