@@ -68,6 +68,10 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
       "bad_data_file": [_SMOKE, f"--workdir={root / 'data'}", "--dataset=ml-100k",
                         f"--data_dir={bad_data}", "--download=false"],
       "out_of_memory": [_SMOKE, f"--workdir={root / 'oom'}", "--batch_size=2000000000"],
+      "item_features": [_SMOKE, f"--workdir={root / 'if'}", "--item_features=colour"],
+      "user_features": [_SMOKE, f"--workdir={root / 'uf'}", "--user_features=age"],
+      "cold_fraction": [_SMOKE, f"--workdir={root / 'cf'}", "--cold_item_fraction=1"],
+      "cold_too_few": [_SMOKE, f"--workdir={root / 'ct'}", "--cold_item_fraction=0.01"],
   }
   try:
     results = run_cli("experiments.train", cases)
@@ -90,6 +94,10 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
     ("stray_argument", ["extra"]),
     ("bad_data_file", ["u.data", "3"]),
     ("out_of_memory", ["out of memory", "--batch_size"]),
+    ("item_features", ["--item_features", "colour", "genres"]),
+    ("user_features", ["--user_features", "no user features"]),
+    ("cold_fraction", ["--cold_item_fraction"]),
+    ("cold_too_few", ["--cold_item_fraction=0.01", "at least 20"]),
 ])
 def test_train_failures_are_one_line(train_failures, case, needles):
   root, _, results = train_failures

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from tripjax import errors
 from tripjax import models
+from tripjax.data import features
 from tripjax.data import registry
 
 OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
@@ -27,7 +28,7 @@ DRIVER_FLAGS = ("workdir", "overwrite", "checkpoint_every")
 # The fields read by the data pipeline (`tripjax.data.registry.load_split`): one set of data
 # flags for every script.
 DATA_FIELDS = ("dataset", "data_dir", "download", "threshold", "min_user_positives",
-               "test_per_user", "split_seed", "data_seed")
+               "test_per_user", "split_seed", "data_seed", "cold_item_fraction")
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -69,6 +70,16 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values["fused_cpu_step"] and values["optimizer"] != "sparse_sgd":
     return ("fused_cpu_step (--fused_cpu_step) applies row-sparse SGD, so it needs "
             f"--optimizer=sparse_sgd, got {values['optimizer']!r}")
+  for flag, known in (("item_features", features.ITEM_FEATURES),
+                      ("user_features", features.USER_FEATURES)):
+    if values.get(flag):
+      try:
+        features.check_feature_names(f"--{flag}", values[flag], known)
+      except errors.InvalidInput as e:
+        return str(e).rstrip(".")
+      if values["optimizer"].startswith("sparse_") or values["fused_cpu_step"]:
+        return (f"--{flag} trains feature tables with a dense optimizer (adam, adagrad, sgd); "
+                f"--optimizer={values['optimizer']} updates gathered table rows only")
   model = values.get("model", "triplet")
   for field in dataclasses.fields(TrainConfig):
     owner = field.metadata["model"]
@@ -92,6 +103,9 @@ class TrainConfig:
     test_per_user: positives held out per user for the test set.
     split_seed: seed of the leave-k-out split.
     data_seed: seed of the synthetic generator (ignored for MovieLens).
+    cold_item_fraction: share of the items held out whole before the split
+      (`tripjax.data.cold_items`): no positive of theirs is trained on, and they are evaluated
+      apart, scored from their features alone.
     model: a `tripjax.models` name (`models.NAMES`); the fields below from `dim` to
       `fused_cpu_step` are the triplet model's (other models ignore them).
     dim: embedding size D.
@@ -109,6 +123,9 @@ class TrainConfig:
       proportional to `(1 + n_i) ** negative_exponent`, n_i item i's training positives
       (`sampling.EpochSampler`); 0 draws them uniformly.
     l2: weight of the L2 penalty on the gathered embeddings (mean over the batch).
+    item_features, user_features: comma-separated side features of the triplet model
+      (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
+      mean of its features' embeddings); they need a dense optimizer.
     popularity_penalty: scores are `cos(u, i) - popularity_penalty * z(log(1 + n_i))`, n_i the
       item's training positives, z standardised over the items (`model.popularity_offset`);
       0 scores by the cosine alone. Scoring only: training is unchanged.
@@ -132,6 +149,9 @@ class TrainConfig:
   test_per_user: int = _field(10, "Held-out positives per user.", positive=True)
   split_seed: int = _field(0, "Seed of the leave-k-out split.")
   data_seed: int = _field(0, "Seed of synthetic data.")
+  cold_item_fraction: float = _field(
+      0.0, "Share of items held out whole (cold items: none of their positives in train), "
+      "evaluated apart; in [0, 1).", minimum=0.0, below=1.0)
   model: str = _field("triplet", "Model to train (tripjax.models).", choices=models.NAMES)
   dim: int = _field(64, "Embedding size.", positive=True)
   init_scale: float = _field(0.1, "Std of the initial embeddings.", positive=True)
@@ -149,6 +169,11 @@ class TrainConfig:
       0.0, "Negatives drawn with probability ~ (1 + item's train positives) ** e among the "
       "user's missing items; 0: uniformly.", minimum=0.0)
   l2: float = _field(0.0, "L2 weight on gathered embeddings.", minimum=0.0)
+  item_features: str = _field("", "Item features in the triplet model, comma-separated: "
+                              "genres (an item's vector adds the mean of its features').",
+                              model="triplet")
+  user_features: str = _field("", "User features in the triplet model, comma-separated: age, "
+                              "gender, occupation (ML-100K and ML-1M).", model="triplet")
   popularity_penalty: float = _field(
       0.0, "Scores are cos(u, i) - p * z(log(1 + item count)); 0: the cosine alone.",
       minimum=0.0)

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from tripjax import errors
 from tripjax import sampling
 from tripjax.config import TrainConfig
+from tripjax.data import registry
 from tripjax.optimizers import make_optimizer
 from tripjax.train_step import (TrainState, compile_step, epoch_chunk_kinds, init_state,
                                 make_train_step, run_epoch)
@@ -51,26 +52,32 @@ def check_finite(chunk_loss: np.ndarray, state: TrainState, first_step: int,
 
 
 def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str | None = None,
-                     draw_order: str = "rows"
+                     draw_order: str = "rows", side: dict | None = None
                      ) -> tuple[sampling.EpochSampler, Any, TrainState]:
   """The sampler, optimizer and fresh state of a run on `train` (its seed, sizes and schedule).
+
+  The run's side features and cold items (`registry.load_features`) shape the params; cold
+  items are never drawn as negatives.
 
   Args:
     config: the run's settings.
     train: bool CSR [U, I], the positives to train on.
     shuffle_on: the sampler's shuffle ("host" or "device"); None: the backend's default.
     draw_order: the sampler's `draw_order` ("shuffled" for runs started before it existed).
+    side: `model.init_params`' feature keywords (`item_features`, `user_features`,
+      `zero_items`); None: `registry.load_features(config)`, the run's own.
 
   Returns:
     (sampler, optimizer, state): the optimizer's schedule spans `config.epochs` epochs.
   """
+  side = registry.load_features(config) if side is None else side
   sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
                                   config.num_negatives, seed=config.seed, shuffle_on=shuffle_on,
                                   negative_exponent=config.negative_exponent,
-                                  draw_order=draw_order)
+                                  draw_order=draw_order, excluded_items=side.get("zero_items"))
   optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
   state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
-                     config.dim, config.init_scale)
+                     config.dim, config.init_scale, **side)
   return sampler, optimizer, state
 
 
@@ -93,7 +100,7 @@ class Fitted(NamedTuple):
 def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None,
         stop_epoch: int | None = None, compile_ahead: bool = False,
         on_epoch: Callable[[TrainState, dict], None] | None = None,
-        diverged_note: Callable[[], str] = str) -> Fitted:
+        diverged_note: Callable[[], str] = str, side: dict | None = None) -> Fitted:
   """Trains epoch by epoch: sample the epoch's triplets, run its chunks, check, report.
 
   Args:
@@ -107,6 +114,7 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
       `step`, `loss`, `active_fraction`, `triplets_per_sec`, `epoch_seconds`,
       `sample_seconds`, `train_seconds`); it may evaluate, save, or raise to stop.
     diverged_note: what the caller keeps when training diverges, said in the error.
+    side: as in `prepare_training` (used when `start` is None).
 
   Returns:
     The state after the last epoch and the seconds spent.
@@ -115,7 +123,7 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
     TrainingDiverged: the loss or the parameters became NaN/Inf.
   """
   if start is None:
-    start = Start(*prepare_training(config, train), epoch=0, train_seconds=0.0)
+    start = Start(*prepare_training(config, train, side=side), epoch=0, train_seconds=0.0)
   sampler, state, train_seconds = start.sampler, start.state, start.train_seconds
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
   step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step)

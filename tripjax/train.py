@@ -35,6 +35,7 @@ from tripjax import stop_signals
 from tripjax import workdir as workdir_lib
 from tripjax.config import TrainConfig
 from tripjax.data import registry
+from tripjax.metrics import cold
 from tripjax.train_step import TrainState
 
 # How often a run saves by default (`--checkpoint_every`); it also saves at its end and when
@@ -216,7 +217,8 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
                    evaluate(score_fn(fitted.state.params, offset), train, test,
                             config.eval_block_size))
   train_seconds = fitted.train_seconds
-  return _write_results(config, workdir, dataset, train, test, model_metrics, {
+  final_score_fn = score_fn(fitted.state.params, offset)
+  return _write_results(config, workdir, dataset, train, test, model_metrics, final_score_fn, {
       "steps": int(fitted.state.step), "train_seconds": train_seconds,
       "compile_seconds": fitted.compile_seconds,
       "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
@@ -241,19 +243,23 @@ def _fit_once(config, workdir, ckpts, dataset, train, test) -> dict:
                                             "train_seconds": train_seconds})
   ckpts.wait()
   offset = model.popularity_offset(train, config.popularity_penalty)
-  model_metrics = evaluate(the_model.score_fn(params, offset), train, test,
-                           config.eval_block_size)
-  return _write_results(config, workdir, dataset, train, test, model_metrics, {
+  score_fn = the_model.score_fn(params, offset)
+  model_metrics = evaluate(score_fn, train, test, config.eval_block_size)
+  return _write_results(config, workdir, dataset, train, test, model_metrics, score_fn, {
       "steps": 0, "train_seconds": train_seconds, "compile_seconds": 0.0, "sampler": None,
       "triplets_per_sec": None})
 
 
-def _write_results(config, workdir, dataset, train, test, model_metrics: dict,
+def _write_results(config, workdir, dataset, train, test, model_metrics: dict, score_fn,
                    facts: dict) -> dict:
   """results.json of a finished run: the model's and popularity's metrics, the run's facts.
 
+  With cold items (`--cold_item_fraction`) also `cold_items`: the model's, popularity by
+  genre's and random scores' metrics over them (`tripjax.metrics.cold.cold_report`).
+
   Args:
     model_metrics: the model's final means (`evaluate`).
+    score_fn: the model's final ScoreFn.
     facts: `steps`, `train_seconds`, `compile_seconds`, `sampler` ({"shuffle_on",
       "draw_order"} or None) and `triplets_per_sec` (or None).
   """
@@ -275,6 +281,15 @@ def _write_results(config, workdir, dataset, train, test, model_metrics: dict,
       "backend": jax.default_backend(),
       "device_kind": device.device_kind,
   }
+  if dataset.cold_items is not None:
+    results["cold_items"] = cold.cold_report(score_fn, dataset, train, config.eval_block_size,
+                                             config.seed)
+    logging.info("Cold items (%d): AUC %.4f, recall@20 %.4f (popularity by genre %s, random "
+                 "%.4f).", results["cold_items"]["items"], results["cold_items"]["model"]["auc"],
+                 results["cold_items"]["model"]["recall@20"],
+                 f"{results['cold_items']['popularity_by_genre']['auc']:.4f}"
+                 if results["cold_items"]["popularity_by_genre"] else "n/a",
+                 results["cold_items"]["random"]["auc"])
   files.write_json_atomic(workdir / workdir_lib.RESULTS_FILE, results)
   logging.info("Final AUC %.4f (popularity %.4f); %.1fs of training, %.3g triplets/s.",
                model_metrics.get("auc", math.nan), popularity.get("auc", math.nan),

@@ -41,10 +41,14 @@ class TrainState(NamedTuple):
 
 
 def init_state(key: jax.Array, optimizer, num_users: int, num_items: int, dim: int,
-               scale: float = 0.1) -> TrainState:
-  """Fresh parameters and optimizer state."""
-  params = model.init_params(key, num_users, num_items, dim, scale)
-  return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32))
+               scale: float = 0.1, **features) -> TrainState:
+  """Fresh parameters (`model.init_params`, `features` its keywords) and optimizer state.
+
+  The optimizer's state covers `model.trainable(params)` (the features' ids and weights are
+  data).
+  """
+  params = model.init_params(key, num_users, num_items, dim, scale, **features)
+  return TrainState(params, optimizer.init(model.trainable(params)), jnp.zeros([], jnp.int32))
 
 
 def batch_denominator(weights: jax.Array) -> jax.Array:
@@ -141,14 +145,16 @@ def _row_sparse_update(optimizer, margin: float, l2: float):
 
 
 def _dense_update(optimizer, margin: float, l2: float):
-  """Gradient w.r.t. the whole tables; an optax update."""
+  """Gradient w.r.t. the whole tables (feature tables included); an optax update."""
   def update(params, opt_state, users, pos, neg, weights):
-    def objective(params):
-      return batch_loss(params["user"][users], params["item"][pos], params["item"][neg],
-                        weights, margin, l2)
-    (_, per), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, per
+    def objective(trained):
+      merged = model.merge(trained, params)
+      return batch_loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
+                        model.rows(merged, "item", neg), weights, margin, l2)
+    trained = model.trainable(params)
+    (_, per), grads = jax.value_and_grad(objective, has_aux=True)(trained)
+    updates, opt_state = optimizer.update(grads, opt_state, trained)
+    return model.merge(optax.apply_updates(trained, updates), params), opt_state, per
   return update
 
 
@@ -185,8 +191,8 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
   def one_batch(state, batch, skip_empty):
     users, pos, neg, weights = batch
     if neg.shape[-1] > 1:
-      item_table = state.params["item"]
-      neg = sampling.hardest_negatives(state.params["user"][users], item_table[neg], neg)
+      neg = sampling.hardest_negatives(model.rows(state.params, "user", users),
+                                       model.rows(state.params, "item", neg), neg)
     else:
       neg = neg[:, 0]
     if skip_empty:

@@ -28,6 +28,9 @@ class ImplicitDataset:
     timestamps: int64 CSR [U, I] aligned with `matrix` (same structure), or None.
     ratings: float32 CSR [U, I] of the kept users/items' ratings (all, not only positives),
       when asked for; otherwise None.
+    cold_items: int32[C] sorted, the items held out whole by `registry.prepare`'s
+      `cold_item_fraction` (none of their positives is in train or test; `matrix` keeps
+      them), or None.
   """
 
   matrix: sp.csr_matrix
@@ -39,6 +42,7 @@ class ImplicitDataset:
   steps: Mapping[str, tuple[int, int, int]]
   timestamps: sp.csr_matrix | None = None
   ratings: sp.csr_matrix | None = None
+  cold_items: np.ndarray | None = None
 
   @property
   def num_users(self) -> int:

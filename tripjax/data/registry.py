@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 
 import pandas as pd
 
 from tripjax import errors
+from tripjax.data import cold_items as cold_items_lib
+from tripjax.data import features as features_lib
 from tripjax.data import feedback
+from tripjax.data import movielens_users
 from tripjax.data import split
 from tripjax.data import synthetic
 from tripjax.data.movielens import DATASETS, load_movielens
 
 SYNTHETIC_PREFIX = "synthetic-"
+MIN_COLD_ITEMS = 20  # the cold-item metrics rank the top 20 of them
 DATASET_NAMES = tuple(sorted(DATASETS)) + tuple(
     SYNTHETIC_PREFIX + preset for preset in synthetic.PRESETS)
 
@@ -51,7 +57,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
 def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
             seed: int = 0, threshold: float = 4, min_user_positives: int = 20,
             test_per_user: int = 10, split_seed: int = 0, temporal: bool = False,
-            keep_ratings: bool = False):
+            keep_ratings: bool = False, cold_item_fraction: float = 0.0):
   """Loads a dataset, applies the lab's implicit-feedback pipeline and splits it.
 
   Args:
@@ -60,6 +66,9 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool
     test_per_user: positives per user held out for test (k).
     split_seed: seed of `leave_k_out` (unused when `temporal`).
     temporal: hold out each user's last k positives (`leave_last_k_out`) instead of random ones.
+    cold_item_fraction: share of items held out whole first (`cold_items.hold_out_items` with
+      `split_seed`); they are in neither train nor test, and `dataset.cold_items` names them
+      (`cold_items.cold_test_matrix(dataset.matrix, dataset.cold_items)` is their test).
 
   Returns:
     (dataset: ImplicitDataset, train: bool CSR [U, I], test: bool CSR [U, I]).
@@ -69,11 +78,22 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, download: bool
                                        min_user_positives=min_user_positives,
                                        keep_ratings=keep_ratings)
   del ratings, items
+  matrix = dataset.matrix
+  if cold_item_fraction:
+    if temporal:
+      raise errors.InvalidInput("--cold_item_fraction does not combine with a temporal split.")
+    matrix, cold = cold_items_lib.hold_out_items(matrix, cold_item_fraction, seed=split_seed)
+    if cold.size < MIN_COLD_ITEMS:
+      raise errors.InvalidInput(f"--cold_item_fraction={cold_item_fraction:g} holds out "
+                                f"{cold.size} of {name}'s items; the cold-item metrics (top "
+                                f"{MIN_COLD_ITEMS}) need at least {MIN_COLD_ITEMS}: raise it.")
+    cold_items_lib.check_warm_users(matrix, test_per_user)
+    dataset = dataclasses.replace(dataset, cold_items=cold)
   try:
     if temporal:
-      train, test = split.leave_last_k_out(dataset.matrix, dataset.timestamps, k=test_per_user)
+      train, test = split.leave_last_k_out(matrix, dataset.timestamps, k=test_per_user)
     else:
-      train, test = split.leave_k_out(dataset.matrix, k=test_per_user, seed=split_seed)
+      train, test = split.leave_k_out(matrix, k=test_per_user, seed=split_seed)
   except errors.InvalidInput as e:
     raise errors.InvalidInput(f"--test_per_user={test_per_user} does not fit {name}: {e}; lower "
                               "--test_per_user, or keep only users with more positives "
@@ -93,4 +113,50 @@ def load_split(config):
   return prepare(config.dataset, data_dir=config.data_dir, download=config.download,
                  seed=config.data_seed, threshold=config.threshold,
                  min_user_positives=config.min_user_positives,
-                 test_per_user=config.test_per_user, split_seed=config.split_seed)
+                 test_per_user=config.test_per_user, split_seed=config.split_seed,
+                 cold_item_fraction=config.cold_item_fraction)
+
+
+@functools.lru_cache(maxsize=2)
+def _feedback(name, data_dir, download, seed, threshold, min_user_positives):
+  ratings, items = load_dataset(name, data_dir=data_dir, download=download, seed=seed)
+  return feedback.implicit_feedback(ratings, items, threshold=threshold,
+                                    min_user_positives=min_user_positives)
+
+
+def load_features(config) -> dict:
+  """What a run's model needs besides its training matrix: side features and cold items.
+
+  Reads the run's dataset again (cached per process), so that a model's `fit(config, train)`
+  needs nothing else.
+
+  Args:
+    config: a `TrainConfig` (its data fields, `item_features`, `user_features`).
+
+  Returns:
+    `model.init_params` keywords: `item_features` / `user_features`
+    (`tripjax.data.features.Features`) when asked for, and `zero_items` (int32[C], the cold
+    items) when `cold_item_fraction` > 0; empty when none applies.
+
+  Raises:
+    errors.InvalidInput: a feature the dataset does not have (naming the flag).
+  """
+  item_names = features_lib.check_feature_names("--item_features", config.item_features,
+                                                features_lib.ITEM_FEATURES)
+  user_names = features_lib.check_feature_names("--user_features", config.user_features,
+                                                features_lib.USER_FEATURES)
+  if not (item_names or user_names or config.cold_item_fraction):
+    return {}
+  dataset = _feedback(config.dataset, config.data_dir, config.download, config.data_seed,
+                      config.threshold, config.min_user_positives)
+  out = {}
+  if item_names:
+    out["item_features"] = features_lib.item_features(dataset, item_names)
+  if user_names:
+    users = movielens_users.load_users(config.dataset, data_dir=config.data_dir,
+                                       download=config.download)
+    out["user_features"] = features_lib.user_features(users, dataset.user_ids, user_names)
+  if config.cold_item_fraction:
+    out["zero_items"] = cold_items_lib.hold_out_items(dataset.matrix, config.cold_item_fraction,
+                                                      seed=config.split_seed)[1]
+  return out

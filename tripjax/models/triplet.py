@@ -6,6 +6,7 @@ import jax
 
 from tripjax import foldin
 from tripjax import model
+from tripjax.data import registry
 from tripjax.models import base
 
 
@@ -28,22 +29,31 @@ def fit(config, train, *, key=None) -> model.Params:
 
 
 def init(config, num_users: int, num_items: int) -> model.Params:
-  """The untrained tables of a run (its seed, dim and init scale)."""
+  """The untrained tables of a run (its seed, dim, init scale, features and cold items)."""
   return model.init_params(jax.random.key(config.seed), num_users, num_items, config.dim,
-                           config.init_scale)
+                           config.init_scale, **registry.load_features(config))
 
 
 def params_like(config, train):
   """The tables as `jax.ShapeDtypeStruct`s (checkpoint restore target)."""
-  return jax.eval_shape(lambda: model.init_params(jax.random.key(0), *train.shape, config.dim))
+  side = registry.load_features(config)
+  return jax.eval_shape(
+      lambda: model.init_params(jax.random.key(0), *train.shape, config.dim, **side))
+
+
+def fold_in(params: model.Params, liked, key, **settings):
+  """`foldin.fold_in` against the item vectors (features included); a new user has none."""
+  return foldin.fold_in(model.tables(params), liked, key, **settings)
 
 
 def describe(config) -> str:
+  features = ", ".join(f for f in (config.item_features, config.user_features) if f)
   return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
-          f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})")
+          f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})"
+          + (f", features {features}" if features else ""))
 
 
 MODEL = base.Model(
     name="triplet", fit=fit, score=model.cosine_scores, params_like=params_like,
-    item_vectors=lambda params: params["item"], iterative=True, init=init,
-    fold_in=foldin.fold_in, describe=describe, make_score_fn=model.score_fn)
+    item_vectors=lambda params: model.table(params, "item"), iterative=True, init=init,
+    fold_in=fold_in, describe=describe, make_score_fn=model.score_fn)

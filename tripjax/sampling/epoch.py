@@ -72,7 +72,8 @@ class EpochSampler:
 
   def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
                num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
-               negative_exponent: float = 0.0, draw_order: str = "rows"):
+               negative_exponent: float = 0.0, draw_order: str = "rows",
+               excluded_items: np.ndarray | None = None):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -92,6 +93,9 @@ class EpochSampler:
       draw_order: "rows" draws the negatives in the matrix's row order, then shuffles (see the
         module docstring); "shuffled" is the draw of runs saved before `draw_order` existed
         (`tripjax.sampling.legacy`), kept so that their checkpoints resume unchanged.
+      excluded_items: optional int[C], items never drawn as negatives (held-out cold items:
+        training must not see them at all). They get weight 0 in the weighted draw, which is
+        then used even when `negative_exponent` is 0.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -147,16 +151,27 @@ class EpochSampler:
     self._indptr = jnp.asarray(indptr.astype(np.int32))
     self.negative_exponent = float(negative_exponent)
     self.negative_weights = None
-    if self.negative_exponent == 0:
+    excluded = (np.zeros(0, np.int64) if excluded_items is None
+                else np.unique(np.asarray(excluded_items, np.int64)))
+    if excluded.size and (excluded[0] < 0 or excluded[-1] >= num_items):
+      raise errors.InvalidInput(f"EpochSampler: excluded_items must lie in [0, {num_items}).")
+    if excluded.size and np.isin(items, excluded).any():
+      raise errors.InvalidInput("EpochSampler: an excluded item is a training positive.")
+    if self.negative_exponent == 0 and not excluded.size:
       self._num_missing = jnp.asarray((num_items - counts).astype(np.int32))
       self._weighted = None
     else:
       self.negative_weights = negatives.negative_weights(np.bincount(items, minlength=num_items),
                                                          self.negative_exponent)
+      self.negative_weights[excluded] = 0
       v, row_weight, prefix, cumulative = negatives.weighted_arrays(self.negative_weights, items,
                                                                     indptr, users)
       self._v = jnp.asarray(v)
-      self._num_missing = jnp.asarray(cumulative[-1] - row_weight)  # missing weight per row
+      missing = cumulative[-1] - row_weight.astype(np.int64)  # missing weight per row
+      if (missing <= 0).any():
+        raise errors.InvalidInput(f"EpochSampler: user row {int(np.argmax(missing <= 0))} holds "
+                                  "every item that may be drawn, so it has no negative.")
+      self._num_missing = jnp.asarray(missing.astype(np.int32))
       self._weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
     self._sizes = dict(num_chunks=self.num_chunks, batches_per_chunk=self.batches_per_chunk,
                        batch_size=self.batch_size, num_negatives=self.num_negatives,
