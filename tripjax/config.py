@@ -70,6 +70,9 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values["fused_cpu_step"] and values["optimizer"] != "sparse_sgd":
     return ("fused_cpu_step (--fused_cpu_step) applies row-sparse SGD, so it needs "
             f"--optimizer=sparse_sgd, got {values['optimizer']!r}")
+  if values["fused_cpu_step"] and values.get("negative_temperature"):
+    return ("--negative_temperature trains on every candidate negative; the fused CPU step "
+            "(--fused_cpu_step) on the hardest only: drop one of them")
   for flag, known in (("item_features", features.ITEM_FEATURES),
                       ("user_features", features.USER_FEATURES)):
     if values.get(flag):
@@ -122,6 +125,9 @@ class TrainConfig:
     negative_exponent: negatives are drawn among the user's missing items with probability
       proportional to `(1 + n_i) ** negative_exponent`, n_i item i's training positives
       (`sampling.EpochSampler`); 0 draws them uniformly.
+    negative_temperature: 0 trains a triplet on the hardest of its `num_negatives` candidates;
+      T > 0 on all of them, their hinge losses weighted by softmax(loss / T) without gradient
+      through the weights (T -> 0 is the hardest, large T their mean).
     l2: weight of the L2 penalty on the gathered embeddings (mean over the batch).
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
@@ -168,6 +174,9 @@ class TrainConfig:
   negative_exponent: float = _field(
       0.0, "Negatives drawn with probability ~ (1 + item's train positives) ** e among the "
       "user's missing items; 0: uniformly.", minimum=0.0)
+  negative_temperature: float = _field(
+      0.0, "0: train on the hardest of --num_negatives candidates; T > 0: on all, hinge losses "
+      "weighted by softmax(loss / T) (large T: their mean).", minimum=0.0)
   l2: float = _field(0.0, "L2 weight on gathered embeddings.", minimum=0.0)
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",

@@ -126,7 +126,8 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
     start = Start(*prepare_training(config, train, side=side), epoch=0, train_seconds=0.0)
   sampler, state, train_seconds = start.sampler, start.state, start.train_seconds
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
-  step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step)
+  step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step,
+                            config.negative_temperature)
   compile_seconds = 0.0
   if compile_ahead and start.epoch < last:
     started = time.perf_counter()

@@ -57,25 +57,37 @@ def batch_denominator(weights: jax.Array) -> jax.Array:
 
 
 def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
-               weights: jax.Array, margin: float, l2: float):
+               weights: jax.Array, margin: float, l2: float, temperature: float = 0.0):
   """The batch objective as a function of the gathered rows.
 
   Args:
     user_rows: float32[B, D].
     pos_rows: float32[B, D].
-    neg_rows: float32[B, D].
+    neg_rows: float32[B, D] (one negative per triplet), or float32[B, n, D]: n candidates,
+      whose hinge losses are averaged with softmax(loss / temperature) weights (no gradient
+      through the weights): temperature -> 0 is the hardest candidate, large is their mean.
     weights: float32[B], 1 for real triplets, 0 for padding.
     margin: the triplet margin.
     l2: weight of the mean squared norm of the gathered rows.
+    temperature: > 0 with [B, n, D] negatives.
 
   Returns:
     (objective float32[], per-triplet hinge losses float32[B]).
   """
-  per_triplet = losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin)
+  if neg_rows.ndim == 3:
+    shape = neg_rows.shape
+    per_candidate = losses.triplet_cosine_loss(
+        jnp.broadcast_to(user_rows[:, None], shape), jnp.broadcast_to(pos_rows[:, None], shape),
+        neg_rows, margin)  # [B, n]
+    mix = jax.lax.stop_gradient(jax.nn.softmax(per_candidate / temperature, axis=-1))
+    per_triplet = jnp.sum(mix * per_candidate, axis=-1)
+  else:
+    per_triplet = losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin)
   denom = batch_denominator(weights)
   objective = jnp.sum(weights * per_triplet) / denom
   if l2:
-    squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows, neg_rows))
+    squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows))
+    squares += jnp.sum(jnp.square(neg_rows), axis=-1).reshape(neg_rows.shape[0], -1).mean(-1)
     objective += l2 * jnp.sum(weights * squares) / denom
   return objective, per_triplet
 
@@ -93,7 +105,7 @@ def _check_fused_cpu(optimizer) -> None:
   kernels.register()  # build errors surface here, before any tracing
 
 
-def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool):
+def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperature: float = 0.0):
   """The update of one batch for this optimizer kind, chosen once (not inside traced code).
 
   Returns:
@@ -104,9 +116,9 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool):
     _check_fused_cpu(optimizer)
     update_rows = _fused_update(optimizer, margin, l2)
   elif is_row_optimizer(optimizer):
-    update_rows = _row_sparse_update(optimizer, margin, l2)
+    update_rows = _row_sparse_update(optimizer, margin, l2, temperature)
   else:
-    update_rows = _dense_update(optimizer, margin, l2)
+    update_rows = _dense_update(optimizer, margin, l2, temperature)
 
   def apply(state, users, pos, neg, weights):
     params, opt_state, per = update_rows(state.params, state.opt_state, users, pos, neg,
@@ -130,27 +142,29 @@ def _fused_update(optimizer, margin: float, l2: float):
   return update
 
 
-def _row_sparse_update(optimizer, margin: float, l2: float):
+def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float = 0.0):
   """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows."""
   def update(params, opt_state, users, pos, neg, weights):
     rows = (params["user"][users], params["item"][pos], params["item"][neg])
     (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
-        batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2)
+        batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2, temperature)
+    dim = g_user.shape[-1]
     params, opt_state = optimizer.update(
-        {"user": g_user, "item": jnp.concatenate([g_pos, g_neg])},
-        {"user": users, "item": jnp.concatenate([pos, neg])}, opt_state, params,
-        param_rows={"user": rows[0], "item": jnp.concatenate(rows[1:])})
+        {"user": g_user, "item": jnp.concatenate([g_pos, g_neg.reshape(-1, dim)])},
+        {"user": users, "item": jnp.concatenate([pos, neg.reshape(-1)])}, opt_state, params,
+        param_rows={"user": rows[0],
+                    "item": jnp.concatenate([rows[1], rows[2].reshape(-1, dim)])})
     return params, opt_state, per
   return update
 
 
-def _dense_update(optimizer, margin: float, l2: float):
+def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0):
   """Gradient w.r.t. the whole tables (feature tables included); an optax update."""
   def update(params, opt_state, users, pos, neg, weights):
     def objective(trained):
       merged = model.merge(trained, params)
       return batch_loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
-                        model.rows(merged, "item", neg), weights, margin, l2)
+                        model.rows(merged, "item", neg), weights, margin, l2, temperature)
     trained = model.trainable(params)
     (_, per), grads = jax.value_and_grad(objective, has_aux=True)(trained)
     updates, opt_state = optimizer.update(grads, opt_state, trained)
@@ -158,7 +172,8 @@ def _dense_update(optimizer, margin: float, l2: float):
   return update
 
 
-def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False
+def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False,
+                    negative_temperature: float = 0.0
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
 
@@ -170,11 +185,14 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
     fused_cpu: apply each batch with `tripjax.kernels`' fused kernel (the same loss, gradient and
       update, in two passes over the batch and on all cores; compiled on first use). Needs
       `sparse_sgd` and the CPU backend.
+    negative_temperature: 0 trains each triplet on its hardest of the n candidates; T > 0 on
+      all of them, their hinge losses weighted by softmax(loss / T) (`batch_loss`).
 
   Returns:
     `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
     `sampling.Batches` with users/pos int32[S, B], neg int32[S, B, n], weights float32[S, B].
-    With n > 1 each triplet trains on its hardest (highest-cosine) candidate. Batches whose
+    With n > 1 each triplet trains on its hardest (highest-cosine) candidate, or on all of them
+    (`negative_temperature` > 0). Batches whose
     weights are all 0 (an epoch's padding) leave the state untouched; `skip_empty=False`
     (static) drops that check, for chunks whose every batch holds a real triplet (a
     conditional around the update costs about 5% on CPU; `run_epoch` chooses). metrics:
@@ -182,7 +200,10 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
     loss), and their sums `loss_sum`, `active_sum`, `triplets`. `state` is donated: do not
     reuse it after the call.
   """
-  apply = _make_apply(optimizer, margin, l2, fused_cpu)
+  if negative_temperature and fused_cpu:
+    raise errors.InvalidInput("the fused CPU step trains on the hardest negative only; drop "
+                              "--negative_temperature or --fused_cpu_step.")
+  apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature)
 
   def skip(state, *unused):
     del unused
@@ -190,7 +211,9 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
 
   def one_batch(state, batch, skip_empty):
     users, pos, neg, weights = batch
-    if neg.shape[-1] > 1:
+    if neg.shape[-1] > 1 and negative_temperature:
+      pass  # every candidate is trained on (batch_loss weighs them).
+    elif neg.shape[-1] > 1:
       neg = sampling.hardest_negatives(model.rows(state.params, "user", users),
                                        model.rows(state.params, "item", neg), neg)
     else:

@@ -25,7 +25,7 @@ from tripjax.config import TrainConfig
 SEARCHABLE = {
     "learning_rate": float, "margin": float, "epochs": int, "batch_size": int, "dim": int,
     "l2": float, "num_negatives": int, "optimizer": str, "schedule": str, "init_scale": float,
-    "negative_exponent": float,
+    "negative_exponent": float, "negative_temperature": float,
     "ease_lambda": float, "ials_factors": int, "ials_alpha": float, "ials_reg": float,
     "ials_iterations": int, "rp3_alpha": float, "rp3_beta": float, "rp3_top_k": int,
     "knn_k": int, "knn_shrink": float, "pagerank_restart": float, "pagerank_popularity": float,
