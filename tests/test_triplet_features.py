@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from tripjax import loop
 from tripjax import model
+from tripjax import report
 from tripjax import retrieval
 from tripjax import sampling
 from tripjax.config import TrainConfig
@@ -179,3 +180,20 @@ def test_bad_feature_settings_are_refused(overrides, needle):
 def test_user_features_need_a_dataset_that_has_them():
   with pytest.raises(ValueError, match="--user_features"):
     registry.load_features(_config(user_features="age"))
+
+
+def test_a_run_with_genres_and_cold_items_reports_them(tmp_path):
+  from tripjax import train  # pylint: disable=g-import-not-at-top
+  config = _config(item_features="genres", cold_item_fraction=0.2, epochs=3, test_per_user=5,
+                   batch_size=128)
+  results = train.train_and_evaluate(config, tmp_path / "run")
+  held = results["cold_items"]
+  assert held["items"] == 40 and held["model"]["users"] > 0
+  assert held["random"]["auc"] == pytest.approx(0.5, abs=0.1)
+  assert held["popularity_by_genre"] is not None
+  run = train.restore_run(tmp_path / "run")
+  assert "item_features" in run.params and run.dataset.cold_items.size == 40
+  np.testing.assert_array_equal(np.asarray(run.params["item"])[run.dataset.cold_items], 0.0)
+  text = report.write_report(run, tmp_path / "run").read_text()
+  assert "## Cold items" in text
+  assert f"| model | {held['model']['auc']:.4f} |" in text

@@ -29,6 +29,7 @@ from tripjax import model
 from tripjax import models
 from tripjax import recommend
 from tripjax import report_figures
+from tripjax.metrics import cold
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -89,6 +90,8 @@ class Analysis:
     overlap: mean number of items the model's and popularity's top-k unseen lists share.
     best, worst: the users with the highest and the lowest model AUC.
     history: the run's metrics.jsonl entries.
+    cold: the cold items' metrics (`metrics.cold.cold_report`) when the run held items out
+      (`--cold_item_fraction`), else None.
   """
   title: str
   k: int
@@ -103,6 +106,7 @@ class Analysis:
   best: UserCase
   worst: UserCase
   history: list
+  cold: dict | None = None
 
   random_expected_auc: float = 0.5
 
@@ -182,7 +186,9 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
       popularity_auc=np.asarray(popularity_result.auc, np.float64),
       num_train=np.diff(train.indptr),
       overlap=float(baselines.top_k_overlap(model_top, popularity_top, k)),
-      best=cases[0], worst=cases[1], history=list(run.history))
+      best=cases[0], worst=cases[1], history=list(run.history),
+      cold=(cold.cold_report(score_fn, run.dataset, train, block_size, random_seed)
+            if run.dataset.cold_items is not None else None))
 
 
 def _fmt(x: float) -> str:
@@ -217,6 +223,25 @@ def _case_section(name: str, case: UserCase, dataset, k: int) -> list[str]:
   return lines + [""]
 
 
+def _cold_section(cold_metrics: dict | None) -> list[str]:
+  """The cold items' table (model, popularity by genre, random), or nothing."""
+  if cold_metrics is None:
+    return []
+  lines = ["## Cold items", "",
+           f"{cold_metrics['items']} items were held out whole: none of their positives was "
+           "trained on, and each user's cold positives are ranked among the cold items only "
+           f"({cold_metrics['model']['users']} users have one). The model scores them from "
+           "their features alone (without features it has no vector for them: a tie, AUC 0.5).",
+           "", "| scorer | AUC | recall@20 | NDCG@20 |", "| --- | --- | --- | --- |"]
+  for name, key in (("model", "model"), ("popularity by genre", "popularity_by_genre"),
+                    ("random", "random")):
+    m = cold_metrics[key]
+    if m is not None:
+      lines.append(f"| {name} | {_fmt(m['auc'])} | {_fmt(m['recall@20'])} | "
+                   f"{_fmt(m['ndcg@20'])} |")
+  return lines + [""]
+
+
 def render_markdown(analysis: Analysis, dataset, figures: dict[str, str]) -> str:
   """The report as markdown; `figures` maps FIGURES keys to paths relative to the report."""
   a, k = analysis, analysis.k
@@ -248,7 +273,9 @@ def render_markdown(analysis: Analysis, dataset, figures: dict[str, str]) -> str
       "## The best and the worst user", ""]
   lines += _case_section("Highest AUC", a.best, dataset, k)
   lines += _case_section("Lowest AUC", a.worst, dataset, k)
-  lines += [f"![ROC curves]({figures['roc']})", "", "## Training", ""]
+  lines += [f"![ROC curves]({figures['roc']})", ""]
+  lines += _cold_section(a.cold)
+  lines += ["## Training", ""]
   if a.history:
     lines += ["| epoch | loss | AUC |", "| --- | --- | --- |"]
     lines += [f"| {h['epoch']} | {h['loss']:.4f} | {h['auc']:.4f} |" if "auc" in h else
