@@ -25,6 +25,7 @@ OUTPUT_FLAGS = {
     "summarize": ("out",),
     "throughput": ("out",),
     "topk_speed": ("out",),
+    "triplet_ablation": ("out_json", "out_md"),
 }
 
 _PROBE = """
