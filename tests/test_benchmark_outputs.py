@@ -17,6 +17,7 @@ OUTPUT_FLAGS = {
     "accuracy_table": ("out_json", "out_md"),
     "compare": ("compare_json", "compare_md"),
     "eval_speed": ("output",),
+    "features_table": ("out_json", "out_md"),
     "ials_speed": ("out_json",),
     "item_item_fit": ("out_json",),
     "parse_speed": ("out",),
