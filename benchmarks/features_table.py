@@ -2,19 +2,19 @@ r"""The triplet model with and without side features, on warm users and on cold 
 
   python -m benchmarks.features_table --data_dir=/work/shared/data
 
-For each split seed and each feature setting (`--variants`: `none`, or `item_features` /
-`user_features` values joined by `;`) on top of `--base_flagfile`:
+For each split seed and each feature setting (`--variant`, repeatable: `none`, or
+`item_features` / `user_features` values joined by `;`) on top of `--features_base`:
 - warm: the lab split, fitted with `tripjax.tuning.fit` and evaluated on its test (AUC,
   P/R/NDCG@20), as the comparison page (`benchmarks.compare`) evaluates every model;
-- cold: the same with `--cold_item_fraction` of the items held out whole, scored on them
+- cold: the same with `--features_cold_fraction` of the items held out whole, scored on them
   (`tripjax.metrics.cold.cold_report`: AUC and recall@20 over the cold items) beside
   popularity by genre and random scores.
-Writes markdown and JSON, to runs/benchmarks/features_ml100k.{md,json} unless `--out_md` /
-`--out_json` name other files. The committed table was made by
+Writes markdown and JSON, to runs/benchmarks/features_ml100k.{md,json} unless
+`--features_md` / `--features_json` name other files. The committed table was made by
 
   python -m benchmarks.features_table --data_dir=../shared/data \
-      --out_json=benchmarks/results/features_ml100k.json \
-      --out_md=benchmarks/results/features_ml100k.md
+      --features_json=benchmarks/results/features_ml100k.json \
+      --features_md=benchmarks/results/features_ml100k.md
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ COLD = ("auc", "recall@20")
 DEFAULT_VARIANTS = ("none", "item_features=genres",
                     "item_features=genres;user_features=age,gender,occupation")
 
-_BASE = flags.DEFINE_string("base_flagfile", "experiments/configs/ml100k.cfg",
+_BASE = flags.DEFINE_string("features_base", "experiments/configs/ml100k.cfg",
                             "The triplet settings the features are added to.")
 _VARIANTS = flags.DEFINE_multi_string("variant", list(DEFAULT_VARIANTS),
                                       "none, or item_features=...;user_features=...")
-_COLD_FRACTION = flags.DEFINE_float("cold_item_fraction", 0.2, "Items held out whole.")
-_OUT_JSON = flags.DEFINE_string("out_json", outputs.default_output("features_ml100k.json"),
+_COLD_FRACTION = flags.DEFINE_float("features_cold_fraction", 0.2, "Items held out whole.")
+_OUT_JSON = flags.DEFINE_string("features_json", outputs.default_output("features_ml100k.json"),
                                 "Where the JSON goes.")
-_OUT_MD = flags.DEFINE_string("out_md", outputs.default_output("features_ml100k.md"),
+_OUT_MD = flags.DEFINE_string("features_md", outputs.default_output("features_ml100k.md"),
                               "Where the markdown table goes.")
 
 

@@ -2,18 +2,19 @@ r"""The triplet model's levers on validation: one change at a time against a bas
 
   python -m benchmarks.triplet_ablation --data_dir=/work/shared/data
 
-Each lever is one or more TrainConfig fields set on top of `--base_flagfile` (`--lever`,
+Each lever is one or more TrainConfig fields set on top of `--ablation_base` (`--lever`,
 repeatable: `field=value`, several joined by `;`). Every variant, the base included, is fitted
 on the validation splits carved out of the lab split's training positives
-(`tuning.tuning_split`, one per `--validation_seeds`; the test positives play no part) and
+(`tuning.tuning_split`, one per `--ablation_seeds`; the test positives play no part) and
 scored like a run; the table gives the means over those splits of AUC, P/R/NDCG@20 and the
 fitting seconds, and each lever's change against the base. Writes markdown and JSON, to
-runs/benchmarks/triplet_ablation.{md,json} unless `--out_md` / `--out_json` name other files.
+runs/benchmarks/triplet_ablation.{md,json} unless `--ablation_md` / `--ablation_json` name
+other files.
 The committed table (benchmarks/results/triplet_ablation_ml100k.md) was made by
 
   python -m benchmarks.triplet_ablation --data_dir=../shared/data \
-      --out_json=benchmarks/results/triplet_ablation_ml100k.json \
-      --out_md=benchmarks/results/triplet_ablation_ml100k.md
+      --ablation_json=benchmarks/results/triplet_ablation_ml100k.json \
+      --ablation_md=benchmarks/results/triplet_ablation_ml100k.md
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from benchmarks import ml100k_flags
 from benchmarks import outputs
 from tripjax import errors
 from tripjax import files
@@ -41,17 +43,15 @@ DEFAULT_LEVERS = (
     "user_features=age,gender,occupation",
     "item_features=genres;user_features=age,gender,occupation")
 
-_BASE = flags.DEFINE_string("base_flagfile", "experiments/configs/ml100k.cfg",
+_BASE = flags.DEFINE_string("ablation_base", "experiments/configs/ml100k.cfg",
                             "The settings every lever changes.")
 _LEVERS = flags.DEFINE_multi_string("lever", list(DEFAULT_LEVERS),
                                     "field=value[;field=value...] set on top of the base.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Folder holding the base's MovieLens release "
-                                "(empty: the base's own, $TRIPJAX_DATA_DIR, then the cache).")
-_SEEDS = flags.DEFINE_list("validation_seeds", ["1", "2", "3"], "One validation split each.")
-_PER_USER = flags.DEFINE_integer("validation_per_user", 5, "Validation positives per user.")
-_OUT_JSON = flags.DEFINE_string("out_json", outputs.default_output("triplet_ablation.json"),
+_SEEDS = flags.DEFINE_list("ablation_seeds", ["1", "2", "3"], "One validation split each.")
+_PER_USER = flags.DEFINE_integer("ablation_per_user", 5, "Validation positives per user.")
+_OUT_JSON = flags.DEFINE_string("ablation_json", outputs.default_output("triplet_ablation.json"),
                                 "Where the JSON goes.")
-_OUT_MD = flags.DEFINE_string("out_md", outputs.default_output("triplet_ablation.md"),
+_OUT_MD = flags.DEFINE_string("ablation_md", outputs.default_output("triplet_ablation.md"),
                               "Where the markdown table goes.")
 
 
@@ -116,8 +116,8 @@ def markdown(report: dict, command: str) -> str:
 def main(argv):
   del argv
   base = TrainConfig.from_flagfile(_BASE.value, ignore=DRIVER_FLAGS)
-  if _DATA_DIR.value:
-    base = dataclasses.replace(base, data_dir=_DATA_DIR.value, download=False)
+  if ml100k_flags.DATA_DIR.value:
+    base = dataclasses.replace(base, data_dir=ml100k_flags.DATA_DIR.value, download=False)
   seeds = tuning.check_seeds([int(s) for s in _SEEDS.value])
   report = ablate(base, list(_LEVERS.value), list(seeds), _PER_USER.value)
   command = "python -m benchmarks.triplet_ablation " + " ".join(map(shlex.quote, sys.argv[1:]))

@@ -17,7 +17,7 @@ OUTPUT_FLAGS = {
     "accuracy_table": ("out_json", "out_md"),
     "compare": ("compare_json", "compare_md"),
     "eval_speed": ("output",),
-    "features_table": ("out_json", "out_md"),
+    "features_table": ("features_json", "features_md"),
     "ials_speed": ("out_json",),
     "item_item_fit": ("out_json",),
     "parse_speed": ("out",),
@@ -26,7 +26,7 @@ OUTPUT_FLAGS = {
     "summarize": ("out",),
     "throughput": ("out",),
     "topk_speed": ("out",),
-    "triplet_ablation": ("out_json", "out_md"),
+    "triplet_ablation": ("ablation_json", "ablation_md"),
 }
 
 _PROBE = """

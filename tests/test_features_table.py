@@ -1,5 +1,7 @@
 """benchmarks.features_table on a smoke config (synthetic data with genres)."""
 
+import dataclasses
+
 import pytest
 
 from benchmarks import features_table
@@ -15,7 +17,8 @@ def test_variants_parse_and_bad_ones_are_refused():
 
 
 def test_warm_and_cold_rows_for_each_variant():
-  base = TrainConfig.from_flagfile("experiments/configs/smoke.cfg", ignore=DRIVER_FLAGS)
+  base = dataclasses.replace(
+      TrainConfig.from_flagfile("experiments/configs/smoke.cfg", ignore=DRIVER_FLAGS), epochs=1)
   report = features_table.run(base, ["none", "item_features=genres"], [0], 0.2)
   none, genres = report["rows"]
   assert (none["variant"], genres["variant"]) == ("none", "item_features=genres")
