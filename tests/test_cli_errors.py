@@ -72,6 +72,8 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
       "user_features": [_SMOKE, f"--workdir={root / 'uf'}", "--user_features=age"],
       "cold_fraction": [_SMOKE, f"--workdir={root / 'cf'}", "--cold_item_fraction=1"],
       "cold_too_few": [_SMOKE, f"--workdir={root / 'ct'}", "--cold_item_fraction=0.01"],
+      "mesh": [_SMOKE, f"--workdir={root / 'mesh'}", "--mesh=data:3"],
+      "mesh_syntax": [_SMOKE, f"--workdir={root / 'meshs'}", "--mesh=rows:2"],
   }
   try:
     results = run_cli("experiments.train", cases)
@@ -98,6 +100,8 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
     ("user_features", ["--user_features", "no user features"]),
     ("cold_fraction", ["--cold_item_fraction"]),
     ("cold_too_few", ["--cold_item_fraction=0.01", "at least 20"]),
+    ("mesh", ["--mesh=data:3", "3 devices", "there are 1"]),
+    ("mesh_syntax", ["--mesh=rows:2"]),
 ])
 def test_train_failures_are_one_line(train_failures, case, needles):
   root, _, results = train_failures

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from tripjax import errors
 from tripjax import models
+from tripjax import sharding
 from tripjax.data import features
 from tripjax.data import registry
 
@@ -70,6 +71,14 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values["fused_cpu_step"] and values["optimizer"] != "sparse_sgd":
     return ("fused_cpu_step (--fused_cpu_step) applies row-sparse SGD, so it needs "
             f"--optimizer=sparse_sgd, got {values['optimizer']!r}")
+  if values.get("mesh"):
+    try:
+      sizes = sharding.parse_mesh(values["mesh"])
+    except errors.InvalidInput as e:
+      return str(e).rstrip(".")
+    if values["fused_cpu_step"] and sizes["data"] * sizes["model"] > 1:
+      return (f"the fused CPU step (--fused_cpu_step) runs on one device; --mesh="
+              f"{values['mesh']} has {sizes['data'] * sizes['model']}: drop one of them")
   if values["fused_cpu_step"] and values.get("negative_temperature"):
     return ("--negative_temperature trains on every candidate negative; the fused CPU step "
             "(--fused_cpu_step) on the hardest only: drop one of them")
@@ -142,6 +151,8 @@ class TrainConfig:
       fused, on all cores; compiled on first use with the machine's C++ compiler). Needs
       `optimizer="sparse_sgd"` and the CPU backend.
     eval_block_size: users scored per block during evaluation.
+    mesh: `tripjax.sharding` mesh (`data:N[,model:M]`): batches and evaluation blocks split
+      over `data`, tables by rows over `model`; empty: one device, no mesh.
   """
 
   dataset: str = _field("synthetic-ml-100k", "Dataset name (MovieLens or synthetic-<preset>).",
@@ -194,6 +205,8 @@ class TrainConfig:
       False, "Run each batch through the fused C++ kernel (CPU, --optimizer=sparse_sgd; "
       "compiled on first use with $CXX, else c++).")
   eval_block_size: int = _field(1024, "Users per evaluation block.", positive=True)
+  mesh: str = _field("", "Device mesh of the triplet model's training and of evaluation: "
+                     "data:N or data:N,model:M (N * M devices; empty: one device).")
   # The settings of the other models (refused when given for another --model).
   ease_lambda: float = _field(500.0, "EASE: L2 weight of the item-item regression.",
                               positive=True, model="ease")

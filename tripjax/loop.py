@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax import sampling
+from tripjax import sharding
 from tripjax.config import TrainConfig
 from tripjax.data import registry
 from tripjax.optimizers import make_optimizer
@@ -125,13 +126,18 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
   if start is None:
     start = Start(*prepare_training(config, train, side=side), epoch=0, train_seconds=0.0)
   sampler, state, train_seconds = start.sampler, start.state, start.train_seconds
+  mesh = sharding.make_mesh(config.mesh) if config.mesh else None
+  place = (lambda batches: batches) if mesh is None else (
+      lambda batches: sharding.place_batches(batches, mesh))
+  if mesh is not None:
+    state = sharding.place(state, mesh)
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
   step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step,
                             config.negative_temperature)
   compile_seconds = 0.0
   if compile_ahead and start.epoch < last:
     started = time.perf_counter()
-    warm = sampler.epoch(start.epoch)
+    warm = place(sampler.epoch(start.epoch))
     step_fn = compile_step(step_fn, state, jax.tree.map(lambda x: x[0], warm),
                            epoch_chunk_kinds(sampler))
     del warm
@@ -139,7 +145,7 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
   for epoch in range(start.epoch, last):
     started = time.perf_counter()
     first_step = int(state.step)
-    batches = jax.block_until_ready(sampler.epoch(epoch, prefetch_next=epoch + 1 < last))
+    batches = jax.block_until_ready(place(sampler.epoch(epoch, prefetch_next=epoch + 1 < last)))
     sample_seconds = time.perf_counter() - started
     state, chunks = run_epoch(step_fn, state, batches)
     jax.block_until_ready(state)

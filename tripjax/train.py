@@ -31,6 +31,7 @@ from tripjax import loop
 from tripjax import metrics
 from tripjax import model
 from tripjax import models
+from tripjax import sharding
 from tripjax import stop_signals
 from tripjax import workdir as workdir_lib
 from tripjax.config import TrainConfig
@@ -58,9 +59,11 @@ class Run(NamedTuple):
   results: dict | None  # results.json, or None if the run did not finish
 
 
-def evaluate(score_fn, train, test, block_size: int) -> dict[str, float]:
-  """Mean metrics of a score function (`tripjax.metrics.evaluate`), as plain floats."""
-  result = metrics.evaluate(score_fn, train, test, ks=(10, 20), block_size=block_size)
+def evaluate(score_fn, train, test, block_size: int, mesh: str = "") -> dict[str, float]:
+  """Mean metrics of a score function (`tripjax.metrics.evaluate`), as plain floats; users
+  split over the `data` axis of `mesh` (`--mesh`) when given."""
+  result = metrics.evaluate(score_fn, train, test, ks=(10, 20), block_size=block_size,
+                            mesh=sharding.make_mesh(mesh) if mesh else None)
   return {k: float(v) for k, v in result.means.items()}
 
 
@@ -135,6 +138,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     errors.Stopped: SIGTERM/SIGINT stopped the run (its checkpoint is saved).
   """
   every = checkpoint.Every.parse(checkpoint_every)
+  if config.mesh:
+    sharding.make_mesh(config.mesh)  # refused now, before the workdir is touched
   workdir = pathlib.Path(workdir)
   with workdir_lib.locked(workdir), stop_signals.StopRequests() as stop:
     replace = workdir_lib.claim(config, workdir, overwrite)
@@ -178,7 +183,7 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
     if epoch % config.eval_every == 0 or epoch == config.epochs:
       eval_started = time.perf_counter()
       entry.update(evaluate(score_fn(state.params, offset), train, test,
-                            config.eval_block_size))
+                            config.eval_block_size, config.mesh))
       entry["eval_seconds"] = time.perf_counter() - eval_started
       history.append(entry)
       workdir_lib.write_history(workdir, history)
@@ -215,7 +220,7 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
   model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
                    evaluate(score_fn(fitted.state.params, offset), train, test,
-                            config.eval_block_size))
+                            config.eval_block_size, config.mesh))
   train_seconds = fitted.train_seconds
   final_score_fn = score_fn(fitted.state.params, offset)
   return _write_results(config, workdir, dataset, train, test, model_metrics, final_score_fn, {
@@ -244,7 +249,7 @@ def _fit_once(config, workdir, ckpts, dataset, train, test) -> dict:
   ckpts.wait()
   offset = model.popularity_offset(train, config.popularity_penalty)
   score_fn = the_model.score_fn(params, offset)
-  model_metrics = evaluate(score_fn, train, test, config.eval_block_size)
+  model_metrics = evaluate(score_fn, train, test, config.eval_block_size, config.mesh)
   return _write_results(config, workdir, dataset, train, test, model_metrics, score_fn, {
       "steps": 0, "train_seconds": train_seconds, "compile_seconds": 0.0, "sampler": None,
       "triplets_per_sec": None})

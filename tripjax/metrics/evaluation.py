@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from jax import lax
 
 from tripjax import errors
+from tripjax import sharding
 from tripjax.metrics import auc
 from tripjax.metrics import ranking
 
@@ -199,7 +200,7 @@ def _check_inputs(train, test, ks, block_size):
 
 
 def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
-             block_size: int = 1024) -> EvalResult:
+             block_size: int = 1024, mesh=None) -> EvalResult:
   """Evaluates a score function on held-out items, one block of users at a time.
 
   For each user the candidates are the items not in `train`; the test items are the positives.
@@ -221,6 +222,9 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
     test: bool CSR [U, I], held-out items; must not overlap `train`.
     ks: cutoffs for the top-k metrics, each in [1, I].
     block_size: users per block (memory is O(block_size * I)).
+    mesh: optional `jax.sharding.Mesh` (`tripjax.sharding.make_mesh`): each block's users are
+      split over its `data` axis (the block rounded up to a multiple of it); the metrics are
+      the same as on one device.
 
   Returns:
     EvalResult.
@@ -231,7 +235,7 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
   """
   train, test, ks = _check_inputs(train, test, ks, block_size)
   num_users, num_items = train.shape
-  b = max(1, min(int(block_size), num_users))
+  b = sharding.users_per_block(max(1, min(int(block_size), num_users)), mesh)
   starts = np.arange(0, num_users, b)
   ends = np.minimum(starts + b, num_users)
   train_pad = max(1, int(np.max(train.indptr[ends] - train.indptr[starts], initial=0)))
@@ -251,7 +255,7 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
   for start in starts:
     users = np.arange(start, start + b, dtype=np.int32)
     users[users >= num_users] = 0
-    scores = score_fn(jnp.asarray(users))
+    scores = score_fn(sharding.place_users(jnp.asarray(users), mesh))
     if tuple(scores.shape) != (b, num_items):
       raise errors.InvalidInput(f"evaluate: score_fn returned shape {tuple(scores.shape)}, "
                                 f"expected ({b}, {num_items}) = (len(user_indices), num_items of "

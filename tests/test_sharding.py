@@ -1,0 +1,56 @@
+"""Sharded training, evaluation and checkpoints on 4 simulated CPU devices equal one device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tripjax import sharding
+from tripjax.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def sharded():
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  done = subprocess.run([sys.executable, "tests/sharded_check.py"], capture_output=True,
+                        text=True, env=env, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sparse_adam"])
+@pytest.mark.parametrize("mesh", ["data:4", "data:2,model:2"])
+def test_sharded_training_equals_one_device(sharded, optimizer, mesh):
+  assert sharded[f"{optimizer} {mesh}"] < 1e-5
+
+
+def test_tables_stay_split_by_rows_over_model(sharded):
+  assert sharded["adam data:2,model:2 item spec"] == ["model", None]
+
+
+def test_sharded_evaluation_equals_one_device(sharded):
+  assert sharded["eval"] < 1e-6
+  assert sharded["eval users"][0] == sharded["eval users"][1] > 0
+  assert sharded["top items equal"]
+
+
+def test_a_checkpoint_of_4_devices_restores_on_1_and_2(sharded):
+  assert sharded["restore 1"] and sharded["restore 2"]
+  assert sharded["restore 2 devices"] == 2
+  assert "--mesh=data:3" in sharded["bad mesh"] and "4" in sharded["bad mesh"]
+
+
+@pytest.mark.parametrize("spec,needle", [("data:0", "--mesh=data:0"), ("pipe:2", "pipe"),
+                                         ("data:2,data:2", "data:2")])
+def test_bad_mesh_specs_are_refused(spec, needle):
+  with pytest.raises(ValueError, match=needle):
+    sharding.parse_mesh(spec)
+
+
+def test_the_fused_step_refuses_a_mesh_of_several_devices():
+  with pytest.raises(ValueError, match="one device"):
+    TrainConfig(optimizer="sparse_sgd", fused_cpu_step=True, mesh="data:2")
+  TrainConfig(optimizer="sparse_sgd", fused_cpu_step=True, mesh="data:1")

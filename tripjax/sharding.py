@@ -1,0 +1,115 @@
+"""Device meshes (`jax.sharding`) for training and evaluation: batches over `data`, tables
+replicated or split by rows over `model`.
+
+`--mesh=data:N` or `data:N,model:M` (the product must equal the number of devices used; the
+first N * M of `jax.devices()`). The jitted step and the evaluation are the same programs as on
+one device: the arrays carry `NamedSharding`s and XLA's SPMD partitioner splits the work and
+adds the collectives (the gradient of a replicated table is summed over `data`).
+
+- batches `[C, S, B, ...]`: B split over `data`;
+- embedding tables `[N, D]` (and the optimizer state shaped like them): rows split over
+  `model` (replicated when `model` is 1); everything else replicated;
+- evaluation: each block's users split over `data`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from tripjax import errors
+
+AXES = ("data", "model")
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+  """`"data:4"` / `"data:2,model:2"` -> {"data": 4, "model": 1} / {"data": 2, "model": 2}.
+
+  Raises:
+    errors.InvalidInput: naming `--mesh`: an unknown axis, a repeated one, a size below 1.
+  """
+  sizes = {"data": 1, "model": 1}
+  seen = set()
+  for part in filter(None, (p.strip() for p in str(spec).split(","))):
+    name, sep, size = part.partition(":")
+    if not sep or name not in AXES or name in seen or not size.isdigit() or int(size) < 1:
+      raise errors.InvalidInput(f"--mesh={spec}: expected data:N or data:N,model:M with sizes "
+                                f">= 1, got {part!r}.")
+    seen.add(name)
+    sizes[name] = int(size)
+  return sizes
+
+
+def make_mesh(spec: str, devices=None) -> Mesh:
+  """The mesh of `spec` over the first data * model of `devices` (default `jax.devices()`).
+
+  Raises:
+    errors.InvalidInput: the mesh needs more devices than there are, or does not use them all
+      (`data * model` must equal the device count), naming both numbers.
+  """
+  sizes = parse_mesh(spec)
+  devices = list(jax.devices() if devices is None else devices)
+  need = sizes["data"] * sizes["model"]
+  if need != len(devices):
+    raise errors.InvalidInput(
+        f"--mesh={spec}: data x model = {need} devices, but there are {len(devices)} "
+        f"({jax.default_backend()}); use sizes whose product is {len(devices)}.")
+  grid = np.array(devices[:need], dtype=object).reshape(sizes["data"], sizes["model"])
+  return Mesh(grid, AXES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int, axis: int) -> NamedSharding:
+  """Split axis `axis` of an `ndim`-dimensional array over `data`."""
+  spec = [None] * ndim
+  spec[axis] = "data"
+  return NamedSharding(mesh, P(*spec))
+
+
+def place_batches(batches, mesh: Mesh, axis: int = 2):
+  """A `sampling.Batches` ([C, S, B, ...] leaves) with B split over `data`.
+
+  Raises:
+    errors.InvalidInput: B is not a multiple of the `data` size (naming --batch_size).
+  """
+  size = mesh.shape["data"]
+  batch = batches.users.shape[axis]
+  if batch % size:
+    raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
+                              f"axis ({size}).")
+  return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim, axis)), batches)
+
+
+def table_sharding(mesh: Mesh, shape) -> NamedSharding:
+  """Rows over `model` when they divide evenly (else replicated); 2-D leaves only split."""
+  rows_split = (len(shape) == 2 and mesh.shape["model"] > 1
+                and shape[0] % mesh.shape["model"] == 0)
+  return NamedSharding(mesh, P("model", None) if rows_split else P())
+
+
+def state_shardings(mesh: Mesh, state):
+  """The sharding of every leaf of a pytree (params, optimizer state): tables by rows over
+  `model`, the rest replicated."""
+  return jax.tree.map(lambda x: table_sharding(mesh, np.shape(x)), state)
+
+
+def place(tree, mesh: Mesh):
+  """`tree` on the mesh with `state_shardings`."""
+  return jax.device_put(tree, state_shardings(mesh, tree))
+
+
+def users_per_block(block_size: int, mesh: Mesh | None) -> int:
+  """The evaluation block rounded up to a multiple of the `data` size."""
+  if mesh is None:
+    return block_size
+  size = mesh.shape["data"]
+  return int(math.ceil(block_size / size) * size)
+
+
+def place_users(users, mesh: Mesh | None):
+  """A block of user indices split over `data` (unchanged without a mesh)."""
+  if mesh is None:
+    return users
+  return jax.device_put(users, NamedSharding(mesh, P("data")))
