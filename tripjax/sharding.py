@@ -1,8 +1,8 @@
 """Device meshes (`jax.sharding`) for training and evaluation: batches over `data`, tables
 replicated or split by rows over `model`.
 
-`--mesh=data:N` or `data:N,model:M` (the product must equal the number of devices used; the
-first N * M of `jax.devices()`). The jitted step and the evaluation are the same programs as on
+`--mesh=data:N` or `data:N,model:M` (the product must equal the number of devices, those of
+every process under `jax.distributed`: `tripjax.distributed`). The jitted step and the evaluation are the same programs as on
 one device: the arrays carry `NamedSharding`s and XLA's SPMD partitioner splits the work and
 adds the collectives (the gradient of a replicated table is summed over `data`).
 
@@ -61,6 +61,16 @@ def make_mesh(spec: str, devices=None) -> Mesh:
   return Mesh(grid, AXES)
 
 
+def put(x, sharding: NamedSharding) -> jax.Array:
+  """`x` as an array with `sharding`: `jax.device_put` in one process; with several
+  (`jax.distributed`), built from this process's copy of `x` (the same on every process) by
+  `jax.make_array_from_callback`, each process filling its own devices' shards."""
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def batch_sharding(mesh: Mesh, ndim: int, axis: int) -> NamedSharding:
   """Split axis `axis` of an `ndim`-dimensional array over `data`."""
   spec = [None] * ndim
@@ -79,7 +89,7 @@ def place_batches(batches, mesh: Mesh, axis: int = 2):
   if batch % size:
     raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
                               f"axis ({size}).")
-  return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, x.ndim, axis)), batches)
+  return jax.tree.map(lambda x: put(x, batch_sharding(mesh, x.ndim, axis)), batches)
 
 
 def table_sharding(mesh: Mesh, shape) -> NamedSharding:
@@ -97,7 +107,7 @@ def state_shardings(mesh: Mesh, state):
 
 def place(tree, mesh: Mesh):
   """`tree` on the mesh with `state_shardings`."""
-  return jax.device_put(tree, state_shardings(mesh, tree))
+  return jax.tree.map(put, tree, state_shardings(mesh, tree))
 
 
 def users_per_block(block_size: int, mesh: Mesh | None) -> int:
@@ -112,4 +122,4 @@ def place_users(users, mesh: Mesh | None):
   """A block of user indices split over `data` (unchanged without a mesh)."""
   if mesh is None:
     return users
-  return jax.device_put(users, NamedSharding(mesh, P("data")))
+  return put(users, NamedSharding(mesh, P("data")))

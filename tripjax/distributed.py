@@ -1,0 +1,88 @@
+"""Several processes (hosts) as one JAX runtime: `jax.distributed.initialize`, checked.
+
+Each process runs the same command with its `--process_id`; after `initialize` every process
+sees all devices (`jax.devices()`), so a `--mesh` spans the hosts, and `tripjax.sharding`
+builds the global arrays from each process's copy. On CPU the processes' collectives go
+through gloo. Only process 0 writes a run's files (`is_writer`).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import jax
+
+from tripjax import errors
+
+DEFAULT_TIMEOUT_S = 60
+
+
+def check(coordinator_address: str, num_processes: int, process_id: int) -> None:
+  """Raises errors.InvalidInput (naming the flag) for settings that cannot form a job."""
+  host, sep, port = str(coordinator_address).rpartition(":")
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise errors.InvalidInput(f"--coordinator_address={coordinator_address}: expected "
+                              "host:port (for example 10.0.0.1:1234).")
+  if num_processes < 1:
+    raise errors.InvalidInput(f"--num_processes={num_processes}: must be >= 1.")
+  if not 0 <= process_id < num_processes:
+    raise errors.InvalidInput(f"--process_id={process_id} is out of range for "
+                              f"--num_processes={num_processes} (0 to {num_processes - 1}).")
+
+
+def initialize(coordinator_address: str, num_processes: int, process_id: int,
+               timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
+  """Joins the job: `jax.distributed.initialize` with a bounded wait for the coordinator.
+
+  Must run before anything touches a JAX device. A process other than 0 first waits at most
+  `timeout_s` for the coordinator's port (`wait_for_coordinator`); process 0 waits at most
+  `timeout_s` for its peers (JAX then ends the process with its own message).
+
+  Raises:
+    errors.InvalidInput: bad settings (`check`).
+    errors.ResourceExhausted: the coordinator did not answer within `timeout_s` (one line
+      naming the address), instead of waiting forever.
+  """
+  check(coordinator_address, num_processes, process_id)
+  if process_id > 0:
+    wait_for_coordinator(coordinator_address, timeout_s)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=int(timeout_s))
+  except Exception as e:  # pylint: disable=broad-except
+    # jax raises a bare RuntimeError / XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE) here.
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise errors.ResourceExhausted(
+        f"--coordinator_address={coordinator_address}: process {process_id} of "
+        f"{num_processes} could not join the job within {timeout_s} s ({reason[:200]}); start "
+        "every process, with the same address and --num_processes, and check the host is "
+        "reachable.") from e
+
+
+def wait_for_coordinator(coordinator_address: str, timeout_s: float) -> None:
+  """Returns once the coordinator's port accepts a connection; one line after `timeout_s`.
+
+  JAX's own client aborts the process (a fatal log and a stack trace) when the coordinator is
+  unreachable, so the other processes look for it first.
+  """
+  host, _, port = coordinator_address.rpartition(":")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=1.0):
+        return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise errors.ResourceExhausted(
+            f"--coordinator_address={coordinator_address}: no coordinator answered within "
+            f"{timeout_s:g} s ({e.strerror or e}); start process 0 first, with the same address, "
+            "and check the host is reachable.") from e
+      time.sleep(0.2)
+
+
+def is_writer() -> bool:
+  """Whether this process writes the run's files (process 0, or the only process)."""
+  return jax.process_index() == 0
