@@ -15,18 +15,29 @@ saved; then each measurement runs in a fresh child process that loads it:
 Each child reports its own peak resident set size (`getrusage(RUSAGE_SELF).ru_maxrss`); the
 fit's own memory is the model child's peak minus the baseline child's. Fit seconds are the
 median of the repeats, each ending when the params are on the device (`block_until_ready`); the
-first includes compilation (EASE's closed form is one jitted program; the item-item models'
-W is built with numpy/scipy).
+first includes compilation (EASE: X^T X as a sparse product on the host, written into the device
+by blocks of rows, then one jitted Cholesky inverse; the item-item models' W is built with
+numpy/scipy).
 
 EASE checks its memory before allocating (`ease.check_memory`: `ease.fit_bytes(I)` against the
 device's free memory, `DEFAULT_MEMORY_LIMIT_BYTES` on CPU); the JSON records what it says it
 needs and its limit, and a refusal, an out-of-memory error or a killed child as a one-line
 `error` instead of timings. `--ease_memory_limit_gib` sets `ease.MEMORY_LIMIT_BYTES` in the child.
 
-Writes runs/benchmarks/item_item_fit.json (`--out_json`: another file). The committed figures in
-benchmarks/results/item_item_fit_ml20m.json (shown in benchmarks/RESULTS.md) were made by
+Writes runs/benchmarks/item_item_fit.json (`--out_json`: another file). `--merge=OTHER.json`
+runs nothing: it rewrites `--out_json` (an earlier run, same shape) with its rows of OTHER's
+models replaced by OTHER's, each carrying OTHER's command, baseline and environment. The
+committed figures in benchmarks/results/item_item_fit_ml20m.json (shown in benchmarks/RESULTS.md)
+were made by
 
   nice -n 10 python -m benchmarks.item_item_fit \
+      --out_json=benchmarks/results/item_item_fit_ml20m.json
+
+and EASE's row (8 GiB, the CPU default, is under the 10.7 GiB it needs) by
+
+  nice -n 19 python -m benchmarks.item_item_fit --models=ease --ease_memory_limit_gib=16 \
+      --child_timeout_s=10800 --out_json=/tmp/ease27k.json
+  python -m benchmarks.item_item_fit --merge=/tmp/ease27k.json \
       --out_json=benchmarks/results/item_item_fit_ml20m.json
 """
 
@@ -74,6 +85,9 @@ _TIMEOUT = flags.DEFINE_integer("child_timeout_s", 7200, "Seconds a child may ru
                                 lower_bound=1)
 _OUT_JSON = flags.DEFINE_string("out_json", outputs.default_output("item_item_fit.json"),
                                 "Where the JSON goes.")
+_MERGE = flags.DEFINE_string("merge", None,
+                             "Run nothing: replace --out_json's rows of this JSON's models by "
+                             "its rows (same shape) and rewrite --out_json.")
 _RUN_FLAGS = (_USERS, _ITEMS, _POSITIVES, _SEED, _REPEATS, _MODELS, _CONFIGS, _EASE_LIMIT,
               _TIMEOUT, _OUT_JSON)
 _CHILD = flags.DEFINE_enum("child", None, ["baseline", *MODELS],
@@ -232,10 +246,47 @@ def run() -> dict:
   }
 
 
+def merge(base: dict, new: dict) -> dict:
+  """`base` with its rows of `new`'s models replaced by `new`'s.
+
+  Args:
+    base: this script's JSON payload.
+    new: another run's payload, of the same shape (the same random matrix).
+
+  Returns:
+    `base` whose "models" are in `MODELS` order, each of `new`'s rows with `new`'s "command",
+    "baseline" (its "fit_rss_mib" is relative to that) and "environment".
+
+  Raises:
+    ValueError: the shapes differ.
+  """
+  if base["shape"] != new["shape"]:
+    raise ValueError(f"cannot merge runs of different shapes: {base['shape']} and "
+                     f"{new['shape']}")
+  rows = {m["model"]: m for m in base["models"]}
+  for m in new["models"]:
+    rows[m["model"]] = {**m, "command": new["command"], "baseline": new["baseline"],
+                        "environment": new["environment"]}
+  return {**base, "models": [rows[name] for name in MODELS if name in rows]}
+
+
+def _merge_files(new_path: str, out_path: str) -> pathlib.Path:
+  """Rewrites `out_path` merged with `new_path` (`merge`); bad files are a UsageError."""
+  try:
+    base, new = (json.loads(pathlib.Path(p).read_text()) for p in (out_path, new_path))
+    payload = merge(base, new)
+  except (OSError, ValueError, KeyError) as err:
+    raise app.UsageError(f"--merge={new_path} into --out_json={out_path}: {_line(err)}") from err
+  return files.write_json_atomic(out_path, payload)
+
+
 def main(argv):
   del argv
   if _CHILD.value:
     print(json.dumps(_child(_CHILD.value, _MATRIX.value, _REPEATS.value)))
+    return
+  if _MERGE.value:
+    print(f"wrote {_merge_files(_MERGE.value, _OUT_JSON.value)}")
     return
   payload = run()
   out = files.write_json_atomic(_OUT_JSON.value, payload)

@@ -36,9 +36,9 @@ def _reference(train, lam):
   return b
 
 
-@pytest.mark.parametrize("block", [256, 8])  # one block; several with a padded last one
+@pytest.mark.parametrize("block", [1 << 24, 5, 1])  # one block; several, the last shorter; rows
 def test_weights_equal_the_float64_closed_form(monkeypatch, block):
-  monkeypatch.setattr(ease, "GRAM_BLOCK_USERS", block)
+  monkeypatch.setattr(ease, "GRAM_BLOCK_ELEMENTS", block * 23)  # `block` rows of G per block
   train = _train()
   for lam in (0.5, 20.0):
     params = ease.fit(_config(lam), train)
@@ -50,6 +50,22 @@ def test_weights_equal_the_float64_closed_form(monkeypatch, block):
     # The training rows are kept for scoring.
     np.testing.assert_array_equal(np.asarray(params["indptr"]), train.indptr)
     np.testing.assert_array_equal(np.asarray(params["indices"]), train.indices)
+
+
+@pytest.mark.parametrize("block_items", [None, 4, 30])
+def test_gram_blocks_are_the_rows_of_x_transpose_x(block_items):
+  train = _train(4)
+  x = train.toarray().astype(np.int64)
+  want = x.T @ x
+  blocks = list(ease.gram_row_blocks(train, block_items))
+  size = block_items or 23
+  assert [start for start, _ in blocks] == list(range(0, 23, size))
+  for start, rows in blocks:
+    assert rows.dtype == np.float32 and rows.shape == (min(size, 23 - start), 23)
+  np.testing.assert_array_equal(np.concatenate([rows for _, rows in blocks]), want)
+  got = ease.device_gram(train, block_items)
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_scores_are_training_rows_times_weights_and_jit():
@@ -104,9 +120,10 @@ def test_too_many_items_is_refused_before_allocating(monkeypatch):
   monkeypatch.setattr(ease, "MEMORY_LIMIT_BYTES", 2**20)
 
   def must_not_run(*args, **kwargs):
-    raise AssertionError("the closed form ran past the memory check")
+    raise AssertionError("the fit ran past the memory check")
 
   monkeypatch.setattr(ease, "_closed_form", must_not_run)
+  monkeypatch.setattr(ease, "device_gram", must_not_run)
   train = sp.csr_matrix((np.ones(3, bool), ([0, 1, 1], [0, 5, 999])), shape=(2, 1000))
   with pytest.raises(errors.ResourceExhausted) as raised:
     ease.fit(_config(1.0), train)

@@ -2,39 +2,54 @@
 
 With X the 0/1 training matrix [U, I] and lambda = `config.ease_lambda`:
   G = X^T X + lambda Id,  P = G^-1,  B = -P / diag(P) (column j divided by P_jj), diag(B) = 0,
-and a user scores the items by her training row times B. G is accumulated on the device over
-fixed-size blocks of users (`user_rows.dense_rows`), then inverted by a Cholesky solve; the
-params keep B and the training rows (`user_rows.csr_params`), which the scores need.
+and a user scores the items by her training row times B. The params keep B and the training
+rows (`user_rows.csr_params`), which the scores need.
+
+X^T X is a sparse product: it costs sum_u n_u^2 multiply-adds (n_u: the user's training items;
+1.7e9 for the ML-20M-shaped matrix of `benchmarks/item_item_fit.py`, about 40 s on one CPU core)
+where dense blocks of users would cost 2 U I^2 flops (2e14 there). It is made on
+the host with scipy.sparse (float32 counts, exact below 2^24 users), one block of G's rows at a
+time (`gram_row_blocks`: about `GRAM_BLOCK_ELEMENTS` entries each), and each block is written
+into G on the device in place (a donated `dynamic_update_slice`), so neither the host nor the
+device ever holds a second [I, I] matrix while G is built. G is then inverted on the device by a
+Cholesky solve.
 
 A user without training items would score 0 everywhere (her row is empty); she is scored by
 popularity instead (`item_item.popularity_fallback`): her scores are the items' training counts,
 the `popularity` model's scores, so her top-k lists are the most popular items.
 
-The fit holds a few float32[I, I] matrices at once, so it is refused (`ResourceExhausted`, before
-allocating anything) when they do not fit in the device's free memory (`MEMORY_LIMIT_BYTES`
-when set, else what JAX reports, else `DEFAULT_MEMORY_LIMIT_BYTES`).
+The fit holds a few float32[I, I] matrices at once (`FIT_MATRICES`), so it is refused
+(`ResourceExhausted`, before allocating anything) when they do not fit in the device's free
+memory (`MEMORY_LIMIT_BYTES` when set, else what JAX reports, else `DEFAULT_MEMORY_LIMIT_BYTES`).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax.models import base
 from tripjax.models import item_item
 from tripjax.models import user_rows
 
-# float32[I, I] matrices alive at once during the fit (G or its factor, identity, P, B).
+# float32[I, I] matrices alive at once during the fit: G while it is built (the host holds only
+# one block of rows, `GRAM_BLOCK_ELEMENTS`), then in the jitted closed form G (donated), its
+# Cholesky factor, the identity right-hand side and P = G^-1, whose elementwise scaling into B
+# XLA does in place. Measured on CPU (peak RSS over a no-fit baseline): 3.5 of them at 4,000
+# items, 3.2 at 8,000, 2.9 at 26,744 (benchmarks/item_item_fit.py); 4 bounds them all.
 FIT_MATRICES = 4
 # The memory the fit may use; None: the device's free memory, else the default below.
 MEMORY_LIMIT_BYTES: int | None = None
 DEFAULT_MEMORY_LIMIT_BYTES = 8 * 2**30
-# Users per block when accumulating X^T X on the device.
-GRAM_BLOCK_USERS = 256
+# Entries of G per host-side block of its rows (2^24: 64 MiB dense float32, plus the block's
+# sparse product, at most twice that).
+GRAM_BLOCK_ELEMENTS = 1 << 24
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -65,25 +80,52 @@ def check_memory(num_items: int) -> None:
         "ones) or use another --model.")
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _closed_form(indptr, indices, lam, num_items: int, max_length: int, block: int):
-  """B = -P / diag(P), diag(B) = 0, with P = (X^T X + lam Id)^-1: float32[I, I]."""
-  num_users = indptr.shape[0] - 1
-  num_blocks = -(-num_users // block)
-  # One empty row (user U) pads the last block.
-  indptr = jnp.concatenate([indptr, indptr[-1:]])
+def gram_row_blocks(train: sp.csr_matrix,
+                    block_items: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+  """X^T X one block of rows at a time, as sparse products on the host.
 
-  def add_block(b, gram):
-    users = jnp.minimum(b * block + jnp.arange(block, dtype=jnp.int32), num_users)
-    rows = user_rows.dense_rows(indptr, indices, users, num_items, max_length)
-    return gram + jnp.matmul(rows.T, rows, precision=_HIGHEST)
+  Rows start..stop of X^T X are X[:, start:stop]^T X: each block costs the sum, over the
+  block's items, of their users' training counts, so all blocks together cost sum_u n_u^2.
 
+  Args:
+    train: bool CSR [U, I], the training matrix X.
+    block_items: rows per block; default about `GRAM_BLOCK_ELEMENTS` entries.
+
+  Yields:
+    (start, float32[stop - start, I]) for start = 0, block_items, ...: rows start..stop of
+    X^T X (co-occurrence counts, exact in float32 below 2^24 users).
+  """
+  num_items = train.shape[1]
+  block_items = block_items or max(1, GRAM_BLOCK_ELEMENTS // max(num_items, 1))
+  x = sp.csr_matrix(train, dtype=np.float32)  # [U, I]
+  xt = x.T.tocsr()  # [I, U]: row i lists item i's users
+  for start in range(0, num_items, block_items):
+    stop = min(start + block_items, num_items)
+    yield start, (xt[start:stop] @ x).toarray()
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_rows(gram, rows, start):
+  """gram float32[I, I] with rows start.. replaced by `rows` float32[b, I] (in place)."""
+  return jax.lax.dynamic_update_slice(gram, rows, (start, jnp.int32(0)))
+
+
+def device_gram(train: sp.csr_matrix, block_items: int | None = None) -> jax.Array:
+  """X^T X on the device, float32[I, I], written one host-made block of rows at a time."""
+  num_items = train.shape[1]
   gram = jnp.zeros((num_items, num_items), jnp.float32)
-  if indices.shape[0]:
-    gram = jax.lax.fori_loop(0, num_blocks, add_block, gram)
-  gram = gram + lam * jnp.eye(num_items, dtype=jnp.float32)
-  factor = jax.scipy.linalg.cho_factor(gram, lower=True)
-  p = jax.scipy.linalg.cho_solve(factor, jnp.eye(num_items, dtype=jnp.float32))
+  for start, rows in gram_row_blocks(train, block_items):
+    gram = _set_rows(gram, rows, jnp.int32(start))
+  return gram
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _closed_form(gram, lam):
+  """B = -P / diag(P), diag(B) = 0, with P = (gram + lam Id)^-1: float32[I, I] (gram donated)."""
+  num_items = gram.shape[0]
+  eye = jnp.eye(num_items, dtype=jnp.float32)
+  factor = jax.scipy.linalg.cho_factor(gram + lam * eye, lower=True)
+  p = jax.scipy.linalg.cho_solve(factor, eye)
   weights = -p / jnp.diagonal(p)[None, :]
   return jnp.fill_diagonal(weights, 0.0, inplace=False)
 
@@ -103,13 +145,9 @@ def fit(config, train, *, key=None) -> dict:
     errors.ResourceExhausted: the [I, I] matrices would not fit (`check_memory`).
   """
   del key
-  num_users, num_items = train.shape
-  check_memory(num_items)
-  rows = user_rows.csr_params(train)
-  block = max(1, min(GRAM_BLOCK_USERS, num_users))
-  weights = _closed_form(rows["indptr"], rows["indices"], jnp.float32(config.ease_lambda),
-                         num_items, user_rows.max_row_length(train.indptr), block)
-  return {"B": weights, **rows}
+  check_memory(train.shape[1])
+  weights = _closed_form(device_gram(train), jnp.float32(config.ease_lambda))
+  return {"B": weights, **user_rows.csr_params(train)}
 
 
 def _score_rows(params: dict, users: jax.Array, max_length: int) -> jax.Array:
