@@ -20,9 +20,7 @@ Writes markdown and JSON, to runs/benchmarks/features_ml100k.{md,json} unless
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import statistics
-import sys
 
 from absl import app
 from absl import flags
@@ -30,12 +28,11 @@ from absl import logging
 
 from benchmarks import ml100k_flags
 from benchmarks import outputs
-from tripjax import files
 from tripjax import model
 from tripjax import models
 from tripjax import train as train_lib
 from tripjax import tuning
-from tripjax.config import DRIVER_FLAGS, TrainConfig
+from tripjax.config import TrainConfig
 from tripjax.data import registry
 from tripjax.metrics import cold
 
@@ -137,17 +134,11 @@ def markdown(report: dict, command: str) -> str:
 
 def main(argv):
   del argv
-  base = TrainConfig.from_flagfile(_BASE.value, ignore=DRIVER_FLAGS)
-  if ml100k_flags.DATA_DIR.value:
-    base = dataclasses.replace(base, data_dir=ml100k_flags.DATA_DIR.value, download=False)
+  base = outputs.base_config(_BASE.value)
   base = dataclasses.replace(base, eval_every=base.epochs)
   seeds = [int(s) for s in ml100k_flags.SPLIT_SEEDS.value]
   report = run(base, list(_VARIANTS.value), seeds, _COLD_FRACTION.value)
-  command = "python -m benchmarks.features_table " + " ".join(map(shlex.quote, sys.argv[1:]))
-  report["command"] = command
-  files.write_json_atomic(_OUT_JSON.value, report)
-  files.write_atomic(_OUT_MD.value, markdown(report, command))
-  print(markdown(report, command))
+  outputs.write_report(report, markdown, "benchmarks.features_table", _OUT_JSON.value, _OUT_MD.value)
 
 
 if __name__ == "__main__":

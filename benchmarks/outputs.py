@@ -16,3 +16,30 @@ RESULTS_DIR = "benchmarks/results"
 def default_output(name: str) -> str:
   """The default path of the output file `name`: `runs/benchmarks/<name>`."""
   return f"{RUNS_DIR}/{name}"
+
+
+def base_config(flagfile: str):
+  """A benchmark's base TrainConfig: `flagfile` (driver flags ignored), on the ML-100K
+  benchmarks' `--data_dir` when one is given."""
+  # Imported here: this module is read by every benchmark, most of which need no config.
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from benchmarks import ml100k_flags  # pylint: disable=g-import-not-at-top
+  from tripjax.config import DRIVER_FLAGS, TrainConfig  # pylint: disable=g-import-not-at-top
+  base = TrainConfig.from_flagfile(flagfile, ignore=DRIVER_FLAGS)
+  if ml100k_flags.DATA_DIR.value:
+    base = dataclasses.replace(base, data_dir=ml100k_flags.DATA_DIR.value, download=False)
+  return base
+
+
+def write_report(report: dict, render, module: str, json_path: str, md_path: str) -> None:
+  """Records the command in `report`, writes it as JSON and `render(report, command)` as
+  markdown (atomically), and prints the markdown."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tripjax import files  # pylint: disable=g-import-not-at-top
+  command = f"python -m {module} " + " ".join(map(shlex.quote, sys.argv[1:]))
+  report["command"] = command
+  files.write_json_atomic(json_path, report)
+  text = render(report, command)
+  files.write_atomic(md_path, text)
+  print(text)

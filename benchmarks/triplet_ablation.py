@@ -20,19 +20,16 @@ The committed table (benchmarks/results/triplet_ablation_ml100k.md) was made by
 from __future__ import annotations
 
 import dataclasses
-import shlex
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from benchmarks import ml100k_flags
+from benchmarks import ml100k_flags  # pylint: disable=unused-import (defines --data_dir)
 from benchmarks import outputs
 from tripjax import errors
-from tripjax import files
 from tripjax import tuning
-from tripjax.config import DRIVER_FLAGS, TrainConfig
+from tripjax.config import TrainConfig
 from tripjax.data import registry
 
 COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
@@ -115,16 +112,10 @@ def markdown(report: dict, command: str) -> str:
 
 def main(argv):
   del argv
-  base = TrainConfig.from_flagfile(_BASE.value, ignore=DRIVER_FLAGS)
-  if ml100k_flags.DATA_DIR.value:
-    base = dataclasses.replace(base, data_dir=ml100k_flags.DATA_DIR.value, download=False)
+  base = outputs.base_config(_BASE.value)
   seeds = tuning.check_seeds([int(s) for s in _SEEDS.value])
   report = ablate(base, list(_LEVERS.value), list(seeds), _PER_USER.value)
-  command = "python -m benchmarks.triplet_ablation " + " ".join(map(shlex.quote, sys.argv[1:]))
-  report["command"] = command
-  files.write_json_atomic(_OUT_JSON.value, report)
-  files.write_atomic(_OUT_MD.value, markdown(report, command))
-  print(markdown(report, command))
+  outputs.write_report(report, markdown, "benchmarks.triplet_ablation", _OUT_JSON.value, _OUT_MD.value)
 
 
 if __name__ == "__main__":

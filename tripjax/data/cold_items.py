@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tripjax import errors
+from tripjax.data import split
 
 FRACTION_FLAG = "--cold_item_fraction"
 
@@ -49,15 +50,7 @@ def _check_fraction(fraction) -> float:
 
 def _columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
   """The entries of `matrix` in the columns where `keep`: bool CSR of the same shape."""
-  mask = keep[matrix.indices]
-  rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-  indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int32)
-  np.cumsum(np.bincount(rows[mask], minlength=matrix.shape[0]), out=indptr[1:])
-  indices = matrix.indices[mask].astype(np.int32)
-  part = sp.csr_matrix((np.ones(indices.size, dtype=bool), indices, indptr),
-                       shape=matrix.shape, copy=False)
-  part.has_sorted_indices = True
-  return part
+  return split.split_by_mask(matrix, ~keep[matrix.indices])[0]
 
 
 def _column_mask(num_items: int, items: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ def _check_counts(counts: np.ndarray, k: int) -> None:
                               f"short (first indices: {short[:10].tolist()})")
 
 
-def _split_by_mask(matrix: sp.csr_matrix, test: np.ndarray) -> tuple[sp.csr_matrix,
+def split_by_mask(matrix: sp.csr_matrix, test: np.ndarray) -> tuple[sp.csr_matrix,
                                                                      sp.csr_matrix]:
   """Splits the stored entries of `matrix` into (entries where ~test, entries where test)."""
   rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
@@ -85,7 +85,7 @@ def leave_k_out(matrix: sp.csr_matrix, k: int = 10,
   rank = np.arange(matrix.nnz) - matrix.indptr[rows]
   test = np.zeros(matrix.nnz, dtype=bool)
   test[order[rank < k]] = True
-  return _split_by_mask(matrix, test)
+  return split_by_mask(matrix, test)
 
 
 def leave_last_k_out(matrix: sp.csr_matrix, timestamps: sp.csr_matrix,
@@ -125,4 +125,4 @@ def leave_last_k_out(matrix: sp.csr_matrix, timestamps: sp.csr_matrix,
   rank_from_end = matrix.indptr[rows + 1] - 1 - np.arange(matrix.nnz)
   test = np.zeros(matrix.nnz, dtype=bool)
   test[order[rank_from_end < k]] = True
-  return _split_by_mask(matrix, test)
+  return split_by_mask(matrix, test)
