@@ -6,6 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+from benchmarks import item_item_fit
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -14,19 +18,19 @@ def test_tiny_run_writes_times_and_peak_memory(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
   done = subprocess.run(
       [sys.executable, "-m", "benchmarks.item_item_fit", "--users=300", "--items=200",
-       "--positives=3000", "--repeats=2", f"--out_json={out}"],
+       "--positives=3000", "--repeats=1", f"--out_json={out}"],
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   d = json.loads(out.read_text())
   assert d["command"] == ("python -m benchmarks.item_item_fit --users=300 --items=200 "
-                          f"--positives=3000 --repeats=2 --out_json={out}")
+                          f"--positives=3000 --repeats=1 --out_json={out}")
   assert (d["shape"]["users"], d["shape"]["items"]) == (300, 200)
   assert 2900 <= d["shape"]["positives"] <= 3000
   assert d["baseline"]["peak_rss_mib"] > 0
   assert [m["model"] for m in d["models"]] == ["ease", "rp3beta", "itemknn"]
   for m in d["models"]:
     assert "error" not in m, m
-    assert len(m["runs_s"]) == 2 and all(t > 0 for t in m["runs_s"]) and m["fit_s"] > 0
+    assert len(m["runs_s"]) == 1 and all(t > 0 for t in m["runs_s"]) and m["fit_s"] > 0
     assert m["peak_rss_mib"] > 0 and m["peak_rss_mib"] >= d["baseline"]["peak_rss_mib"] * 0.9
     assert m["fit_rss_mib"] == m["peak_rss_mib"] - d["baseline"]["peak_rss_mib"]
   ease = d["models"][0]
@@ -51,36 +55,32 @@ def test_ease_over_its_memory_limit_is_recorded_not_raised(tmp_path):
   assert ease["ease_memory_limit_bytes"] == int(0.00001 * 2**30)
 
 
+def _payload(shape_users, rows, command):
+  return {"command": command, "shape": {"users": shape_users, "items": 30},
+          "baseline": {"peak_rss_mib": 100.0 + shape_users}, "environment": {"jax": command},
+          "models": [dict(row) for row in rows]}
+
+
 def test_merge_replaces_the_rows_of_the_other_runs_models(tmp_path):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-
-  def run(*args):
-    return subprocess.run([sys.executable, "-m", "benchmarks.item_item_fit", *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600, check=False)
-
-  base, new = tmp_path / "base.json", tmp_path / "new.json"
-  shape = ["--users=60", "--items=30", "--positives=300"]
-  # The base run's EASE is refused (its limit); the new run's fits.
-  for out, extra in ((base, ["--models=rp3beta,ease", "--ease_memory_limit_gib=0.00001"]),
-                     (new, ["--models=ease"])):
-    done = run(*shape, *extra, f"--out_json={out}")
-    assert done.returncode == 0, done.stderr[-3000:]
-  before, after = json.loads(base.read_text()), json.loads(new.read_text())
-  assert "error" in before["models"][1] and "error" not in after["models"][0]
-  done = run(f"--merge={new}", f"--out_json={base}")
-  assert done.returncode == 0, done.stderr[-3000:]
-  merged = json.loads(base.read_text())
+  base = _payload(60, [{"model": "rp3beta", "fit_s": 1.0},
+                       {"model": "ease", "fit_s": None, "error": "ResourceExhausted: ..."}], "a")
+  new = _payload(60, [{"model": "ease", "fit_s": 2.0}], "b")
+  merged = item_item_fit.merge(base, new)
   assert [m["model"] for m in merged["models"]] == ["ease", "rp3beta"]  # MODELS' order
-  assert merged["models"][0] == {**after["models"][0], "command": after["command"],
-                                 "baseline": after["baseline"],
-                                 "environment": after["environment"]}
-  assert merged["models"][1] == before["models"][0]
+  assert merged["models"][0] == {"model": "ease", "fit_s": 2.0, "command": "b",
+                                 "baseline": new["baseline"], "environment": new["environment"]}
+  assert merged["models"][1] == base["models"][0]
   assert {k: v for k, v in merged.items() if k != "models"} == {
-      k: v for k, v in before.items() if k != "models"}
-  # Another shape is refused in one line, and the file is left as it was.
-  other = tmp_path / "other.json"
-  done = run("--users=61", "--items=30", "--positives=300", "--models=ease", f"--out_json={other}")
-  assert done.returncode == 0, done.stderr[-3000:]
-  done = run(f"--merge={other}", f"--out_json={base}")
-  assert done.returncode != 0 and "cannot merge runs of different shapes" in done.stderr
-  assert json.loads(base.read_text()) == merged
+      k: v for k, v in base.items() if k != "models"}
+  with pytest.raises(ValueError, match="cannot merge runs of different shapes"):
+    item_item_fit.merge(base, _payload(61, [], "c"))
+  # Through the flag: the file is rewritten, and a bad merge leaves it as it was.
+  out, other = tmp_path / "base.json", tmp_path / "other.json"
+  out.write_text(json.dumps(base))
+  other.write_text(json.dumps(new))
+  item_item_fit._merge_files(str(other), str(out))  # pylint: disable=protected-access
+  assert json.loads(out.read_text()) == merged
+  other.write_text(json.dumps(_payload(61, [], "c")))
+  with pytest.raises(Exception, match="different shapes"):
+    item_item_fit._merge_files(str(other), str(out))  # pylint: disable=protected-access
+  assert json.loads(out.read_text()) == merged

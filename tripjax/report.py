@@ -188,7 +188,7 @@ def analyze(run, k: int = 20, block_size: int = 1024, random_seed: int = 0) -> A
       overlap=float(baselines.top_k_overlap(model_top, popularity_top, k)),
       best=cases[0], worst=cases[1], history=list(run.history),
       cold=(cold.cold_report(score_fn, run.dataset, train, block_size, random_seed)
-            if run.dataset.cold_items is not None else None))
+            if getattr(run.dataset, "cold_items", None) is not None else None))
 
 
 def _fmt(x: float) -> str:

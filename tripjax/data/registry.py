@@ -131,7 +131,8 @@ def load_features(config) -> dict:
   needs nothing else.
 
   Args:
-    config: a `TrainConfig` (its data fields, `item_features`, `user_features`).
+    config: a `TrainConfig` (its data fields, `item_features`, `user_features`; a config
+      object without the feature fields asks for none).
 
   Returns:
     `model.init_params` keywords: `item_features` / `user_features`
@@ -141,11 +142,11 @@ def load_features(config) -> dict:
   Raises:
     errors.InvalidInput: a feature the dataset does not have (naming the flag).
   """
-  item_names = features_lib.check_feature_names("--item_features", config.item_features,
-                                                features_lib.ITEM_FEATURES)
-  user_names = features_lib.check_feature_names("--user_features", config.user_features,
-                                                features_lib.USER_FEATURES)
-  if not (item_names or user_names or config.cold_item_fraction):
+  item_names = features_lib.check_feature_names(
+      "--item_features", getattr(config, "item_features", ""), features_lib.ITEM_FEATURES)
+  user_names = features_lib.check_feature_names(
+      "--user_features", getattr(config, "user_features", ""), features_lib.USER_FEATURES)
+  if not (item_names or user_names or getattr(config, "cold_item_fraction", 0.0)):
     return {}
   dataset = _feedback(config.dataset, config.data_dir, config.download, config.data_seed,
                       config.threshold, config.min_user_positives)
