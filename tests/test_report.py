@@ -69,7 +69,7 @@ def _planted_run(num_users=60, num_items=50, seed=0, popularity_penalty=0.0):
   for u in range(num_users):
     train[u, order[u, 3:3 + counts[u]]] = True
     test[u, order[u, :3]] = True
-  config = types.SimpleNamespace(model="triplet", seed=3, dim=4, init_scale=0.1,
+  config = types.SimpleNamespace(model="triplet", item_features="", user_features="", seed=3, dim=4, init_scale=0.1,
                                  dataset="planted", epochs=2, optimizer="adam", learning_rate=1e-3, batch_size=64, margin=0.5,
                                  popularity_penalty=popularity_penalty)
   dataset = types.SimpleNamespace(user_ids=np.arange(num_users) + 1000,
