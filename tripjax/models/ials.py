@@ -46,7 +46,10 @@ from tripjax.models import base
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _INIT_STD = 0.01  # normal init of both tables (as in `implicit`'s ALS scale).
-_SLOTS_PER_BLOCK = 1 << 20  # B * L gathered items per solved block (bounds B * L * D memory).
+# B * L gathered items per solved block: small enough that a block's [B, L, D] rows stay in cache
+# through the solve (CG reads them 8 times a sweep; 2^20 slots made both solvers 1.5-4x slower
+# at the ML-1M shape).
+_SLOTS_PER_BLOCK = 1 << 14
 _MAX_ROWS_PER_BLOCK = 2048  # B: [B, D, D] systems per block.
 
 # One block of rows of equal padded length: (rows int32[B], items int32[B, L], mask
@@ -58,15 +61,17 @@ def buckets(matrix: sp.csr_matrix) -> tuple[Block, ...]:
   """Groups the rows of a CSR matrix by length, padded to powers of two; host-side.
 
   Rows with length in (L/2, L] share a bucket of width L (empty rows go with L = 1), so padding
-  at most doubles the work. A bucket is cut into blocks of at most
-  B = clip(2^20 / L, 1, 2048) rows, which bounds the [B, L, D] gather and the [B, D, D] systems.
+  at most doubles the work. A bucket is cut into blocks of B = clip(2^14 / L, 1, 2048) rows
+  (fewer when the bucket is smaller), which keeps the [B, L, D] gather in cache and bounds the
+  [B, D, D] systems; a bucket's last block is padded to B rows with the out-of-range row R
+  (dropped when written), so each width compiles once.
 
   Args:
     matrix: CSR [R, C] (only its pattern is used).
 
   Returns:
     Blocks (rows int32[B], items int32[B, L], mask float32[B, L]), in increasing L; every row
-    is in exactly one block.
+    is in exactly one block; padding rows are R, with mask 0.
   """
   matrix = sp.csr_matrix(matrix)
   lengths = np.diff(matrix.indptr)
@@ -75,11 +80,16 @@ def buckets(matrix: sp.csr_matrix) -> tuple[Block, ...]:
   for width in np.unique(widths):
     rows_of_width = np.flatnonzero(widths == width)
     block = int(np.clip(_SLOTS_PER_BLOCK // width, 1, _MAX_ROWS_PER_BLOCK))
+    block = min(block, rows_of_width.size)
     for start in range(0, rows_of_width.size, block):
       rows = rows_of_width[start:start + block]
+      real = rows.size
+      rows = np.concatenate([rows, np.full(block - real, matrix.shape[0], rows.dtype)])
       slots = np.arange(width)[None, :]
-      valid = slots < lengths[rows][:, None]
-      pos = np.minimum(matrix.indptr[rows][:, None] + slots, max(matrix.nnz - 1, 0))
+      valid = np.concatenate([slots < lengths[rows[:real]][:, None],
+                              np.zeros((block - real, width), bool)])
+      starts = np.concatenate([matrix.indptr[rows[:real]], np.zeros(block - real, np.int64)])
+      pos = np.minimum(starts[:, None] + slots, max(matrix.nnz - 1, 0))
       items = np.where(valid, matrix.indices[pos] if matrix.nnz else 0, 0)
       out.append((jnp.asarray(rows, jnp.int32), jnp.asarray(items, jnp.int32),
                   jnp.asarray(valid, jnp.float32)))
@@ -155,10 +165,11 @@ def _solve_into(out: jax.Array, gram: jax.Array, other: jax.Array, rows: jax.Arr
   values in `out` (`_cg_block`).
   """
   if cg_steps:
-    new = _cg_block(gram, other, items, mask, out[rows], alpha, reg, cg_steps)
+    start = out.at[rows].get(mode="fill", fill_value=0.0)  # padding rows (R) start at 0
+    new = _cg_block(gram, other, items, mask, start, alpha, reg, cg_steps)
   else:
     new = _solve_block(gram, other, items, mask, alpha, reg)
-  return out.at[rows].set(new)
+  return out.at[rows].set(new, mode="drop")  # padding rows (R) are dropped
 
 
 def sweep(other: jax.Array, row_blocks: Sequence[Block], current: jax.Array, alpha: jax.Array,
