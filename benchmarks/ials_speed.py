@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 
 from absl import app
@@ -137,7 +139,9 @@ def main(argv):
                f"(tripjax {row['speedup_vs_implicit']:.2f}x)" if row.get("implicit") else ""),
             flush=True)
       results.append(row)
-  out = {"benchmark": "ials_speed", "cpus": os.cpu_count(), "machine": platform.machine(),
+  command = "python -m benchmarks.ials_speed " + " ".join(map(shlex.quote, sys.argv[1:]))
+  out = {"benchmark": "ials_speed", "command": command, "cpus": os.cpu_count(),
+         "load_average_before": list(os.getloadavg()), "machine": platform.machine(),
          "jax": jax.__version__, "alpha": _ALPHA.value, "reg": _REG.value,
          "iterations": _ITERATIONS.value, "results": results}
   files.write_atomic(_OUT_JSON.value, json.dumps(out, indent=1) + "\n")

@@ -228,6 +228,26 @@ def item_item_fit_section(d, path):
   return rows
 
 
+def ials_speed_section(d, path):
+  rows = [f"## iALS against implicit's ALS, seconds per iteration (issue 13): `{path.name}`",
+          f"`{writing_to(d['command'], 'out_json', path)}`", "",
+          f"MovieLens-shaped random positives, alpha {d['alpha']:g}, lambda {d['reg']:g}, "
+          f"{d['machine']} with {d['cpus']} cores (load average "
+          f"{d['load_average_before'][0]:.1f} at start); each library on every core; medians of "
+          f"{d['iterations']} iterations after an untimed one. implicit's alpha is tripjax's "
+          "1 + alpha (same confidence).", "",
+          "| shape | factors | solver | tripjax s/iteration | implicit s/iteration | tripjax speed-up |",
+          "|---|---|---|---|---|---|"]
+  for r in d["results"]:
+    imp = r.get("implicit")
+    solver = r["solver"] + (f" ({r['cg_steps']} steps)" if r["cg_steps"] else "")
+    theirs = (f"{imp['median_iteration_s']:.3f} | {r['speedup_vs_implicit']:.2f}x" if imp
+              else "- | -")
+    rows.append(f"| {r['shape']} | {r['factors']} | {solver} | "
+                f"{r['tripjax']['median_iteration_s']:.3f} | {theirs} |")
+  return rows
+
+
 def compare_section(d, path):
   return ["## Every model on real MovieLens 100K",
           f"`{writing_to(d['command'], 'compare_json', path)}`", "",
@@ -262,12 +282,20 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
     lines += step_profile_section(json.loads(path.read_text()), path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("item_item_fit_*.json")):
     lines += item_item_fit_section(json.loads(path.read_text()), path) + [""]
+  for path in sorted(pathlib.Path(results_dir).glob("ials_speed*.json")):
+    lines += ials_speed_section(json.loads(path.read_text()), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]
   d, path = _load(results_dir, "compare_ml100k.json")
   if d is not None:
     lines += compare_section(d, path) + [""]
+  for name, title in (("triplet_ablation_ml100k.md", "The triplet model's levers (issue 14)"),
+                      ("features_ml100k.md", "Side features and cold items (issue 14)")):
+    page = pathlib.Path(results_dir) / name
+    if page.exists():
+      body = page.read_text().strip().split("\n", 1)[1].strip()  # its own title dropped
+      lines += [f"## {title}", "", body, ""]
   return "\n".join(lines)
 
 
