@@ -60,12 +60,13 @@ import numpy as np
 import scipy
 import scipy.sparse as sp
 
+from benchmarks import item_item_merge
 from benchmarks import outputs
 from benchmarks import step_inputs
 from tripjax import files
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-MODELS = ("ease", "rp3beta", "itemknn")
+MODELS = item_item_merge.MODELS
 
 _USERS = flags.DEFINE_integer("users", 138_493, "Users (rows) of the random matrix.",
                               lower_bound=1)
@@ -246,35 +247,11 @@ def run() -> dict:
   }
 
 
-def merge(base: dict, new: dict) -> dict:
-  """`base` with its rows of `new`'s models replaced by `new`'s.
-
-  Args:
-    base: this script's JSON payload.
-    new: another run's payload, of the same shape (the same random matrix).
-
-  Returns:
-    `base` whose "models" are in `MODELS` order, each of `new`'s rows with `new`'s "command",
-    "baseline" (its "fit_rss_mib" is relative to that) and "environment".
-
-  Raises:
-    ValueError: the shapes differ.
-  """
-  if base["shape"] != new["shape"]:
-    raise ValueError(f"cannot merge runs of different shapes: {base['shape']} and "
-                     f"{new['shape']}")
-  rows = {m["model"]: m for m in base["models"]}
-  for m in new["models"]:
-    rows[m["model"]] = {**m, "command": new["command"], "baseline": new["baseline"],
-                        "environment": new["environment"]}
-  return {**base, "models": [rows[name] for name in MODELS if name in rows]}
-
-
 def _merge_files(new_path: str, out_path: str) -> pathlib.Path:
   """Rewrites `out_path` merged with `new_path` (`merge`); bad files are a UsageError."""
   try:
     base, new = (json.loads(pathlib.Path(p).read_text()) for p in (out_path, new_path))
-    payload = merge(base, new)
+    payload = item_item_merge.merge(base, new)
   except (OSError, ValueError, KeyError) as err:
     raise app.UsageError(f"--merge={new_path} into --out_json={out_path}: {_line(err)}") from err
   return files.write_json_atomic(out_path, payload)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks import item_item_fit
+from benchmarks import item_item_merge
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_merge_replaces_the_rows_of_the_other_runs_models(tmp_path):
   base = _payload(60, [{"model": "rp3beta", "fit_s": 1.0},
                        {"model": "ease", "fit_s": None, "error": "ResourceExhausted: ..."}], "a")
   new = _payload(60, [{"model": "ease", "fit_s": 2.0}], "b")
-  merged = item_item_fit.merge(base, new)
+  merged = item_item_merge.merge(base, new)
   assert [m["model"] for m in merged["models"]] == ["ease", "rp3beta"]  # MODELS' order
   assert merged["models"][0] == {"model": "ease", "fit_s": 2.0, "command": "b",
                                  "baseline": new["baseline"], "environment": new["environment"]}
@@ -73,14 +73,18 @@ def test_merge_replaces_the_rows_of_the_other_runs_models(tmp_path):
   assert {k: v for k, v in merged.items() if k != "models"} == {
       k: v for k, v in base.items() if k != "models"}
   with pytest.raises(ValueError, match="cannot merge runs of different shapes"):
-    item_item_fit.merge(base, _payload(61, [], "c"))
+    item_item_merge.merge(base, _payload(61, [], "c"))
   # Through the flag: the file is rewritten, and a bad merge leaves it as it was.
   out, other = tmp_path / "base.json", tmp_path / "other.json"
   out.write_text(json.dumps(base))
   other.write_text(json.dumps(new))
-  item_item_fit._merge_files(str(other), str(out))  # pylint: disable=protected-access
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  run = lambda: subprocess.run([sys.executable, "-m", "benchmarks.item_item_fit",
+                                f"--merge={other}", f"--out_json={out}"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300, check=False)
+  assert run().returncode == 0
   assert json.loads(out.read_text()) == merged
   other.write_text(json.dumps(_payload(61, [], "c")))
-  with pytest.raises(Exception, match="different shapes"):
-    item_item_fit._merge_files(str(other), str(out))  # pylint: disable=protected-access
+  done = run()
+  assert done.returncode != 0 and "different shapes" in done.stderr
   assert json.loads(out.read_text()) == merged

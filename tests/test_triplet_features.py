@@ -42,7 +42,7 @@ def _genre_world(num_users=240, num_items=300, liked=25, seed=0):
 
 
 def _config(**overrides):
-  values = dict(dataset="synthetic-tiny", dim=16, epochs=12, batch_size=256, optimizer="adam",
+  values = dict(dataset="synthetic-tiny", dim=16, epochs=8, batch_size=256, optimizer="adam",
                 learning_rate=0.1, margin=0.5, num_negatives=2, steps_per_dispatch=8, seed=0)
   values.update(overrides)
   return TrainConfig(**values)
@@ -184,8 +184,8 @@ def test_user_features_need_a_dataset_that_has_them():
 
 def test_a_run_with_genres_and_cold_items_reports_them(tmp_path):
   from tripjax import train  # pylint: disable=g-import-not-at-top
-  config = _config(item_features="genres", cold_item_fraction=0.2, epochs=3, test_per_user=5,
-                   batch_size=128)
+  config = _config(item_features="genres", cold_item_fraction=0.2, epochs=2, test_per_user=5,
+                   batch_size=128, eval_every=2)
   results = train.train_and_evaluate(config, tmp_path / "run")
   held = results["cold_items"]
   assert held["items"] == 40 and held["model"]["users"] > 0
