@@ -193,10 +193,49 @@ def release_folder(spec: MovieLensSpec, data_dir: str | os.PathLike,
   return folder
 
 
-def _manual_hint(spec: MovieLensSpec, url: str, roots: Sequence[pathlib.Path]) -> str:
+def _manual_hint(spec: MovieLensSpec, url: str, roots: Sequence[pathlib.Path],
+                 files: Sequence[str]) -> str:
   places = " or ".join(str(r / spec.folder) for r in roots)
   return (f"To install it by hand, download {url}, unzip it and put its files "
-          f"({', '.join(spec.files)}) in {places}.")
+          f"({', '.join(files)}) in {places}.")
+
+
+def locate_release(spec: MovieLensSpec, data_dir: str | os.PathLike | None = None,
+                   download: bool = True, *, cache_dir: str | os.PathLike | None = None,
+                   base_url: str | None = None, timeout: float = 60.0,
+                   progress: bool | None = None,
+                   also_required: Sequence[str] = ()) -> pathlib.Path:
+  """The folder a release is read from: `data_dir` (or nothing), else `$TRIPJAX_DATA_DIR`, then
+  the cache, then a download into the cache (see `load_movielens` for the arguments).
+
+  Args:
+    also_required: files besides `spec.files` a download must bring (e.g. the users file);
+      they are not checked in a folder found or named (the caller does).
+
+  Raises:
+    ReleaseNotFound, download.DownloadError: as in `load_movielens`.
+  """
+  if _given(data_dir):
+    return release_folder(spec, data_dir, base_url)
+  roots = search_roots(None, cache_dir)
+  folder = find_release(spec, roots)
+  if folder is not None:
+    return folder
+  url = archive_url(spec.name, base_url)
+  files = tuple(spec.files) + tuple(also_required)
+  hint = _manual_hint(spec, url, roots, files)
+  if not download:
+    raise ReleaseNotFound(f"MovieLens {spec.name} not found (download=False). {hint}")
+  cache = cache_root(cache_dir)
+  # The known MD5 belongs to GroupLens' archive; elsewhere trust the .md5 published beside it
+  # only when no MD5 is pinned.
+  try:
+    download_lib.fetch_archive(url, cache, md5=spec.md5,
+                               required=[f"{spec.folder}/{f}" for f in files],
+                               timeout=timeout, progress=progress)
+  except download_lib.DownloadError as err:
+    raise type(err)(f"{err}. {hint}") from err
+  return cache / spec.folder
 
 
 def load_movielens(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
@@ -232,26 +271,9 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None, downloa
       where to put the files by hand.
   """
   spec = get_spec(name)
-  if _given(data_dir):
-    return read_release(release_folder(spec, data_dir, base_url), spec)
-  roots = search_roots(None, cache_dir)
-  folder = find_release(spec, roots)
-  if folder is None:
-    url = archive_url(spec.name, base_url)
-    hint = _manual_hint(spec, url, roots)
-    if not download:
-      raise ReleaseNotFound(f"MovieLens {spec.name} not found (download=False). {hint}")
-    cache = cache_root(cache_dir)
-    # The known MD5 belongs to GroupLens' archive; elsewhere trust the .md5 published beside it
-    # only when no MD5 is pinned.
-    try:
-      download_lib.fetch_archive(
-          url, cache, md5=spec.md5, required=[f"{spec.folder}/{f}" for f in spec.files],
-          timeout=timeout, progress=progress)
-    except download_lib.DownloadError as err:
-      raise type(err)(f"{err}. {hint}") from err
-    folder = cache / spec.folder
-  return read_release(folder, spec)
+  return read_release(locate_release(spec, data_dir, download, cache_dir=cache_dir,
+                                     base_url=base_url, timeout=timeout, progress=progress),
+                      spec)
 
 
 def read_release(folder: str | os.PathLike,

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from tripjax import errors
-from tripjax.data import download as download_lib
 from tripjax.data import movielens
 from tripjax.data.movielens_ratings import as_int, bom_length
 
@@ -192,27 +191,9 @@ def users_path(name: str, data_dir: str | os.PathLike | None = None, download: b
   spec = movielens.get_spec(name)
   filename = USER_FILES[name][0]
   url = movielens.archive_url(spec.name, base_url)
-  if data_dir is not None and os.fspath(data_dir) != "":
-    folder = movielens.release_folder(spec, data_dir, base_url)
-  else:
-    roots = movielens.search_roots(None, cache_dir)
-    folder = movielens.find_release(spec, roots)
-    if folder is None:
-      places = " or ".join(str(r / spec.folder) for r in roots)
-      hint = (f"To install it by hand, download {url}, unzip it and put its files "
-              f"({', '.join(spec.files + (filename,))}) in {places}.")
-      if not download:
-        raise movielens.ReleaseNotFound(f"MovieLens {spec.name} not found (download=False). "
-                                        f"{hint}")
-      cache = movielens.cache_root(cache_dir)
-      try:
-        download_lib.fetch_archive(
-            url, cache, md5=spec.md5,
-            required=[f"{spec.folder}/{f}" for f in spec.files + (filename,)],
-            timeout=timeout, progress=progress)
-      except download_lib.DownloadError as err:
-        raise type(err)(f"{err}. {hint}") from err
-      folder = cache / spec.folder
+  folder = movielens.locate_release(spec, data_dir, download, cache_dir=cache_dir,
+                                    base_url=base_url, timeout=timeout, progress=progress,
+                                    also_required=(filename,))
   path = folder / filename
   if not path.is_file():
     raise movielens.ReleaseNotFound(
