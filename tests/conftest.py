@@ -91,3 +91,19 @@ def run_cli(tmp_path_factory):
             for name, r in results.items()}
 
   return run
+
+
+@pytest.fixture(scope="session")
+def against_popularity():
+  """`check(score_fn, train, test, **evaluate_kwargs) -> (model means, popularity means)`: a
+  model and popularity evaluated on the same split, after asserting they saw the same users."""
+  from tripjax import baselines  # pylint: disable=g-import-not-at-top
+  from tripjax import metrics  # pylint: disable=g-import-not-at-top
+
+  def check(score_fn, train, test, **kwargs):
+    got = metrics.evaluate(score_fn, train, test, **kwargs)
+    base = metrics.evaluate(baselines.popularity_scores(train), train, test, **kwargs)
+    assert got.users_evaluated == base.users_evaluated > 0
+    return got.means, base.means
+
+  return check
