@@ -153,7 +153,6 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
 
 
 _DATA_DIR = ml100k_flags.DATA_DIR
-_SPLIT_SEEDS = ml100k_flags.SPLIT_SEEDS
 _LAB = flags.DEFINE_string("lab_flagfile", "experiments/configs/ml1m_lab.cfg",
                            "The lab's settings (its dataset is replaced by ml-100k).")
 _TUNED = flags.DEFINE_string("tuned_flagfile", "experiments/configs/ml100k.cfg",
@@ -172,10 +171,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
-  try:
-    seeds = [int(s) for s in _SPLIT_SEEDS.value]
-  except ValueError as e:
-    raise app.UsageError(f"--split_seeds must be integers: {e}") from e
+  seeds = ml100k_flags.split_seeds()
   try:
     configs = {"lab config": TrainConfig.from_flagfile(_LAB.value, ignore=DRIVER_FLAGS),
                "tuned": TrainConfig.from_flagfile(_TUNED.value, ignore=DRIVER_FLAGS)}

@@ -250,10 +250,7 @@ _OUT_MD = flags.DEFINE_string("compare_md", outputs.default_output("compare_ml10
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    seeds = [int(s) for s in _SPLIT_SEEDS.value]
-  except ValueError as e:
-    raise app.UsageError(f"--split_seeds must be integers: {e}") from e
+  seeds = ml100k_flags.split_seeds()
   paths = _CONFIGS.value or default_configs()
   try:
     named = read_configs(paths)

@@ -136,7 +136,7 @@ def main(argv):
   del argv
   base = outputs.base_config(_BASE.value)
   base = dataclasses.replace(base, eval_every=base.epochs)
-  seeds = [int(s) for s in ml100k_flags.SPLIT_SEEDS.value]
+  seeds = ml100k_flags.split_seeds()
   report = run(base, list(_VARIANTS.value), seeds, _COLD_FRACTION.value)
   outputs.write_report(report, markdown, "benchmarks.features_table", _OUT_JSON.value, _OUT_MD.value)
 

@@ -206,7 +206,8 @@ def score_fn(params: Params, item_offset: np.ndarray | None = None
   Returns:
     `users: int32[B] -> float32[B, I]` cosine scores (plus the offset).
   """
-  params = _jit_tables(params)
+  if has_features(params):
+    params = _jit_tables(params)
   user_table = jnp.asarray(params["user"])
   unit_items = _jit_normalize(jnp.asarray(params["item"]))
   offset = None if item_offset is None else jnp.asarray(item_offset, jnp.float32)

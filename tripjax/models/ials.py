@@ -176,7 +176,7 @@ def sweep(other: jax.Array, row_blocks: Sequence[Block], current: jax.Array, alp
           reg: jax.Array, cg_steps: int = 0) -> jax.Array:
   """Solves every row given the other side's factors (one half of an iteration).
 
-  One jitted call per block of rows (about log2(max row) + 2 nnz / 2^20 of them). Not one
+  One jitted call per block of rows (about 2 nnz / 2^14 of them, `buckets`). Not one
   program for the whole sweep: XLA:CPU (jax 0.10.2) deadlocked when one program held several
   blocks' Cholesky solves (unrolled, under `lax.map` or under `fori_loop`), each block alone
   being fine.

@@ -43,7 +43,7 @@ def params_like(config, train):
 
 def fold_in(params: model.Params, liked, key, **settings):
   """`foldin.fold_in` against the item vectors (features included); a new user has none."""
-  return foldin.fold_in(model.tables(params), liked, key, **settings)
+  return foldin.fold_in({"item": model.table(params, "item")}, liked, key, **settings)
 
 
 def describe(config) -> str:
