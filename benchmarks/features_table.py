@@ -28,6 +28,7 @@ from absl import logging
 
 from benchmarks import ml100k_flags
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import model
 from tripjax import models
 from tripjax import train as train_lib
@@ -142,4 +143,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from absl import app
 from absl import flags
 from absl import logging
 
 from benchmarks import ml100k_flags  # pylint: disable=unused-import (defines --data_dir)
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import errors
 from tripjax import tuning
 from tripjax.config import TrainConfig
@@ -119,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/
