@@ -7,6 +7,12 @@ the newest checkpoint, and a workdir holding other flags is refused unless --ove
 replaces that run once the new run's data has loaded). Checkpoints are saved every
 --checkpoint_every, after the last epoch, and on SIGTERM/SIGINT (then the run stops; rerun to
 resume).
+
+A job of several processes (hosts, or one process per GPU) runs the same command on each with
+`--coordinator_address`, `--num_processes`, `--process_id` (or under `srun`/`mpirun`, which
+describe the job themselves) and a `--mesh` over all their devices; each process draws its
+share of every batch and process 0 alone writes the workdir, which all of them read (a shared
+file system).
 """
 
 import dataclasses
@@ -17,9 +23,11 @@ import jax
 
 from experiments import config_flags
 from experiments import data_flags
+from experiments import job_flags
 from experiments import run_cli
 from tripjax import checkpoint
 from tripjax import config as config_lib
+from tripjax import distributed
 from tripjax import errors
 from tripjax import train
 
@@ -47,6 +55,7 @@ def _check_every(text):
 
 def main(argv):
   del argv
+  job_flags.initialize()
   # Orbax logs every save step at INFO; keep the log to the training's own lines.
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
   config = config_lib.TrainConfig(**config_flags.values(data_flags.DATA),
@@ -55,6 +64,8 @@ def main(argv):
   logging.info("JAX %s on %s; workdir %s", jax.__version__, jax.devices(), workdir)
   results = train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value,
                                      checkpoint_every=_CHECKPOINT_EVERY.value)
+  if not distributed.is_writer():
+    return  # process 0 writes the results and prints them
   model, popularity = results["model"], results["popularity"]
   print(f"{config.dataset}: AUC {model['auc']:.4f} (popularity {popularity['auc']:.4f}), "
         f"recall@20 {model['recall@20']:.4f} (popularity {popularity['recall@20']:.4f}); "

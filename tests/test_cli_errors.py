@@ -74,6 +74,9 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
       "cold_too_few": [_SMOKE, f"--workdir={root / 'ct'}", "--cold_item_fraction=0.01"],
       "mesh": [_SMOKE, f"--workdir={root / 'mesh'}", "--mesh=data:3"],
       "mesh_syntax": [_SMOKE, f"--workdir={root / 'meshs'}", "--mesh=rows:2"],
+      "no_coordinator": [_SMOKE, f"--workdir={root / 'job'}", "--num_processes=2"],
+      "process_id": [_SMOKE, f"--workdir={root / 'pid'}", "--num_processes=2",
+                     "--process_id=2", "--coordinator_address=127.0.0.1:1"],
   }
   try:
     results = run_cli("experiments.train", cases)
@@ -102,6 +105,8 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
     ("cold_too_few", ["--cold_item_fraction=0.01", "at least 20"]),
     ("mesh", ["--mesh=data:3", "3 devices", "there are 1"]),
     ("mesh_syntax", ["--mesh=rows:2"]),
+    ("no_coordinator", ["--num_processes=2", "need --coordinator_address"]),
+    ("process_id", ["--process_id=2 is out of range", "--num_processes=2"]),
 ])
 def test_train_failures_are_one_line(train_failures, case, needles):
   root, _, results = train_failures

@@ -421,3 +421,20 @@ def test_host_shuffle_is_numpys_permutation_of_the_positives():
   batches = sampler.epoch(2)
   np.testing.assert_array_equal(np.asarray(batches.users).ravel(), rows[order])
   np.testing.assert_array_equal(np.asarray(batches.pos).ravel(), cols[order])
+
+
+@pytest.mark.parametrize("shuffle_on", ["host", "device"])
+@pytest.mark.parametrize("exponent", [0.0, 0.5])
+def test_a_share_of_the_columns_is_those_columns_of_the_whole_draw(shuffle_on, exponent):
+  # A process of a jax.distributed job draws only its devices' batch positions (padding
+  # slots of the last batch included); they must be exactly the whole epoch's.
+  matrix = sp.random(40, 60, density=0.2, format="csr", random_state=0).astype(bool)
+  sampler = sampling.EpochSampler(matrix, 16, 3, 2, seed=3, shuffle_on=shuffle_on,
+                                  negative_exponent=exponent)
+  whole = sampler.epoch(1)
+  for columns in ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15], [3, 11]):
+    share = sampler.epoch(1, columns=np.array(columns))
+    for all_of_it, part in zip(whole, share):
+      np.testing.assert_array_equal(np.asarray(all_of_it)[:, :, columns], part)
+  with pytest.raises(ValueError, match="columns"):
+    sampler.epoch(1, columns=np.array([16]))

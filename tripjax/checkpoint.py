@@ -128,16 +128,30 @@ def _ignore_late_callbacks_of_failed_restores() -> None:
 class Checkpoints:
   """A thin wrapper of `orbax.checkpoint.CheckpointManager` for one run's folder."""
 
-  def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2,
+               read_only: bool = False):
     """Opens (creating if needed) the checkpoint folder.
+
+    Under `jax.distributed` each process opens its own manager over itself alone: the run's
+    writer (process 0) saves host copies of the arrays, the others only read (`read_only`).
 
     Args:
       directory: the folder holding numbered checkpoints.
       max_to_keep: how many of the latest checkpoints to keep.
+      read_only: never create the folder nor clear a temporary checkpoint (another process
+        may be writing it); for readers of a run's checkpoints.
     """
     self.directory = os.path.abspath(os.fspath(directory))
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True)
+    alone = {}
+    if jax.process_count() > 1:
+      this = jax.process_index()
+      alone = dict(multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=this, active_processes={this}))
+      if not read_only:
+        os.makedirs(self.directory, exist_ok=True)  # Orbax does not, for a subset of processes
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only and not alone,
+        cleanup_tmp_directories=not read_only, **alone)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_epoch(self) -> int | None:

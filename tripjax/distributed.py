@@ -8,12 +8,18 @@ through gloo. Only process 0 writes a run's files (`is_writer`).
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from typing import Callable, Sequence, TypeVar
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 from tripjax import errors
+
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 60
 
@@ -62,6 +68,35 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int,
         "reachable.") from e
 
 
+def launched_job() -> str | None:
+  """The launcher whose environment describes a job of several processes that
+  `jax.distributed.initialize()` reads by itself: "slurm" (`srun`, SLURM_NTASKS > 1),
+  "ompi" (Open MPI's `mpirun`, OMPI_COMM_WORLD_SIZE > 1), or None."""
+  for name, variable in (("slurm", "SLURM_NTASKS"), ("ompi", "OMPI_COMM_WORLD_SIZE")):
+    size = os.environ.get(variable, "")
+    if size.isdigit() and int(size) > 1:
+      return name
+  return None
+
+
+def initialize_launched(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
+  """Joins the job a launcher started (`launched_job`): JAX reads the coordinator, the number
+  of processes and this one's id from its environment.
+
+  Raises:
+    errors.ResourceExhausted: the job did not form within `timeout_s` (one line).
+  """
+  launcher = launched_job()
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(initialization_timeout=int(timeout_s))
+  except Exception as e:  # pylint: disable=broad-except
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise errors.ResourceExhausted(
+        f"the {launcher} job could not form within {timeout_s} s ({reason[:200]}); pass "
+        "--coordinator_address, --num_processes and --process_id explicitly.") from e
+
+
 def wait_for_coordinator(coordinator_address: str, timeout_s: float) -> None:
   """Returns once the coordinator's port accepts a connection; one line after `timeout_s`.
 
@@ -86,3 +121,36 @@ def wait_for_coordinator(coordinator_address: str, timeout_s: float) -> None:
 def is_writer() -> bool:
   """Whether this process writes the run's files (process 0, or the only process)."""
   return jax.process_index() == 0
+
+
+def gather_ints(values: Sequence[int]) -> np.ndarray:
+  """Every process's `values`: int64[P, K], row p from process p (a collective: every process
+  calls it at the same point). One process: `[values]`."""
+  row = np.asarray([values], np.int64)
+  if jax.process_count() == 1:
+    return row
+  return np.asarray(multihost_utils.process_allgather(row[0]), np.int64).reshape(
+      jax.process_count(), -1)
+
+
+def on_writer(fn: Callable[[], T], what: str) -> T | None:
+  """Runs `fn` on process 0 only; the others learn whether it failed (a collective).
+
+  Returns `fn()` on process 0 and None elsewhere. Process 0 re-raises its own error; the
+  others raise errors.WorkdirError saying that process 0 failed to `what`, so no process
+  waits forever for a writer that has stopped.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  result, error = None, None
+  if is_writer():
+    try:
+      result = fn()
+    except Exception as e:  # pylint: disable=broad-except
+      error = e
+  failed = gather_ints([error is not None])[0, 0]
+  if error is not None:
+    raise error
+  if failed:
+    raise errors.WorkdirError(f"process 0 failed to {what}; its error says why.")
+  return result

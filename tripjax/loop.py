@@ -7,6 +7,7 @@ The driver (`tripjax.train.train_and_evaluate`: checkpoints, evaluation, resume)
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -127,8 +128,8 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
     start = Start(*prepare_training(config, train, side=side), epoch=0, train_seconds=0.0)
   sampler, state, train_seconds = start.sampler, start.state, start.train_seconds
   mesh = sharding.make_mesh(config.mesh) if config.mesh else None
-  place = (lambda batches: batches) if mesh is None else (
-      lambda batches: sharding.place_batches(batches, mesh))
+  draw = sampler.epoch if mesh is None else functools.partial(sharding.place_epoch, sampler,
+                                                              mesh=mesh)
   if mesh is not None:
     state = sharding.place(state, mesh)
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
@@ -137,7 +138,7 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
   compile_seconds = 0.0
   if compile_ahead and start.epoch < last:
     started = time.perf_counter()
-    warm = place(sampler.epoch(start.epoch))
+    warm = draw(start.epoch)
     step_fn = compile_step(step_fn, state, jax.tree.map(lambda x: x[0], warm),
                            epoch_chunk_kinds(sampler))
     del warm
@@ -145,7 +146,7 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
   for epoch in range(start.epoch, last):
     started = time.perf_counter()
     first_step = int(state.step)
-    batches = jax.block_until_ready(place(sampler.epoch(epoch, prefetch_next=epoch + 1 < last)))
+    batches = jax.block_until_ready(draw(epoch, prefetch_next=epoch + 1 < last))
     sample_seconds = time.perf_counter() - started
     state, chunks = run_epoch(step_fn, state, batches)
     jax.block_until_ready(state)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -90,6 +91,51 @@ def place_batches(batches, mesh: Mesh, axis: int = 2):
     raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
                               f"axis ({size}).")
   return jax.tree.map(lambda x: put(x, batch_sharding(mesh, x.ndim, axis)), batches)
+
+
+def batch_columns(mesh: Mesh, batch_size: int) -> np.ndarray:
+  """int32[b], sorted: the positions of a batch (its B axis) that this process's devices hold
+  under `place_batches` (all of them in one process)."""
+  held = batch_sharding(mesh, 1, 0).addressable_devices_indices_map((batch_size,)).values()
+  return np.unique(np.concatenate([np.arange(batch_size)[index[0]] for index in held])
+                   ).astype(np.int32)
+
+
+def place_epoch(sampler, epoch: int, mesh: Mesh, prefetch_next: bool = False):
+  """One epoch of `sampler` (`tripjax.sampling.EpochSampler`) as `place_batches` places it.
+
+  Under `jax.distributed` each process draws only its share, the batch positions its devices
+  hold (`batch_columns`; the sampler searches only those triplets' negatives), and the global
+  arrays are assembled from the shares: the same triplets as one process drawing them all.
+
+  Raises:
+    errors.InvalidInput: B is not a multiple of the `data` size (naming --batch_size).
+  """
+  batch = sampler.batch_size
+  if batch % mesh.shape["data"]:
+    raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
+                              f"axis ({mesh.shape['data']}).")
+  if jax.process_count() == 1:
+    return place_batches(sampler.epoch(epoch, prefetch_next), mesh)
+  columns = batch_columns(mesh, batch)
+  share = jax.device_get(sampler.epoch(epoch, prefetch_next, columns=columns))
+
+  def assemble(x):
+    def shard(index):
+      where = np.searchsorted(columns, np.arange(batch)[index[2]])
+      return x[index[:2] + (where,) + index[3:]]
+    return jax.make_array_from_callback(x.shape[:2] + (batch,) + x.shape[3:],
+                                        batch_sharding(mesh, x.ndim, 2), shard)
+
+  return jax.tree.map(assemble, share)
+
+
+def host_copy(tree):
+  """`tree`'s arrays as numpy on this process, whole, even when their shards live on other
+  processes (then a collective: every process calls it at the same point)."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 def table_sharding(mesh: Mesh, shape) -> NamedSharding:

@@ -10,6 +10,7 @@ popularity baseline and write `results.json`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,6 +26,7 @@ import scipy.sparse as sp
 
 from tripjax import baselines
 from tripjax import checkpoint
+from tripjax import distributed
 from tripjax import errors
 from tripjax import files
 from tripjax import loop
@@ -87,11 +89,20 @@ def _resume(ckpts: checkpoint.Checkpoints, config: TrainConfig, train: sp.csr_ma
     (the start for `loop.fit`, the metrics history up to it).
   """
   sampler, optimizer, state = loop.prepare_training(config, train)
-  restored = ckpts.restore_newest(state.params, state.opt_state,
-                                  quarantine=workdir / workdir_lib.DAMAGED_DIR)
-  if restored is None:
-    if (workdir / workdir_lib.METRICS_FILE).exists():
+
+  def newest():
+    found = ckpts.restore_newest(state.params, state.opt_state,
+                                 quarantine=workdir / workdir_lib.DAMAGED_DIR)
+    if found is None and (workdir / workdir_lib.METRICS_FILE).exists():
       workdir_lib.write_history(workdir, [])
+    return found
+
+  # Process 0 picks the checkpoint (moving damaged ones aside); the others read the same one.
+  restored = distributed.on_writer(newest, f"restore a checkpoint of {ckpts.directory}")
+  epoch = int(distributed.gather_ints([-1 if restored is None else restored.epoch])[0, 0])
+  if restored is None and epoch >= 0:
+    restored = checkpoint.Restored(epoch, *ckpts.restore(epoch, state.params, state.opt_state))
+  if restored is None:
     return loop.Start(sampler, optimizer, state, 0, 0.0), []
   shuffle_on = restored.meta.get("shuffle_on", sampler.shuffle_on)
   draw_order = restored.meta.get("draw_order", "shuffled")
@@ -102,7 +113,8 @@ def _resume(ckpts: checkpoint.Checkpoints, config: TrainConfig, train: sp.csr_ma
                      jnp.asarray(restored.step, jnp.int32))
   epoch = int(restored.meta["epoch"])
   history = [h for h in workdir_lib.read_history(workdir) if h["epoch"] <= epoch]
-  workdir_lib.write_history(workdir, history)
+  if distributed.is_writer():
+    workdir_lib.write_history(workdir, history)
   logging.info("Resumed from the checkpoint of epoch %d (step %d).", epoch, int(restored.step))
   start = loop.Start(sampler, optimizer, state, epoch, float(restored.meta["train_seconds"]))
   return start, history
@@ -141,13 +153,20 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   if config.mesh:
     sharding.make_mesh(config.mesh)  # refused now, before the workdir is touched
   workdir = pathlib.Path(workdir)
-  with workdir_lib.locked(workdir), stop_signals.StopRequests() as stop:
-    replace = workdir_lib.claim(config, workdir, overwrite)
+  writer = distributed.is_writer()
+  with (workdir_lib.locked(workdir) if writer else contextlib.nullcontext(),
+        stop_signals.StopRequests() as stop):
+    replace = distributed.on_writer(lambda: workdir_lib.claim(config, workdir, overwrite),
+                                    f"claim {workdir}")
     dataset, train, test = registry.load_split(config)
-    if replace:
-      workdir_lib.replace_run(workdir)
-    workdir_lib.write_config(config, workdir)
-    ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR)
+
+    def start_run():
+      if replace:
+        workdir_lib.replace_run(workdir)
+      workdir_lib.write_config(config, workdir)
+
+    distributed.on_writer(start_run, f"write the run's flags in {workdir}")
+    ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR, read_only=not writer)
     try:
       if not models.get(config.model).iterative:
         return _fit_once(config, workdir, ckpts, dataset, train, test)
@@ -176,25 +195,42 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
                                                                    config.epochs)
   saved = {"epoch": start.epoch, "at": time.perf_counter()}
   run_started = time.perf_counter()
+  writer, several = distributed.is_writer(), jax.process_count() > 1
+  # Under jax.distributed process 0 alone evaluates, on whole host copies of the tables.
+  eval_mesh = "" if several else config.mesh
 
   def on_epoch(state, stats):
     epoch = stats["epoch"]
     entry = dict(stats)
-    if epoch % config.eval_every == 0 or epoch == config.epochs:
+    evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
+    params, opt_state = state.params, state.opt_state
+    if evaluate_now and several:
+      params = sharding.host_copy(params)
+    if evaluate_now and writer:
       eval_started = time.perf_counter()
-      entry.update(evaluate(score_fn(state.params, offset), train, test,
-                            config.eval_block_size, config.mesh))
+      entry.update(evaluate(score_fn(params, offset), train, test, config.eval_block_size,
+                            eval_mesh))
       entry["eval_seconds"] = time.perf_counter() - eval_started
       history.append(entry)
       workdir_lib.write_history(workdir, history)
+    # Every process takes process 0's saving schedule and stops when any of them is asked to.
+    asked = distributed.gather_ints(
+        [every.due(epoch - saved["epoch"], time.perf_counter() - saved["at"]),
+         stop.signum or 0])
+    stop_signum = int(asked[:, 1].max())
+    save_now = epoch == last_epoch or stop_signum or bool(asked[0, 0])
+    if save_now and several:
+      opt_state = sharding.host_copy(state.opt_state)
+      params = params if evaluate_now else sharding.host_copy(state.params)
     # Saved only after the epoch's metrics.jsonl line is written: a committed checkpoint always
     # has its line, and lines ahead of the checkpoints (a kill in between) are dropped and
     # recomputed on resume.
-    if (epoch == last_epoch or stop.signum is not None
-        or every.due(epoch - saved["epoch"], time.perf_counter() - saved["at"])):
-      ckpts.save(epoch, state.params, state.opt_state, state.step,
-                 {"epoch": epoch, "seed": config.seed, "train_seconds": stats["train_seconds"],
-                  "shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order})
+    if save_now:
+      if writer:
+        ckpts.save(epoch, params, opt_state, state.step,
+                   {"epoch": epoch, "seed": config.seed,
+                    "train_seconds": stats["train_seconds"], "shuffle_on": sampler.shuffle_on,
+                    "draw_order": sampler.draw_order})
       saved.update(epoch=epoch, at=time.perf_counter())
     eta = (time.perf_counter() - run_started) / (epoch - start.epoch) * (config.epochs - epoch)
     logging.info("epoch %d/%d  loss %.4f  active %.3f  %s%.3g triplets/s (sampling %.0f%%)"
@@ -202,11 +238,12 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
                  f"AUC {entry['auc']:.4f}  " if "auc" in entry else "",
                  stats["triplets_per_sec"],
                  100 * stats["sample_seconds"] / stats["epoch_seconds"], eta)
-    if stop.signum is not None:
+    if stop_signum:
       ckpts.wait()
-      raise errors.Stopped(f"stopped by {stop.name} after epoch {epoch} of {config.epochs}; "
+      name = stop.name or f"signal {stop_signum} to another process"
+      raise errors.Stopped(f"stopped by {name} after epoch {epoch} of {config.epochs}; "
                            f"its checkpoint is saved in {ckpts.directory}: rerun the same "
-                           "command to resume.", stop.signum)
+                           "command to resume.", stop_signum)
 
   def diverged_note():
     return (f"The checkpoint of epoch {saved['epoch']} is kept; " if saved["epoch"]
@@ -217,12 +254,14 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   ckpts.wait()
   if last_epoch < config.epochs:
     return {"finished": False, "epoch": last_epoch}
+  params = sharding.host_copy(fitted.state.params) if several else fitted.state.params
+  if not writer:
+    return {"finished": True, "epoch": config.epochs, "writer": False}
   final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
+  final_score_fn = score_fn(params, offset)
   model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
-                   evaluate(score_fn(fitted.state.params, offset), train, test,
-                            config.eval_block_size, config.mesh))
+                   evaluate(final_score_fn, train, test, config.eval_block_size, eval_mesh))
   train_seconds = fitted.train_seconds
-  final_score_fn = score_fn(fitted.state.params, offset)
   return _write_results(config, workdir, dataset, train, test, model_metrics, final_score_fn, {
       "steps": int(fitted.state.step), "train_seconds": train_seconds,
       "compile_seconds": fitted.compile_seconds,
@@ -244,6 +283,8 @@ def _fit_once(config, workdir, ckpts, dataset, train, test) -> dict:
   started = time.perf_counter()
   params = jax.block_until_ready(the_model.fit(config, train, key=jax.random.key(config.seed)))
   train_seconds = time.perf_counter() - started
+  if not distributed.is_writer():  # every process fits the same model; process 0 writes it
+    return {"finished": True, "epoch": config.epochs, "writer": False}
   ckpts.save_params(config.epochs, params, {"epoch": config.epochs, "seed": config.seed,
                                             "train_seconds": train_seconds})
   ckpts.wait()

@@ -177,7 +177,8 @@ class EpochSampler:
                        batch_size=self.batch_size, num_negatives=self.num_negatives,
                        search_steps=self._search_steps, row_order=draw_order == "rows")
 
-  def epoch(self, epoch: int, prefetch_next: bool = False) -> Batches:
+  def epoch(self, epoch: int, prefetch_next: bool = False,
+            columns: np.ndarray | None = None) -> Batches:
     """The triplets of one epoch, on the device.
 
     Args:
@@ -185,9 +186,12 @@ class EpochSampler:
       prefetch_next: with the host shuffle, start epoch + 1's host draw (its order and the
         negatives' random words, `_host_draw`) on a background thread (numpy releases the
         GIL), so that it overlaps this epoch's work. The triplets are the same either way.
+      columns: optional sorted int[b], the batch positions (in [0, B)) to draw: a process's
+        share of every batch under `jax.distributed` (`tripjax.sharding.place_epoch`). Only
+        those triplets' negatives are searched; the result equals `epoch(epoch)[..., columns]`.
 
     Returns:
-      `Batches` with leading shape [C, S, B].
+      `Batches` with leading shape [C, S, B] (or [C, S, b] with `columns`).
     """
     key = jax.random.fold_in(jax.random.key(self.seed), epoch)
     order_key, key = jax.random.split(key)
@@ -206,8 +210,21 @@ class EpochSampler:
       words = None if words is None else jnp.asarray(words)
     else:
       order = _permutation(order_key, self.num_positives)
-    return _draw_epoch(key, words, order, self._users, self._items, self._v, self._indptr,
-                       self._num_missing, self._weighted, **self._sizes)
+    if columns is not None and self.draw_order == "rows":
+      columns = np.asarray(columns, np.int32)
+      if columns.ndim != 1 or (columns.size and (columns.min() < 0
+                                                 or columns.max() >= self.batch_size)):
+        raise errors.InvalidInput(f"EpochSampler: columns must be positions in [0, "
+                                  f"{self.batch_size}), got {columns!r}.")
+      return _draw_columns(key, words, order, jnp.asarray(columns), self._users, self._items,
+                           self._v, self._indptr, self._num_missing, self._weighted,
+                           **self._sizes)
+    batches = _draw_epoch(key, words, order, self._users, self._items, self._v, self._indptr,
+                          self._num_missing, self._weighted, **self._sizes)
+    if columns is None:
+      return batches
+    # The "shuffled" draw of older runs draws in shuffled order: all of it, then the share.
+    return jax.tree.map(lambda x: x[:, :, np.asarray(columns)], batches)
 
   def _host_draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The host shuffle's randomness, from `rng = default_rng([seed, epoch])`.
@@ -260,6 +277,42 @@ def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, wei
   return _padded_batches(users, items, neg, order, batch_shape)
 
 
+@functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
+                                             "num_negatives", "search_steps", "row_order"))
+def _draw_columns(neg_key, words, order, columns, users, items, v, indptr, num_missing,
+                  weighted, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
+                  search_steps, row_order):
+  """`_draw_epoch(...)[..., columns]` (row order only), searching only those triplets'
+  negatives: they are drawn in row order (sorted by CSR entry), then put back in place."""
+  del row_order
+  batch_shape = (num_chunks, batches_per_chunk, batch_size)
+  if words is None:
+    words_shape = ((2,) if weighted is not None else ()) + (users.shape[0], num_negatives)
+    words = jax.random.bits(neg_key, words_shape, jnp.uint32)
+  slot = (jnp.arange(num_chunks * batches_per_chunk)[:, None] * batch_size
+          + columns[None, :]).ravel()
+  entries = order[_source(slot, users.shape[0], batch_size)]
+  in_rows = jnp.argsort(entries)
+  sorted_entries = entries[in_rows]
+  drawn = negatives.missing_items_from_words(v, indptr, num_missing, weighted,
+                                             users[sorted_entries],
+                                             words[..., sorted_entries, :], search_steps)
+  neg = jnp.zeros_like(drawn).at[in_rows].set(drawn)
+  share_shape = batch_shape[:2] + columns.shape
+  return Batches(users=users[entries].reshape(share_shape),
+                 pos=items[entries].reshape(share_shape),
+                 neg=neg.reshape(share_shape + (num_negatives,)),
+                 weights=(slot < users.shape[0]).astype(jnp.float32).reshape(share_shape))
+
+
+def _source(slot, num_positives, batch_size):
+  """The triplet (an index into the epoch's order) each batch slot holds: slot itself, or for
+  padding slots past the last triplet, a triplet of the last real batch (weight 0)."""
+  last_start = (num_positives - 1) // batch_size * batch_size
+  return jnp.where(slot < num_positives, slot,
+                   last_start + (slot - last_start) % (num_positives - last_start))
+
+
 def _padded_batches(users, pos, neg, order, batch_shape) -> Batches:
   """Triplets taken in `order` (None: as given) and padded to `batch_shape` = (C, S, B).
 
@@ -269,9 +322,7 @@ def _padded_batches(users, pos, neg, order, batch_shape) -> Batches:
   """
   num_positives, batch_size = users.shape[0], batch_shape[-1]
   slot = jnp.arange(math.prod(batch_shape))
-  last_start = (num_positives - 1) // batch_size * batch_size
-  source = jnp.where(slot < num_positives, slot,
-                     last_start + (slot - last_start) % (num_positives - last_start))
+  source = _source(slot, num_positives, batch_size)
   if order is not None:
     source = order[source]
   return Batches(
