@@ -19,6 +19,7 @@ OUTPUT_FLAGS = {
     "eval_speed": ("output",),
     "features_table": ("features_json", "features_md"),
     "ials_speed": ("out_json",),
+    "time_to_auc": ("tta_out_json", "tta_out_md"),
     "item_item_fit": ("out_json",),
     "parse_speed": ("out",),
     "pipeline_memory": ("output",),
