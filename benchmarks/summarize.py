@@ -16,6 +16,7 @@ from absl import flags
 
 from benchmarks import compare
 from benchmarks import outputs
+from benchmarks import time_to_auc
 from tripjax import files
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -248,6 +249,16 @@ def ials_speed_section(d, path):
   return rows
 
 
+def time_to_auc_section(d, path):
+  body = time_to_auc.markdown(d, writing_to(d["command"], "tta_out_json", path))
+  loads = [a for info in d["methods"].values() for a in info.get("load_average", [])]
+  note = (f"Load average {min(loads):.1f} to {max(loads):.1f} during the runs on "
+          f"{d['cpus']} cores: the seconds are those of a shared machine; compare methods "
+          "within the table." if loads else "")
+  return [f"## Time to AUC, synthetic {d['shape']} (issue 15): `{path.name}`", ""] + [
+      body.strip().split("\n", 1)[1].strip(), "", note]
+
+
 def compare_section(d, path):
   return ["## Every model on real MovieLens 100K",
           f"`{writing_to(d['command'], 'compare_json', path)}`", "",
@@ -284,6 +295,8 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
     lines += item_item_fit_section(json.loads(path.read_text()), path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("ials_speed*.json")):
     lines += ials_speed_section(json.loads(path.read_text()), path) + [""]
+  for path in sorted(pathlib.Path(results_dir).glob("time_to_auc_*.json")):
+    lines += time_to_auc_section(json.loads(path.read_text()), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]

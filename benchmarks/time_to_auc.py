@@ -321,7 +321,7 @@ def markdown(report: dict, command: str) -> str:
         f"{points[-1]['auc']:.4f}", f"{best['auc']:.4f} ({best['seconds']:.0f})",
         str(info["epochs"]),
         f"{info['train_seconds'] / info['epochs']:.2f}", f"{info['setup_seconds']:.1f}",
-        "—" if info["cores_used"] is None else f"{info['cores_used']:.2f}"]
+        "—" if info.get("cores_used") is None else f"{info['cores_used']:.2f}"]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
