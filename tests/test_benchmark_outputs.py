@@ -20,6 +20,7 @@ OUTPUT_FLAGS = {
     "features_table": ("features_json", "features_md"),
     "ials_speed": ("out_json",),
     "time_to_auc": ("tta_out_json", "tta_out_md"),
+    "end_to_end": ("e2e_out_json",),
     "item_item_fit": ("out_json",),
     "parse_speed": ("out",),
     "pipeline_memory": ("output",),

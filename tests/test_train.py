@@ -249,6 +249,11 @@ def test_short_run_beats_popularity_and_writes_its_files(finished_run):
   assert [h["epoch"] for h in history] == [3, 6]
   assert history[-1]["auc"] == results["model"]["auc"]
   assert TrainConfig.from_flagfile(workdir / "flags.txt") == _RUN
+  phases = results["phase_seconds"]
+  assert set(phases) == {"data", "compile", "train", "evaluate", "popularity"}
+  assert all(seconds > 0 for seconds in phases.values()), phases
+  assert phases["train"] == results["train_seconds"]
+  assert phases["evaluate"] == history[-1]["eval_seconds"]
 
 
 def _history(workdir):

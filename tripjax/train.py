@@ -158,7 +158,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         stop_signals.StopRequests() as stop):
     replace = distributed.on_writer(lambda: workdir_lib.claim(config, workdir, overwrite),
                                     f"claim {workdir}")
+    data_started = time.perf_counter()
     dataset, train, test = registry.load_split(config)
+    phases = {"data": time.perf_counter() - data_started}
 
     def start_run():
       if replace:
@@ -169,14 +171,15 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR, read_only=not writer)
     try:
       if not models.get(config.model).iterative:
-        return _fit_once(config, workdir, ckpts, dataset, train, test)
+        return _fit_once(config, workdir, ckpts, dataset, train, test, phases)
       return _train(config, workdir, ckpts, dataset, train, test, every, stop,
-                    stop_after_epoch)
+                    stop_after_epoch, phases)
     finally:
       ckpts.close()
 
 
-def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after_epoch):
+def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after_epoch,
+           phases):
   """`train_and_evaluate` of an iterative model once the workdir is claimed and the data
   loaded."""
   score_fn = models.get(config.model).score_fn
@@ -259,17 +262,20 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
     return {"finished": True, "epoch": config.epochs, "writer": False}
   final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
   final_score_fn = score_fn(params, offset)
+  eval_started = time.perf_counter()
   model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
                    evaluate(final_score_fn, train, test, config.eval_block_size, eval_mesh))
+  phases["evaluate"] = final["eval_seconds"] if final else time.perf_counter() - eval_started
   train_seconds = fitted.train_seconds
   return _write_results(config, workdir, dataset, train, test, model_metrics, final_score_fn, {
       "steps": int(fitted.state.step), "train_seconds": train_seconds,
       "compile_seconds": fitted.compile_seconds,
       "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
-      "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None})
+      "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
+      "phases": phases})
 
 
-def _fit_once(config, workdir, ckpts, dataset, train, test) -> dict:
+def _fit_once(config, workdir, ckpts, dataset, train, test, phases) -> dict:
   """`train_and_evaluate` of a model fitted in one go (`Model.iterative` False).
 
   Its params are saved as the checkpoint of epoch `config.epochs` (no optimizer state), so
@@ -290,10 +296,12 @@ def _fit_once(config, workdir, ckpts, dataset, train, test) -> dict:
   ckpts.wait()
   offset = model.popularity_offset(train, config.popularity_penalty)
   score_fn = the_model.score_fn(params, offset)
+  eval_started = time.perf_counter()
   model_metrics = evaluate(score_fn, train, test, config.eval_block_size, config.mesh)
+  phases["evaluate"] = time.perf_counter() - eval_started
   return _write_results(config, workdir, dataset, train, test, model_metrics, score_fn, {
       "steps": 0, "train_seconds": train_seconds, "compile_seconds": 0.0, "sampler": None,
-      "triplets_per_sec": None})
+      "triplets_per_sec": None, "phases": phases})
 
 
 def _write_results(config, workdir, dataset, train, test, model_metrics: dict, score_fn,
@@ -307,10 +315,13 @@ def _write_results(config, workdir, dataset, train, test, model_metrics: dict, s
     model_metrics: the model's final means (`evaluate`).
     score_fn: the model's final ScoreFn.
     facts: `steps`, `train_seconds`, `compile_seconds`, `sampler` ({"shuffle_on",
-      "draw_order"} or None) and `triplets_per_sec` (or None).
+      "draw_order"} or None), `triplets_per_sec` (or None) and `phases` ({"data": the
+      seconds loading, filtering and splitting, "evaluate": the final evaluation's}).
   """
   train_seconds = facts["train_seconds"]
+  popularity_started = time.perf_counter()
   popularity = evaluate(baselines.popularity_scores(train), train, test, config.eval_block_size)
+  popularity_seconds = time.perf_counter() - popularity_started
   device = jax.devices()[0]
   results = {
       "config": dataclasses.asdict(config),
@@ -321,6 +332,11 @@ def _write_results(config, workdir, dataset, train, test, model_metrics: dict, s
       "steps": facts["steps"],
       "train_seconds": train_seconds,
       "compile_seconds": facts["compile_seconds"],
+      # Wall seconds of each phase: loading, filtering and splitting the data; compiling the
+      # step; training (sampling included); the model's final evaluation; popularity's.
+      "phase_seconds": {"data": facts["phases"]["data"], "compile": facts["compile_seconds"],
+                        "train": train_seconds, "evaluate": facts["phases"]["evaluate"],
+                        "popularity": popularity_seconds},
       "sampler": facts["sampler"],
       "triplets_per_sec": facts["triplets_per_sec"],
       "jax_version": jax.__version__,
