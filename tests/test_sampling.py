@@ -65,11 +65,14 @@ def test_epoch_covers_each_positive_once_and_never_samples_a_positive(matrix, ba
     assert set(all_users[b][weights[b] == 0]) <= set(all_users[b][weights[b] > 0])
 
 
-def test_negatives_are_uniform_over_missing_items():
+# The device-side draw (accelerators' default) and the host one follow the same distribution.
+@pytest.mark.parametrize("shuffle_on", ["host", "device"])
+def test_negatives_are_uniform_over_missing_items(shuffle_on):
   row = np.zeros(10, bool)
   row[[1, 4, 5, 9]] = True
   matrix = sp.csr_matrix(np.stack([row, ~row]))
-  sampler = sampling.EpochSampler(matrix, batch_size=4, num_negatives=6000, seed=0)
+  sampler = sampling.EpochSampler(matrix, batch_size=4, num_negatives=6000, seed=0,
+                                  shuffle_on=shuffle_on)
   users, _, neg = _real(sampler.epoch(0))
   draws = neg[users == 0].ravel()
   counts = np.bincount(draws, minlength=10)
@@ -80,7 +83,8 @@ def test_negatives_are_uniform_over_missing_items():
   assert chi2 < 20.5, counts
 
 
-def test_weighted_negatives_follow_the_popularity_weights():
+@pytest.mark.parametrize("shuffle_on", ["host", "device"])
+def test_weighted_negatives_follow_the_popularity_weights(shuffle_on):
   # Item i has i positives among users 1.. (user 0's row is items 1, 4, 5, 9); exponent 1 gives
   # weights proportional to 1 + i (plus user 0's own positive on 1, 4, 5, 9).
   num_items = 10
@@ -88,7 +92,7 @@ def test_weighted_negatives_follow_the_popularity_weights():
   rows += [np.arange(num_items) >= num_items - k for k in range(1, num_items)]
   matrix = sp.csr_matrix(np.stack(rows))
   sampler = sampling.EpochSampler(matrix, batch_size=8, num_negatives=6000, seed=0,
-                                  negative_exponent=1.0)
+                                  negative_exponent=1.0, shuffle_on=shuffle_on)
   counts_per_item = np.asarray(matrix.sum(0)).ravel()
   want = (1.0 + counts_per_item) / np.sum(1.0 + counts_per_item)
   np.testing.assert_allclose(sampler.negative_weights / sampler.negative_weights.sum(), want,
