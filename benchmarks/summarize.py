@@ -259,6 +259,25 @@ def time_to_auc_section(d, path):
       body.strip().split("\n", 1)[1].strip(), "", note]
 
 
+def end_to_end_section(d, path):
+  data = d["dataset"]
+  rows = [f"## A whole run at the {data['name']} shape (issue 15): `{path.name}`",
+          f"`{writing_to(d['command'], 'e2e_out_json', path)}`", "",
+          f"`python -m experiments.train {' '.join(d['command_line'][2:])}` in a child process: "
+          f"{data['users']} users x {data['items']} items, {data['train_positives']} training "
+          f"positives; {d['cpus']} cores, load average {d['load_average'][0]:.1f} at the end.", "",
+          "| phase | seconds |", "|---|---|"]
+  rows += [f"| {phase} | {seconds:.1f} |" for phase, seconds in d["phase_seconds"].items()]
+  rows += [f"| whole process | {d['process_seconds']:.1f} |", "",
+           f"Peak resident memory {d['peak_rss_gib']:.2f} GiB (limit {d['limit_gib']:g} GiB: "
+           f"{'under' if d['under_limit'] else 'OVER'}); AUC {d['model']['auc']:.4f}, NDCG@20 "
+           f"{d['model']['ndcg@20']:.4f} (popularity {d['popularity']['auc']:.4f} / "
+           f"{d['popularity']['ndcg@20']:.4f}). `data` is generating the synthetic ratings, "
+           "filtering and splitting; `evaluate` is the last of the run's evaluations (every "
+           "user, all unseen items)."]
+  return rows
+
+
 def compare_section(d, path):
   return ["## Every model on real MovieLens 100K",
           f"`{writing_to(d['command'], 'compare_json', path)}`", "",
@@ -295,6 +314,8 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
     lines += item_item_fit_section(json.loads(path.read_text()), path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("ials_speed*.json")):
     lines += ials_speed_section(json.loads(path.read_text()), path) + [""]
+  for path in sorted(pathlib.Path(results_dir).glob("end_to_end_*.json")):
+    lines += end_to_end_section(json.loads(path.read_text()), path) + [""]
   for path in sorted(pathlib.Path(results_dir).glob("time_to_auc_*.json")):
     lines += time_to_auc_section(json.loads(path.read_text()), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
