@@ -1,27 +1,23 @@
 """End-to-end tests of `python -m experiments.describe`."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
 from tripjax import data
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def _run(*args):
-  env = dict(os.environ, PYTHONPATH=str(_ROOT))
-  return subprocess.run([sys.executable, "-m", "experiments.describe", *args], cwd=_ROOT,
-                        env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_describe_synthetic_tiny_with_flagfile(tmp_path):
-  flagfile = tmp_path / "describe.cfg"
+@pytest.fixture(scope="module")
+def described(run_cli, tmp_path_factory):
+  """The three command lines below, in one interpreter (`run_cli`)."""
+  flagfile = tmp_path_factory.mktemp("describe") / "describe.cfg"
   flagfile.write_text("--dataset=synthetic-tiny\n--threshold=4\n--min_user_positives=21\n")
-  result = _run(f"--flagfile={flagfile}")
+  return run_cli("experiments.describe", {
+      "flagfile": [f"--flagfile={flagfile}"],
+      "unknown": ["--dataset=ml-2k"],
+      "no_user": ["--dataset=synthetic-tiny", "--min_user_positives=1000"]})
+
+
+def test_describe_synthetic_tiny_with_flagfile(described):
+  result = described["flagfile"]
   assert result.returncode == 0, result.stderr
   out = result.stdout
   ds = data.implicit_feedback(*data.load_dataset("synthetic-tiny"), min_user_positives=21)
@@ -39,14 +35,14 @@ def test_describe_synthetic_tiny_with_flagfile(tmp_path):
   assert int(ratings_line.split()[1]) == int(kept.sum())
 
 
-def test_unknown_dataset_lists_names():
-  result = _run("--dataset=ml-2k")
+def test_unknown_dataset_lists_names(described):
+  result = described["unknown"]
   assert result.returncode != 0
   assert "--dataset" in result.stderr and "synthetic-tiny" in result.stderr
   assert "ml-100k" in result.stderr
 
 
-def test_filter_leaving_no_user_fails_with_counts():
-  result = _run("--dataset=synthetic-tiny", "--min_user_positives=1000")
+def test_filter_leaving_no_user_fails_with_counts(described):
+  result = described["no_user"]
   assert result.returncode != 0
   assert "min_user_positives: 0 users" in result.stderr

@@ -26,11 +26,11 @@ def test_cli_writes_results_json_on_synthetic_tiny(tmp_path):
   assert not list(out.glob("*.tmp"))
 
 
-def test_cli_bad_flags_name_the_flag(tmp_path):
-  proc = _run("--dataset=synthetic-tiny", "--model=svd", f"--output_dir={tmp_path}", cwd=None)
-  assert proc.returncode != 0 and "--model" in proc.stderr
-  proc = _run("--dataset=synthetic-tiny", "--block_size=0", f"--output_dir={tmp_path}", cwd=None)
-  assert proc.returncode != 0 and "--block_size" in proc.stderr
-  proc = _run("--dataset=synthetic-tiny", "--k=100000", f"--output_dir={tmp_path}", cwd=None)
-  assert proc.returncode != 0 and "--k=100000" in proc.stderr
+def test_cli_bad_flags_name_the_flag(run_cli, tmp_path):
+  done = run_cli("experiments.evaluate", {
+      flag: ["--dataset=synthetic-tiny", f"--{flag}={value}", f"--output_dir={tmp_path}"]
+      for flag, value in (("model", "svd"), ("block_size", 0), ("k", 100000))})
+  assert done["model"].returncode != 0 and "--model" in done["model"].stderr
+  assert done["block_size"].returncode != 0 and "--block_size" in done["block_size"].stderr
+  assert done["k"].returncode != 0 and "--k=100000" in done["k"].stderr
   assert not (tmp_path / "results.json").exists()
