@@ -306,18 +306,14 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
     d, path = _load(results_dir, name)
     if d is not None:
       lines += section(d, path) + [""]
-  for path in sorted(pathlib.Path(results_dir).glob("throughput_*.json")):
-    lines += throughput_section(json.loads(path.read_text()), path) + [""]
-  for path in sorted(pathlib.Path(results_dir).glob("step_profile_*.json")):
-    lines += step_profile_section(json.loads(path.read_text()), path) + [""]
-  for path in sorted(pathlib.Path(results_dir).glob("item_item_fit_*.json")):
-    lines += item_item_fit_section(json.loads(path.read_text()), path) + [""]
-  for path in sorted(pathlib.Path(results_dir).glob("ials_speed*.json")):
-    lines += ials_speed_section(json.loads(path.read_text()), path) + [""]
-  for path in sorted(pathlib.Path(results_dir).glob("end_to_end_*.json")):
-    lines += end_to_end_section(json.loads(path.read_text()), path) + [""]
-  for path in sorted(pathlib.Path(results_dir).glob("time_to_auc_*.json")):
-    lines += time_to_auc_section(json.loads(path.read_text()), path) + [""]
+  per_file = [("throughput_*.json", throughput_section),
+              ("step_profile_*.json", step_profile_section),
+              ("item_item_fit_*.json", item_item_fit_section),
+              ("ials_speed*.json", ials_speed_section), ("end_to_end_*.json", end_to_end_section),
+              ("time_to_auc_*.json", time_to_auc_section)]
+  for pattern, section in per_file:
+    for path in sorted(pathlib.Path(results_dir).glob(pattern)):
+      lines += section(json.loads(path.read_text()), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]

@@ -53,19 +53,29 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int,
   check(coordinator_address, num_processes, process_id)
   if process_id > 0:
     wait_for_coordinator(coordinator_address, timeout_s)
+  def failure(reason):
+    return (f"--coordinator_address={coordinator_address}: process {process_id} of "
+            f"{num_processes} could not join the job within {timeout_s} s ({reason}); start "
+            "every process, with the same address and --num_processes, and check the host is "
+            "reachable.")
+
+  _join(timeout_s, failure, coordinator_address=coordinator_address,
+        num_processes=num_processes, process_id=process_id)
+
+
+def _join(timeout_s, failure: Callable[[str], str], **job) -> None:
+  """`jax.distributed.initialize(**job)` within `timeout_s`, gloo for the CPU collectives.
+
+  Raises:
+    errors.ResourceExhausted: `failure(reason)`, the first line of JAX's error, instead of
+      its bare RuntimeError / XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE).
+  """
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=int(timeout_s))
+    jax.distributed.initialize(initialization_timeout=int(timeout_s), **job)
   except Exception as e:  # pylint: disable=broad-except
-    # jax raises a bare RuntimeError / XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE) here.
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise errors.ResourceExhausted(
-        f"--coordinator_address={coordinator_address}: process {process_id} of "
-        f"{num_processes} could not join the job within {timeout_s} s ({reason[:200]}); start "
-        "every process, with the same address and --num_processes, and check the host is "
-        "reachable.") from e
+    raise errors.ResourceExhausted(failure(reason[:200])) from e
 
 
 def launched_job() -> str | None:
@@ -87,14 +97,9 @@ def initialize_launched(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     errors.ResourceExhausted: the job did not form within `timeout_s` (one line).
   """
   launcher = launched_job()
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  try:
-    jax.distributed.initialize(initialization_timeout=int(timeout_s))
-  except Exception as e:  # pylint: disable=broad-except
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise errors.ResourceExhausted(
-        f"the {launcher} job could not form within {timeout_s} s ({reason[:200]}); pass "
-        "--coordinator_address, --num_processes and --process_id explicitly.") from e
+  _join(timeout_s, lambda reason: (
+      f"the {launcher} job could not form within {timeout_s} s ({reason}); pass "
+      "--coordinator_address, --num_processes and --process_id explicitly."))
 
 
 def wait_for_coordinator(coordinator_address: str, timeout_s: float) -> None:

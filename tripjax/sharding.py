@@ -79,17 +79,20 @@ def batch_sharding(mesh: Mesh, ndim: int, axis: int) -> NamedSharding:
   return NamedSharding(mesh, P(*spec))
 
 
+def _check_batch(mesh: Mesh, batch: int) -> None:
+  """Raises errors.InvalidInput (naming --batch_size) unless `data` divides the batch."""
+  if batch % mesh.shape["data"]:
+    raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
+                              f"axis ({mesh.shape['data']}).")
+
+
 def place_batches(batches, mesh: Mesh, axis: int = 2):
   """A `sampling.Batches` ([C, S, B, ...] leaves) with B split over `data`.
 
   Raises:
     errors.InvalidInput: B is not a multiple of the `data` size (naming --batch_size).
   """
-  size = mesh.shape["data"]
-  batch = batches.users.shape[axis]
-  if batch % size:
-    raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
-                              f"axis ({size}).")
+  _check_batch(mesh, batches.users.shape[axis])
   return jax.tree.map(lambda x: put(x, batch_sharding(mesh, x.ndim, axis)), batches)
 
 
@@ -112,9 +115,7 @@ def place_epoch(sampler, epoch: int, mesh: Mesh, prefetch_next: bool = False):
     errors.InvalidInput: B is not a multiple of the `data` size (naming --batch_size).
   """
   batch = sampler.batch_size
-  if batch % mesh.shape["data"]:
-    raise errors.InvalidInput(f"--batch_size={batch} must be a multiple of the mesh's data "
-                              f"axis ({mesh.shape['data']}).")
+  _check_batch(mesh, batch)
   if jax.process_count() == 1:
     return place_batches(sampler.epoch(epoch, prefetch_next), mesh)
   columns = batch_columns(mesh, batch)

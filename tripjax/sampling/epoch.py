@@ -270,8 +270,7 @@ def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, wei
                                     search_steps=search_steps)
     return _padded_batches(*triplets, None, batch_shape)
   if words is None:
-    words_shape = ((2,) if weighted is not None else ()) + (users.shape[0], num_negatives)
-    words = jax.random.bits(neg_key, words_shape, jnp.uint32)
+    words = _device_words(neg_key, weighted, users.shape[0], num_negatives)
   neg = negatives.missing_items_from_words(v, indptr, num_missing, weighted, users, words,
                                            search_steps)
   return _padded_batches(users, items, neg, order, batch_shape)
@@ -287,8 +286,7 @@ def _draw_columns(neg_key, words, order, columns, users, items, v, indptr, num_m
   del row_order
   batch_shape = (num_chunks, batches_per_chunk, batch_size)
   if words is None:
-    words_shape = ((2,) if weighted is not None else ()) + (users.shape[0], num_negatives)
-    words = jax.random.bits(neg_key, words_shape, jnp.uint32)
+    words = _device_words(neg_key, weighted, users.shape[0], num_negatives)
   slot = (jnp.arange(num_chunks * batches_per_chunk)[:, None] * batch_size
           + columns[None, :]).ravel()
   entries = order[_source(slot, users.shape[0], batch_size)]
@@ -303,6 +301,13 @@ def _draw_columns(neg_key, words, order, columns, users, items, v, indptr, num_m
                  pos=items[entries].reshape(share_shape),
                  neg=neg.reshape(share_shape + (num_negatives,)),
                  weights=(slot < users.shape[0]).astype(jnp.float32).reshape(share_shape))
+
+
+def _device_words(neg_key, weighted, num_positives, num_negatives):
+  """The negatives' random words drawn from the epoch's JAX key (the device shuffle):
+  uint32[P, n], or [2, P, n] for the weighted draw (48 bits per draw)."""
+  shape = ((2,) if weighted is not None else ()) + (num_positives, num_negatives)
+  return jax.random.bits(neg_key, shape, jnp.uint32)
 
 
 def _source(slot, num_positives, batch_size):
