@@ -284,15 +284,17 @@ def test_failed_compile_names_the_source_and_leaves_nothing(tmp_path, monkeypatc
   assert not any(p.is_file() for p in cache.rglob("*"))
 
 
-def test_the_source_is_installed_with_the_package():
-  """setup.cfg's package_data ships the C++ source (a wheel without it could not build the
-  kernel)."""
+def test_the_sources_are_installed_with_the_package():
+  """setup.cfg's package_data ships the C++ sources and headers (a wheel without them could
+  not build the kernels), and the build hashes every one of them."""
   setup_cfg = configparser.ConfigParser()
   setup_cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
   patterns = setup_cfg["options.package_data"]["tripjax.kernels"].split()
-  assert any(fnmatch.fnmatch(compiler.SOURCE.name, pattern) for pattern in patterns), patterns
-  assert compiler.SOURCE.is_file()
-  assert compiler.SOURCE.parent == pathlib.Path(kernels.__file__).parent  # a package file
+  folder = pathlib.Path(kernels.__file__).parent
+  shipped = {path for path in folder.iterdir()
+             if any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)}
+  assert set(compiler.SOURCES + compiler.HEADERS) == shipped, (shipped, patterns)
+  assert {p.name for p in folder.glob("*.cc")} == {p.name for p in compiler.SOURCES}
 
 
 # ---------------------------------------------------------------- the kernel cache's safety

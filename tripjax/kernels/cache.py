@@ -233,7 +233,7 @@ def load_verified(path: pathlib.Path) -> ctypes.CDLL | None:
       return _load_library(_path_through(folder_fd, path))
     except OSError as e:
       raise errors.KernelBuildError(
-          f"loading the fused CPU kernel {path} failed: {e}. Delete that file to rebuild it, "
+          f"loading the CPU kernels {path} failed: {e}. Delete that file to rebuild it, "
           "or, if its folder is mounted noexec, point $TRIPJAX_CACHE_DIR elsewhere.") from e
     finally:
       os.close(fd)

@@ -1,9 +1,10 @@
-"""Compiling the fused kernel's C++ source into the kernel cache.
+"""Compiling the kernels' C++ sources into one library in the kernel cache.
 
-`triplet_sgd_cpu.cc` is compiled on first use with the machine's C++ compiler (`$CXX`, else
-`c++`), against the XLA FFI headers that jaxlib ships, with `-march=native`. The library's name
-in the cache is a digest of the source, the flags, the compiler, jaxlib's version and the CPU's
-features, so a change to any of them builds a new one.
+`SOURCES` (the fused triplet step, `triplet_sgd_cpu.cc`, the exact-negatives search,
+`missing_items_cpu.cc`, and the epoch's shuffle, `shuffle_cpu.cc`) are compiled together on first use with the machine's C++ compiler
+(`$CXX`, else `c++`), against the XLA FFI headers that jaxlib ships, with `-march=native`. The
+library's name in the cache is a digest of the sources and `HEADERS`, the flags, the compiler,
+jaxlib's version and the CPU's features, so a change to any of them builds a new one.
 """
 
 from __future__ import annotations
@@ -23,13 +24,20 @@ import jax
 from tripjax.kernels import cache
 from tripjax.kernels import errors
 
-SOURCE = pathlib.Path(__file__).with_name("triplet_sgd_cpu.cc")
+_FOLDER = pathlib.Path(__file__).parent
+SOURCES = tuple(_FOLDER / name for name in ("triplet_sgd_cpu.cc", "missing_items_cpu.cc",
+                                            "shuffle_cpu.cc"))
+HEADERS = (_FOLDER / "common.h",)
 # -w: XLA's FFI headers warn under g++ 12 (their code, not ours; the kernel builds clean).
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w")
 # Where the compiler has a static libstdc++, it is linked in and kept private, so the kernel
 # never binds to an older libstdc++ the process may have loaded first (conda's, say).
 STATIC_RUNTIME_FLAGS = ("-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL")
 BUILD_TIMEOUT_S = 300
+
+
+def _names() -> str:
+  return " and ".join(path.name for path in SOURCES)
 
 
 def _compiler() -> list[str]:
@@ -41,7 +49,7 @@ def _compiler() -> list[str]:
   path = shutil.which(command[0])
   if path is None:
     raise errors.KernelBuildError(
-        f"the fused CPU step compiles {SOURCE.name} with a C++17 compiler, and "
+        f"tripjax's CPU kernels ({_names()}) need a C++17 compiler, and "
         f"{command[0]!r} ($CXX, default c++) was not found; install g++ or clang++ (or set "
         "CXX), or train without --fused_cpu_step.")
   return [path, *command[1:]]
@@ -95,14 +103,14 @@ def _cpu_features() -> str:
 
 
 def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
-  """The cached library's path for this source, compiler, flags, jaxlib and CPU."""
+  """The cached library's path for these sources, compiler, flags, jaxlib and CPU."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
-  for part in (SOURCE.read_bytes(), " ".join(flags), " ".join(compiler),
+  for part in (*(path.read_bytes() for path in SOURCES + HEADERS), " ".join(flags), " ".join(compiler),
                _compiler_version(compiler), jaxlib.__version__, _cpu_features()):
     digest.update(part if isinstance(part, bytes) else part.encode())
     digest.update(b"\0")
-  return cache.cache_dir() / f"triplet_sgd_cpu-{digest.hexdigest()[:16]}.so"
+  return cache.cache_dir() / f"tripjax_cpu-{digest.hexdigest()[:16]}.so"
 
 
 def build() -> pathlib.Path:
@@ -129,14 +137,14 @@ def build() -> pathlib.Path:
   try:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
       partial = pathlib.Path(tmp) / target.name
-      command = [*compiler, *flags, f"-I{include}", str(SOURCE), "-o", str(partial)]
+      command = [*compiler, *flags, f"-I{include}", *map(str, SOURCES), "-o", str(partial)]
       try:
         result = _run(command, BUILD_TIMEOUT_S)
       except subprocess.TimeoutExpired as e:
-        raise errors.KernelBuildError(f"compiling {SOURCE} took over {BUILD_TIMEOUT_S} s "
+        raise errors.KernelBuildError(f"compiling {_names()} took over {BUILD_TIMEOUT_S} s "
                                       f"({' '.join(command)}).") from e
       if result.returncode != 0:
-        raise errors.KernelBuildError(f"compiling {SOURCE} failed ({' '.join(command)}):\n"
+        raise errors.KernelBuildError(f"compiling {_names()} failed ({' '.join(command)}):\n"
                                       f"{result.stderr[-4000:]}")
       cache.install(partial, target)
   except OSError as e:

@@ -18,15 +18,14 @@
 // by the update (the scatter's mode="drop").
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <memory>
-#include <thread>
 
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+using tripjax::ParallelFor;
 
 namespace {
 
@@ -54,34 +53,6 @@ inline int64_t Clamp(int32_t index, int64_t rows) {
 
 inline void PrefetchRow(const float* row, int64_t dim) {
   for (int64_t j = 0; j < dim; j += 16) __builtin_prefetch(row + j);
-}
-
-// Runs work(i) for i in [0, n) on the calling thread and the pool's threads. Items are claimed
-// through an atomic counter, and the caller waits only for items that some running thread has
-// claimed, so this cannot deadlock when the pool is busy (the caller then does all the work).
-template <typename Work>
-void ParallelFor(ffi::ThreadPool& pool, int64_t n, const Work& work) {
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
-  if (helpers <= 0) {
-    for (int64_t i = 0; i < n; ++i) work(i);
-    return;
-  }
-  struct Progress {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto progress = std::make_shared<Progress>();
-  // A helper that starts after every item is claimed touches only `progress` (kept alive by
-  // its shared_ptr), never `work`, which lives on the caller's stack.
-  auto run = [progress, n, &work] {
-    for (int64_t i; (i = progress->next.fetch_add(1)) < n;) {
-      work(i);
-      progress->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(run)(run));
-  run();
-  while (progress->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
 struct Batch {

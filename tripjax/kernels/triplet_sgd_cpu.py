@@ -4,7 +4,7 @@ On CPU, XLA runs the row-sparse step as a chain of passes over [B, D] arrays (ga
 row reductions, the gradient, scatter-adds) on one core. `triplet_sgd_cpu.cc` does the same
 arithmetic in two passes, the first spread over XLA's intra-op threads, and updates the tables
 in place (they are aliased to the outputs, so a donated state is not copied). It is compiled on
-first use (`compiler.build`) and loaded only from a verified cache (`cache.load_verified`).
+first use with the other kernels (`tripjax.kernels.library`).
 
     user, item, loss = triplet_sgd_update(user_table, item_table, users, pos, neg,
                                           cotangent, learning_rate, margin=0.5, l2=0.0)
@@ -15,51 +15,11 @@ hand-written VJP scaled by `cotangent`, then `sparse_optim.sparse_sgd`'s scatter
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tripjax.kernels import cache
-from tripjax.kernels import compiler
-from tripjax.kernels import errors
-
-TARGET_NAME = "tripjax_triplet_sgd_update"
-
-
-def load() -> ctypes.CDLL:
-  """Builds the kernel unless a verified build is cached, and loads the library checked.
-
-  Right before loading, the library is checked again (`cache.is_verified`'s rules) and found to
-  be still the file hashed; it is loaded through the checked folder's descriptor.
-
-  Raises:
-    UnsafeKernelCache: the cache folder or library may be another account's.
-    KernelBuildError: the kernel cannot be built or loaded (the message says why).
-  """
-  for _ in range(3):
-    path = compiler.build()
-    library = cache.load_verified(path)
-    if library is not None:
-      return library
-  raise errors.KernelBuildError(
-      f"the fused CPU kernel {path} kept changing between its check and its loading (another "
-      "process rebuilding it?); try again.")
-
-
-@functools.cache
-def register() -> None:
-  """Builds, loads and registers the kernel with XLA:CPU (once per process).
-
-  Raises:
-    UnsafeKernelCache: the cache folder or library may be another account's.
-    KernelBuildError: the kernel cannot be built or loaded (the message says why).
-  """
-  library = load()
-  jax.ffi.register_ffi_target(TARGET_NAME, jax.ffi.pycapsule(library.TripletSgdUpdate),
-                              platform="cpu")
+from tripjax.kernels import library
 
 
 def triplet_sgd_update(user_table: jax.Array, item_table: jax.Array, users: jax.Array,
@@ -84,10 +44,10 @@ def triplet_sgd_update(user_table: jax.Array, item_table: jax.Array, users: jax.
     (new user_table float32[U, D], new item_table float32[I, D], per-triplet hinge losses
     float32[B] at the old tables). Under jit with donated tables the update is in place.
   """
-  register()
+  library.register()
   size, dim = users.shape[0], user_table.shape[1]
   call = jax.ffi.ffi_call(
-      TARGET_NAME,
+      library.TRIPLET_SGD_UPDATE,
       (jax.ShapeDtypeStruct(user_table.shape, jnp.float32),
        jax.ShapeDtypeStruct(item_table.shape, jnp.float32),
        jax.ShapeDtypeStruct((size,), jnp.float32),

@@ -3,11 +3,16 @@
 The negatives (`tripjax.sampling.negatives`) are drawn for the positives in the matrix's row
 order, one per CSR entry, and the epoch's shuffle is applied afterwards: consecutive searches then
 stay in one row's segment of `v` (cache-resident), which makes the draw faster on CPU than drawing
-in shuffled order. The draw runs on the device in one jitted program per epoch.
+in shuffled order. The draw runs on the device in one jitted program per epoch; on CPU its
+searches run in a kernel (`tripjax.kernels.missing_items_from_words`, the same items, several
+times faster than XLA's vectorised search).
 
-With the host shuffle (CPU) the negatives' random words come from the same numpy generator as
-the permutation (numpy's PCG64) and are drawn ahead on a thread with it;
-with the device shuffle, from the epoch's JAX key.
+Three shuffles: "host" (numpy's permutation), "device" (`jax.random.permutation`, the default on
+accelerators) and "kernel" (CPU: a bucket shuffle in `tripjax.kernels.shuffle` that also applies
+the order and pads the batches, from numpy words; the default on CPU for epochs of at least
+`KERNEL_MIN_SEARCHES` searches). With the host and kernel shuffles the negatives' random words
+come from the same numpy generator as the shuffle's (numpy's PCG64) and are drawn ahead on a
+thread with them; with the device shuffle, from the epoch's JAX key.
 
 Everything is a pure function of (seed, epoch, shuffle_on, draw_order): a resumed run sees the
 same triplets (`tripjax.train` records the last two in its checkpoints). `draw_order="shuffled"`
@@ -19,17 +24,23 @@ import functools
 import math
 from typing import NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
 from tripjax import errors
+from tripjax import kernels
 from tripjax.sampling import legacy
 from tripjax.sampling import negatives
 
-# The values of `EpochSampler`'s draw_order ("rows": the current draw).
+# The values of `EpochSampler`'s draw_order ("rows": the current draw) and shuffle_on.
 DRAW_ORDERS = ("rows", legacy.DRAW_ORDER)
+SHUFFLES = ("host", "device", "kernel")
+# By default, epochs of fewer searches than this use neither CPU kernel (their one-time build
+# would cost more than they save).
+KERNEL_MIN_SEARCHES = 2 ** 18
 
 
 @functools.cache
@@ -51,9 +62,10 @@ class Batches(NamedTuple):
 
 
 def default_shuffle_on() -> str:
-  """The shuffle `EpochSampler` uses when not told: "host" on CPU, "device" elsewhere.
+  """The shuffle `EpochSampler` uses when not told and not using its CPU kernels: "host" on
+  CPU, "device" elsewhere.
 
-  The two give different orders for the same seed: a run records the one it used (see
+  The shuffles give different orders for the same seed: a run records the one it used (see
   `tripjax.train`) so that resuming on another backend does not change its trajectory.
   """
   return "host" if jax.default_backend() == "cpu" else "device"
@@ -68,12 +80,13 @@ class EpochSampler:
     num_positives: P, triplets per epoch.
     num_batches: ceil(P / batch_size), batches per epoch.
     num_chunks: C, chunks of `batches_per_chunk` batches per epoch (the last one padded).
+    search_kernel: whether the negatives' searches run in the CPU kernel.
   """
 
   def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
                num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
                negative_exponent: float = 0.0, draw_order: str = "rows",
-               excluded_items: np.ndarray | None = None):
+               excluded_items: np.ndarray | None = None, search_kernel: bool | None = None):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -84,8 +97,11 @@ class EpochSampler:
       seed: the sampler's seed; epoch e uses `fold_in(key(seed), e)` (and, for a host
         shuffle, `np.random.default_rng([seed, e])`).
       shuffle_on: "host" (numpy's permutation, faster on CPU than `jax.random.permutation`'s
-        sort-based shuffle) or "device"; None: `default_shuffle_on()`, host on CPU, device
-        elsewhere. The attribute `shuffle_on` holds the one used.
+        sort-based shuffle), "device" or "kernel" (CPU only: `tripjax.kernels.shuffle`, a
+        bucket shuffle that also applies the order, several times faster than "host"); None:
+        "kernel" when the searches run in the CPU kernel (see `search_kernel`), else
+        `default_shuffle_on()`, host on CPU, device elsewhere. The attribute `shuffle_on`
+        holds the one used.
       negative_exponent: 0 draws negatives uniformly among the row's missing items; e > 0
         draws item i with probability proportional to `(1 + n_i) ** e` among them, n_i its
         positives in `train` (e = 0.75 is word2vec's choice). The attribute
@@ -96,10 +112,17 @@ class EpochSampler:
       excluded_items: optional int[C], items never drawn as negatives (held-out cold items:
         training must not see them at all). They get weight 0 in the weighted draw, which is
         then used even when `negative_exponent` is 0.
+      search_kernel: where the negatives' searches run (the items drawn are the same): True in
+        the CPU kernel (`tripjax.kernels`; its build errors are raised), False in XLA; None
+        (the default) in the kernel on a CPU backend for epochs of at least
+        `KERNEL_MIN_SEARCHES` searches, unless it cannot be built (then in XLA, with a
+        warning). The "shuffled" draw searches in XLA.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
         (no negative exists).
+      kernels.Unavailable: `search_kernel=True` or `shuffle_on="kernel"` and the kernels
+        cannot be built or loaded.
     """
     for name, value in (("batch_size", batch_size), ("batches_per_chunk", batches_per_chunk),
                         ("num_negatives", num_negatives)):
@@ -118,20 +141,26 @@ class EpochSampler:
       raise errors.InvalidInput(f"EpochSampler: user row {int(full[0])} holds all {num_items} "
                                 "items, so it has no negative to sample; drop such users before "
                                 "training.")
-    if shuffle_on is None:
-      shuffle_on = default_shuffle_on()
-    if shuffle_on not in ("host", "device"):
-      raise errors.InvalidInput("EpochSampler: shuffle_on must be 'host' or 'device', got "
+    if shuffle_on not in SHUFFLES + (None,):
+      raise errors.InvalidInput(f"EpochSampler: shuffle_on must be one of {SHUFFLES}, got "
                                 f"{shuffle_on!r}.")
     if draw_order not in DRAW_ORDERS:
       raise errors.InvalidInput(f"EpochSampler: draw_order must be one of {DRAW_ORDERS}, got "
                                 f"{draw_order!r}.")
+    self.search_kernel = _use_kernel(search_kernel, draw_order,
+                                     int(train.nnz) * int(num_negatives))
+    if shuffle_on is None:
+      shuffle_on = "kernel" if self.search_kernel else default_shuffle_on()
+    elif shuffle_on == "kernel":
+      _use_kernel(True, draw_order, 0)
     if not (np.isfinite(negative_exponent) and negative_exponent >= 0):
       raise errors.InvalidInput("EpochSampler: negative_exponent must be a finite number >= 0, "
                                 f"got {negative_exponent!r}.")
     self.shuffle_on = shuffle_on
     self.draw_order = draw_order
-    self._next_draw = None  # (epoch, Future of its `_host_draw`) when prefetched
+    self._next_draw = None  # (epoch, Future of its `_host_draw_on_device`) when prefetched
+    self._scratch = None  # the kernel shuffle's working memory, kept from epoch to epoch
+    self._weights = None  # every epoch's `Batches.weights`
     self.num_users, self.num_items = num_users, num_items
     self.num_positives = int(train.nnz)
     self.batch_size = int(batch_size)
@@ -175,7 +204,8 @@ class EpochSampler:
       self._weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
     self._sizes = dict(num_chunks=self.num_chunks, batches_per_chunk=self.batches_per_chunk,
                        batch_size=self.batch_size, num_negatives=self.num_negatives,
-                       search_steps=self._search_steps, row_order=draw_order == "rows")
+                       search_steps=self._search_steps, row_order=draw_order == "rows",
+                       kernel=self.search_kernel, shuffle_kernel=shuffle_on == "kernel")
 
   def epoch(self, epoch: int, prefetch_next: bool = False,
             columns: np.ndarray | None = None) -> Batches:
@@ -196,18 +226,17 @@ class EpochSampler:
     key = jax.random.fold_in(jax.random.key(self.seed), epoch)
     order_key, key = jax.random.split(key)
     words = None
-    if self.shuffle_on == "host":
+    if self.shuffle_on != "device":
       pending, self._next_draw = self._next_draw, None
       if pending is not None and pending[0] == epoch:
         order, words = pending[1].result()
       else:
         if pending is not None:
           pending[1].cancel()  # drawn ahead for another epoch
-        order, words = self._host_draw(epoch)
+        order, words = self._host_draw_on_device(epoch)
       if prefetch_next:
-        self._next_draw = (epoch + 1, _prefetch_thread().submit(self._host_draw, epoch + 1))
-      order = jnp.asarray(order)
-      words = None if words is None else jnp.asarray(words)
+        self._next_draw = (epoch + 1,
+                           _prefetch_thread().submit(self._host_draw_on_device, epoch + 1))
     else:
       order = _permutation(order_key, self.num_positives)
     if columns is not None and self.draw_order == "rows":
@@ -219,25 +248,40 @@ class EpochSampler:
       return _draw_columns(key, words, order, jnp.asarray(columns), self._users, self._items,
                            self._v, self._indptr, self._num_missing, self._weighted,
                            **self._sizes)
-    batches = _draw_epoch(key, words, order, self._users, self._items, self._v, self._indptr,
-                          self._num_missing, self._weighted, **self._sizes)
+    if self.shuffle_on == "kernel" and self._scratch is None:
+      self._scratch = jnp.zeros(kernels.scratch_size(self.num_positives, self.num_negatives),
+                                jnp.int32)
+    batches, self._scratch = _draw_epoch(key, words, order, self._users, self._items, self._v,
+                                         self._indptr, self._num_missing, self._weighted,
+                                         self._scratch, **self._sizes)
+    if self._weights is None:  # the same every epoch
+      self._weights = _real_slots(self.num_positives, batches.users.shape)
+    batches = batches._replace(weights=self._weights)
     if columns is None:
       return batches
     # The "shuffled" draw of older runs draws in shuffled order: all of it, then the share.
     return jax.tree.map(lambda x: x[:, :, np.asarray(columns)], batches)
 
+  def _host_draw_on_device(self, epoch: int) -> tuple[jax.Array, jax.Array | None]:
+    """`_host_draw(epoch)`, copied to the device (a copy that prefetching also overlaps)."""
+    order, words = self._host_draw(epoch)
+    return jax.device_put(order), None if words is None else jax.device_put(words)
+
   def _host_draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The host shuffle's randomness, from `rng = default_rng([seed, epoch])`.
+    """The host or kernel shuffle's randomness, from `rng = default_rng([seed, epoch])`.
 
     Returns:
-      order: int32[P], `rng.permutation(P)`.
+      order: int32[P], `rng.permutation(P)` (host); for the kernel shuffle, its key
+        `rng.integers(0, 2**32, 2, uint32)` (`kernels.shuffle`).
       words: then `rng.integers(0, 2**32, shape, uint32)`, the negatives' random words: shape
         [P, n] (uniform) or [2, P, n] (weighted: 48 bits per draw); None for the "shuffled"
         draw, which draws its negatives from the epoch's JAX key.
     """
     rng = np.random.default_rng([self.seed, epoch])
-    # Shuffling an int32 arange gives permutation(P)'s order with half the memory traffic.
-    order = rng.permutation(np.arange(self.num_positives, dtype=np.int32))
+    if self.shuffle_on == "kernel":
+      order = rng.integers(0, 2**32, 2, dtype=np.uint32)
+    else:  # shuffling an int32 arange gives permutation(P)'s order with half the traffic
+      order = rng.permutation(np.arange(self.num_positives, dtype=np.int32))
     if self.draw_order == legacy.DRAW_ORDER:
       return order, None
     shape = (self.num_positives, self.num_negatives)
@@ -246,55 +290,93 @@ class EpochSampler:
     return order, rng.integers(0, 2**32, shape, dtype=np.uint32)
 
 
+def _use_kernel(requested: bool | None, draw_order: str, num_searches: int) -> bool:
+  """`EpochSampler`'s `search_kernel` rule; builds and registers the kernels when used."""
+  if requested is None:
+    requested = (draw_order == "rows" and jax.default_backend() == "cpu"
+                 and num_searches >= KERNEL_MIN_SEARCHES)
+    if not requested:
+      return False
+    try:
+      kernels.register()
+    except kernels.Unavailable as e:
+      logging.warning("The negatives are searched in XLA, not the faster CPU kernel: %s", e)
+      return False
+    return True
+  if requested:
+    if draw_order != "rows" or jax.default_backend() != "cpu":
+      raise errors.InvalidInput("EpochSampler: the CPU kernels (search_kernel=True, "
+                                "shuffle_on='kernel') need a CPU backend and draw_order='rows'.")
+    kernels.register()
+  return bool(requested)
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _permutation(key, size):
   return jax.random.permutation(key, size).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
-                                             "num_negatives", "search_steps", "row_order"))
-def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, weighted, *,
-                num_chunks, batches_per_chunk, batch_size, num_negatives, search_steps,
-                row_order):
+                                             "num_negatives", "search_steps", "row_order",
+                                             "kernel", "shuffle_kernel"),
+                   donate_argnames="scratch")
+def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, weighted, scratch,
+                *, num_chunks, batches_per_chunk, batch_size, num_negatives, search_steps,
+                row_order, kernel, shuffle_kernel):
   """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
+
+  Returns `Batches` without their weights (None; see `_real_slots`), and the kernel shuffle's
+  scratch (None for the other shuffles).
 
   `words`: the negatives' random uint32 words ([P, n], or [2, P, n] when weighted), or None to
   draw them from `neg_key`. `num_missing` and `weighted` as in
   `negatives.missing_items_from_words`. `row_order`: draw for the CSR entries, then shuffle
-  (else `legacy.shuffled_draw`).
+  (else `legacy.shuffled_draw`). `kernel`: search in the CPU kernel. `shuffle_kernel`: `order`
+  is the kernel shuffle's key (uint32[2]), and `kernels.shuffle` shuffles.
   """
   batch_shape = (num_chunks, batches_per_chunk, batch_size)
   if not row_order:
     triplets = legacy.shuffled_draw(neg_key, order, users, items, v, indptr, num_missing,
                                     weighted, num_negatives=num_negatives,
                                     search_steps=search_steps)
-    return _padded_batches(*triplets, None, batch_shape)
+    return _padded_batches(*triplets, None, batch_shape), scratch
   if words is None:
     words = _device_words(neg_key, weighted, users.shape[0], num_negatives)
   neg = negatives.missing_items_from_words(v, indptr, num_missing, weighted, users, words,
-                                           search_steps)
-  return _padded_batches(users, items, neg, order, batch_shape)
+                                           search_steps, kernel)
+  if shuffle_kernel:
+    _, *triplets, scratch = kernels.shuffle(order, users, items, neg, scratch,
+                                            math.prod(batch_shape), batch_size, with_order=False)
+    return _shaped(*triplets, batch_shape), scratch
+  return _padded_batches(users, items, neg, order, batch_shape), scratch
 
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
-                                             "num_negatives", "search_steps", "row_order"))
+                                             "num_negatives", "search_steps", "row_order",
+                                             "kernel", "shuffle_kernel"))
 def _draw_columns(neg_key, words, order, columns, users, items, v, indptr, num_missing,
                   weighted, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
-                  search_steps, row_order):
+                  search_steps, row_order, kernel, shuffle_kernel):
   """`_draw_epoch(...)[..., columns]` (row order only), searching only those triplets'
   negatives: they are drawn in row order (sorted by CSR entry), then put back in place."""
-  del row_order
+  del row_order  # always "rows"
   batch_shape = (num_chunks, batches_per_chunk, batch_size)
   if words is None:
     words = _device_words(neg_key, weighted, users.shape[0], num_negatives)
   slot = (jnp.arange(num_chunks * batches_per_chunk)[:, None] * batch_size
           + columns[None, :]).ravel()
+  if shuffle_kernel:  # the permutation alone
+    size = users.shape[0]
+    order = kernels.shuffle(order, users, items, jnp.zeros((size, 0), jnp.int32),
+                            jnp.zeros(kernels.scratch_size(size, 0), jnp.int32), size,
+                            batch_size)[0]
   entries = order[_source(slot, users.shape[0], batch_size)]
   in_rows = jnp.argsort(entries)
   sorted_entries = entries[in_rows]
   drawn = negatives.missing_items_from_words(v, indptr, num_missing, weighted,
                                              users[sorted_entries],
-                                             words[..., sorted_entries, :], search_steps)
+                                             words[..., sorted_entries, :], search_steps,
+                                             kernel)
   neg = jnp.zeros_like(drawn).at[in_rows].set(drawn)
   share_shape = batch_shape[:2] + columns.shape
   return Batches(users=users[entries].reshape(share_shape),
@@ -326,12 +408,21 @@ def _padded_batches(users, pos, neg, order, batch_shape) -> Batches:
   the last real one have weight 0 throughout and the step skips them.
   """
   num_positives, batch_size = users.shape[0], batch_shape[-1]
-  slot = jnp.arange(math.prod(batch_shape))
-  source = _source(slot, num_positives, batch_size)
+  source = _source(jnp.arange(math.prod(batch_shape)), num_positives, batch_size)
   if order is not None:
     source = order[source]
-  return Batches(
-      users=users[source].reshape(batch_shape),
-      pos=pos[source].reshape(batch_shape),
-      neg=neg[source].reshape(batch_shape + neg.shape[-1:]),
-      weights=(slot < num_positives).astype(jnp.float32).reshape(batch_shape))
+  return _shaped(users[source], pos[source], neg[source], batch_shape)
+
+
+def _shaped(users, pos, neg, batch_shape) -> Batches:
+  """`Batches` (weights None) of shape `batch_shape` = (C, S, B) from padded triplets: users
+  int32[T], pos int32[T], neg int32[T, n], T = C * S * B."""
+  return Batches(users=users.reshape(batch_shape), pos=pos.reshape(batch_shape),
+                 neg=neg.reshape(batch_shape + neg.shape[-1:]), weights=None)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _real_slots(num_positives: int, batch_shape: tuple[int, ...]) -> jax.Array:
+  """float32[batch_shape]: 1 at the first `num_positives` slots (real triplets), 0 after."""
+  slot = jnp.arange(math.prod(batch_shape)).reshape(batch_shape)
+  return (slot < num_positives).astype(jnp.float32)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tripjax import kernels
 from tripjax import losses
 from tripjax.sampling import integers
 
@@ -140,7 +141,8 @@ def weighted_missing_items(v: jax.Array, prefix: jax.Array, cumulative: jax.Arra
 
 
 def missing_items_from_words(v: jax.Array, indptr: jax.Array, num_missing: jax.Array, weighted,
-                             users: jax.Array, words: jax.Array, search_steps: int) -> jax.Array:
+                             users: jax.Array, words: jax.Array, search_steps: int,
+                             kernel: bool = False) -> jax.Array:
   """Negatives for each query's row from uniform random words, uniform or weighted.
 
   Args:
@@ -151,10 +153,14 @@ def missing_items_from_words(v: jax.Array, indptr: jax.Array, num_missing: jax.A
       `weighted_arrays` makes them.
     words: uint32[T, n] (uniform: `integers.multiply_high`) or uint32[2, T, n] (weighted:
       `integers.multiply_high48`).
+    kernel: static; True computes the same items in the CPU kernel
+      (`tripjax.kernels.missing_items_from_words`; CPU only, registered beforehand).
 
   Returns:
     int32[T, n], item ids not in the rows.
   """
+  if kernel:
+    return kernels.missing_items_from_words(v, indptr, num_missing, weighted, users, words)
   maxval = num_missing[users][:, None]
   if weighted is None:
     return missing_items(v, indptr, users, integers.multiply_high(words, maxval), search_steps)
