@@ -58,7 +58,8 @@ def _cpu_env() -> dict:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-  """One `python -m experiments.train --flagfile=experiments/configs/smoke.cfg` per session.
+  """One `python -m experiments.train --flagfile=experiments/configs/smoke.cfg` per session
+  (saving every epoch: checkpoints 2 and 3 are kept).
 
   The CLI tests share it: check the process's output on it, read it, never train it again.
 
@@ -68,7 +69,8 @@ def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("smoke") / "run"
   done = subprocess.run(
       [sys.executable, "-m", "experiments.train", "--flagfile=experiments/configs/smoke.cfg",
-       f"--workdir={workdir}"], cwd=REPO, env=_cpu_env(), capture_output=True, text=True,
+       f"--workdir={workdir}", "--checkpoint_every=1"], cwd=REPO, env=_cpu_env(),
+      capture_output=True, text=True,
       timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir, done

@@ -173,27 +173,27 @@ def test_analyze_without_a_checkpoint_is_one_line_to_the_end(smoke_run, tmp_path
   assert sorted(p.name for p in no_checkpoint.rglob("*")) == ["checkpoints", "flags.txt"]
 
 
-def test_a_damaged_checkpoint_is_one_warning_line(tmp_path):
+def test_a_damaged_checkpoint_is_one_warning_line(smoke_run, tmp_path):
   # A real process: a failed restore's late TensorStore callbacks printed tracebacks after it.
-  command = [sys.executable, "-m", "experiments.train", _SMOKE, f"--workdir={tmp_path}",
-             "--epochs=2", "--checkpoint_every=1"]
-  first = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=300,
-                         check=False)
-  assert first.returncode == 0, first.stderr[-3000:]
-  for chunk in (tmp_path / "checkpoints" / "2").rglob("*"):  # truncate its array data
+  # The smoke run (saved every epoch), its last checkpoint damaged and its results gone: the
+  # run resumes from checkpoint 2 and ends where it had.
+  workdir = tmp_path / "run"
+  shutil.copytree(smoke_run[0], workdir)
+  for chunk in (workdir / "checkpoints" / "3").rglob("*"):  # truncate its array data
     if chunk.is_file() and chunk.parent.name == "d" and chunk.stat().st_size > 1000:
       with open(chunk, "r+b") as f:
         f.truncate(16)
-  finished = json.loads((tmp_path / "results.json").read_text())
-  (tmp_path / "results.json").unlink()
-  again = subprocess.run(command, cwd=_REPO, capture_output=True, text=True, timeout=300,
-                         check=False)
+  finished = json.loads((workdir / "results.json").read_text())
+  (workdir / "results.json").unlink()
+  again = subprocess.run([sys.executable, "-m", "experiments.train", _SMOKE,
+                          f"--workdir={workdir}", "--checkpoint_every=1"], cwd=_REPO,
+                         capture_output=True, text=True, timeout=300, check=False)
   assert again.returncode == 0, again.stderr[-3000:]
   assert [l for l in again.stderr.splitlines() if not _LOG_LINE.match(l)] == [], again.stderr
   warnings = [l for l in again.stderr.splitlines() if l.startswith("W")]
-  assert len(warnings) == 1 and "Checkpoint 2" in warnings[0] and "using checkpoint 1" in (
+  assert len(warnings) == 1 and "Checkpoint 3" in warnings[0] and "using checkpoint 2" in (
       warnings[0])
-  assert json.loads((tmp_path / "results.json").read_text())["model"] == finished["model"]
+  assert json.loads((workdir / "results.json").read_text())["model"] == finished["model"]
 
 
 def _raises(err):
