@@ -33,11 +33,14 @@ _DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"
 @pytest.fixture(scope="session", autouse=True)
 def kernel_cache(tmp_path_factory):
   """Compiled kernels (`tripjax.kernels`) go to a session folder, not ~/.cache, unless
-  TRIPJAX_CACHE_DIR is set."""
+  TRIPJAX_CACHE_DIR is set; xdist's workers share it (the build lock makes them compile once)."""
   if "TRIPJAX_CACHE_DIR" in os.environ:
     yield pathlib.Path(os.environ["TRIPJAX_CACHE_DIR"])
     return
-  folder = tmp_path_factory.mktemp("kernels")
+  if "PYTEST_XDIST_WORKER" in os.environ:  # the run's folder holds each worker's
+    folder = tmp_path_factory.getbasetemp().parent / "kernels"
+  else:
+    folder = tmp_path_factory.mktemp("kernels")
   os.environ["TRIPJAX_CACHE_DIR"] = str(folder)
   yield folder
   del os.environ["TRIPJAX_CACHE_DIR"]

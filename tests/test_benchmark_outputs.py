@@ -81,7 +81,7 @@ def test_parse_speed_writes_under_runs_by_default(tmp_path):
   assert json.loads((tmp_path / "runs/benchmarks/parse_speed.json").read_text())["lines"] == 2000
 
 
-def test_summarize_reads_the_committed_results_and_writes_under_runs(tmp_path):
+def test_summarize_writes_under_runs_and_the_committed_page_is_current(tmp_path):
   before = (REPO / "benchmarks" / "RESULTS.md").stat().st_mtime_ns
   _run(["-m", "benchmarks.summarize"], cwd=tmp_path)
   assert _files(tmp_path) == ["runs/benchmarks/RESULTS.md"]
@@ -89,12 +89,9 @@ def test_summarize_reads_the_committed_results_and_writes_under_runs(tmp_path):
   assert "Made by `python -m benchmarks.summarize` from `benchmarks/results/*.json`" in text
   assert "`python -m benchmarks.topk_speed --out=benchmarks/results/topk_speed.json`" in text
   assert (REPO / "benchmarks" / "RESULTS.md").stat().st_mtime_ns == before
-
-
-def test_committed_results_page_is_current():
-  # What `python -m benchmarks.summarize --out=benchmarks/RESULTS.md` would write: regenerate
-  # RESULTS.md with that command when a file in benchmarks/results/ changes.
-  done = _run(["-c", "import sys; from benchmarks import summarize; "
-               "print(summarize.summarize(sys.argv[1]), end='')",
-               str(REPO / "benchmarks" / "results")], cwd=REPO)
-  assert done.stdout == (REPO / "benchmarks" / "RESULTS.md").read_text()
+  # The committed page is what `python -m benchmarks.summarize --out=benchmarks/RESULTS.md`
+  # writes (regenerate it so when a file in benchmarks/results/ changes): the same page but
+  # for the command it names.
+  committed = (REPO / "benchmarks" / "RESULTS.md").read_text()
+  assert "summarize --out=benchmarks/RESULTS.md`" in committed
+  assert text == committed.replace("summarize --out=benchmarks/RESULTS.md`", "summarize`", 1)

@@ -207,6 +207,7 @@ def _sha256(path):
 
 def test_build_is_cached(tmp_path, monkeypatch):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(tmp_path))
+  monkeypatch.setenv("CXX", str(_fake_compiler(tmp_path, 'printf library > "$out"')))
   path = kernels.build()
   assert path.parent == tmp_path / "kernels" and path.suffix == ".so"
   built = path.stat().st_mtime_ns
@@ -230,8 +231,10 @@ def test_concurrent_builds_land_one_whole_library(tmp_path, monkeypatch):
   import threading  # pylint: disable=g-import-not-at-top
   cache = tmp_path / "cache"
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(cache))
+  log = tmp_path / "compiler_runs"
   monkeypatch.setenv("CXX", str(_fake_compiler(
-      tmp_path, 'printf half > "$out"; sleep 0.5; printf " whole" >> "$out"')))
+      tmp_path, f'echo "$out" >> {log}; printf half > "$out"; sleep 0.5; '
+      'printf " whole" >> "$out"')))
   paths = []
   threads = [threading.Thread(target=lambda: paths.append(kernels.build())) for _ in range(3)]
   for thread in threads:
@@ -239,6 +242,8 @@ def test_concurrent_builds_land_one_whole_library(tmp_path, monkeypatch):
   for thread in threads:
     thread.join()
   assert len(set(paths)) == 1 and paths[0].read_text() == "half whole"
+  # One build (a compile per source, then the link): the others waited for it.
+  assert len(log.read_text().splitlines()) == len(compiler.SOURCES) + 1
   assert sorted((cache / "kernels").iterdir()) == [paths[0], _hash_file(paths[0])]
   assert _hash_file(paths[0]).read_text().strip() == _sha256(paths[0])
 
@@ -339,7 +344,8 @@ def cache(tmp_path, monkeypatch, planted_library):
   monkeypatch.setenv("TRIPJAX_CACHE_DIR", str(env.root))
   monkeypatch.setenv("TRIPJAX_TEST_PLANTED_MARKER", str(env.marker))
   monkeypatch.setenv("CXX", str(_fake_compiler(
-      tmp_path, f'echo built >> "{env.log}"; cp "{planted_library}" "$out"')))
+      tmp_path, f'case "$out" in *.so) echo built >> "{env.log}";; esac; '
+      f'cp "{planted_library}" "$out"')))  # a build: its objects, then the library
   real = cache_lib._load_library
 
   def spy(name):

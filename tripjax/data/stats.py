@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from tripjax.data.feedback import ImplicitDataset
 
@@ -18,6 +17,8 @@ def _summary(values: np.ndarray) -> tuple:
   values = np.asarray(values, dtype=np.float64)
   if values.size == 0:
     return (0,) + (np.nan,) * 6
+  # Imported here: scipy.stats costs every script about a second at startup.
+  import scipy.stats  # pylint: disable=g-import-not-at-top
   d = scipy.stats.describe(values)
   return (d.nobs, d.minmax[0], d.minmax[1], d.mean, d.variance, d.skewness, d.kurtosis)
 

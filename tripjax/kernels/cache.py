@@ -11,6 +11,7 @@ after a last check that it is still the file hashed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ctypes
 import hashlib
 import os
@@ -157,6 +158,21 @@ def _open_verified(folder_fd: int, path: pathlib.Path) -> int | None:
     os.close(fd)
     fd = None
   return fd
+
+
+@contextlib.contextmanager
+def build_lock(folder: pathlib.Path) -> Iterator[None]:
+  """Holds an exclusive lock on the (checked) cache folder while a build runs, so that
+  processes starting together compile once: the others wait, then find the build cached.
+
+  An flock on the folder's own descriptor: no file is added, and a holder that dies releases it.
+  """
+  with _checked_folder(folder) as folder_fd:
+    fcntl.flock(folder_fd, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(folder_fd, fcntl.LOCK_UN)
 
 
 def is_verified(path: pathlib.Path) -> bool:

@@ -9,6 +9,7 @@ jaxlib's version and the CPU's features, so a change to any of them builds a new
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import pathlib
@@ -114,11 +115,13 @@ def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
 
 
 def build() -> pathlib.Path:
-  """Compiles the kernel unless a verified build is cached; returns the library's path.
+  """Compiles the kernels unless a verified build is cached; returns the library's path.
 
-  A cached library is used when `cache.is_verified` accepts it; otherwise it is rebuilt.
-  Concurrent builds are safe: each compiles into its own temporary folder and renames the
-  result into place (the same bytes, whichever lands last), then records the hash.
+  A cached library is used when `cache.is_verified` accepts it; otherwise it is rebuilt, each
+  source compiled by its own compiler process at once, then linked. Concurrent builds compile
+  once: a process holding `cache.build_lock` builds, the others wait and find it cached; each
+  build compiles into its own temporary folder and renames the result into place, then records
+  the hash.
 
   Raises:
     UnsafeKernelCache: the cache folder or library may be another account's.
@@ -132,22 +135,39 @@ def build() -> pathlib.Path:
     return target
   include = pathlib.Path(jax.ffi.include_dir())
   if not (include / "xla" / "ffi" / "api" / "ffi.h").exists():
-    raise errors.KernelBuildError(f"jaxlib ships no XLA FFI headers at {include}; the fused CPU "
-                                  "step needs a jaxlib that does.")
+    raise errors.KernelBuildError(f"jaxlib ships no XLA FFI headers at {include}; the CPU "
+                                  "kernels need a jaxlib that does.")
   try:
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-      partial = pathlib.Path(tmp) / target.name
-      command = [*compiler, *flags, f"-I{include}", *map(str, SOURCES), "-o", str(partial)]
-      try:
-        result = _run(command, BUILD_TIMEOUT_S)
-      except subprocess.TimeoutExpired as e:
-        raise errors.KernelBuildError(f"compiling {_names()} took over {BUILD_TIMEOUT_S} s "
-                                      f"({' '.join(command)}).") from e
-      if result.returncode != 0:
-        raise errors.KernelBuildError(f"compiling {_names()} failed ({' '.join(command)}):\n"
-                                      f"{result.stderr[-4000:]}")
-      cache.install(partial, target)
+    with cache.build_lock(target.parent):
+      if cache.is_verified(target):  # built while this process waited
+        return target
+      with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        partial = pathlib.Path(tmp) / target.name
+        objects = [pathlib.Path(tmp) / f"{source.stem}.o" for source in SOURCES]
+        _run_all([[*compiler, *flags, f"-I{include}", "-c", str(source), "-o", str(obj)]
+                  for source, obj in zip(SOURCES, objects)])
+        _run_all([[*compiler, *flags, *map(str, objects), "-o", str(partial)]])
+        cache.install(partial, target)
   except OSError as e:
     raise errors.KernelBuildError(f"cannot write the compiled kernel to {target.parent} ({e}); "
                                   "set $TRIPJAX_CACHE_DIR to a writable folder.") from e
   return target
+
+
+def _run_all(commands: list[list[str]]) -> None:
+  """Runs the compiler commands at once, each with `BUILD_TIMEOUT_S`.
+
+  Raises:
+    KernelBuildError: one failed or timed out (its command and output in the message).
+  """
+  with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+    runs = [pool.submit(_run, command, BUILD_TIMEOUT_S) for command in commands]
+  for command, run in zip(commands, runs):
+    try:
+      result = run.result()
+    except subprocess.TimeoutExpired as e:
+      raise errors.KernelBuildError(f"compiling {_names()} took over {BUILD_TIMEOUT_S} s "
+                                    f"({' '.join(command)}).") from e
+    if result.returncode != 0:
+      raise errors.KernelBuildError(f"compiling {_names()} failed ({' '.join(command)}):\n"
+                                    f"{result.stderr[-4000:]}")
