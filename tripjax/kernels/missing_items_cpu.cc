@@ -141,14 +141,23 @@ ffi::Error WeightedMissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints prefix, I
       const int32_t u = rows.users[k];
       const int64_t start = rows.indptr[u];
       const int64_t length = rows.indptr[u + 1] - start;
-      const unsigned __int128 maxval = static_cast<uint32_t>(rows.num_missing[u]);
+      const uint64_t maxval = static_cast<uint32_t>(rows.num_missing[u]);
       for (int64_t j = 0; j < n; ++j) {
-        const uint64_t r48 = low[k * n + j] | (uint64_t{high[k * n + j] & 0xFFFFu} << 32);
-        const int32_t x = static_cast<int32_t>((maxval * r48) >> 48);
+        // floor(maxval * R / 2**48) for R = low + (high mod 2**16) * 2**32, in 64 bits:
+        // R = a * 2**16 + c with a = R >> 16 (32 bits) and c = low mod 2**16, so it is
+        // floor((maxval * a + floor(maxval * c / 2**16)) / 2**32), no term above 2**63.
+        const uint64_t a = (uint64_t{high[k * n + j] & 0xFFFFu} << 16) | (low[k * n + j] >> 16);
+        const uint64_t c = low[k * n + j] & 0xFFFFu;
+        const int32_t x = static_cast<int32_t>((maxval * a + ((maxval * c) >> 16)) >> 32);
         const int64_t r = CountAtMost(rows.v + start, length, x);
         const int32_t before = r < length ? before_r[start + r] : weight[u];
-        out[k * n + j] = static_cast<int32_t>(items_at_most(x + before));
+        out[k * n + j] = x + before;  // the unit of weight drawn, among all items'
       }
+    }
+    // Apart from the row searches: the item searches are independent of one another, so their
+    // cache misses overlap.
+    for (int64_t q = block * kBlock * n; q < end * n; ++q) {
+      out[q] = static_cast<int32_t>(items_at_most(out[q]));
     }
   });
   return ffi::Error::Success();
