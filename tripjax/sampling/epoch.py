@@ -8,9 +8,9 @@ searches run in a kernel (`tripjax.kernels.missing_items_from_words`, the same i
 times faster than XLA's vectorised search).
 
 Three shuffles: "host" (numpy's permutation), "device" (`jax.random.permutation`, the default on
-accelerators) and "kernel" (CPU: a bucket shuffle in `tripjax.kernels.shuffle` that also applies
-the order and pads the batches, from numpy words; the default on CPU for epochs of at least
-`KERNEL_MIN_SEARCHES` searches). With the host and kernel shuffles the negatives' random words
+accelerators) and "kernel" (CPU: a bucket shuffle in `tripjax.kernels.shuffle`, keyed from the
+epoch's numpy generator, that also applies the order and pads the batches; the default on CPU for
+epochs of at least `KERNEL_MIN_SEARCHES` searches). With the host and kernel shuffles the negatives' random words
 come from the same numpy generator as the shuffle's (numpy's PCG64) and are drawn ahead on a
 thread with them; with the device shuffle, from the epoch's JAX key.
 
@@ -213,9 +213,10 @@ class EpochSampler:
 
     Args:
       epoch: the epoch number (0-based); with the seed it fixes the draw.
-      prefetch_next: with the host shuffle, start epoch + 1's host draw (its order and the
-        negatives' random words, `_host_draw`) on a background thread (numpy releases the
-        GIL), so that it overlaps this epoch's work. The triplets are the same either way.
+      prefetch_next: with the host or kernel shuffle, start epoch + 1's host draw (its order
+        or key and the negatives' random words, `_host_draw`, copied to the device) on a
+        background thread (numpy releases the GIL), so that it overlaps this epoch's work.
+        The triplets are the same either way.
       columns: optional sorted int[b], the batch positions (in [0, B)) to draw: a process's
         share of every batch under `jax.distributed` (`tripjax.sharding.place_epoch`). Only
         those triplets' negatives are searched; the result equals `epoch(epoch)[..., columns]`.
