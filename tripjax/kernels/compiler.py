@@ -20,6 +20,7 @@ import signal
 import subprocess
 import tempfile
 
+from absl import logging
 import jax
 
 from tripjax.kernels import cache
@@ -141,6 +142,8 @@ def build() -> pathlib.Path:
     with cache.build_lock(target.parent):
       if cache.is_verified(target):  # built while this process waited
         return target
+      logging.info("Compiling tripjax's CPU kernels into %s (once per machine and version).",
+                   target.parent)
       with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = pathlib.Path(tmp) / target.name
         objects = [pathlib.Path(tmp) / f"{source.stem}.o" for source in SOURCES]

@@ -252,9 +252,10 @@ class EpochSampler:
     if self.shuffle_on == "kernel" and self._scratch is None:
       self._scratch = jnp.zeros(kernels.scratch_size(self.num_positives, self.num_negatives),
                                 jnp.int32)
+    scratch, self._scratch = self._scratch, None  # donated: gone if the draw fails
     batches, self._scratch = _draw_epoch(key, words, order, self._users, self._items, self._v,
                                          self._indptr, self._num_missing, self._weighted,
-                                         self._scratch, **self._sizes)
+                                         scratch, **self._sizes)
     if self._weights is None:  # the same every epoch
       self._weights = _real_slots(self.num_positives, batches.users.shape)
     batches = batches._replace(weights=self._weights)
