@@ -11,8 +11,8 @@ after a last check that it is still the file hashed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ctypes
+import fcntl
 import hashlib
 import os
 import pathlib

@@ -1,10 +1,11 @@
 """Compiling the kernels' C++ sources into one library in the kernel cache.
 
 `SOURCES` (the fused triplet step, `triplet_sgd_cpu.cc`, the exact-negatives search,
-`missing_items_cpu.cc`, and the epoch's shuffle, `shuffle_cpu.cc`) are compiled together on first use with the machine's C++ compiler
-(`$CXX`, else `c++`), against the XLA FFI headers that jaxlib ships, with `-march=native`. The
-library's name in the cache is a digest of the sources and `HEADERS`, the flags, the compiler,
-jaxlib's version and the CPU's features, so a change to any of them builds a new one.
+`missing_items_cpu.cc`, and the epoch's shuffle, `shuffle_cpu.cc`) are compiled into one library
+on first use with the machine's C++ compiler (`$CXX`, else `c++`), against the XLA FFI headers
+that jaxlib ships, with `-march=native`. The library's name in the cache is a digest of the
+sources and `HEADERS`, the flags, the compiler, jaxlib's version and the CPU's features, so a
+change to any of them builds a new one.
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
   """The cached library's path for these sources, compiler, flags, jaxlib and CPU."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
-  for part in (*(path.read_bytes() for path in SOURCES + HEADERS), " ".join(flags), " ".join(compiler),
-               _compiler_version(compiler), jaxlib.__version__, _cpu_features()):
+  for part in (*(path.read_bytes() for path in SOURCES + HEADERS), " ".join(flags),
+               " ".join(compiler), _compiler_version(compiler), jaxlib.__version__,
+               _cpu_features()):
     digest.update(part if isinstance(part, bytes) else part.encode())
     digest.update(b"\0")
   return cache.cache_dir() / f"tripjax_cpu-{digest.hexdigest()[:16]}.so"

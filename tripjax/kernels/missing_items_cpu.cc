@@ -52,7 +52,6 @@ struct Rows {
   const int32_t* indptr;
   const int32_t* num_missing;
   const int32_t* users;
-  int64_t num_queries, num_negatives;
 };
 
 ffi::Error CheckRows(const Ints& v, const Ints& indptr, const Ints& num_missing,
@@ -80,7 +79,7 @@ ffi::Error MissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints indptr, Ints num_
   const int64_t t = words.dimensions()[0], n = words.dimensions()[1];
   if (ffi::Error e = CheckRows(v, indptr, num_missing, users, t); e.failure()) return e;
   const Rows rows{v.typed_data(), indptr.typed_data(), num_missing.typed_data(),
-                  users.typed_data(), t, n};
+                  users.typed_data()};
   const uint32_t* w = words.typed_data();
   int32_t* out = items->typed_data();
   tripjax::AdviseHugePages(out, t * n * sizeof(int32_t));
@@ -110,7 +109,7 @@ ffi::Error WeightedMissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints prefix, I
     return ffi::Error::InvalidArgument("prefix must match v, row_weight num_missing");
   }
   const Rows rows{v.typed_data(), indptr.typed_data(), num_missing.typed_data(),
-                  users.typed_data(), t, n};
+                  users.typed_data()};
   const int32_t* before_r = prefix.typed_data();
   const int32_t* cum = cumulative.typed_data();
   const int64_t num_items = cumulative.dimensions()[0];

@@ -99,17 +99,14 @@ ffi::Error ShuffleImpl(ffi::ThreadPool pool, Key key_words, Ints users, Ints ite
   if (scratch.dimensions()[0] < p * width || scratch_out->typed_data() != scratch.typed_data()) {
     return ffi::Error::InvalidArgument("the scratch must hold P * (3 + n) int32, aliased");
   }
-  struct {
-    int32_t* data;
-    int32_t* get() const { return data; }
-  } records{scratch_out->typed_data()};
+  int32_t* records = scratch_out->typed_data();
   const int32_t* in_users = users.typed_data();
   const int32_t* in_items = items.typed_data();
   const int32_t* in_neg = neg.typed_data();
   ParallelFor(pool, kParts, [&](int64_t part) {
     int64_t* next = cursor.data() + part * kBuckets;
     for (int64_t i = part * part_size, end = std::min(p, i + part_size); i < end; ++i) {
-      int32_t* record = records.get() + next[Bucket(key, i)]++ * width;
+      int32_t* record = records + next[Bucket(key, i)]++ * width;
       record[0] = in_users[i];
       record[1] = in_items[i];
       std::copy(in_neg + i * n, in_neg + (i + 1) * n, record + 2);
@@ -117,7 +114,7 @@ ffi::Error ShuffleImpl(ffi::ThreadPool pool, Key key_words, Ints users, Ints ite
     }
   });
   ParallelFor(pool, kBuckets, [&](int64_t b) {
-    int32_t* segment = records.get() + start[b] * width;
+    int32_t* segment = records + start[b] * width;
     for (int64_t j = start[b + 1] - start[b] - 1; j >= 1; --j) {
       const uint64_t word = SplitMix64(key, start[b] + j) & 0xFFFFFFFFu;
       const int64_t r = (word * static_cast<uint64_t>(j + 1)) >> 32;
@@ -136,7 +133,7 @@ ffi::Error ShuffleImpl(ffi::ThreadPool pool, Key key_words, Ints users, Ints ite
   ParallelFor(pool, (t + kBlock - 1) / kBlock, [&](int64_t block) {
     for (int64_t k = block * kBlock, end = std::min(t, k + kBlock); k < end; ++k) {
       const int64_t source = k < p ? k : last_start + (k - last_start) % (p - last_start);
-      const int32_t* record = records.get() + source * width;
+      const int32_t* record = records + source * width;
       out_users[k] = record[0];
       out_items[k] = record[1];
       std::copy(record + 2, record + 2 + n, out_neg + k * n);

@@ -295,22 +295,28 @@ class EpochSampler:
 def _use_kernel(requested: bool | None, draw_order: str, num_searches: int) -> bool:
   """`EpochSampler`'s `search_kernel` rule; builds and registers the kernels when used."""
   if requested is None:
-    requested = (draw_order == "rows" and jax.default_backend() == "cpu"
-                 and num_searches >= KERNEL_MIN_SEARCHES)
-    if not requested:
+    if not (draw_order == "rows" and jax.default_backend() == "cpu"
+            and num_searches >= KERNEL_MIN_SEARCHES):
       return False
     try:
       kernels.register()
     except kernels.Unavailable as e:
-      logging.warning("The negatives are searched in XLA, not the faster CPU kernel: %s", e)
+      logging.warning("The CPU kernels are not used (the negatives are searched in XLA, the "
+                      "epoch shuffled on the host): %s", e)
       return False
     return True
   if requested:
-    if draw_order != "rows" or jax.default_backend() != "cpu":
-      raise errors.InvalidInput("EpochSampler: the CPU kernels (search_kernel=True, "
-                                "shuffle_on='kernel') need a CPU backend and draw_order='rows'.")
-    kernels.register()
+    _require_kernels(draw_order)
   return bool(requested)
+
+
+def _require_kernels(draw_order: str) -> None:
+  """Builds and registers the CPU kernels an explicit `search_kernel=True` or
+  `shuffle_on="kernel"` asks for; raises if they cannot serve this sampler."""
+  if draw_order != "rows" or jax.default_backend() != "cpu":
+    raise errors.InvalidInput("EpochSampler: the CPU kernels (search_kernel=True, "
+                              "shuffle_on='kernel') need a CPU backend and draw_order='rows'.")
+  kernels.register()
 
 
 @functools.partial(jax.jit, static_argnums=1)
