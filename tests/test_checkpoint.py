@@ -1,5 +1,8 @@
 """Tests of tripjax.checkpoint: round trips for every optimizer, writers killed mid-save."""
 
+import asyncio
+import gc
+import logging
 import os
 import signal
 import subprocess
@@ -160,3 +163,30 @@ def test_keeps_only_the_latest(tmp_path):
     ckpts.save(epoch, params, (), jnp.int32(epoch), {"epoch": epoch})
   ckpts.close()
   assert sorted(p for p in os.listdir(tmp_path) if p.isdigit()) == ["2", "3"]
+
+
+def _unretrieved_failure(message: str) -> None:
+  """Makes asyncio log "Task exception was never retrieved" for a task raising `message`."""
+  loop = asyncio.new_event_loop()
+
+  async def read():
+    raise ValueError(message)
+
+  task = loop.create_task(read())
+  loop.run_until_complete(asyncio.sleep(0))
+  loop.close()
+  del task
+  gc.collect()
+
+
+def test_unretrieved_reads_of_a_damaged_checkpoint_are_not_logged(tmp_path, caplog):
+  damaged = tmp_path / "checkpoints" / "3"
+  checkpoint._ignore_late_callbacks_of_failed_restores(str(damaged))  # pylint: disable=protected-access
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    _unretrieved_failure(f'Error reading "{damaged}/opt/": value of size 16')
+    _unretrieved_failure(f'Error reading "{damaged}0/opt/": value of size 16')  # epoch 30
+    _unretrieved_failure("something else went wrong")
+  logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+  assert len(logged) == 2, logged
+  assert all(m.startswith("Task exception was never retrieved") for m in logged)
+  assert f"{damaged}0/opt/" in logged[0] and "something else" in logged[1]
