@@ -165,28 +165,34 @@ def test_keeps_only_the_latest(tmp_path):
   assert sorted(p for p in os.listdir(tmp_path) if p.isdigit()) == ["2", "3"]
 
 
-def _unretrieved_failure(message: str) -> None:
-  """Makes asyncio log "Task exception was never retrieved" for a task raising `message`."""
+def _unretrieved_failure(message: str, future: bool = False) -> None:
+  """Makes asyncio log "Task (or Future) exception was never retrieved" for `message`."""
   loop = asyncio.new_event_loop()
 
   async def read():
     raise ValueError(message)
 
-  task = loop.create_task(read())
+  if future:
+    pending = loop.create_future()
+    pending.set_exception(ValueError(message))
+  else:
+    pending = loop.create_task(read())
   loop.run_until_complete(asyncio.sleep(0))
   loop.close()
-  del task
+  del pending
   gc.collect()
 
 
 def test_unretrieved_reads_of_a_damaged_checkpoint_are_not_logged(tmp_path, caplog):
   damaged = tmp_path / "checkpoints" / "3"
-  checkpoint._ignore_late_callbacks_of_failed_restores(str(damaged))  # pylint: disable=protected-access
+  checkpoint._quiet_unretrieved_reads_of(str(damaged))  # pylint: disable=protected-access
   with caplog.at_level(logging.ERROR, logger="asyncio"):
     _unretrieved_failure(f'Error reading "{damaged}/opt/": value of size 16')
+    _unretrieved_failure(f'Error reading "{damaged}/opt/": value of size 16', future=True)
     _unretrieved_failure(f'Error reading "{damaged}0/opt/": value of size 16')  # epoch 30
-    _unretrieved_failure("something else went wrong")
+    _unretrieved_failure("something else went wrong", future=True)
   logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
   assert len(logged) == 2, logged
-  assert all(m.startswith("Task exception was never retrieved") for m in logged)
+  assert logged[0].startswith("Task exception was never retrieved")
+  assert logged[1].startswith("Future exception was never retrieved")
   assert f"{damaged}0/opt/" in logged[0] and "something else" in logged[1]

@@ -107,11 +107,12 @@ def _late_callback_of_a_failed_restore(unraisable) -> bool:
 
 
 class _UnretrievedReadsOf(std_logging.Filter):
-  """Drops asyncio's "Task exception was never retrieved" for reads of damaged checkpoints.
+  """Drops asyncio's "Task/Future exception was never retrieved" for checkpoints' failed reads.
 
   When one of a restore's reads fails, the others can fail too; nobody awaits them, and asyncio
-  logs each one when it is collected, a traceback after the one-line warning. `folders` holds
-  the checkpoint folders whose restore failed; a record about any other task passes.
+  logs each one when it is collected (sometimes before the restore's error reaches us), a
+  traceback after the one-line warning. `folders` holds the checkpoint folders being restored;
+  a record about any other failure passes.
   """
 
   def __init__(self):
@@ -120,26 +121,31 @@ class _UnretrievedReadsOf(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith("Task exception was never retrieved")
+    return not (message.startswith(("Task exception was never retrieved",
+                                    "Future exception was never retrieved"))
                 and any(folder in message for folder in self.folders))
 
 
 _UNRETRIEVED = _UnretrievedReadsOf()
 
 
-def _ignore_late_callbacks_of_failed_restores(folder: str) -> None:
-  """Drops what a failed restore of the checkpoint in `folder` reports later in the background.
-
-  When a restore fails, Orbax closes its event loop while TensorStore still completes the
-  other reads; their callbacks then fail in the background ("Event loop is closed", printed as
-  unraisable), and reads that failed too are logged by asyncio when collected. Python would
-  print each as a traceback after the one-line warning. Only those are dropped, and only once
-  a restore has failed.
-  """
+def _quiet_unretrieved_reads_of(folder: str) -> None:
+  """Called before restoring the checkpoint in `folder`: failed reads of it that nobody awaits
+  are not logged by asyncio (the restore's own error is reported, in one line)."""
   _UNRETRIEVED.folders.add(os.path.join(os.fspath(folder), ""))
   asyncio_logger = std_logging.getLogger("asyncio")
   if _UNRETRIEVED not in asyncio_logger.filters:
     asyncio_logger.addFilter(_UNRETRIEVED)
+
+
+def _ignore_late_callbacks_of_failed_restores() -> None:
+  """Drops the 'Event loop is closed' errors a failed restore's reads report later.
+
+  When a restore fails, Orbax closes its event loop while TensorStore still completes the
+  other reads; their callbacks then fail in the background and Python prints each as a
+  traceback after the one-line warning. Only that error is dropped, and only once a restore
+  has failed.
+  """
   previous = sys.unraisablehook
   if getattr(previous, "_tripjax_filter", False):
     return
@@ -275,12 +281,13 @@ class Checkpoints:
 
     damaged = []
     for epoch in sorted(self._manager.all_steps(), reverse=True):
+      _quiet_unretrieved_reads_of(os.path.join(self.directory, str(epoch)))
       try:
         restored = restore(epoch)
       except Exception as e:  # pylint: disable=broad-except
         # Orbax and TensorStore raise many types for a damaged file; any failure here means
         # this checkpoint cannot be used, and an older one may still be good.
-        _ignore_late_callbacks_of_failed_restores(os.path.join(self.directory, str(epoch)))
+        _ignore_late_callbacks_of_failed_restores()
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         damaged.append((epoch, reason))
         continue
