@@ -25,6 +25,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # passes cost more than they save (about 30% of the suite's CPU time). Every result the tests
 # check is the same either way; JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs them fully optimised.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# For the same reason, XLA:CPU's older elemental emitters instead of its fusion emitters (they
+# compile the tests' programs in about half the time), and each program's code generated in one
+# piece (xdist's workers already keep the cores busy).
+TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false",
+                  "--xla_cpu_parallel_codegen_split_count=1")
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                   *TEST_XLA_FLAGS]))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"

@@ -20,7 +20,8 @@ def _free_port() -> int:
 
 def _env(devices: int) -> dict:
   return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+              XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+              f"--xla_force_host_platform_device_count={devices}")
 
 
 def _train(workdir, *flags, env):

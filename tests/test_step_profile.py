@@ -1,15 +1,26 @@
 """benchmarks.step_profile end to end on the ML-100K shape, in a subprocess (it owns the flags)."""
 
 import json
+import os
 import subprocess
 import sys
+
+from conftest import TEST_XLA_FLAGS
+
+
+def _production_xla_env() -> dict:
+  """The environment without conftest's test-only XLA flags: the profile attributes the ops of
+  the program XLA:CPU compiles by default (with its fusion emitters)."""
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  return dict(os.environ, XLA_FLAGS=" ".join(f for f in flags if f not in TEST_XLA_FLAGS))
 
 
 def test_profile_attributes_the_step_to_its_gathers_scatters_and_reductions(tmp_path):
   out = tmp_path / "profile.json"
   done = subprocess.run(
       [sys.executable, "-m", "benchmarks.step_profile", "--shape=ml-100k", "--chunks=1",
-       f"--out={out}"], capture_output=True, text=True, timeout=300, check=False)
+       f"--out={out}"], capture_output=True, text=True, timeout=300, check=False,
+      env=_production_xla_env())
   assert done.returncode == 0, done.stderr[-2000:]
   d = json.loads(out.read_text())
   assert d["shape"] == "ml-100k" and d["batches_profiled"] >= 1
