@@ -6,7 +6,8 @@ field of `tripjax.config.TrainConfig` is a flag of the same name. Outputs go to 
 the newest checkpoint, and a workdir holding other flags is refused unless --overwrite (which
 replaces that run once the new run's data has loaded). Checkpoints are saved every
 --checkpoint_every, after the last epoch, and on SIGTERM/SIGINT (then the run stops; rerun to
-resume).
+resume). `--stop_after_epoch=N` trains up to epoch N, saves and exits (rerun to go on): for job
+slots shorter than the run.
 
 A job of several processes (hosts, or one process per GPU) runs the same command on each with
 `--coordinator_address`, `--num_processes`, `--process_id` (or under `srun`/`mpirun`, which
@@ -40,6 +41,10 @@ _CHECKPOINT_EVERY = flags.DEFINE_string(
     "checkpoint_every", train.DEFAULT_CHECKPOINT_EVERY,
     "Save a checkpoint every N epochs (5) or minutes (10m); always after the last epoch and "
     "on SIGTERM/SIGINT.")
+_STOP_AFTER_EPOCH = flags.DEFINE_integer(
+    "stop_after_epoch", None, "Stop after this epoch of the run (checkpointed; rerun the same "
+    "command, without this flag or with a later epoch, to go on). Default: train to --epochs.",
+    lower_bound=1)
 _MODEL_FLAGS = config_flags.define([f.name for f in dataclasses.fields(config_lib.TrainConfig)
                                     if f.name not in config_lib.DATA_FIELDS])
 
@@ -63,9 +68,15 @@ def main(argv):
   workdir = _WORKDIR.value or f"runs/{config.dataset}"
   logging.info("JAX %s on %s; workdir %s", jax.__version__, jax.devices(), workdir)
   results = train.train_and_evaluate(config, workdir, overwrite=_OVERWRITE.value,
-                                     checkpoint_every=_CHECKPOINT_EVERY.value)
+                                     checkpoint_every=_CHECKPOINT_EVERY.value,
+                                     stop_after_epoch=_STOP_AFTER_EPOCH.value)
   if not distributed.is_writer():
     return  # process 0 writes the results and prints them
+  if results.get("finished") is False:
+    print(f"{config.dataset}: stopped after epoch {results['epoch']} of {config.epochs} "
+          f"(--stop_after_epoch); its checkpoint is in {workdir}: rerun without "
+          "--stop_after_epoch to go on.")
+    return
   model, popularity = results["model"], results["popularity"]
   print(f"{config.dataset}: AUC {model['auc']:.4f} (popularity {popularity['auc']:.4f}), "
         f"recall@20 {model['recall@20']:.4f} (popularity {popularity['recall@20']:.4f}); "

@@ -31,23 +31,40 @@ def _train(workdir, *flags, env):
       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_processes_train_like_one_and_only_process_0_writes(tmp_path):
-  # The training script on 2 processes x 2 CPU devices (a data:4 mesh) against one process
-  # on one device: the same metrics, each process drawing half of every batch, one set of
-  # files.
+def _job(workdir, *flags):
+  """The training script on 2 processes x 2 CPU devices (a data:4 mesh)."""
   port = _free_port()
-  job = [_train(tmp_path / "job", "--mesh=data:4", f"--coordinator_address=127.0.0.1:{port}",
-                "--num_processes=2", f"--process_id={pid}", env=_env(2)) for pid in (0, 1)]
-  single = _train(tmp_path / "single", env=_env(1))
-  outputs = [p.communicate(timeout=300) for p in job + [single]]
-  for p, (_, err) in zip(job + [single], outputs):
+  return [_train(workdir, "--mesh=data:4", f"--coordinator_address=127.0.0.1:{port}",
+                 "--num_processes=2", f"--process_id={pid}", *flags, env=_env(2))
+          for pid in (0, 1)]
+
+
+def _finish(processes):
+  outputs = [p.communicate(timeout=300) for p in processes]
+  for p, (_, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]
+  return outputs
+
+
+def test_two_processes_train_like_one_and_only_process_0_writes(tmp_path):
+  # A job of 2 processes x 2 CPU devices stopped after epoch 1 and resumed to epoch 2, against
+  # one process on one device trained straight through: the same metrics, each process
+  # drawing half of every batch, one set of files.
+  single = _train(tmp_path / "single", env=_env(1))
+  stopped = _finish(_job(tmp_path / "job", "--stop_after_epoch=1"))
+  assert "stopped after epoch 1 of 2" in stopped[0][0] and "stopped" not in stopped[1][0]
+  assert not (tmp_path / "job" / "results.json").exists()
+  outputs = _finish(_job(tmp_path / "job"))
+  one_process = _finish([single])
   assert "results in" in outputs[0][0] and "AUC" not in outputs[1][0]  # 1 prints no results
+  assert "Resumed from the checkpoint of epoch 1" in outputs[0][1]
+  assert "Resumed from the checkpoint of epoch 1" in outputs[1][1]
   # Each process draws only its devices' half of every batch (smoke.cfg: batch 128).
   assert "Process 0 of 2 draws batch positions 0-63 of 128" in outputs[0][1]
   assert "Process 1 of 2 draws batch positions 64-127 of 128" in outputs[1][1]
   both = json.loads((tmp_path / "job" / "results.json").read_text())
   one = json.loads((tmp_path / "single" / "results.json").read_text())
+  assert "results in" in one_process[0][0]
   assert both["config"]["mesh"] == "data:4" and one["config"]["mesh"] == ""
   for key in ("auc", "ndcg@20", "recall@20"):
     assert both["model"][key] == pytest.approx(one["model"][key], abs=1e-4), key

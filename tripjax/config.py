@@ -23,7 +23,7 @@ OPTIMIZERS = ("adam", "adagrad", "sgd", "sparse_adam", "sparse_adagrad",
               "sparse_rowwise_adagrad", "sparse_sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 # Flags of experiments/train.py that are not TrainConfig fields (config files may hold them).
-DRIVER_FLAGS = ("workdir", "overwrite", "checkpoint_every")
+DRIVER_FLAGS = ("workdir", "overwrite", "checkpoint_every", "stop_after_epoch")
 
 
 # The fields read by the data pipeline (`tripjax.data.registry.load_split`): one set of data

@@ -194,8 +194,9 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   if start.epoch >= config.epochs and results_path.exists():
     logging.info("The run in %s is already finished.", workdir)
     return json.loads(results_path.read_text())
-  last_epoch = config.epochs if stop_after_epoch is None else min(stop_after_epoch,
-                                                                   config.epochs)
+  # A run already past `stop_after_epoch` stays where it is.
+  last_epoch = (config.epochs if stop_after_epoch is None
+                else max(start.epoch, min(stop_after_epoch, config.epochs)))
   saved = {"epoch": start.epoch, "at": time.perf_counter()}
   run_started = time.perf_counter()
   writer, several = distributed.is_writer(), jax.process_count() > 1
