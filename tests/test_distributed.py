@@ -39,6 +39,10 @@ def _job(workdir, *flags):
           for pid in (0, 1)]
 
 
+# Scores with a popularity offset: every input of the evaluation is placed on the mesh.
+_PENALTY = "--popularity_penalty=0.05"
+
+
 def _finish(processes):
   outputs = [p.communicate(timeout=300) for p in processes]
   for p, (_, err) in zip(processes, outputs):
@@ -49,12 +53,13 @@ def _finish(processes):
 def test_two_processes_train_like_one_and_only_process_0_writes(tmp_path):
   # A job of 2 processes x 2 CPU devices stopped after epoch 1 and resumed to epoch 2, against
   # one process on one device trained straight through: the same metrics, each process
-  # drawing half of every batch, one set of files.
-  single = _train(tmp_path / "single", env=_env(1))
-  stopped = _finish(_job(tmp_path / "job", "--stop_after_epoch=1"))
+  # drawing half of every batch and evaluating a share of every block of users, one set of
+  # files.
+  single = _train(tmp_path / "single", _PENALTY, env=_env(1))
+  stopped = _finish(_job(tmp_path / "job", _PENALTY, "--stop_after_epoch=1"))
   assert "stopped after epoch 1 of 2" in stopped[0][0] and "stopped" not in stopped[1][0]
   assert not (tmp_path / "job" / "results.json").exists()
-  outputs = _finish(_job(tmp_path / "job"))
+  outputs = _finish(_job(tmp_path / "job", _PENALTY))
   one_process = _finish([single])
   assert "results in" in outputs[0][0] and "AUC" not in outputs[1][0]  # 1 prints no results
   assert "Resumed from the checkpoint of epoch 1" in outputs[0][1]

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax import losses
+from tripjax import sharding
 
 Params = dict  # {"user": float32[U, D], "item": float32[I, D]} (+ "item_features", ...)
 
@@ -210,10 +211,13 @@ def score_fn(params: Params, item_offset: np.ndarray | None = None
     params = _jit_tables(params)
   user_table = jnp.asarray(params["user"])
   unit_items = _jit_normalize(jnp.asarray(params["item"]))
-  offset = None if item_offset is None else jnp.asarray(item_offset, jnp.float32)
+  offset = None if item_offset is None else np.asarray(item_offset, np.float32)
   if offset is not None and offset.shape != (unit_items.shape[0],):
     raise errors.InvalidInput(f"item_offset must be float32[{unit_items.shape[0]}] (one per "
                               f"item), got shape {offset.shape}.")
+  if offset is not None:  # beside the tables: on their mesh when they have one
+    mesh = getattr(unit_items.sharding, "mesh", None)
+    offset = sharding.replicate(offset, mesh if isinstance(mesh, jax.sharding.Mesh) else None)
 
   def scores(users):
     return _jit_scores(user_table, unit_items, jnp.asarray(users, jnp.int32), offset)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -163,6 +164,14 @@ def users_per_block(block_size: int, mesh: Mesh | None) -> int:
     return block_size
   size = mesh.shape["data"]
   return int(math.ceil(block_size / size) * size)
+
+
+def replicate(x, mesh: Mesh | None):
+  """`x` (the same on every process) whole on every device of `mesh` (without a mesh: on the
+  default device)."""
+  if mesh is None:
+    return jnp.asarray(x)
+  return put(x, NamedSharding(mesh, P()))
 
 
 def place_users(users, mesh: Mesh | None):

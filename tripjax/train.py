@@ -200,21 +200,18 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   saved = {"epoch": start.epoch, "at": time.perf_counter()}
   run_started = time.perf_counter()
   writer, several = distributed.is_writer(), jax.process_count() > 1
-  # Under jax.distributed process 0 alone evaluates, on whole host copies of the tables.
-  eval_mesh = "" if several else config.mesh
 
   def on_epoch(state, stats):
     epoch = stats["epoch"]
     entry = dict(stats)
     evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
     params, opt_state = state.params, state.opt_state
-    if evaluate_now and several:
-      params = sharding.host_copy(params)
-    if evaluate_now and writer:
+    if evaluate_now:  # under jax.distributed every process evaluates its users' share
       eval_started = time.perf_counter()
       entry.update(evaluate(score_fn(params, offset), train, test, config.eval_block_size,
-                            eval_mesh))
+                            config.mesh))
       entry["eval_seconds"] = time.perf_counter() - eval_started
+    if evaluate_now and writer:
       history.append(entry)
       workdir_lib.write_history(workdir, history)
     # Every process takes process 0's saving schedule and stops when any of them is asked to.
@@ -224,8 +221,7 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
     stop_signum = int(asked[:, 1].max())
     save_now = epoch == last_epoch or stop_signum or bool(asked[0, 0])
     if save_now and several:
-      opt_state = sharding.host_copy(state.opt_state)
-      params = params if evaluate_now else sharding.host_copy(state.params)
+      params, opt_state = sharding.host_copy((state.params, state.opt_state))
     # Saved only after the epoch's metrics.jsonl line is written: a committed checkpoint always
     # has its line, and lines ahead of the checkpoints (a kill in between) are dropped and
     # recomputed on resume.
@@ -264,8 +260,10 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   final = history[-1] if history and history[-1]["epoch"] == config.epochs else None
   final_score_fn = score_fn(params, offset)
   eval_started = time.perf_counter()
+  # (A run resumed after its last epoch but before its results: process 0 alone evaluates.)
   model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
-                   evaluate(final_score_fn, train, test, config.eval_block_size, eval_mesh))
+                   evaluate(final_score_fn, train, test, config.eval_block_size,
+                            "" if several else config.mesh))
   phases["evaluate"] = final["eval_seconds"] if final else time.perf_counter() - eval_started
   train_seconds = fitted.train_seconds
   return _write_results(config, workdir, dataset, train, test, model_metrics, final_score_fn, {

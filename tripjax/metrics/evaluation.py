@@ -224,7 +224,8 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
     block_size: users per block (memory is O(block_size * I)).
     mesh: optional `jax.sharding.Mesh` (`tripjax.sharding.make_mesh`): each block's users are
       split over its `data` axis (the block rounded up to a multiple of it); the metrics are
-      the same as on one device.
+      the same as on one device. Under `jax.distributed` with a mesh over every process's
+      devices, every process calls `evaluate` (with the same arguments) and gets the result.
 
   Returns:
     EvalResult.
@@ -242,15 +243,15 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
   max_test = max(1, int(np.max(np.diff(test.indptr), initial=0)))
 
   rows = np.repeat(np.arange(num_users, dtype=np.int32), np.diff(train.indptr))
-  dev = dict(
-      train_indptr=jnp.asarray(train.indptr.astype(np.int32)),
-      train_indices=jnp.asarray(np.concatenate(
-          [train.indices.astype(np.int32), np.zeros(train_pad, np.int32)])),
-      train_rows=jnp.asarray(np.concatenate([rows, np.full(train_pad, num_users, np.int32)])),
-      test_indptr=jnp.asarray(test.indptr.astype(np.int32)),
-      test_indices=jnp.asarray(np.concatenate(
-          [test.indices.astype(np.int32), np.zeros(max_test, np.int32)])),
-  )
+  dev = jax.tree.map(functools.partial(sharding.replicate, mesh=mesh), dict(
+      train_indptr=train.indptr.astype(np.int32),
+      train_indices=np.concatenate([train.indices.astype(np.int32),
+                                    np.zeros(train_pad, np.int32)]),
+      train_rows=np.concatenate([rows, np.full(train_pad, num_users, np.int32)]),
+      test_indptr=test.indptr.astype(np.int32),
+      test_indices=np.concatenate([test.indices.astype(np.int32),
+                                   np.zeros(max_test, np.int32)]),
+  ))
   outs = []
   for start in starts:
     users = np.arange(start, start + b, dtype=np.int32)
@@ -262,7 +263,8 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
                                 "train)")
     outs.append(_block_metrics(scores, jnp.int32(start), jnp.int32(num_users), **dev, ks=ks,
                                max_test=max_test, train_pad=train_pad))
-  outs = jax.device_get(outs)
+  # Under jax.distributed the blocks' users are spread over every process: gathered.
+  outs = jax.device_get(outs) if mesh is None else sharding.host_copy(outs)
   if any(bool(o[2]) for o in outs):
     raise errors.InvalidInput("evaluate: score_fn returned NaN scores")
   per_user = {name: np.concatenate([o[0][name] for o in outs])[:num_users]
