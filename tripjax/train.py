@@ -200,13 +200,16 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   saved = {"epoch": start.epoch, "at": time.perf_counter()}
   run_started = time.perf_counter()
   writer, several = distributed.is_writer(), jax.process_count() > 1
+  # Under jax.distributed with a mesh every process evaluates its share of the users (a
+  # collective); without one, each process holds the whole model and process 0 evaluates.
+  evaluates = writer or bool(config.mesh)
 
   def on_epoch(state, stats):
     epoch = stats["epoch"]
     entry = dict(stats)
     evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
     params, opt_state = state.params, state.opt_state
-    if evaluate_now:  # under jax.distributed every process evaluates its users' share
+    if evaluate_now and evaluates:
       eval_started = time.perf_counter()
       entry.update(evaluate(score_fn(params, offset), train, test, config.eval_block_size,
                             config.mesh))
