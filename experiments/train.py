@@ -43,7 +43,8 @@ _CHECKPOINT_EVERY = flags.DEFINE_string(
     "on SIGTERM/SIGINT.")
 _STOP_AFTER_EPOCH = flags.DEFINE_integer(
     "stop_after_epoch", None, "Stop after this epoch of the run (checkpointed; rerun the same "
-    "command, without this flag or with a later epoch, to go on). Default: train to --epochs.",
+    "command, without this flag or with a later epoch, to go on). Default: train to --epochs. "
+    "Models fitted in one go (not epoch by epoch) ignore it.",
     lower_bound=1)
 _MODEL_FLAGS = config_flags.define([f.name for f in dataclasses.fields(config_lib.TrainConfig)
                                     if f.name not in config_lib.DATA_FIELDS])

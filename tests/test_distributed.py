@@ -81,6 +81,16 @@ def test_two_processes_train_like_one_and_only_process_0_writes(tmp_path):
       p.name for p in (tmp_path / "single").iterdir())
 
 
+def test_a_model_fitted_in_one_go_on_two_processes_is_evaluated_by_process_0(tmp_path):
+  # Every process fits item-kNN; process 0 alone evaluates it, on its own devices (not on the
+  # mesh spanning both processes, where it would wait for the other one).
+  outputs = _finish(_job(tmp_path / "knn", "--model=itemknn"))
+  assert "results in" in outputs[0][0]
+  results = json.loads((tmp_path / "knn" / "results.json").read_text())
+  assert results["config"]["model"] == "itemknn"
+  assert results["model"]["auc"] > results["popularity"]["auc"] - 0.05
+
+
 @pytest.mark.parametrize("address,processes,pid,needle", [
     ("127.0.0.1:1234", 2, 2, "--process_id=2 is out of range"),
     ("127.0.0.1:1234", 2, -1, "--process_id=-1"),

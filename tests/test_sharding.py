@@ -14,7 +14,8 @@ from tripjax.config import TrainConfig
 @pytest.fixture(scope="module")
 def sharded():
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
+             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                        + " --xla_force_host_platform_device_count=4"))
   done = subprocess.run([sys.executable, "tests/sharded_check.py"], capture_output=True,
                         text=True, env=env, timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-3000:]

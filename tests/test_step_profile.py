@@ -9,10 +9,12 @@ from conftest import TEST_XLA_FLAGS
 
 
 def _production_xla_env() -> dict:
-  """The environment without conftest's test-only XLA flags: the profile attributes the ops of
-  the program XLA:CPU compiles by default (with its fusion emitters)."""
+  """The environment without conftest's test-only compiler settings: the profile attributes
+  the ops of the program XLA:CPU compiles by default (optimised, with its fusion emitters)."""
   flags = os.environ.get("XLA_FLAGS", "").split()
-  return dict(os.environ, XLA_FLAGS=" ".join(f for f in flags if f not in TEST_XLA_FLAGS))
+  env = dict(os.environ, XLA_FLAGS=" ".join(f for f in flags if f not in TEST_XLA_FLAGS))
+  env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+  return env
 
 
 def test_profile_attributes_the_step_to_its_gathers_scatters_and_reductions(tmp_path):

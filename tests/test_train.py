@@ -284,6 +284,9 @@ def test_interrupted_run_resumes_to_the_same_metrics(finished_run, tmp_path, mon
     partial = train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=3)  # eval_every=3
     assert partial == {"finished": False, "epoch": 3}
     assert [h["epoch"] for h in _history(tmp_path)] == [3]
+    # A run already past the epoch to stop after stays where it is.
+    assert train.train_and_evaluate(_RUN, tmp_path, stop_after_epoch=1) == partial
+    assert [h["epoch"] for h in _history(tmp_path)] == [3]
   else:
     if interruption == "during_evaluation":
       # The first evaluation (of epoch 3) dies.

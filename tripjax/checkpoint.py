@@ -129,13 +129,19 @@ class _UnretrievedReadsOf(std_logging.Filter):
 _UNRETRIEVED = _UnretrievedReadsOf()
 
 
-def _quiet_unretrieved_reads_of(folder: str) -> None:
+def _quiet_unretrieved_reads_of(folder: str) -> str:
   """Called before restoring the checkpoint in `folder`: failed reads of it that nobody awaits
-  are not logged by asyncio (the restore's own error is reported, in one line)."""
-  _UNRETRIEVED.folders.add(os.path.join(os.fspath(folder), ""))
+  are not logged by asyncio (the restore's own error is reported, in one line).
+
+  Returns the key to `discard` from `_UNRETRIEVED.folders` once the restore has succeeded (a
+  damaged checkpoint's stays: its reads may be collected later).
+  """
+  key = os.path.join(os.fspath(folder), "")
+  _UNRETRIEVED.folders.add(key)
   asyncio_logger = std_logging.getLogger("asyncio")
   if _UNRETRIEVED not in asyncio_logger.filters:
     asyncio_logger.addFilter(_UNRETRIEVED)
+  return key
 
 
 def _ignore_late_callbacks_of_failed_restores() -> None:
@@ -281,9 +287,10 @@ class Checkpoints:
 
     damaged = []
     for epoch in sorted(self._manager.all_steps(), reverse=True):
-      _quiet_unretrieved_reads_of(os.path.join(self.directory, str(epoch)))
+      quieted = _quiet_unretrieved_reads_of(os.path.join(self.directory, str(epoch)))
       try:
         restored = restore(epoch)
+        _UNRETRIEVED.folders.discard(quieted)
       except Exception as e:  # pylint: disable=broad-except
         # Orbax and TensorStore raise many types for a damaged file; any failure here means
         # this checkpoint cannot be used, and an older one may still be good.

@@ -134,10 +134,14 @@ def place_epoch(sampler, epoch: int, mesh: Mesh, prefetch_next: bool = False):
 
 def host_copy(tree):
   """`tree`'s arrays as numpy on this process, whole, even when their shards live on other
-  processes (then a collective: every process calls it at the same point)."""
-  if jax.process_count() == 1:
-    return jax.tree.map(np.asarray, jax.device_get(tree))
-  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+  processes (then a collective: every process calls it at the same point). An array this
+  process holds whole (its own copy, without a mesh) is copied as it is."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+  return jax.tree.map(one, tree)
 
 
 def table_sharding(mesh: Mesh, shape) -> NamedSharding:

@@ -137,7 +137,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     overwrite: replace a previous run with different settings instead of refusing (a run
       with the same settings is resumed either way).
     stop_after_epoch: return after this many epochs in total (checkpointed), as a pre-empted
-      job would; rerunning resumes. None trains to `config.epochs`.
+      job would; rerunning resumes. A run already past it returns at once, where it stands.
+      None trains to `config.epochs`. Models fitted in one go ignore it.
     checkpoint_every: `checkpoint.Every.parse` text: `5` (epochs) or `10m` (minutes).
 
   Returns:
@@ -299,7 +300,9 @@ def _fit_once(config, workdir, ckpts, dataset, train, test, phases) -> dict:
   offset = model.popularity_offset(train, config.popularity_penalty)
   score_fn = the_model.score_fn(params, offset)
   eval_started = time.perf_counter()
-  model_metrics = evaluate(score_fn, train, test, config.eval_block_size, config.mesh)
+  # Process 0 alone evaluates here: on its own devices, not on a mesh spanning the others'.
+  model_metrics = evaluate(score_fn, train, test, config.eval_block_size,
+                           "" if jax.process_count() > 1 else config.mesh)
   phases["evaluate"] = time.perf_counter() - eval_started
   return _write_results(config, workdir, dataset, train, test, model_metrics, score_fn, {
       "steps": 0, "train_seconds": train_seconds, "compile_seconds": 0.0, "sampler": None,

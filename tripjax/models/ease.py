@@ -64,7 +64,7 @@ def memory_limit() -> int:
   `DEFAULT_MEMORY_LIMIT_BYTES` (JAX reports no memory for CPU devices)."""
   if MEMORY_LIMIT_BYTES is not None:
     return int(MEMORY_LIMIT_BYTES)
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}
   if "bytes_limit" in stats:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
   return DEFAULT_MEMORY_LIMIT_BYTES
