@@ -140,7 +140,7 @@ def test_too_many_items_is_refused_before_allocating(monkeypatch):
 def test_memory_limit_is_the_devices_free_memory_else_the_default(monkeypatch):
   device = types.SimpleNamespace(memory_stats=lambda: {"bytes_limit": 10 * 2**30,
                                                        "bytes_in_use": 2**30})
-  monkeypatch.setattr(ease.jax, "devices", lambda: [device])
+  monkeypatch.setattr(ease.jax, "local_devices", lambda: [device])
   assert ease.memory_limit() == 9 * 2**30
   device.memory_stats = lambda: None  # CPU devices report nothing
   assert ease.memory_limit() == ease.DEFAULT_MEMORY_LIMIT_BYTES
