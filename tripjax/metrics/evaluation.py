@@ -263,13 +263,16 @@ def evaluate(score_fn: ScoreFn, train, test, ks: Sequence[int] = (10, 20),
                                 "train)")
     outs.append(_block_metrics(scores, jnp.int32(start), jnp.int32(num_users), **dev, ks=ks,
                                max_test=max_test, train_pad=train_pad))
-  # Under jax.distributed the blocks' users are spread over every process: gathered.
-  outs = jax.device_get(outs) if mesh is None else sharding.host_copy(outs)
-  if any(bool(o[2]) for o in outs):
+  if mesh is None:
+    per_user, top_items, has_nan = jax.tree.map(lambda *x: np.stack(x), *jax.device_get(outs))
+  else:  # joined on the devices, then gathered (from every process under jax.distributed)
+    per_user, top_items, has_nan = sharding.host_copy(
+        jax.tree.map(lambda *x: jnp.stack(x), *outs))
+  if has_nan.any():
     raise errors.InvalidInput("evaluate: score_fn returned NaN scores")
-  per_user = {name: np.concatenate([o[0][name] for o in outs])[:num_users]
-              for name in metric_names(ks)}
-  top_items = np.concatenate([o[1] for o in outs])[:num_users]
+  # [blocks, b, ...] -> [users, ...]
+  per_user = {name: per_user[name].reshape(-1)[:num_users] for name in metric_names(ks)}
+  top_items = top_items.reshape(-1, *top_items.shape[2:])[:num_users]
   evaluated = int(np.sum(~np.isnan(per_user["auc"])))
   means = {name: (float(np.nanmean(v.astype(np.float64))) if evaluated else float("nan"))
            for name, v in per_user.items()}
