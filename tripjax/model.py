@@ -216,8 +216,7 @@ def score_fn(params: Params, item_offset: np.ndarray | None = None
     raise errors.InvalidInput(f"item_offset must be float32[{unit_items.shape[0]}] (one per "
                               f"item), got shape {offset.shape}.")
   if offset is not None:  # beside the tables: on their mesh when they have one
-    mesh = getattr(unit_items.sharding, "mesh", None)
-    offset = sharding.replicate(offset, mesh if isinstance(mesh, jax.sharding.Mesh) else None)
+    offset = sharding.replicate(offset, sharding.mesh_of(unit_items))
 
   def scores(users):
     return _jit_scores(user_table, unit_items, jnp.asarray(users, jnp.int32), offset)

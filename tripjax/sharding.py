@@ -170,6 +170,11 @@ def users_per_block(block_size: int, mesh: Mesh | None) -> int:
   return int(math.ceil(block_size / size) * size)
 
 
+def mesh_of(x: jax.Array) -> Mesh | None:
+  """The mesh `x` is placed on, or None (an array on one device)."""
+  return x.sharding.mesh if isinstance(x.sharding, NamedSharding) else None
+
+
 def replicate(x, mesh: Mesh | None):
   """`x` (the same on every process) whole on every device of `mesh` (without a mesh: on the
   default device)."""

@@ -69,6 +69,12 @@ def evaluate(score_fn, train, test, block_size: int, mesh: str = "") -> dict[str
   return {k: float(v) for k, v in result.means.items()}
 
 
+def _mesh_alone(config: TrainConfig) -> str:
+  """The mesh of an evaluation process 0 runs by itself: none under jax.distributed (the run's
+  mesh spans the other processes' devices too), else the run's."""
+  return "" if jax.process_count() > 1 else config.mesh
+
+
 def _dataset_summary(config, dataset, train, test) -> dict:
   num_users, num_items = train.shape
   return {"name": config.dataset, "users": int(num_users), "items": int(num_items),
@@ -267,7 +273,7 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   # (A run resumed after its last epoch but before its results: process 0 alone evaluates.)
   model_metrics = ({k: v for k, v in final.items() if k not in _TRAIN_KEYS} if final else
                    evaluate(final_score_fn, train, test, config.eval_block_size,
-                            "" if several else config.mesh))
+                            _mesh_alone(config)))
   phases["evaluate"] = final["eval_seconds"] if final else time.perf_counter() - eval_started
   train_seconds = fitted.train_seconds
   return _write_results(config, workdir, dataset, train, test, model_metrics, final_score_fn, {
@@ -300,9 +306,7 @@ def _fit_once(config, workdir, ckpts, dataset, train, test, phases) -> dict:
   offset = model.popularity_offset(train, config.popularity_penalty)
   score_fn = the_model.score_fn(params, offset)
   eval_started = time.perf_counter()
-  # Process 0 alone evaluates here: on its own devices, not on a mesh spanning the others'.
-  model_metrics = evaluate(score_fn, train, test, config.eval_block_size,
-                           "" if jax.process_count() > 1 else config.mesh)
+  model_metrics = evaluate(score_fn, train, test, config.eval_block_size, _mesh_alone(config))
   phases["evaluate"] = time.perf_counter() - eval_started
   return _write_results(config, workdir, dataset, train, test, model_metrics, score_fn, {
       "steps": 0, "train_seconds": train_seconds, "compile_seconds": 0.0, "sampler": None,
