@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -199,3 +201,73 @@ def test_unretrieved_reads_of_a_damaged_checkpoint_are_not_logged(tmp_path, capl
   assert logged[0].startswith("Task exception was never retrieved")
   assert logged[1].startswith("Future exception was never retrieved")
   assert f"{damaged}0/opt/" in logged[0] and "something else" in logged[1]
+
+
+def _two_sealed_checkpoints(folder):
+  """Checkpoints 1 and 2 of different parameters; returns those of 1."""
+  ckpts = checkpoint.Checkpoints(folder)
+  for epoch in (1, 2):
+    params = model.init_params(jax.random.key(epoch), 300, 400, 8)
+    ckpts.save(epoch, params, (), jnp.int32(epoch), {"epoch": epoch})
+    if epoch == 1:
+      first = params
+  ckpts.close()
+  return first
+
+
+def _largest_array_file(folder):
+  return max((p for p in folder.rglob("*") if p.is_file() and p.parent.name == "d"),
+             key=lambda p: p.stat().st_size)
+
+
+def _newest_with_warnings(folder, like, quarantine):
+  """restore_newest(like) and the warnings it logged."""
+  warned = []
+  with mock.patch.object(checkpoint.logging, "warning",
+                         lambda fmt, *a: warned.append(fmt % a)):
+    ckpts = checkpoint.Checkpoints(folder)
+    try:
+      return ckpts.restore_newest(like, quarantine=quarantine), warned
+    finally:
+      ckpts.close()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "remove", "truncate_unsealed"])
+def test_a_checkpoint_whose_files_differ_from_its_seal_is_skipped(tmp_path, damage):
+  first = _two_sealed_checkpoints(tmp_path / "ckpts")
+  for epoch in (1, 2):
+    seal = json.loads((tmp_path / "ckpts" / str(epoch) / checkpoint.CHECKSUMS).read_text())
+    assert any(name.startswith("params") for name in seal)
+  chunk = _largest_array_file(tmp_path / "ckpts" / "2" / "params")
+  data = bytearray(chunk.read_bytes())
+  if damage == "flip":  # one bit in the middle of the array data, the size unchanged
+    data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+  elif damage.startswith("truncate"):
+    chunk.write_bytes(bytes(data[:16]))
+    if damage == "truncate_unsealed":  # found by Orbax's failed restore
+      (tmp_path / "ckpts" / "2" / checkpoint.CHECKSUMS).unlink()
+  else:
+    chunk.unlink()
+  restored, warned = _newest_with_warnings(tmp_path / "ckpts", first, tmp_path / "damaged")
+  assert restored.epoch == 1
+  np.testing.assert_array_equal(restored.params["item"], first["item"])
+  expected = {"flip": "differs from its checksum", "truncate": "holds 16 bytes",
+              "remove": "is missing", "truncate_unsealed": "OUT_OF_RANGE"}[damage]
+  assert len(warned) == 1 and expected in warned[0] and "using checkpoint 1" in warned[0]
+  assert sorted(p.name for p in (tmp_path / "ckpts").iterdir() if p.name.isdigit()) == ["1"]
+  assert len(list((tmp_path / "damaged").iterdir())) == 1
+
+
+def test_an_unsealed_checkpoint_still_restores(tmp_path):
+  # Written before seals, or killed between Orbax's commit and the seal.
+  _two_sealed_checkpoints(tmp_path)
+  (tmp_path / "2" / checkpoint.CHECKSUMS).unlink()
+  (tmp_path / "2" / ".CHECKSUMS.partial").write_text("{")  # a seal killed while written
+  like = model.init_params(jax.random.key(2), 300, 400, 8)
+  restored, warned = _newest_with_warnings(tmp_path, like, None)
+  assert restored.epoch == 2 and warned == []
+  np.testing.assert_array_equal(restored.params["user"], like["user"])
+  checkpoint.seal(str(tmp_path / "2"))  # a draft left behind is not recorded
+  assert ".CHECKSUMS.partial" not in (tmp_path / "2" / checkpoint.CHECKSUMS).read_text()
+  assert checkpoint.seal_mismatch(str(tmp_path / "2")) is None

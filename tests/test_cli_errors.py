@@ -174,7 +174,8 @@ def test_analyze_without_a_checkpoint_is_one_line_to_the_end(smoke_run, tmp_path
 
 
 def test_a_damaged_checkpoint_is_one_warning_line(smoke_run, tmp_path):
-  # A real process: a failed restore's late TensorStore callbacks printed tracebacks after it.
+  # A real process: a failed Orbax restore's late TensorStore callbacks printed tracebacks
+  # after it; its seal now finds the damage before Orbax reads it.
   # The smoke run (saved every epoch), its last checkpoint damaged and its results gone: the
   # run resumes from checkpoint 2 and ends where it had.
   workdir = tmp_path / "run"

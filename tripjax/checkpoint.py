@@ -12,14 +12,20 @@ Layout of one checkpoint (items of an Orbax composite):
     read back into the same tree
   meta: JSON (epoch, sampler seed, anything the caller wants back)
 
-A checkpoint that fails to restore (a truncated or damaged file) is skipped for the newest one
-that restores (`restore_newest`), and moved aside for inspection when the caller asks.
+Once Orbax has committed a checkpoint, the writer seals it: `CHECKSUMS` in its folder records
+every file's size and SHA-256. A checkpoint whose files differ from its record (a truncated file,
+a flipped bit Orbax would restore silently) is damaged; one without a record (written before
+seals, or killed between commit and seal) is only checked by restoring it. A damaged checkpoint
+is skipped for the newest one that restores (`restore_newest`), and moved aside for inspection
+when the caller asks.
 `Every` is the saving schedule (every N epochs or every N minutes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging as std_logging
 import os
 import re
@@ -101,6 +107,63 @@ def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
 
 
+CHECKSUMS = "CHECKSUMS"
+_PARTIAL = f".{CHECKSUMS}.partial"
+
+
+def _files_of(folder: str) -> list[str]:
+  """The files under `folder` (relative paths, sorted), the seal and its draft excluded."""
+  found = []
+  for root, _, names in os.walk(folder):
+    for name in names:
+      relative = os.path.relpath(os.path.join(root, name), folder)
+      if relative not in (CHECKSUMS, _PARTIAL):
+        found.append(relative)
+  return sorted(found)
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def seal(folder: str) -> None:
+  """Writes `folder`'s CHECKSUMS ({relative path: [size, sha256]}) atomically."""
+  record = {name: [os.path.getsize(os.path.join(folder, name)),
+                   _sha256(os.path.join(folder, name))] for name in _files_of(folder)}
+  partial = os.path.join(folder, _PARTIAL)
+  with open(partial, "w") as f:
+    json.dump(record, f, indent=0, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(partial, os.path.join(folder, CHECKSUMS))
+
+
+def seal_mismatch(folder: str) -> str | None:
+  """How `folder`'s files differ from its CHECKSUMS, or None when they match or it has none."""
+  try:
+    with open(os.path.join(folder, CHECKSUMS)) as f:
+      record = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    return f"its {CHECKSUMS} does not read ({e})"
+  present = set(_files_of(folder))
+  missing = sorted(set(record) - present)
+  if missing:
+    return f"{missing[0]} is missing"
+  for name, (size, sha) in sorted(record.items()):
+    path = os.path.join(folder, name)
+    if os.path.getsize(path) != size:
+      return f"{name} holds {os.path.getsize(path)} bytes, {size} when saved"
+    if _sha256(path) != sha:
+      return f"{name} differs from its checksum at saving"
+  return None
+
+
 def _late_callback_of_a_failed_restore(unraisable) -> bool:
   return (isinstance(unraisable.exc_value, RuntimeError)
           and str(unraisable.exc_value) == "Event loop is closed")
@@ -148,9 +211,9 @@ def _ignore_late_callbacks_of_failed_restores() -> None:
   """Drops the 'Event loop is closed' errors a failed restore's reads report later.
 
   When a restore fails, Orbax closes its event loop while TensorStore still completes the
-  other reads; their callbacks then fail in the background and Python prints each as a
-  traceback after the one-line warning. Only that error is dropped, and only once a restore
-  has failed.
+  other reads; their callbacks then fail in the background (at times before the restore's
+  error reaches us) and Python prints each as a traceback after the one-line warning.
+  Installed before a restore; only that error is dropped.
   """
   previous = sys.unraisablehook
   if getattr(previous, "_tripjax_filter", False):
@@ -181,6 +244,7 @@ class Checkpoints:
         may be writing it); for readers of a run's checkpoints.
     """
     self.directory = os.path.abspath(os.fspath(directory))
+    self._unsealed: list[int] = []  # saved by this manager, not sealed yet
     alone = {}
     if jax.process_count() > 1:
       this = jax.process_index()
@@ -207,6 +271,8 @@ class Checkpoints:
       step: int32[], optimizer steps applied.
       meta: JSON-serialisable run metadata.
     """
+    self.wait()
+    self._unsealed.append(epoch)
     opt = {"step": np.asarray(step), "state": opt_state}
     self._manager.save(epoch, args=ocp.args.Composite(
         params=ocp.args.StandardSave(_host(params)),
@@ -223,6 +289,8 @@ class Checkpoints:
       params: the parameter pytree.
       meta: JSON-serialisable run metadata.
     """
+    self.wait()
+    self._unsealed.append(epoch)
     self._manager.save(epoch, args=ocp.args.Composite(
         params=ocp.args.StandardSave(_host(params)), meta=ocp.args.JsonSave(dict(meta))))
 
@@ -287,14 +355,19 @@ class Checkpoints:
 
     damaged = []
     for epoch in sorted(self._manager.all_steps(), reverse=True):
-      quieted = _quiet_unretrieved_reads_of(os.path.join(self.directory, str(epoch)))
+      folder = os.path.join(self.directory, str(epoch))
+      mismatch = seal_mismatch(folder)
+      if mismatch:
+        damaged.append((epoch, mismatch))
+        continue
+      quieted = _quiet_unretrieved_reads_of(folder)
+      _ignore_late_callbacks_of_failed_restores()
       try:
         restored = restore(epoch)
         _UNRETRIEVED.folders.discard(quieted)
       except Exception as e:  # pylint: disable=broad-except
         # Orbax and TensorStore raise many types for a damaged file; any failure here means
         # this checkpoint cannot be used, and an older one may still be good.
-        _ignore_late_callbacks_of_failed_restores()
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         damaged.append((epoch, reason))
         continue
@@ -329,10 +402,15 @@ class Checkpoints:
     return dict(restored["meta"])
 
   def wait(self) -> None:
-    """Blocks until pending saves are committed."""
+    """Blocks until pending saves are committed, and seals them."""
     self._manager.wait_until_finished()
+    kept = set(self._manager.all_steps())  # a saved one may be gone already (max_to_keep)
+    for epoch in self._unsealed:
+      if epoch in kept:
+        seal(os.path.join(self.directory, str(epoch)))
+    self._unsealed.clear()
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager."""
-    self._manager.wait_until_finished()
+    """Waits for pending saves, seals them, and releases the manager."""
+    self.wait()
     self._manager.close()
