@@ -271,3 +271,41 @@ def test_an_unsealed_checkpoint_still_restores(tmp_path):
   checkpoint.seal(str(tmp_path / "2"))  # a draft left behind is not recorded
   assert ".CHECKSUMS.partial" not in (tmp_path / "2" / checkpoint.CHECKSUMS).read_text()
   assert checkpoint.seal_mismatch(str(tmp_path / "2")) is None
+
+
+@pytest.mark.parametrize("record", ["[]", "null", '{"params/x": 1}', '{"params/x": [1, 2, 3]}',
+                                    "{"])
+def test_a_seal_of_the_wrong_shape_is_a_reason_not_an_error(tmp_path, record):
+  _two_sealed_checkpoints(tmp_path)
+  (tmp_path / "2" / checkpoint.CHECKSUMS).write_text(record)
+  assert "CHECKSUMS" in checkpoint.seal_mismatch(str(tmp_path / "2"))
+  assert checkpoint.seal_mismatch(str(tmp_path / "1")) is None
+
+
+def test_a_save_orbax_skips_leaves_the_seal_as_it_was(tmp_path):
+  # Rerunning a finished one-go fit saves its number again: Orbax keeps the checkpoint it has,
+  # and sealing it anew would vouch for whatever its files hold now.
+  params = model.init_params(jax.random.key(0), 300, 400, 8)
+  ckpts = checkpoint.Checkpoints(tmp_path)
+  ckpts.save_params(1, params, {"epoch": 1})
+  ckpts.close()
+  chunk = _largest_array_file(tmp_path / "1" / "params")
+  data = bytearray(chunk.read_bytes())
+  data[len(data) // 2] ^= 0x10
+  chunk.write_bytes(bytes(data))
+  ckpts = checkpoint.Checkpoints(tmp_path)
+  ckpts.save_params(1, params, {"epoch": 1})
+  ckpts.close()
+  assert "differs from its checksum" in checkpoint.seal_mismatch(str(tmp_path / "1"))
+
+
+def test_a_committed_save_is_sealed_after_the_next_epoch_without_waiting(tmp_path):
+  params = model.init_params(jax.random.key(0), 300, 400, 8)
+  ckpts = checkpoint.Checkpoints(tmp_path)
+  ckpts.save(1, params, (), jnp.int32(1), {"epoch": 1})
+  ckpts.seal_committed()  # in flight or just committed: sealed only once committed
+  ckpts._manager.wait_until_finished()  # pylint: disable=protected-access
+  ckpts.seal_committed()
+  assert (tmp_path / "1" / checkpoint.CHECKSUMS).exists()
+  assert checkpoint.seal_mismatch(str(tmp_path / "1")) is None
+  ckpts.close()

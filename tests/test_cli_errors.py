@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from tripjax import checkpoint
 from tripjax import errors
 
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
@@ -173,13 +174,17 @@ def test_analyze_without_a_checkpoint_is_one_line_to_the_end(smoke_run, tmp_path
   assert sorted(p.name for p in no_checkpoint.rglob("*")) == ["checkpoints", "flags.txt"]
 
 
-def test_a_damaged_checkpoint_is_one_warning_line(smoke_run, tmp_path):
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "unsealed"])
+def test_a_damaged_checkpoint_is_one_warning_line(smoke_run, tmp_path, sealed):
   # A real process: a failed Orbax restore's late TensorStore callbacks printed tracebacks
-  # after it; its seal now finds the damage before Orbax reads it.
+  # after it. A sealed checkpoint's damage is found before Orbax reads it; an unsealed one
+  # (older, or its writer killed before the seal) goes through Orbax's failure.
   # The smoke run (saved every epoch), its last checkpoint damaged and its results gone: the
   # run resumes from checkpoint 2 and ends where it had.
   workdir = tmp_path / "run"
   shutil.copytree(smoke_run[0], workdir)
+  if not sealed:
+    (workdir / "checkpoints" / "3" / checkpoint.CHECKSUMS).unlink()
   for chunk in (workdir / "checkpoints" / "3").rglob("*"):  # truncate its array data
     if chunk.is_file() and chunk.parent.name == "d" and chunk.stat().st_size > 1000:
       with open(chunk, "r+b") as f:
@@ -194,6 +199,7 @@ def test_a_damaged_checkpoint_is_one_warning_line(smoke_run, tmp_path):
   warnings = [l for l in again.stderr.splitlines() if l.startswith("W")]
   assert len(warnings) == 1 and "Checkpoint 3" in warnings[0] and "using checkpoint 2" in (
       warnings[0])
+  assert ("holds 16 bytes" in warnings[0]) == sealed
   assert json.loads((workdir / "results.json").read_text())["model"] == finished["model"]
 
 

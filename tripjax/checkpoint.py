@@ -12,10 +12,11 @@ Layout of one checkpoint (items of an Orbax composite):
     read back into the same tree
   meta: JSON (epoch, sampler seed, anything the caller wants back)
 
-Once Orbax has committed a checkpoint, the writer seals it: `CHECKSUMS` in its folder records
-every file's size and SHA-256. A checkpoint whose files differ from its record (a truncated file,
-a flipped bit Orbax would restore silently) is damaged; one without a record (written before
-seals, or killed between commit and seal) is only checked by restoring it. A damaged checkpoint
+Once Orbax has committed a checkpoint, the writer seals it (at the end of the next epoch, or
+when it waits for its saves): `CHECKSUMS` in its folder records every file's size and SHA-256.
+A checkpoint whose files differ from its record (a truncated file, a flipped bit Orbax would
+restore silently) is damaged; one without a record (written before seals, or by a process
+killed before it sealed it) is only checked by restoring it. A damaged checkpoint
 is skipped for the newest one that restores (`restore_newest`), and moved aside for inspection
 when the caller asks.
 `Every` is the saving schedule (every N epochs or every N minutes).
@@ -151,16 +152,22 @@ def seal_mismatch(folder: str) -> str | None:
     return None
   except (OSError, ValueError) as e:
     return f"its {CHECKSUMS} does not read ({e})"
-  present = set(_files_of(folder))
-  missing = sorted(set(record) - present)
+  if not (isinstance(record, dict) and all(
+      isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], str)
+      for v in record.values())):
+    return f"its {CHECKSUMS} is not a record of sizes and checksums"
+  missing = sorted(set(record) - set(_files_of(folder)))
   if missing:
     return f"{missing[0]} is missing"
   for name, (size, sha) in sorted(record.items()):
     path = os.path.join(folder, name)
-    if os.path.getsize(path) != size:
-      return f"{name} holds {os.path.getsize(path)} bytes, {size} when saved"
-    if _sha256(path) != sha:
-      return f"{name} differs from its checksum at saving"
+    try:
+      if os.path.getsize(path) != size:
+        return f"{name} holds {os.path.getsize(path)} bytes, {size} when saved"
+      if _sha256(path) != sha:
+        return f"{name} differs from its checksum at saving"
+    except OSError as e:  # removed or unreadable since it was listed
+      return f"{name} does not read ({e.strerror or e})"
   return None
 
 
@@ -272,12 +279,11 @@ class Checkpoints:
       meta: JSON-serialisable run metadata.
     """
     self.wait()
-    self._unsealed.append(epoch)
     opt = {"step": np.asarray(step), "state": opt_state}
-    self._manager.save(epoch, args=ocp.args.Composite(
+    self._started(epoch, self._manager.save(epoch, args=ocp.args.Composite(
         params=ocp.args.StandardSave(_host(params)),
         opt=ocp.args.StandardSave(_host(opt)),
-        meta=ocp.args.JsonSave({**meta, _OPT_LAYOUT: "tree"})))
+        meta=ocp.args.JsonSave({**meta, _OPT_LAYOUT: "tree"}))))
 
   def save_params(self, epoch: int, params, meta: dict[str, Any]) -> None:
     """Starts an (asynchronous) save of parameters alone (a model fitted in one go).
@@ -290,9 +296,14 @@ class Checkpoints:
       meta: JSON-serialisable run metadata.
     """
     self.wait()
-    self._unsealed.append(epoch)
-    self._manager.save(epoch, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(_host(params)), meta=ocp.args.JsonSave(dict(meta))))
+    self._started(epoch, self._manager.save(epoch, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(_host(params)), meta=ocp.args.JsonSave(dict(meta)))))
+
+  def _started(self, epoch: int, saving: bool) -> None:
+    """Queues a save Orbax started for sealing (it skips a number it already holds: that
+    checkpoint keeps the seal it has, or has none, and is never sealed again)."""
+    if saving:
+      self._unsealed.append(epoch)
 
   def restore(self, epoch: int, params_like, opt_state_like):
     """Restores a full training state.
@@ -404,11 +415,27 @@ class Checkpoints:
   def wait(self) -> None:
     """Blocks until pending saves are committed, and seals them."""
     self._manager.wait_until_finished()
-    kept = set(self._manager.all_steps())  # a saved one may be gone already (max_to_keep)
-    for epoch in self._unsealed:
-      if epoch in kept:
-        seal(os.path.join(self.directory, str(epoch)))
-    self._unsealed.clear()
+    self._seal_queued(finished=True)
+
+  def seal_committed(self) -> None:
+    """Seals the saves Orbax has committed, without waiting for one in progress (called after
+    each epoch, so a hard kill leaves at most the save in flight unsealed)."""
+    if self._unsealed and not self._manager.is_saving_in_progress():
+      self._seal_queued(finished=False)
+
+  def _seal_queued(self, finished: bool) -> None:
+    """Seals the queued saves whose folders are committed; with `finished` (no save in flight)
+    forgets the others (removed already by `max_to_keep`), else keeps them queued."""
+    kept, pending = set(self._manager.all_steps()), []
+    try:
+      for epoch in self._unsealed:
+        folder = os.path.join(self.directory, str(epoch))
+        if epoch in kept and os.path.isdir(folder):  # committed: renamed from its tmp name
+          seal(folder)
+        elif not finished:
+          pending.append(epoch)
+    finally:
+      self._unsealed = pending
 
   def close(self) -> None:
     """Waits for pending saves, seals them, and releases the manager."""

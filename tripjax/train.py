@@ -214,6 +214,8 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
   def on_epoch(state, stats):
     epoch = stats["epoch"]
     entry = dict(stats)
+    if writer:
+      ckpts.seal_committed()  # the last epoch's save, if Orbax has committed it
     evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
     params, opt_state = state.params, state.opt_state
     if evaluate_now and evaluates:
