@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -27,8 +28,10 @@ def penalized_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analyzed(smoke_run, penalized_run, run_cli, tmp_path_factory):
   """The reports of the smoke run and of the penalized run, and analyze on a workdir without a
-  checkpoint (one process)."""
-  workdir, _ = smoke_run
+  checkpoint (one process). The smoke run is copied: xdist's workers share it, and analyze
+  writes into the run's folder."""
+  workdir = tmp_path_factory.mktemp("analyzed") / "run"
+  shutil.copytree(smoke_run[0], workdir)
   no_checkpoint = tmp_path_factory.mktemp("no_checkpoint")
   (no_checkpoint / "flags.txt").write_text("--dataset=synthetic-tiny\n")
   results = run_cli("experiments.analyze", {"report": [f"--workdir={workdir}"],
