@@ -140,6 +140,16 @@ def test_old_workdir_without_model_restores_as_triplet(smoke_run, tmp_path):
   assert dataclasses.asdict(run.config) == run.results["config"]
 
 
+def test_reading_a_run_leaves_a_save_in_progress_alone(smoke_run, tmp_path):
+  # recommend and analyze may read a run while its training writes the next checkpoint.
+  workdir = tmp_path / "run"
+  shutil.copytree(smoke_run[0], workdir)
+  in_flight = workdir / workdir_lib.CHECKPOINT_DIR / "4.orbax-checkpoint-tmp-1700000000"
+  (in_flight / "params").mkdir(parents=True)
+  run = train_lib.restore_run(workdir)
+  assert in_flight.is_dir() and run.history[-1]["epoch"] == 3
+
+
 def test_similar_items_use_the_models_own_item_item_scores_without_vectors():
   from tripjax.models import base  # pylint: disable=g-import-not-at-top
   row = np.array([0.5, 9.0, 0.1, 0.7, 0.7], np.float32)

@@ -394,7 +394,7 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
     dataset, train, test = registry.load_split(config)
     like = models.get(config.model).params_like(config, train)
-    ckpts = checkpoint.Checkpoints(ckpt_dir)
+    ckpts = checkpoint.Checkpoints(ckpt_dir, read_only=True)  # training may be saving
     try:
       restored = ckpts.restore_newest(like)
     finally:
