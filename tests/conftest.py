@@ -70,6 +70,8 @@ def pytest_collection_modifyitems(items):
   """Puts the files of `LONGEST_FIRST` first, in its order; the rest keep theirs."""
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 _DRIVER = pathlib.Path(__file__).resolve().parent / "cli_driver.py"
 
 
@@ -181,4 +183,3 @@ def against_popularity():
     return got.means, base.means
 
   return check
-

@@ -220,6 +220,13 @@ def _largest_array_file(folder):
              key=lambda p: p.stat().st_size)
 
 
+def _flip_a_bit(path):
+  """Flips one bit in the middle of the file, its size unchanged."""
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0x10
+  path.write_bytes(bytes(data))
+
+
 def _newest_with_warnings(folder, like, quarantine):
   """restore_newest(like) and the warnings it logged."""
   warned = []
@@ -239,12 +246,10 @@ def test_a_checkpoint_whose_files_differ_from_its_seal_is_skipped(tmp_path, dama
     seal = json.loads((tmp_path / "ckpts" / str(epoch) / checkpoint.CHECKSUMS).read_text())
     assert any(name.startswith("params") for name in seal)
   chunk = _largest_array_file(tmp_path / "ckpts" / "2" / "params")
-  data = bytearray(chunk.read_bytes())
-  if damage == "flip":  # one bit in the middle of the array data, the size unchanged
-    data[len(data) // 2] ^= 0x10
-    chunk.write_bytes(bytes(data))
+  if damage == "flip":
+    _flip_a_bit(chunk)
   elif damage.startswith("truncate"):
-    chunk.write_bytes(bytes(data[:16]))
+    chunk.write_bytes(chunk.read_bytes()[:16])
     if damage == "truncate_unsealed":  # found by Orbax's failed restore
       (tmp_path / "ckpts" / "2" / checkpoint.CHECKSUMS).unlink()
   else:
@@ -289,10 +294,7 @@ def test_a_save_orbax_skips_leaves_the_seal_as_it_was(tmp_path):
   ckpts = checkpoint.Checkpoints(tmp_path)
   ckpts.save_params(1, params, {"epoch": 1})
   ckpts.close()
-  chunk = _largest_array_file(tmp_path / "1" / "params")
-  data = bytearray(chunk.read_bytes())
-  data[len(data) // 2] ^= 0x10
-  chunk.write_bytes(bytes(data))
+  _flip_a_bit(_largest_array_file(tmp_path / "1" / "params"))
   ckpts = checkpoint.Checkpoints(tmp_path)
   ckpts.save_params(1, params, {"epoch": 1})
   ckpts.close()

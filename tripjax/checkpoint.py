@@ -366,7 +366,7 @@ class Checkpoints:
 
     damaged = []
     for epoch in sorted(self._manager.all_steps(), reverse=True):
-      folder = os.path.join(self.directory, str(epoch))
+      folder = self._folder(epoch)
       mismatch = seal_mismatch(folder)
       if mismatch:
         damaged.append((epoch, mismatch))
@@ -399,7 +399,7 @@ class Checkpoints:
     if quarantine is not None:
       target = os.path.join(os.fspath(quarantine), f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}")
       os.makedirs(os.fspath(quarantine), exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(epoch)), target)
+      shutil.move(self._folder(epoch), target)
       where = f"; moved to {target}"
     logging.warning("Checkpoint %d in %s is damaged (%s)%s; using checkpoint %d.", epoch,
                     self.directory, reason, where, used)
@@ -415,27 +415,25 @@ class Checkpoints:
   def wait(self) -> None:
     """Blocks until pending saves are committed, and seals them."""
     self._manager.wait_until_finished()
-    self._seal_queued(finished=True)
+    self._seal_queued()
 
   def seal_committed(self) -> None:
     """Seals the saves Orbax has committed, without waiting for one in progress (called after
     each epoch, so a hard kill leaves at most the save in flight unsealed)."""
     if self._unsealed and not self._manager.is_saving_in_progress():
-      self._seal_queued(finished=False)
+      self._seal_queued()
 
-  def _seal_queued(self, finished: bool) -> None:
-    """Seals the queued saves whose folders are committed; with `finished` (no save in flight)
-    forgets the others (removed already by `max_to_keep`), else keeps them queued."""
-    kept, pending = set(self._manager.all_steps()), []
-    try:
-      for epoch in self._unsealed:
-        folder = os.path.join(self.directory, str(epoch))
-        if epoch in kept and os.path.isdir(folder):  # committed: renamed from its tmp name
-          seal(folder)
-        elif not finished:
-          pending.append(epoch)
-    finally:
-      self._unsealed = pending
+  def _seal_queued(self) -> None:
+    """Seals the queued saves; called with no save in flight, when each is committed, or gone
+    (removed by `max_to_keep`, or failed)."""
+    kept, queued, self._unsealed = set(self._manager.all_steps()), self._unsealed, []
+    for epoch in queued:
+      if epoch in kept and os.path.isdir(self._folder(epoch)):
+        seal(self._folder(epoch))
+
+  def _folder(self, epoch: int) -> str:
+    """The folder of checkpoint `epoch`."""
+    return os.path.join(self.directory, str(epoch))
 
   def close(self) -> None:
     """Waits for pending saves, seals them, and releases the manager."""
