@@ -67,6 +67,32 @@ def test_second_epoch_does_not_recompile(monkeypatch):
   assert len(traces) == after_first
 
 
+def test_fits_with_the_same_settings_share_one_compiled_step(monkeypatch):
+  # Split or validation seeds fitted in one process (compare, tune, the ablation) trace and
+  # compile their step once; another learning rate is another optimizer, hence another step.
+  traces = []
+  original = losses.triplet_cosine_loss
+
+  def counting(*args, **kwargs):
+    traces.append(1)  # runs at trace time only
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(losses, "triplet_cosine_loss", counting)
+  matrix = _planted(30, 40, 8)
+  # Settings no other test uses, so that the first fit cannot find its step cached.
+  config = TrainConfig(dim=8, batch_size=50, steps_per_dispatch=2, epochs=1,
+                       learning_rate=0.0123, margin=0.4321)
+  first = loop.fit(config, matrix)
+  after_first = len(traces)
+  assert after_first >= 1
+  assert optimizers.make_optimizer(config, 7) is optimizers.make_optimizer(config, 7)
+  again = loop.fit(dataclasses.replace(config, seed=1), matrix)
+  assert len(traces) == after_first
+  assert not np.allclose(first.state.params["item"], again.state.params["item"])  # its own seed
+  loop.fit(dataclasses.replace(config, learning_rate=0.0124), matrix)
+  assert len(traces) > after_first
+
+
 def test_step_counts_real_batches_and_weights_mask_padding():
   matrix = _planted()
   sampler = sampling.EpochSampler(matrix, batch_size=50, batches_per_chunk=4, seed=0)

@@ -3,9 +3,13 @@
 `make_optimizer(config, total_steps)` returns either an `optax.GradientTransformation` (dense
 `adam`, `adagrad`, `sgd`) or a `tripjax.sparse_optim.RowOptimizer` (`sparse_*`: updates only the
 rows a batch gathers); `is_row_optimizer` tells them apart, once, where the step is built.
+Equal settings give the same optimizer object, so that `train_step.make_train_step` (cached on
+its arguments) hands every fit of one process with those settings the same compiled step.
 """
 
 from __future__ import annotations
+
+import functools
 
 import optax
 
@@ -21,27 +25,39 @@ def is_row_optimizer(optimizer) -> bool:
 
 def make_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule | float:
   """The learning rate (a float, or an optax schedule over `total_steps` optimizer steps)."""
-  if config.schedule == "constant":
-    return config.learning_rate
-  total_steps = max(int(total_steps), config.warmup_steps + 1)
-  if config.schedule == "cosine":
-    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
-  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps,
-                                            total_steps)
+  return _schedule(config.learning_rate, config.schedule, config.warmup_steps, total_steps)
+
+
+def _schedule(learning_rate: float, schedule: str, warmup_steps: int,
+              total_steps: int | None) -> optax.Schedule | float:
+  if schedule == "constant":
+    return learning_rate
+  total_steps = max(int(total_steps), warmup_steps + 1)
+  if schedule == "cosine":
+    return optax.cosine_decay_schedule(learning_rate, total_steps)
+  return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, total_steps)
 
 
 def make_optimizer(config: TrainConfig, total_steps: int):
-  """The optimizer named by `config.optimizer`.
+  """The optimizer named by `config.optimizer` (one object per distinct setting, reused).
 
   Returns:
     an `optax.GradientTransformation` (adam, adagrad, sgd) or a
     `tripjax.sparse_optim.RowOptimizer` (sparse_adam, sparse_adagrad).
   """
-  learning_rate = make_schedule(config, total_steps)
-  if config.optimizer.startswith("sparse_"):
-    return sparse_optim.row_optimizer(config.optimizer, learning_rate)
+  steps = None if config.schedule == "constant" else int(total_steps)
+  return _optimizer(config.optimizer, config.learning_rate, config.schedule,
+                    config.warmup_steps, steps)
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(name: str, learning_rate: float, schedule: str, warmup_steps: int,
+               total_steps: int | None):
+  learning_rate = _schedule(learning_rate, schedule, warmup_steps, total_steps)
+  if name.startswith("sparse_"):
+    return sparse_optim.row_optimizer(name, learning_rate)
   factories = {"adam": optax.adam, "adagrad": optax.adagrad, "sgd": optax.sgd}
-  if config.optimizer not in factories:
+  if name not in factories:
     raise errors.InvalidInput(f"optimizer must be one of {sorted(factories)} or sparse_adam / "
-                              f"sparse_adagrad, got {config.optimizer!r}.")
-  return factories[config.optimizer](learning_rate)
+                              f"sparse_adagrad, got {name!r}.")
+  return factories[name](learning_rate)

@@ -172,10 +172,15 @@ def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0)
   return update
 
 
+@functools.lru_cache(maxsize=32)
 def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False,
                     negative_temperature: float = 0.0
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
+
+  Cached on its arguments (the optimizer by identity: `optimizers.make_optimizer` returns one
+  object per setting), so fits of one process with the same settings (a run's split or
+  validation seeds, a resumed run) trace and compile their step once.
 
   Args:
     optimizer: an `optax.GradientTransformation`, or a `sparse_optim.RowOptimizer` (then the
