@@ -47,50 +47,48 @@ def _run_epochs(step_fn, state, sampler, epochs):
   return state, history
 
 
-def test_second_epoch_does_not_recompile(monkeypatch):
+@pytest.fixture
+def loss_traces(monkeypatch):
+  """A list that grows by one each time the triplet loss is traced (never when it runs)."""
   traces = []
   original = losses.triplet_cosine_loss
 
   def counting(*args, **kwargs):
-    traces.append(1)  # runs at trace time only
+    traces.append(1)
     return original(*args, **kwargs)
 
   monkeypatch.setattr(losses, "triplet_cosine_loss", counting)
+  return traces
+
+
+def test_second_epoch_does_not_recompile(loss_traces):
   matrix = _planted(30, 40, 8)
   sampler = sampling.EpochSampler(matrix, batch_size=50, batches_per_chunk=2, seed=0)
   assert matrix.nnz % 50 and sampler.num_batches % 4  # a ragged last batch and last chunk
   step_fn = train_step.make_train_step(optax.adam(1e-2))
   state, _ = _run_epochs(step_fn, _state(optax.adam(1e-2), matrix), sampler, 1)
-  after_first = len(traces)
+  after_first = len(loss_traces)
   assert after_first >= 1
   state, _ = _run_epochs(step_fn, state, sampler, 1)
-  assert len(traces) == after_first
+  assert len(loss_traces) == after_first
 
 
-def test_fits_with_the_same_settings_share_one_compiled_step(monkeypatch):
+def test_fits_with_the_same_settings_share_one_compiled_step(loss_traces):
   # Split or validation seeds fitted in one process (compare, tune, the ablation) trace and
   # compile their step once; another learning rate is another optimizer, hence another step.
-  traces = []
-  original = losses.triplet_cosine_loss
-
-  def counting(*args, **kwargs):
-    traces.append(1)  # runs at trace time only
-    return original(*args, **kwargs)
-
-  monkeypatch.setattr(losses, "triplet_cosine_loss", counting)
   matrix = _planted(30, 40, 8)
   # Settings no other test uses, so that the first fit cannot find its step cached.
   config = TrainConfig(dim=8, batch_size=50, steps_per_dispatch=2, epochs=1,
                        learning_rate=0.0123, margin=0.4321)
   first = loop.fit(config, matrix)
-  after_first = len(traces)
+  after_first = len(loss_traces)
   assert after_first >= 1
   assert optimizers.make_optimizer(config, 7) is optimizers.make_optimizer(config, 7)
   again = loop.fit(dataclasses.replace(config, seed=1), matrix)
-  assert len(traces) == after_first
+  assert len(loss_traces) == after_first
   assert not np.allclose(first.state.params["item"], again.state.params["item"])  # its own seed
   loop.fit(dataclasses.replace(config, learning_rate=0.0124), matrix)
-  assert len(traces) > after_first
+  assert len(loss_traces) > after_first
 
 
 def test_step_counts_real_batches_and_weights_mask_padding():
