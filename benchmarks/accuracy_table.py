@@ -30,6 +30,7 @@ import jax
 
 from benchmarks import ml100k_flags
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import files
 from tripjax import model
 from tripjax import train as train_lib
@@ -194,4 +195,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmarks import ml100k_flags
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import files
 from tripjax import metrics
 from tripjax import model
@@ -277,4 +278,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

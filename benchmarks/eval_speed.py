@@ -29,12 +29,12 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 import scipy.sparse as sp
 
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import files
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs (median reported).", lower_bound=1)
@@ -242,4 +242,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

@@ -27,6 +27,8 @@ import xml.etree.ElementTree as ET
 from absl import app
 from absl import flags
 
+from experiments import run_cli
+
 _DIR = flags.DEFINE_string("gpu_dir", "runs/benchmarks/gpu", "The folder gpu.sh wrote (its $OUT).")
 _TOTAL_S = flags.DEFINE_float("gpu_total_s", None, "gpu.sh's wall-clock seconds so far.")
 _QUICK = flags.DEFINE_bool("gpu_quick", False, "The run was a QUICK=1 dry run (small shapes).")
@@ -199,4 +201,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

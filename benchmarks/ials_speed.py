@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks import outputs
 from benchmarks.step_inputs import SHAPES, random_positives
+from experiments import run_cli
 from tripjax import files
 from tripjax.models import ials
 
@@ -149,4 +150,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

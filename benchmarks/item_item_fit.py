@@ -63,6 +63,7 @@ import scipy.sparse as sp
 from benchmarks import item_item_merge
 from benchmarks import outputs
 from benchmarks import step_inputs
+from experiments import run_cli
 from tripjax import files
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -271,4 +272,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

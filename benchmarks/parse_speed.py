@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import files
 from tripjax.data import movielens
 
@@ -94,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

@@ -29,13 +29,13 @@ import sys
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 import pandas as pd
 import scipy
 
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import files
 
 _PRESET = flags.DEFINE_string("preset", "ml-20m", "Synthetic preset to measure.")
@@ -159,4 +159,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

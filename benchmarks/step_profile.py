@@ -22,13 +22,13 @@ import os
 import re
 import tempfile
 
-from absl import app
 from absl import flags
 import jax
 
 from benchmarks import outputs
 from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
                                     batches_per_chunk, make_optimizer, random_positives)
+from experiments import run_cli
 from tripjax import files
 from tripjax import sampling
 from tripjax import train_step
@@ -138,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

@@ -11,12 +11,12 @@ import json
 import pathlib
 import re
 
-from absl import app
 from absl import flags
 
 from benchmarks import compare
 from benchmarks import outputs
 from benchmarks import time_to_auc
+from experiments import run_cli
 from tripjax import files
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -339,4 +339,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

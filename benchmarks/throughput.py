@@ -40,6 +40,7 @@ import optax
 from benchmarks import outputs
 from benchmarks.step_inputs import (OPTIMIZERS, SHAPES, TARGET_BATCH, TARGET_DIM,
                                     batches_per_chunk, make_optimizer, random_positives)
+from experiments import run_cli
 from tripjax import files
 from tripjax import losses
 from tripjax import sampling
@@ -330,4 +331,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

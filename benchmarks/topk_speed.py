@@ -15,13 +15,13 @@ import os
 import platform
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 import scipy.sparse as sp
 
 from benchmarks import outputs
+from experiments import run_cli
 from tripjax import files
 from tripjax import model
 from tripjax import recommend
@@ -82,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

@@ -4,6 +4,7 @@ The cases of each script run in one interpreter (`run_cli`); lines of absl's log
 own INFO lines before it fails) are not the failure and are left out of the count.
 """
 
+import ast
 import json
 import pathlib
 import re
@@ -235,3 +236,19 @@ def test_bugs_keep_their_traceback(monkeypatch):
   for bug in (ValueError("inside jax"), KeyError("x"), TypeError("y")):
     with pytest.raises(type(bug)):
       run_cli.guarded(_raises(bug), "prog")(["prog"])
+
+
+def test_every_script_runs_through_run_cli():
+  # absl's app.run answers a bad flag or a UsageError with the whole usage text (77 lines for
+  # benchmarks.item_item_fit); run_cli.run with one line.
+  scripts = sorted([*(_REPO / "experiments").glob("*.py"), *(_REPO / "benchmarks").glob("*.py")])
+  checked = []
+  for path in scripts:
+    tree = ast.parse(path.read_text(), str(path))
+    blocks = [node for node in tree.body
+              if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    if blocks:
+      calls = {ast.unparse(n.func) for n in ast.walk(blocks[0]) if isinstance(n, ast.Call)}
+      assert "run_cli.run" in calls, f"{path.name}: {sorted(calls)}"
+      checked.append(path.stem)
+  assert {"train", "item_item_fit", "throughput", "compare"} <= set(checked)

@@ -77,5 +77,7 @@ def test_merge_replaces_the_rows_of_the_other_runs_models(tmp_path):
   assert json.loads(out.read_text()) == merged
   other.write_text(json.dumps(_payload(61, [], "c")))
   done = run()
-  assert done.returncode != 0 and "different shapes" in done.stderr
+  assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr[-3000:]
+  assert done.stderr.startswith("benchmarks.item_item_fit: --merge=") and (
+      "different shapes" in done.stderr)
   assert json.loads(out.read_text()) == merged
