@@ -1,5 +1,8 @@
 """Tests for tripjax.baselines: random and popularity score functions, top-k overlap, ML-100K."""
 
+import logging
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -33,6 +36,23 @@ def test_popularity_scores_equal_train_counts():
 
 def _set_overlap(a, b, k):
   return np.mean([len(set(x[:k]) - {-1} & set(y[:k])) for x, y in zip(a, b)])
+
+
+def test_baselines_of_the_same_shape_share_one_compiled_program(caplog):
+  # One popularity (and random) baseline per evaluated run: their item counts are arguments,
+  # not constants baked into a new program each time.
+  rng = np.random.default_rng(3)
+  trains = [sp.csr_matrix(rng.random((9, 23)) < p) for p in (0.3, 0.6)]
+  users = jnp.arange(4)
+  first = baselines.popularity_scores(trains[0])(users)
+  baselines.random_scores(23, seed=0)(users)
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    second = baselines.popularity_scores(trains[1])(users)
+    other_seed = baselines.random_scores(23, seed=1)(users)
+  assert not [r for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+  np.testing.assert_array_equal(second[0], baselines.item_counts(trains[1]))
+  assert not np.array_equal(first, second)
+  assert not np.array_equal(other_seed, baselines.random_scores(23, seed=0)(users))
 
 
 def test_top_k_overlap_matches_sets():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -28,13 +29,20 @@ def random_scores(num_items: int, seed: int = 0) -> ScoreFn:
     raise errors.InvalidInput(f"random_scores: num_items must be >= 1, got {num_items}")
   key = jax.random.key(seed)
   n = int(num_items)
+  return lambda users: _uniform_rows(key, jnp.asarray(users, jnp.int32), n)
 
-  @jax.jit
-  def score_fn(users: jax.Array) -> jax.Array:
-    row = lambda u: jax.random.uniform(jax.random.fold_in(key, u), (n,), jnp.float32)
-    return jax.vmap(row)(jnp.asarray(users, jnp.int32))
 
-  return score_fn
+# Module-level jits taking the model's arrays as arguments: every random or non-personalised
+# baseline of a process (one per run evaluated) shares one compiled program per shape.
+@functools.partial(jax.jit, static_argnums=2)
+def _uniform_rows(key: jax.Array, users: jax.Array, num_items: int) -> jax.Array:
+  row = lambda u: jax.random.uniform(jax.random.fold_in(key, u), (num_items,), jnp.float32)
+  return jax.vmap(row)(users)
+
+
+@jax.jit
+def _same_rows(counts: jax.Array, users: jax.Array) -> jax.Array:
+  return jnp.broadcast_to(counts, (users.shape[0], counts.shape[0]))
 
 
 def item_counts(train) -> np.ndarray:
@@ -55,13 +63,13 @@ def popularity_scores(train) -> ScoreFn:
   Returns:
     ScoreFn: int32[B] -> float32[B, I], row i = count of item i in `train` (same for all users).
   """
-  counts = jnp.asarray(item_counts(train).astype(np.float32))
+  return same_scores(item_counts(train).astype(np.float32))
 
-  @jax.jit
-  def score_fn(users: jax.Array) -> jax.Array:
-    return jnp.broadcast_to(counts, (jnp.shape(users)[0], counts.shape[0]))
 
-  return score_fn
+def same_scores(row) -> ScoreFn:
+  """A non-personalised ScoreFn: every user gets `row` (float32[I]) as her scores."""
+  row = jnp.asarray(row, jnp.float32)
+  return lambda users: _same_rows(row, jnp.asarray(users))
 
 
 def _top_lists(x: Any, name: str) -> np.ndarray:
