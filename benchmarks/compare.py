@@ -185,7 +185,10 @@ def run_compare(configs: dict[str, TrainConfig], split_seeds: Sequence[int],
     row["median_train_seconds"] = statistics.median(s["train_seconds"] for s in seeds)
     for m in PAIRED:
       row["paired"][m]["pooled"] = _summary(np.concatenate(diffs[name][m]))
-  return {"split_seeds": list(split_seeds), "reference": reference, "data": data, "rows": rows}
+  # Seeds after the first reuse its compiled step (`train_step.make_train_step` is cached);
+  # tables made before that compiled per seed and keep saying so.
+  return {"split_seeds": list(split_seeds), "reference": reference, "data": data, "rows": rows,
+          "seeds_reuse_compiled_step": True}
 
 
 def _pm(d: dict) -> str:
@@ -218,14 +221,15 @@ def markdown(results: dict[str, Any]) -> str:
     where = f" ({results['device_kind']}, JAX {results['jax_version']})"
   sources = ", ".join(f"{n}: `{r['flagfile']}`" for n, r in results["rows"].items()
                       if r.get("flagfile"))
+  compiled = ("the first seed's compiling included (the later seeds reuse its compiled step)"
+              if results.get("seeds_reuse_compiled_step") else "compilation included")
   text = (f"{name}, lab pipeline (ratings >= {data['threshold']:g}, users with >= "
           f"{data['min_user_positives']} positives, {data['test_per_user']} test positives per "
           f"user), split seeds {', '.join(map(str, seeds))}: every model fitted on the split's "
           "train and evaluated on its test (AUC over all items not in train). Hyperparameters "
           "come from the flagfiles (chosen on validation splits carved out of train, never on "
           f"test){': ' + sources if sources else ''}. Mean AUC, P/R/NDCG@20: averaged over the "
-          "seeds; train s: median over the seeds of the fit (the first seed's includes "
-          "compiling; the later seeds reuse its compiled step)"
+          f"seeds; train s: median over the seeds of the fit, {compiled}"
           f"{where}. Δ: the per-user difference from {ref} on the same split (users without an "
           "AUC skipped), pooled over the seeds: its mean ± standard error over (user, seed) "
           "pairs (the same users recur across seeds, so the SE is somewhat optimistic; the JSON "

@@ -79,6 +79,11 @@ def test_markdown_has_one_row_per_model_and_survives_json(results, tmp_path):
   assert "ΔAUC vs ease (mean ± SE)" in rows[0] and "AUC seed 1" in rows[0]
   assert "| +0.0000 ± 0.0000 | +0.0000 ± 0.0000 |" in table
   assert "Hyperparameters come from the flagfiles" in table
+  # A fresh run says its later seeds reused the first seed's compiled step; an older JSON,
+  # fitted when every seed compiled its own, keeps saying compilation is included.
+  assert "the later seeds reuse its compiled step" in table
+  older = {k: v for k, v in results.items() if k != "seeds_reuse_compiled_step"}
+  assert "the fit, compilation included" in compare.markdown(older)
   assert table.endswith("Produced by `python -m benchmarks.compare --x=1`.\n")
   # summarize renders the JSON (string seed keys) the same way, naming the command to update it.
   written = json.loads(json.dumps(dict(results, command="python -m benchmarks.compare "
