@@ -31,6 +31,7 @@ import jax
 from benchmarks import ml100k_flags
 from benchmarks import outputs
 from experiments import run_cli
+from tripjax import errors
 from tripjax import files
 from tripjax import model
 from tripjax import train as train_lib
@@ -82,7 +83,7 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
       raise ValueError(f"popularity penalty for unknown model {name!r}; models: {list(configs)}")
     # Once TrainConfig carries the penalty, train_and_evaluate applies it: never twice.
     if getattr(configs[name], "popularity_penalty", 0.0):
-      raise ValueError(f"--popularity_penalty: the {name} flagfile already sets "
+      raise errors.InvalidInput(f"--popularity_penalty: the {name} flagfile already sets "
                        "--popularity_penalty; its scores include it.")
   names = list(configs) + [penalized_name(n, p) for n, p in penalties.items()]
   names += [cosine_only_name(n) for n, c in configs.items() if c.popularity_penalty]
@@ -172,6 +173,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+  outputs.check_outputs(out_json=_OUT_JSON.value, out_md=_OUT_MD.value)
   seeds = ml100k_flags.split_seeds()
   try:
     configs = {"lab config": TrainConfig.from_flagfile(_LAB.value, ignore=DRIVER_FLAGS),

@@ -37,6 +37,7 @@ _FLAGFILE = flags.DEFINE_string("e2e_flagfile", "experiments/configs/ml20m.cfg",
 _FLAGS = flags.DEFINE_list("e2e_flags", ["--dataset=synthetic-ml-20m"],
                            "Flags added after the flagfile (comma-separated).")
 _LIMIT_GIB = flags.DEFINE_float("e2e_limit_gib", 8.0, "The memory the run must stay under.")
+flags.register_validator("e2e_limit_gib", lambda v: v > 0, "must be positive (GiB)")
 _OUT_JSON = flags.DEFINE_string("e2e_out_json", None, "Output JSON (default: "
                                 f"{outputs.default_output('end_to_end_<dataset>.json')}).")
 

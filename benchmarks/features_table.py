@@ -46,7 +46,10 @@ _BASE = flags.DEFINE_string("features_base", "experiments/configs/ml100k.cfg",
                             "The triplet settings the features are added to.")
 _VARIANTS = flags.DEFINE_multi_string("variant", list(DEFAULT_VARIANTS),
                                       "none, or item_features=...;user_features=...")
-_COLD_FRACTION = flags.DEFINE_float("features_cold_fraction", 0.2, "Items held out whole.")
+_COLD_FRACTION = flags.DEFINE_float("features_cold_fraction", 0.2,
+                                     "Items held out whole, in (0, 1).")
+flags.register_validator("features_cold_fraction", lambda f: 0 < f < 1,
+                         "must lie in (0, 1): the table ranks cold items")
 _OUT_JSON = flags.DEFINE_string("features_json", outputs.default_output("features_ml100k.json"),
                                 "Where the JSON goes.")
 _OUT_MD = flags.DEFINE_string("features_md", outputs.default_output("features_ml100k.md"),
@@ -135,6 +138,7 @@ def markdown(report: dict, command: str) -> str:
 
 def main(argv):
   del argv
+  outputs.check_outputs(features_json=_OUT_JSON.value, features_md=_OUT_MD.value)
   base = outputs.base_config(_BASE.value)
   base = dataclasses.replace(base, eval_every=base.epochs)
   seeds = ml100k_flags.split_seeds()

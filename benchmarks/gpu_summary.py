@@ -30,7 +30,8 @@ from absl import flags
 from experiments import run_cli
 
 _DIR = flags.DEFINE_string("gpu_dir", "runs/benchmarks/gpu", "The folder gpu.sh wrote (its $OUT).")
-_TOTAL_S = flags.DEFINE_float("gpu_total_s", None, "gpu.sh's wall-clock seconds so far.")
+_TOTAL_S = flags.DEFINE_float("gpu_total_s", None, "gpu.sh's wall-clock seconds so far.",
+                              lower_bound=0.0)
 _QUICK = flags.DEFINE_bool("gpu_quick", False, "The run was a QUICK=1 dry run (small shapes).")
 
 # What gpu.sh writes into its output folder.
@@ -196,6 +197,9 @@ def summarize(folder, total_s: float | None = None, quick: bool = False) -> dict
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not pathlib.Path(_DIR.value).is_dir():
+    raise app.UsageError(f"--gpu_dir={_DIR.value} is not a folder; name the folder gpu.sh "
+                         "wrote (its $OUT).")
   json.dump(summarize(_DIR.value, _TOTAL_S.value, _QUICK.value), sys.stdout, indent=1)
   print()
 

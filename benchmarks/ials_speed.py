@@ -36,12 +36,15 @@ from tripjax import files
 from tripjax.models import ials
 
 _SHAPES = flags.DEFINE_list("shapes", ["ml-1m", "ml-20m"], "Table shapes to run.")
-_FACTORS = flags.DEFINE_integer("factors", 64, "Factors of both libraries.")
-_ITERATIONS = flags.DEFINE_integer("iterations", 5, "Timed iterations (after one untimed).")
+_FACTORS = flags.DEFINE_integer("factors", 64, "Factors of both libraries.", lower_bound=1)
+_ITERATIONS = flags.DEFINE_integer("iterations", 5, "Timed iterations (after one untimed).",
+                                   lower_bound=1)
 _SOLVERS = flags.DEFINE_list("solvers", ["cg", "cholesky"], "tripjax solvers to time.")
-_ALPHA = flags.DEFINE_float("alpha", 30.0, "tripjax's alpha (confidence 1 + alpha).")
-_REG = flags.DEFINE_float("reg", 100.0, "Regularisation lambda of both.")
-_CG_STEPS = flags.DEFINE_integer("cg_steps", 3, "Conjugate-gradient steps of both.")
+_ALPHA = flags.DEFINE_float("alpha", 30.0, "tripjax's alpha (confidence 1 + alpha).",
+                            lower_bound=0.0)
+_REG = flags.DEFINE_float("reg", 100.0, "Regularisation lambda of both.", lower_bound=0.0)
+_CG_STEPS = flags.DEFINE_integer("cg_steps", 3, "Conjugate-gradient steps of both.",
+                                 lower_bound=1)
 _IMPLICIT = flags.DEFINE_bool("implicit", True, "Also time implicit's ALS (if installed).")
 _OUT_JSON = flags.DEFINE_string("out_json", outputs.default_output("ials_speed.json"),
                                 "Where the JSON goes.")
@@ -116,6 +119,10 @@ def _solver_steps(name: str) -> int:
 
 def main(argv):
   del argv
+  for flag in (_SHAPES, _SOLVERS):
+    if not flag.value:
+      raise app.UsageError(f"--{flag.name} is empty; name at least one (default: "
+                           f"{','.join(flag.default)}).")
   for name in _SHAPES.value:
     if name not in SHAPES:
       raise app.UsageError(f"--shapes: unknown shape {name!r}; known: {sorted(SHAPES)}")

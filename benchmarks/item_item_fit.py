@@ -209,6 +209,11 @@ def command() -> str:
 def run() -> dict:
   """Makes the matrix, runs the baseline and each model's child, returns the JSON payload."""
   from tripjax.models import ease  # pylint: disable=g-import-not-at-top
+  if not _MODELS.value:
+    raise app.UsageError(f"--models is empty; choose from {', '.join(MODELS)}.")
+  if not pathlib.Path(_CONFIGS.value).is_dir():
+    raise app.UsageError(f"--configs_dir={_CONFIGS.value} is not a folder; name the folder "
+                         "holding the ml100k_<model>.cfg flagfiles.")
   unknown = sorted(set(_MODELS.value) - set(MODELS))
   if unknown:
     raise app.UsageError(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}.")
@@ -253,7 +258,7 @@ def _merge_files(new_path: str, out_path: str) -> pathlib.Path:
   try:
     base, new = (json.loads(pathlib.Path(p).read_text()) for p in (out_path, new_path))
     payload = item_item_merge.merge(base, new)
-  except (OSError, ValueError, KeyError) as err:
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
     raise app.UsageError(f"--merge={new_path} into --out_json={out_path}: {_line(err)}") from err
   return files.write_json_atomic(out_path, payload)
 

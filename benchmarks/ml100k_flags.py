@@ -12,6 +12,10 @@ SPLIT_SEEDS = flags.DEFINE_list("split_seeds", ["0", "1", "2"], "Lab split seeds
 def split_seeds() -> list[int]:
   """`--split_seeds` as integers; a UsageError (one line) naming the flag otherwise."""
   try:
-    return [int(s) for s in SPLIT_SEEDS.value]
+    seeds = [int(s) for s in SPLIT_SEEDS.value]
   except ValueError as e:
     raise app.UsageError(f"--split_seeds must be integers: {e}") from e
+  if not seeds:
+    raise app.UsageError("--split_seeds is empty; name at least one seed, e.g. "
+                         "--split_seeds=0,1,2.")
+  return seeds

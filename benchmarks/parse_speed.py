@@ -30,8 +30,10 @@ from experiments import run_cli
 from tripjax import files
 from tripjax.data import movielens
 
-_LINES = flags.DEFINE_integer("lines", 1_000_000, "Lines in the generated ratings file.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs of each parser (median reported).")
+_LINES = flags.DEFINE_integer("lines", 1_000_000, "Lines in the generated ratings file.",
+                              lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs of each parser (median reported).",
+                                lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the generated file.")
 _OUT = flags.DEFINE_string("out", outputs.default_output("parse_speed.json"),
                            "Where to write JSON.")

@@ -126,6 +126,11 @@ def main(argv):
   if _CHILD.value:
     print(json.dumps(_child(_CHILD.value, pathlib.Path(_WORKDIR.value))))
     return
+  from tripjax import errors  # pylint: disable=g-import-not-at-top
+  from tripjax.data.synthetic_config import PRESETS  # pylint: disable=g-import-not-at-top
+  if _PRESET.value not in PRESETS:
+    raise errors.InvalidInput(f"--preset={_PRESET.value}: unknown; choose from "
+                              f"{', '.join(sorted(PRESETS))}.")
   load_before = os.getloadavg()
   with tempfile.TemporaryDirectory() as workdir:
     generate = [_spawn("generate", workdir)]

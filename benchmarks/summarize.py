@@ -17,6 +17,7 @@ from benchmarks import compare
 from benchmarks import outputs
 from benchmarks import time_to_auc
 from experiments import run_cli
+from tripjax import errors
 from tripjax import files
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,7 +35,25 @@ TOPK_COMMAND = "python -m benchmarks.topk_speed"
 
 def _load(results_dir, name):
   path = pathlib.Path(results_dir) / name
-  return (json.loads(path.read_text()), path) if path.exists() else (None, path)
+  return (_read(path), path) if path.exists() else (None, path)
+
+
+def _read(path: pathlib.Path):
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.InvalidInput(f"{path}: not JSON ({e}); rerun the command that writes it.") \
+        from e
+
+
+def _section(section, d, path) -> list[str]:
+  """`section(d, path)`, or a one-line error naming a file that is not that section's kind."""
+  try:
+    return section(d, path)
+  except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+    raise errors.InvalidInput(f"{path}: not the results this page expects there "
+                              f"({type(e).__name__}: {e}); rerun the command that writes it.") \
+        from e
 
 
 def shown(path) -> str:
@@ -305,7 +324,7 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
   for name, section in sections:
     d, path = _load(results_dir, name)
     if d is not None:
-      lines += section(d, path) + [""]
+      lines += _section(section, d, path) + [""]
   per_file = [("throughput_*.json", throughput_section),
               ("step_profile_*.json", step_profile_section),
               ("item_item_fit_*.json", item_item_fit_section),
@@ -313,13 +332,13 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
               ("time_to_auc_*.json", time_to_auc_section)]
   for pattern, section in per_file:
     for path in sorted(pathlib.Path(results_dir).glob(pattern)):
-      lines += section(json.loads(path.read_text()), path) + [""]
+      lines += _section(section, _read(path), path) + [""]
   accuracy = pathlib.Path(results_dir) / "accuracy_ml100k.md"
   if accuracy.exists():
     lines += ["## Accuracy on real MovieLens 100K (issue 5)", "", accuracy.read_text().strip(), ""]
   d, path = _load(results_dir, "compare_ml100k.json")
   if d is not None:
-    lines += compare_section(d, path) + [""]
+    lines += _section(compare_section, d, path) + [""]
   for name, title in (("triplet_ablation_ml100k.md", "The triplet model's levers (issue 14)"),
                       ("features_ml100k.md", "Side features and cold items (issue 14)")):
     page = pathlib.Path(results_dir) / name
@@ -331,6 +350,9 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
 
 def main(argv):
   del argv
+  if not pathlib.Path(_RESULTS.value).is_dir():
+    raise errors.InvalidInput(f"--results_dir={_RESULTS.value} is not a folder; name the "
+                              "folder of the benchmarks' JSON files (benchmarks/results).")
   command = "python -m benchmarks.summarize" + "".join(
       f" --{f.name}={shown(f.value)}" for f in (_RESULTS, _OUT)
       if pathlib.Path(f.value).resolve() != pathlib.Path(f.default).resolve())

@@ -54,9 +54,11 @@ _OUT = flags.DEFINE_string("out", None, "Output JSON (default: "
 _REPS = flags.DEFINE_integer("reps", 5, "Timed runs per configuration (median reported).")
 _SHAPES = flags.DEFINE_list("shapes", ["ml-100k", "ml-1m", "ml-20m"], "Table shapes to run.")
 _IMPLICIT = flags.DEFINE_bool("implicit", True, "Also time implicit's BPR (if installed).")
-_BPR_ITERATIONS = flags.DEFINE_integer("bpr_iterations", 3, "BPR iterations timed.")
-_MIN_TRIPLETS = flags.DEFINE_integer("min_triplets", 262_144,
-                                     "Triplets per timed run (whole chunks, at least one).")
+_BPR_ITERATIONS = flags.DEFINE_integer("bpr_iterations", 3, "BPR iterations timed.",
+                                       lower_bound=1)
+_MIN_TRIPLETS = flags.DEFINE_integer(
+    "min_triplets", 262_144, "Triplets per timed run (whole chunks, at least one).",
+    lower_bound=1)
 
 def _chunk(batches: sampling.Batches, c: int) -> sampling.Batches:
   return jax.tree.map(lambda x: x[c], batches)
@@ -231,6 +233,8 @@ def _versions() -> dict:
 
 def main(argv):
   del argv
+  if not _SHAPES.value:
+    raise app.UsageError(f"--shapes is empty; name one or more of {sorted(SHAPES)}")
   for name in _SHAPES.value:
     if name not in SHAPES:
       raise app.UsageError(f"--shapes: unknown shape {name!r}; known: {sorted(SHAPES)}")

@@ -331,12 +331,14 @@ def main(argv):
   if not _SECONDS.value > 0 or _EVAL_USERS.value < 1 or _MAX_EPOCHS.value < 1:
     raise app.UsageError("--tta_seconds, --tta_eval_users and --tta_max_epochs must be "
                          "positive.")
+  if not _METHODS.value:
+    raise app.UsageError("--tta_methods is empty; name at least one method.")
   shape = _SHAPE.value
+  json_path = _OUT_JSON.value or outputs.default_output(f"time_to_auc_{shape}.json")
+  md_path = _OUT_MD.value or outputs.default_output(f"time_to_auc_{shape}.md")
+  outputs.check_outputs(tta_out_json=json_path, tta_out_md=md_path)
   report = run(shape, _METHODS.value, _SECONDS.value, _EVAL_USERS.value, _MAX_EPOCHS.value)
-  outputs.write_report(
-      report, markdown, "benchmarks.time_to_auc",
-      _OUT_JSON.value or outputs.default_output(f"time_to_auc_{shape}.json"),
-      _OUT_MD.value or outputs.default_output(f"time_to_auc_{shape}.md"))
+  outputs.write_report(report, markdown, "benchmarks.time_to_auc", json_path, md_path)
 
 
 if __name__ == "__main__":

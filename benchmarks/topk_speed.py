@@ -26,13 +26,18 @@ from tripjax import files
 from tripjax import model
 from tripjax import recommend
 
-_USERS = flags.DEFINE_integer("users", 6040, "Users (ML-1M: 6040).")
-_ITEMS = flags.DEFINE_integer("items", 3706, "Items (ML-1M: 3706).")
-_DIM = flags.DEFINE_integer("dim", 64, "Embedding size.")
-_K = flags.DEFINE_integer("k", 20, "Items per user.")
-_SEEN = flags.DEFINE_integer("seen_per_user", 165, "Mean training items per user (ML-1M: ~165).")
+_USERS = flags.DEFINE_integer("users", 6040, "Users (ML-1M: 6040).", lower_bound=1)
+_ITEMS = flags.DEFINE_integer("items", 3706, "Items (ML-1M: 3706).", lower_bound=2)
+_DIM = flags.DEFINE_integer("dim", 64, "Embedding size.", lower_bound=1)
+_K = flags.DEFINE_integer("k", 20, "Items per user.", lower_bound=1)
+_SEEN = flags.DEFINE_integer("seen_per_user", 165, "Mean training items per user (ML-1M: ~165).",
+                             lower_bound=1)
 _BLOCKS = flags.DEFINE_list("batch_sizes", ["256", "1024", "4096"], "Block sizes to time.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per block size (median reported).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per block size (median reported).",
+                                lower_bound=1)
+flags.register_validator(
+    "batch_sizes", lambda v: bool(v) and all(s.isdigit() and int(s) > 0 for s in v),
+    "must be one or more positive integers, e.g. --batch_sizes=256,1024")
 _OUT = flags.DEFINE_string("out", outputs.default_output("topk_speed.json"), "JSON output path.")
 
 
@@ -68,7 +73,9 @@ def main(argv):
                      median * 1000 / _USERS.value, "times_s": times})
     print(f"batch {batch_size:5d}: {median:.3f} s for {_USERS.value} users, "
           f"{median * 1000 / _USERS.value:.3f} s per 1000 users (first run {first:.2f} s)")
-  assert not np.any(seen[users[:100]].toarray()[np.arange(100)[:, None], items[:100]])
+  checked = min(100, users.size)
+  assert not np.any(seen[users[:checked]].toarray()[np.arange(checked)[:, None],
+                                                    items[:checked]])
   files.write_json_atomic(_OUT.value, {
       "benchmark": "recommend.top_k, all users, train items excluded",
       "shape": {"users": _USERS.value, "items": _ITEMS.value, "dim": _DIM.value, "k": _K.value,

@@ -45,7 +45,8 @@ _BASE = flags.DEFINE_string("ablation_base", "experiments/configs/ml100k.cfg",
 _LEVERS = flags.DEFINE_multi_string("lever", list(DEFAULT_LEVERS),
                                     "field=value[;field=value...] set on top of the base.")
 _SEEDS = flags.DEFINE_list("ablation_seeds", ["1", "2", "3"], "One validation split each.")
-_PER_USER = flags.DEFINE_integer("ablation_per_user", 5, "Validation positives per user.")
+_PER_USER = flags.DEFINE_integer("ablation_per_user", 5, "Validation positives per user.",
+                                 lower_bound=1)
 _OUT_JSON = flags.DEFINE_string("ablation_json", outputs.default_output("triplet_ablation.json"),
                                 "Where the JSON goes.")
 _OUT_MD = flags.DEFINE_string("ablation_md", outputs.default_output("triplet_ablation.md"),
@@ -74,6 +75,14 @@ def parse_lever(spec: str) -> dict:
   if not out:
     raise errors.InvalidInput(f"--lever={spec!r}: no field=value in it.")
   return out
+
+
+def _seeds(values: list[str]) -> list[int]:
+  try:
+    return [int(s) for s in values]
+  except ValueError:
+    raise errors.InvalidInput(f"--ablation_seeds={','.join(values)}: expected integers, e.g. "
+                              "--ablation_seeds=1,2,3.") from None
 
 
 def ablate(base: TrainConfig, levers: list[str], validation_seeds: list[int],
@@ -112,8 +121,9 @@ def markdown(report: dict, command: str) -> str:
 
 def main(argv):
   del argv
+  outputs.check_outputs(ablation_json=_OUT_JSON.value, ablation_md=_OUT_MD.value)
   base = outputs.base_config(_BASE.value)
-  seeds = tuning.check_seeds([int(s) for s in _SEEDS.value])
+  seeds = tuning.check_seeds(_seeds(_SEEDS.value))
   report = ablate(base, list(_LEVERS.value), list(seeds), _PER_USER.value)
   outputs.write_report(report, markdown, "benchmarks.triplet_ablation", _OUT_JSON.value, _OUT_MD.value)
 

@@ -9,6 +9,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Every output flag of the benchmark scripts; None: the default path is made at run time and the
@@ -95,3 +97,30 @@ def test_summarize_writes_under_runs_and_the_committed_page_is_current(tmp_path)
   committed = (REPO / "benchmarks" / "RESULTS.md").read_text()
   assert "summarize --out=benchmarks/RESULTS.md`" in committed
   assert text == committed.replace("summarize --out=benchmarks/RESULTS.md`", "summarize`", 1)
+
+
+def test_report_outputs_are_checked_before_anything_is_written(tmp_path):
+  from benchmarks import outputs  # pylint: disable=g-import-not-at-top
+  from tripjax import errors  # pylint: disable=g-import-not-at-top
+  old = tmp_path / "old.json"
+  old.write_text('{"kept": true}\n')
+  (tmp_path / "a_folder").mkdir()
+  with pytest.raises(errors.InvalidInput, match="--markdown=.*a_folder: Is a directory"):
+    outputs.write_report({"rows": []}, lambda r, c: "table", "benchmarks.x", str(old),
+                         str(tmp_path / "a_folder"))
+  assert old.read_text() == '{"kept": true}\n'
+  with pytest.raises(errors.InvalidInput, match="--a_json and --a_md both name"):
+    outputs.check_outputs(a_json=str(tmp_path / "same"), a_md=str(tmp_path / "same"))
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("eval_speed.json", '{"a": 1', "eval_speed.json: not JSON"),
+    ("topk_speed.json", '{"foo": 1}', "topk_speed.json: not the results this page expects"),
+    ("throughput_cpu.json", "[]", "throughput_cpu.json: not the results this page expects"),
+])
+def test_summarize_names_a_malformed_results_file(tmp_path, name, text, message):
+  from benchmarks import summarize  # pylint: disable=g-import-not-at-top
+  from tripjax import errors  # pylint: disable=g-import-not-at-top
+  (tmp_path / name).write_text(text)
+  with pytest.raises(errors.InvalidInput, match=message):
+    summarize.summarize(tmp_path)

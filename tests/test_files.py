@@ -82,3 +82,18 @@ def test_rejects_other_data(tmp_path):
   with pytest.raises(TypeError, match="data must be str or bytes, got dict"):
     files.write_atomic(tmp_path / "x", {"a": 1})
   assert os.listdir(tmp_path) == []
+
+
+def test_a_destination_it_cannot_write_is_named_not_its_temporary(tmp_path):
+  (tmp_path / "folder").mkdir()
+  (tmp_path / "a_file").write_text("kept")
+  for path, error in ((tmp_path / "folder", IsADirectoryError),
+                      (tmp_path / "a_file" / "x.json", NotADirectoryError)):
+    with pytest.raises(error) as raised:
+      files.write_atomic(path, "x")
+    assert raised.value.filename == str(path)
+    with pytest.raises(error):
+      files.check_writable(path)
+  assert (tmp_path / "a_file").read_text() == "kept"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder"]
+  files.check_writable(tmp_path / "new" / "deeper" / "x.json")  # folders to be created: fine

@@ -47,8 +47,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes,
     raise TypeError(f"write_atomic({os.fspath(path)!r}): data must be str or bytes, got "
                     f"{type(data).__name__}.")
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  except OSError as e:
+    raise _naming(e, path) from e
   try:
     os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # not mkstemp's 0600
     with os.fdopen(fd, "wb") as f:
@@ -56,13 +60,44 @@ def write_atomic(path: str | os.PathLike, data: str | bytes,
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     try:
       os.unlink(tmp)
     except FileNotFoundError:
       pass
+    if isinstance(e, OSError):
+      raise _naming(e, path) from e
     raise
   return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+  """Raises the OSError that writing `path` would meet, before anything is computed or written.
+
+  Checks what can be known without writing: `path` is not a folder, and its nearest existing
+  ancestor is a folder the process may write into (missing folders below it are created by
+  `write_atomic`).
+
+  Raises:
+    IsADirectoryError, NotADirectoryError, PermissionError: naming `path`.
+  """
+  path = pathlib.Path(path)
+  if not path.name or path.is_dir():
+    raise IsADirectoryError(21, "Is a directory", os.fspath(path))
+  parent = path.parent
+  while not parent.exists() and parent != parent.parent:
+    parent = parent.parent
+  if not parent.is_dir():
+    raise NotADirectoryError(20, f"Not a directory ({os.fspath(parent)})", os.fspath(path))
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise PermissionError(13, f"Permission denied ({os.fspath(parent)})", os.fspath(path))
+
+
+def _naming(err: OSError, path: pathlib.Path) -> OSError:
+  """`err` naming the destination `path` instead of a temporary file."""
+  if err.filename == os.fspath(path):
+    return err
+  return type(err)(err.errno, err.strerror or str(err), os.fspath(path))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> pathlib.Path:
