@@ -19,12 +19,15 @@ from tripjax import baselines
 from tripjax import data
 from tripjax import files
 from tripjax import metrics
+from tripjax import workdir
+from tripjax.config import SEED_LIMIT
 
 MODELS = ("random", "popularity")
 
 _MODEL = flags.DEFINE_multi_enum("model", list(MODELS), MODELS,
                                  "Baseline(s) to evaluate; repeat the flag for several.")
-_RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random baseline.")
+_RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random baseline.",
+                                    lower_bound=0, upper_bound=SEED_LIMIT - 1)
 _BLOCK_SIZE = flags.DEFINE_integer("block_size", 1024, "Users per evaluation block.",
                                    lower_bound=1)
 _K = flags.DEFINE_multi_integer("k", [10, 20], "Cut-offs of the @k metrics.", lower_bound=1)
@@ -50,6 +53,12 @@ def _table(results: dict, names: tuple[str, ...]) -> str:
 def main(argv):
   del argv
   given = data_flags.prepare_kwargs()
+  output_dir = pathlib.Path(_OUTPUT_DIR.value or f"runs/evaluate-{given['name']}")
+  if any((output_dir / name).exists() for name in (workdir.CONFIG_FILE, workdir.FLAGS_FILE,
+                                                    workdir.CHECKPOINT_DIR)):
+    raise app.UsageError(f"--output_dir={output_dir} holds a training run, whose results.json "
+                         "this would replace; name another --output_dir.")
+  files.check_writable(output_dir / "results.json")
   _, train, test = data.prepare(**given)
   num_users, num_items = train.shape
   ks = tuple(sorted(set(_K.value)))
@@ -69,8 +78,7 @@ def main(argv):
                       "random_seed": _RANDOM_SEED.value, "seed": given["seed"],
                       "block_size": _BLOCK_SIZE.value, "ks": list(ks)},
          "models": {name: res.to_dict() for name, res in results.items()}}
-  output_dir = _OUTPUT_DIR.value or f"runs/evaluate-{given['name']}"
-  path = pathlib.Path(output_dir) / "results.json"
+  path = output_dir / "results.json"
   files.write_json_atomic(path, out)
   print(f"wrote {path}")
 

@@ -27,6 +27,7 @@ from tripjax import model
 from tripjax import models
 from tripjax import recommend
 from tripjax import train
+from tripjax.config import SEED_LIMIT
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's folder.", required=True)
 _USER = flags.DEFINE_integer("user", None, "Original user id to recommend for.")
@@ -34,7 +35,8 @@ _SIMILAR_TO = flags.DEFINE_string("similar_to", None, "Title to find similar ite
 _LIKED = flags.DEFINE_string("liked", None, "Titles a new user liked (';'- or ','-separated).")
 _K = flags.DEFINE_integer("k", None, "How many items (default 20, or 10 with --similar_to).")
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"], "Output format.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the fold-in (--liked).")
+_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the fold-in (--liked).", lower_bound=0,
+                             upper_bound=SEED_LIMIT - 1)
 _STEPS = flags.DEFINE_integer("fold_in_steps", 200, "Optimisation steps of the fold-in.")
 
 

@@ -56,6 +56,10 @@ def _parse_flags(program: str, argv: list[str]) -> list[str]:
     rest = FLAGS(argv)
   except flags.Error as e:
     _fail(program, f"Flags parsing error: {e}. Pass --helpfull to list the flags.")
+  except UnicodeDecodeError as e:
+    named = [a.split("=", 1)[-1] for a in argv[1:] if a.startswith(("--flagfile", "-flagfile"))]
+    _fail(program, f"Flags parsing error: a --flagfile ({', '.join(named) or '?'}) is not "
+          f"UTF-8 text ({e}); save it as UTF-8.")
   bad = _non_finite_float_flag()
   if bad:
     _fail(program, f"Flags parsing error: flag {bad}: must be a finite number.")

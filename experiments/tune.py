@@ -25,15 +25,18 @@ train split with `python -m experiments.train --flagfile=...`. The search itself
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 
 from absl import app
 from absl import flags
 
 from experiments import data_flags
 from experiments import run_cli
+from tripjax import files
 from tripjax import models
 from tripjax import tuning
-from tripjax.config import DRIVER_FLAGS, TrainConfig
+from tripjax.config import DRIVER_FLAGS, SEED_LIMIT, TrainConfig
 
 _BASE_FLAGFILE = flags.DEFINE_string(
     "base_flagfile", None, "A TrainConfig flagfile the searched fields are applied to "
@@ -48,7 +51,8 @@ _VALIDATION_SEEDS = flags.DEFINE_list(
 _NUM_TRIALS = flags.DEFINE_integer("num_trials", 40, "Total trials.", lower_bound=1)
 _INITIAL_TRIALS = flags.DEFINE_integer("initial_trials", 12, "Random-stage trials.",
                                        lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 1, "Seed of the random stage.")
+_SEED = flags.DEFINE_integer("seed", 1, "Seed of the random stage.", lower_bound=0,
+                             upper_bound=SEED_LIMIT - 1)
 _OUT_JSON = flags.DEFINE_string("out_json", None, "Where the trials go (JSON; default "
                                 "runs/tune-<dataset>/trials.json).")
 _OUT_FLAGFILE = flags.DEFINE_string("out_flagfile", None, "Where the best flagfile goes "
@@ -73,6 +77,23 @@ _SPACE = {name: flags.DEFINE_list(
           for name in tuning.SEARCHABLE}
 
 
+def _check_outputs(outputs: dict[str, str], *inputs: str | None) -> None:
+  """Refuses output paths that name an input flagfile, each other, or a place that cannot be
+  written, before any trial runs."""
+  seen = {os.path.realpath(p): "the --base_flagfile or --ablate_against flagfile"
+          for p in inputs if p}
+  for flag, path in outputs.items():
+    key = os.path.realpath(path)
+    if key in seen:
+      raise ValueError(f"--{flag}={path} would overwrite {seen[key]}; name another file.")
+    seen[key] = f"--{flag}"
+    try:
+      files.check_writable(path)
+    except OSError as e:
+      raise ValueError(f"--{flag}={path}: {e.strerror}; name a file in a folder you can "
+                       "write.") from e
+
+
 def main(argv):
   del argv
   try:
@@ -89,6 +110,11 @@ def main(argv):
     out_dir = f"runs/tune-{base.dataset}"
     out_json = _OUT_JSON.value or f"{out_dir}/trials.json"
     out_flagfile = _OUT_FLAGFILE.value or f"{out_dir}/best.cfg"
+    outputs = {"out_json": out_json, "out_flagfile": out_flagfile}
+    _check_outputs(outputs, _BASE_FLAGFILE.value, _ABLATE_AGAINST.value)
+    if pathlib.Path(out_json).exists() and not _RESUME.value:
+      raise ValueError(f"--out_json={out_json} holds an earlier search; pass --resume to "
+                       "continue it, or name another --out_json.")
     try:
       validation_seeds = tuning.check_seeds(int(s) for s in _VALIDATION_SEEDS.value)
     except ValueError as e:

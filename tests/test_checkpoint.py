@@ -311,3 +311,16 @@ def test_a_committed_save_is_sealed_after_the_next_epoch_without_waiting(tmp_pat
   assert (tmp_path / "1" / checkpoint.CHECKSUMS).exists()
   assert checkpoint.seal_mismatch(str(tmp_path / "1")) is None
   ckpts.close()
+
+
+def test_a_checkpoint_of_other_table_shapes_is_one_error_naming_them(tmp_path):
+  _two_sealed_checkpoints(tmp_path / "ckpt")  # tables 300 x 8 and 400 x 8
+  like = model.init_params(jax.random.key(0), 300, 399, 8)
+  ckpts = checkpoint.Checkpoints(tmp_path / "ckpt", read_only=True)
+  try:
+    with pytest.raises(checkpoint.errors.WorkdirError,
+                       match=r"params\['item'\] of shape \(400, 8\).*give \(399, 8\)"):
+      ckpts.restore_newest(like)
+  finally:
+    ckpts.close()
+  assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1", "2"]  # nothing moved

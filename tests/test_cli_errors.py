@@ -252,3 +252,40 @@ def test_every_script_runs_through_run_cli():
       assert "run_cli.run" in calls, f"{path.name}: {sorted(calls)}"
       checked.append(path.stem)
   assert {"train", "item_item_fit", "throughput", "compare"} <= set(checked)
+
+
+def test_tune_refuses_outputs_that_would_overwrite_work(run_cli, tmp_path):
+  base = tmp_path / "base.cfg"
+  base.write_text("--dataset=synthetic-tiny\n--epochs=1\n")
+  earlier = tmp_path / "earlier.json"
+  earlier.write_text('{"trials": []}\n')
+  tuned = run_cli("experiments.tune", {
+      "out_is_base": [f"--base_flagfile={base}", f"--out_flagfile={base}",
+                      f"--out_json={tmp_path / 't.json'}"],
+      "earlier_search": [f"--base_flagfile={base}", f"--out_json={earlier}",
+                         f"--out_flagfile={tmp_path / 'b.cfg'}"],
+      "negative_seed": [f"--base_flagfile={base}", "--validation_seeds=-1",
+                        f"--out_json={tmp_path / 't.json'}"],
+  })
+  assert "would overwrite the --base_flagfile" in _failure_line(tuned["out_is_base"],
+                                                                 "experiments.tune")
+  assert "--resume" in _failure_line(tuned["earlier_search"], "experiments.tune")
+  assert "[0, 2**32)" in _failure_line(tuned["negative_seed"], "experiments.tune")
+  assert base.read_text() == "--dataset=synthetic-tiny\n--epochs=1\n"
+  assert earlier.read_text() == '{"trials": []}\n'
+  assert not (tmp_path / "t.json").exists() and not (tmp_path / "b.cfg").exists()
+
+
+def test_evaluate_keeps_a_training_run_and_flagfiles_must_be_utf8(run_cli, smoke_run, tmp_path):
+  results = (smoke_run[0] / "results.json").read_bytes()
+  not_utf8 = tmp_path / "latin.cfg"
+  not_utf8.write_bytes(b"\xff\xfe--dataset=synthetic-tiny\n")
+  done = run_cli("experiments.evaluate", {
+      "into_a_run": ["--dataset=synthetic-tiny", f"--output_dir={smoke_run[0]}"],
+      "not_utf8": [f"--flagfile={not_utf8}"],
+      "negative_seed": ["--dataset=synthetic-tiny", "--random_seed=-1"],
+  })
+  assert "holds a training run" in _failure_line(done["into_a_run"], "experiments.evaluate")
+  assert (smoke_run[0] / "results.json").read_bytes() == results
+  assert "not UTF-8" in _failure_line(done["not_utf8"], "experiments.evaluate")
+  assert "--random_seed=-1" in _failure_line(done["negative_seed"], "experiments.evaluate")

@@ -91,3 +91,32 @@ def test_config_json_round_trip(tmp_path):
   (tmp_path / "config.json").write_text('{"dim": 8, "colour": "red"}')
   with pytest.raises(ValueError, match="unknown TrainConfig fields .'colour'."):
     TrainConfig.from_json(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"dim": "big"}', "dim must be of type int, got 'big'"),
+    ('{"dim": true}', "dim must be of type int"),
+    ('{"margin": "0.5"}', "margin must be of type float"),
+    ("[1, 2]", "not a run's config"),
+])
+def test_config_json_of_the_wrong_types_names_the_field(tmp_path, text, message):
+  (tmp_path / "config.json").write_text(text)
+  with pytest.raises(ValueError, match=message):
+    TrainConfig.from_json(tmp_path / "config.json")
+  (tmp_path / "config.json").write_text('{"margin": 1, "dim": 8}')  # an int where a float goes
+  assert TrainConfig.from_json(tmp_path / "config.json").margin == 1
+
+
+@pytest.mark.parametrize("field", ["seed", "split_seed", "data_seed"])
+@pytest.mark.parametrize("value, problem", [(-1, "must be >= 0"),
+                                            (2**32, "must be < 4294967296")])
+def test_seeds_lie_in_numpys_and_jaxs_range(field, value, problem):
+  with pytest.raises(ValueError, match=f"{field} {problem}"):
+    TrainConfig(**{field: value})
+  assert getattr(TrainConfig(**{field: 2**32 - 1}), field) == 2**32 - 1
+
+
+def test_a_flagfile_that_is_not_utf8_is_named(tmp_path):
+  (tmp_path / "f.cfg").write_bytes(b"\xff\xfe--dim=8\n")
+  with pytest.raises(ValueError, match="f.cfg cannot be read as UTF-8"):
+    TrainConfig.from_flagfile(tmp_path / "f.cfg")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -253,6 +254,20 @@ _MODEL_KEYS = ("auc", "precision@20", "recall@20", "ndcg@20")
 def finished_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   return workdir, train.train_and_evaluate(_RUN, workdir)
+
+
+def test_a_failed_overwrite_keeps_the_older_run(finished_run, tmp_path):
+  # A setting the data cannot serve fails after the data has loaded: before the older run is
+  # deleted, not after.
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run[0], workdir)
+  files_before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()
+                  and p.name != ".lock"}
+  with pytest.raises(errors.InvalidInput, match="--user_features"):
+    train.train_and_evaluate(dataclasses.replace(_RUN, user_features="age"), workdir,
+                             overwrite=True)
+  assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()
+          and p.name != ".lock"} == files_before
 
 
 def test_untrained_model_scores_auc_one_half():

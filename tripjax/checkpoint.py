@@ -382,6 +382,7 @@ class Checkpoints:
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         damaged.append((epoch, reason))
         continue
+      _check_shapes(restored.params, params_like, folder)
       for bad, reason in damaged:
         self._warn_damaged(bad, reason, restored.epoch, quarantine)
       if damaged and quarantine is not None:
@@ -439,3 +440,19 @@ class Checkpoints:
     """Waits for pending saves, seals them, and releases the manager."""
     self.wait()
     self._manager.close()
+
+
+def _check_shapes(params, params_like, folder) -> None:
+  """Raises WorkdirError when a restored table's shape is not the one the run's data gives
+  (the data changed since training, or the checkpoint is another run's)."""
+  got = jax.tree_util.tree_flatten_with_path(params)[0]
+  want = dict(jax.tree_util.tree_flatten_with_path(params_like)[0])
+  for path, leaf in got:
+    expected = want.get(path)
+    if expected is not None and np.shape(leaf) != np.shape(expected):
+      name = jax.tree_util.keystr(path)
+      raise errors.WorkdirError(
+          f"checkpoint {folder} holds params{name} of shape {tuple(np.shape(leaf))}, but the "
+          f"run's data and settings give {tuple(np.shape(expected))}: the data changed since "
+          "the run trained, or the checkpoint is another run's. Restore the data it trained on, "
+          f"or move {os.path.dirname(os.fspath(folder))} aside to train anew.")

@@ -37,6 +37,9 @@ def dataset_names() -> tuple[str, ...]:
   return tuple(registry.DATASET_NAMES)
 
 
+SEED_LIMIT = 2**32  # seeds are in [0, 2**32): numpy's and JAX's seeds alike
+
+
 def _field(default, help_text: str, *, choices: Sequence[str] | None = None,
            positive: bool = False, minimum: float | None = None,
            below: float | None = None, model: str | None = None):
@@ -50,6 +53,11 @@ def _field(default, help_text: str, *, choices: Sequence[str] | None = None,
       "positive": positive, "minimum": minimum, "below": below, "model": model})
 
 
+def _number(bound: float) -> str:
+  """A bound as a flag is written: 4294967296 rather than 4.29497e+09, 0.5 as 0.5."""
+  return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
 def check_field(name: str, value) -> str | None:
   """What is wrong with `value` for field `name` ("must be positive, got 0"), or None."""
   meta = TrainConfig.__dataclass_fields__[name].metadata
@@ -60,9 +68,9 @@ def check_field(name: str, value) -> str | None:
   if meta["positive"] and not value > 0:
     return f"must be positive, got {value!r}"
   if meta["minimum"] is not None and not value >= meta["minimum"]:
-    return f"must be >= {meta['minimum']:g}, got {value!r}"
+    return f"must be >= {_number(meta['minimum'])}, got {value!r}"
   if meta["below"] is not None and not value < meta["below"]:
-    return f"must be < {meta['below']:g}, got {value!r}"
+    return f"must be < {_number(meta['below'])}, got {value!r}"
   return None
 
 
@@ -164,8 +172,8 @@ class TrainConfig:
   threshold: float = _field(4.0, "Ratings >= threshold are positives.", minimum=0.0)
   min_user_positives: int = _field(20, "Drop users with fewer positives.", positive=True)
   test_per_user: int = _field(10, "Held-out positives per user.", positive=True)
-  split_seed: int = _field(0, "Seed of the leave-k-out split.")
-  data_seed: int = _field(0, "Seed of synthetic data.")
+  split_seed: int = _field(0, "Seed of the leave-k-out split.", minimum=0, below=SEED_LIMIT)
+  data_seed: int = _field(0, "Seed of synthetic data.", minimum=0, below=SEED_LIMIT)
   cold_item_fraction: float = _field(
       0.0, "Share of items held out whole (cold items: none of their positives in train), "
       "evaluated apart; in [0, 1).", minimum=0.0, below=1.0)
@@ -197,7 +205,7 @@ class TrainConfig:
   popularity_penalty: float = _field(
       0.0, "Scores are cos(u, i) - p * z(log(1 + item count)); 0: the cosine alone.",
       minimum=0.0)
-  seed: int = _field(0, "Seed of init and sampling.")
+  seed: int = _field(0, "Seed of init and sampling.", minimum=0, below=SEED_LIMIT)
   eval_every: int = _field(1, "Evaluate every N epochs.", positive=True)
   steps_per_dispatch: int = _field(64, "Batches per jitted call (lax.scan chunk).",
                                    positive=True)
@@ -261,9 +269,19 @@ class TrainConfig:
       values = json.loads(path.read_text())
     except (OSError, ValueError) as e:
       raise errors.InvalidInput(f"{path}: cannot read the run's config ({e}).") from e
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if not isinstance(values, dict):
+      raise errors.InvalidInput(f"{path}: not a run's config (a JSON object of its fields).")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
       raise errors.InvalidInput(f"{path}: unknown TrainConfig fields {unknown}.")
+    for name, value in values.items():
+      default = fields[name].default
+      kinds = (int, float) if type(default) is float else (type(default),)
+      if default is not None and (not isinstance(value, kinds) or
+                                  (isinstance(value, bool) and type(default) is not bool)):
+        raise errors.InvalidInput(f"{path}: {name} must be of type {type(default).__name__}, "
+                                  f"got {value!r}; restore the file or start the run over.")
     return cls(**values)
 
   def to_json(self) -> str:
@@ -302,7 +320,11 @@ class TrainConfig:
       raise errors.InvalidInput(f"flagfile {path} does not exist.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+      text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+      raise errors.InvalidInput(f"flagfile {path} cannot be read as UTF-8 text ({e}).") from e
+    for number, line in enumerate(text.splitlines(), 1):
       line = line.strip()
       if not line or line.startswith("#"):
         continue

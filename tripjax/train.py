@@ -167,6 +167,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
                                     f"claim {workdir}")
     data_started = time.perf_counter()
     dataset, train, test = registry.load_split(config)
+    registry.load_features(config)  # a feature the data lacks: refused before a run is replaced
     phases = {"data": time.perf_counter() - data_started}
 
     def start_run():

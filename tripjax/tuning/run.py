@@ -50,6 +50,8 @@ def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
   seeds = tuple(seeds)
   if not seeds:
     raise errors.InvalidInput("validation_seeds: give at least one seed.")
+  if any(not 0 <= s < 2**32 for s in seeds):
+    raise errors.InvalidInput(f"validation_seeds: {list(seeds)}: seeds lie in [0, 2**32).")
   if len(set(seeds)) != len(seeds):
     raise errors.InvalidInput(f"validation_seeds: {list(seeds)} repeats a seed (the splits would "
                               "be the same).")
@@ -174,7 +176,14 @@ def previous_trials(path: str | os.PathLike, base: TrainConfig, space: Space,
   path = pathlib.Path(path)
   if not path.exists():
     return []
-  old = json.loads(path.read_text())
+  try:
+    old = json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.InvalidInput(f"--resume: {path} is not a trials report ({e}); name another "
+                              "--out_json.") from e
+  if not isinstance(old, dict):
+    raise errors.InvalidInput(f"--resume: {path} is not a trials report; name another "
+                              "--out_json.")
   old_split = old.get("split", {})
   # Reports written before validation_seeds existed hold one "validation_seed".
   old_seeds = old_split.get("validation_seeds", [old_split.get("validation_seed")])
