@@ -97,6 +97,7 @@ def test_config_json_round_trip(tmp_path):
     ('{"dim": "big"}', "dim must be of type int, got 'big'"),
     ('{"dim": true}', "dim must be of type int"),
     ('{"margin": "0.5"}', "margin must be of type float"),
+    ('{"warp": 1}', "warp must be of type bool"),
     ("[1, 2]", "not a run's config"),
 ])
 def test_config_json_of_the_wrong_types_names_the_field(tmp_path, text, message):

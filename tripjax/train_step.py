@@ -57,7 +57,8 @@ def batch_denominator(weights: jax.Array) -> jax.Array:
 
 
 def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
-               weights: jax.Array, margin: float, l2: float, temperature: float = 0.0):
+               weights: jax.Array, margin: float, l2: float, temperature: float = 0.0,
+               scale: jax.Array | None = None):
   """The batch objective as a function of the gathered rows.
 
   Args:
@@ -70,9 +71,11 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
     margin: the triplet margin.
     l2: weight of the mean squared norm of the gathered rows.
     temperature: > 0 with [B, n, D] negatives.
+    scale: optional float32[B], each triplet's hinge weight in the objective (WARP's rank
+      weights, `sampling.warp_negatives`); the denominator and the l2 term keep `weights`.
 
   Returns:
-    (objective float32[], per-triplet hinge losses float32[B]).
+    (objective float32[], per-triplet hinge losses float32[B], unscaled).
   """
   if neg_rows.ndim == 3:
     shape = neg_rows.shape
@@ -84,7 +87,8 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
   else:
     per_triplet = losses.triplet_cosine_loss(user_rows, pos_rows, neg_rows, margin)
   denom = batch_denominator(weights)
-  objective = jnp.sum(weights * per_triplet) / denom
+  scaled = per_triplet if scale is None else scale * per_triplet
+  objective = jnp.sum(weights * scaled) / denom
   if l2:
     squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows))
     squares += jnp.sum(jnp.square(neg_rows), axis=-1).reshape(neg_rows.shape[0], -1).mean(-1)
@@ -109,8 +113,8 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
   """The update of one batch for this optimizer kind, chosen once (not inside traced code).
 
   Returns:
-    `apply(state, users, pos, neg, weights) -> (state, (loss_sum, active_sum))` with
-    users/pos/neg int32[B] and weights float32[B].
+    `apply(state, users, pos, neg, weights, scale) -> (state, (loss_sum, active_sum))` with
+    users/pos/neg int32[B], weights float32[B] and scale float32[B] or None (`batch_loss`).
   """
   if fused_cpu:
     _check_fused_cpu(optimizer)
@@ -120,9 +124,9 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
   else:
     update_rows = _dense_update(optimizer, margin, l2, temperature)
 
-  def apply(state, users, pos, neg, weights):
+  def apply(state, users, pos, neg, weights, scale):
     params, opt_state, per = update_rows(state.params, state.opt_state, users, pos, neg,
-                                         weights)
+                                         weights, scale)
     sums = (jnp.sum(weights * per), jnp.sum(weights * (per > 0)))
     return TrainState(params, opt_state, state.step + 1), sums
 
@@ -131,11 +135,12 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
 
 def _fused_update(optimizer, margin: float, l2: float):
   """Loss, gradient and sparse SGD update of a batch as one custom call (`tripjax.kernels`)."""
-  def update(params, opt_state, users, pos, neg, weights):
+  def update(params, opt_state, users, pos, neg, weights, scale):
     count = opt_state.count
+    cotangent = weights / batch_denominator(weights)  # d batch_loss / d per-triplet loss
     user, item, per = kernels.triplet_sgd_update(
         params["user"], params["item"], users, pos, neg,
-        weights / batch_denominator(weights),  # d batch_loss / d per-triplet loss
+        cotangent if scale is None else cotangent * scale,
         sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2)
     return ({"user": user, "item": item},
             opt_state._replace(count=optax.safe_increment(count)), per)
@@ -144,10 +149,11 @@ def _fused_update(optimizer, margin: float, l2: float):
 
 def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float = 0.0):
   """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows."""
-  def update(params, opt_state, users, pos, neg, weights):
+  def update(params, opt_state, users, pos, neg, weights, scale):
     rows = (params["user"][users], params["item"][pos], params["item"][neg])
     (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
-        batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2, temperature)
+        batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2, temperature,
+                                                      scale)
     dim = g_user.shape[-1]
     params, opt_state = optimizer.update(
         {"user": g_user, "item": jnp.concatenate([g_pos, g_neg.reshape(-1, dim)])},
@@ -160,11 +166,12 @@ def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float =
 
 def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0):
   """Gradient w.r.t. the whole tables (feature tables included); an optax update."""
-  def update(params, opt_state, users, pos, neg, weights):
+  def update(params, opt_state, users, pos, neg, weights, scale):
     def objective(trained):
       merged = model.merge(trained, params)
       return batch_loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
-                        model.rows(merged, "item", neg), weights, margin, l2, temperature)
+                        model.rows(merged, "item", neg), weights, margin, l2, temperature,
+                        scale)
     trained = model.trainable(params)
     (_, per), grads = jax.value_and_grad(objective, has_aux=True)(trained)
     updates, opt_state = optimizer.update(grads, opt_state, trained)
@@ -174,7 +181,7 @@ def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0)
 
 @functools.lru_cache(maxsize=32)
 def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False,
-                    negative_temperature: float = 0.0
+                    negative_temperature: float = 0.0, warp: bool = False
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
 
@@ -192,6 +199,9 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
       `sparse_sgd` and the CPU backend.
     negative_temperature: 0 trains each triplet on its hardest of the n candidates; T > 0 on
       all of them, their hinge losses weighted by softmax(loss / T) (`batch_loss`).
+    warp: train each triplet on the first of its n candidates that violates the margin, its
+      hinge weighted by WARP's log rank estimate (`sampling.warp_negatives`), instead of the
+      hardest; not with a temperature.
 
   Returns:
     `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
@@ -208,6 +218,9 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
   if negative_temperature and fused_cpu:
     raise errors.InvalidInput("the fused CPU step trains on the hardest negative only; drop "
                               "--negative_temperature or --fused_cpu_step.")
+  if negative_temperature and warp:
+    raise errors.InvalidInput("--warp trains on one candidate negative and "
+                              "--negative_temperature on all of them: drop one of them.")
   apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature)
 
   def skip(state, *unused):
@@ -216,7 +229,13 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
 
   def one_batch(state, batch, skip_empty):
     users, pos, neg, weights = batch
-    if neg.shape[-1] > 1 and negative_temperature:
+    scale = None
+    if warp:
+      item = functools.partial(model.rows, state.params, "item")
+      neg, scale = sampling.warp_negatives(
+          model.rows(state.params, "user", users), item(pos), item(neg), neg, margin,
+          state.params["item"].shape[0])
+    elif neg.shape[-1] > 1 and negative_temperature:
       pass  # every candidate is trained on (batch_loss weighs them).
     elif neg.shape[-1] > 1:
       neg = sampling.hardest_negatives(model.rows(state.params, "user", users),
@@ -225,9 +244,9 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
       neg = neg[:, 0]
     if skip_empty:
       state, (loss_sum, active_sum) = jax.lax.cond(
-          jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights)
+          jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights, scale)
     else:
-      state, (loss_sum, active_sum) = apply(state, users, pos, neg, weights)
+      state, (loss_sum, active_sum) = apply(state, users, pos, neg, weights, scale)
     return state, (loss_sum, active_sum, jnp.sum(weights))
 
   def step(state: TrainState, batches: sampling.Batches, skip_empty: bool = True):

@@ -12,5 +12,6 @@ from tripjax.sampling.negatives import missing_items
 from tripjax.sampling.negatives import missing_items_from_words
 from tripjax.sampling.negatives import negative_weights
 from tripjax.sampling.negatives import positives_before
+from tripjax.sampling.negatives import warp_negatives
 from tripjax.sampling.negatives import weighted_arrays
 from tripjax.sampling.negatives import weighted_missing_items

@@ -183,3 +183,38 @@ def hardest_negatives(user_vecs: jax.Array, candidate_vecs: jax.Array,
   scores = losses.cosine(user_vecs[:, None, :], candidate_vecs)
   best = jnp.argmax(jax.lax.stop_gradient(scores), axis=1)
   return jnp.take_along_axis(candidates, best[:, None], axis=1)[:, 0]
+
+
+def warp_negatives(user_vecs: jax.Array, pos_vecs: jax.Array, candidate_vecs: jax.Array,
+                   candidates: jax.Array, margin: float, num_items: int
+                   ) -> tuple[jax.Array, jax.Array]:
+  """WARP's negative and rank weight (Weston et al., 2011; LightFM's `loss="warp"`).
+
+  The candidates stand for WARP's draws, in order: the negative is the first candidate that
+  violates the margin (`cos(u, n) > cos(u, p) - margin`), found at draw t (1-based), and the
+  positive's rank among the items is estimated as floor((num_items - 1) / t), so the triplet's
+  loss is weighted by log(max(1, that rank)): a positive that many items beat (a violation at the
+  first draws) weighs more than one that few beat. A row with no violating candidate weighs 0
+  (its hinge is 0 at every candidate anyway).
+
+  Args:
+    user_vecs: float32[B, D].
+    pos_vecs: float32[B, D].
+    candidate_vecs: float32[B, n, D], the embeddings of `candidates`.
+    candidates: int32[B, n], item ids in draw order.
+    margin: the triplet margin.
+    num_items: I, the number of items.
+
+  Returns:
+    (int32[B] negatives, float32[B] rank weights); no gradient flows through either.
+  """
+  user_vecs, pos_vecs, candidate_vecs = jax.lax.stop_gradient(
+      (user_vecs, pos_vecs, candidate_vecs))
+  cos_p = losses.cosine(user_vecs, pos_vecs)
+  cos_n = losses.cosine(user_vecs[:, None, :], candidate_vecs)
+  violates = cos_n > (cos_p - margin)[:, None]
+  first = jnp.argmax(violates, axis=1)  # the first True; 0 where none
+  rank = (num_items - 1) // (first + 1)
+  weight = jnp.where(jnp.any(violates, axis=1),
+                     jnp.log(jnp.maximum(rank, 1).astype(jnp.float32)), 0.0)
+  return jnp.take_along_axis(candidates, first[:, None], axis=1)[:, 0], weight
