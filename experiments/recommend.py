@@ -37,7 +37,8 @@ _K = flags.DEFINE_integer("k", None, "How many items (default 20, or 10 with --s
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json"], "Output format.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the fold-in (--liked).", lower_bound=0,
                              upper_bound=SEED_LIMIT - 1)
-_STEPS = flags.DEFINE_integer("fold_in_steps", 200, "Optimisation steps of the fold-in.")
+_STEPS = flags.DEFINE_integer("fold_in_steps", 200, "Optimisation steps of the fold-in.",
+                              lower_bound=1)
 
 
 def _answer():

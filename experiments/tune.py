@@ -42,7 +42,8 @@ _BASE_FLAGFILE = flags.DEFINE_string(
     "base_flagfile", None, "A TrainConfig flagfile the searched fields are applied to "
     "(default: TrainConfig's defaults).")
 _STEPS_PER_DISPATCH = flags.DEFINE_integer("steps_per_dispatch", None,
-                                           "Override the base's batches per jitted call.")
+                                           "Override the base's batches per jitted call.",
+                                           lower_bound=1)
 _VALIDATION_PER_USER = flags.DEFINE_integer(
     "validation_per_user", 5, "Train positives per user held out for validation.", lower_bound=1)
 _VALIDATION_SEEDS = flags.DEFINE_list(
@@ -104,7 +105,7 @@ def main(argv):
                  if holder.present}
     if _MODEL.value:
       overrides["model"] = _MODEL.value
-    if _STEPS_PER_DISPATCH.value:
+    if _STEPS_PER_DISPATCH.value is not None:
       overrides["steps_per_dispatch"] = _STEPS_PER_DISPATCH.value
     base = dataclasses.replace(base, **overrides)
     out_dir = f"runs/tune-{base.dataset}"

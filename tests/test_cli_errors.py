@@ -266,7 +266,13 @@ def test_tune_refuses_outputs_that_would_overwrite_work(run_cli, tmp_path):
                          f"--out_flagfile={tmp_path / 'b.cfg'}"],
       "negative_seed": [f"--base_flagfile={base}", "--validation_seeds=-1",
                         f"--out_json={tmp_path / 't.json'}"],
+      "base_is_a_folder": [f"--base_flagfile={tmp_path}", f"--out_json={tmp_path / 't.json'}"],
+      "no_batches": [f"--base_flagfile={base}", "--steps_per_dispatch=0",
+                     f"--out_json={tmp_path / 't.json'}"],
   })
+  assert "is a folder, not a file" in _failure_line(tuned["base_is_a_folder"],
+                                                    "experiments.tune")
+  assert "--steps_per_dispatch=0" in _failure_line(tuned["no_batches"], "experiments.tune")
   assert "would overwrite the --base_flagfile" in _failure_line(tuned["out_is_base"],
                                                                  "experiments.tune")
   assert "--resume" in _failure_line(tuned["earlier_search"], "experiments.tune")

@@ -326,7 +326,8 @@ class TrainConfig:
     """
     path = pathlib.Path(path)
     if not path.is_file():
-      raise errors.InvalidInput(f"flagfile {path} does not exist.")
+      raise errors.InvalidInput(f"flagfile {path} " + ("is a folder, not a file." if path.is_dir()
+                                                      else "does not exist."))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     try:
