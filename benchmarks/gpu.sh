@@ -41,7 +41,8 @@ OUT="${OUT:-runs/benchmarks/gpu}"
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)" || { echo "gpu.sh: cannot create OUT=$OUT" >&2; exit 1; }
 rm -rf "$OUT/logs"
 rm -f "$OUT"/{steps.jsonl,devices.json,pytest_junit.xml,throughput_large_batch.json} \
-      "$OUT"/{throughput.json,eval_all_users.json,eval_speed.json,topk_speed.json,gpu_summary.json}
+      "$OUT"/{throughput.json,throughput.partial.json,eval_all_users.json,eval_speed.json} \
+      "$OUT"/{topk_speed.json,gpu_summary.json}
 mkdir -p "$OUT/logs"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 

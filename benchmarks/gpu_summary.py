@@ -177,7 +177,10 @@ def summarize(folder, total_s: float | None = None, quick: bool = False) -> dict
       out[name] = {"error": f"{type(e).__name__}: {e}"}
 
   def optional(name):
-    return _load_json(path[name]) if path[name].exists() else None
+    file = path[name]
+    if not file.exists():  # a sweep stopped at its limit keeps its finished shapes there
+      file = file.with_name(file.stem + ".partial.json")
+    return _load_json(file) if file.exists() else None
 
   section("devices", lambda: _load_json(path["devices"]))
   section("steps", lambda: read_steps(path["steps"]))

@@ -244,6 +244,10 @@ def main(argv):
   device_name = device.platform if device.platform != "gpu" else device.device_kind
   out = pathlib.Path(_OUT.value or outputs.default_output(
       f"throughput_{device_name.replace(' ', '_').lower()}.json"))
+  # A long sweep's finished shapes are kept as it goes, beside the output, which only the
+  # finished sweep replaces.
+  partial = out.with_name(out.stem + ".partial.json")
+  files.check_writable(out)
   payload = {
       "command": " ".join(["python -m benchmarks.throughput"] + sys.argv[1:]),
       "device_kind": device.device_kind, "platform": device.platform,
@@ -294,7 +298,7 @@ def main(argv):
         print(f"  B={batch_size:6d} D={dim:3d} {result['step']:25s} {result['optimizer']:15s} "
               f"{result['triplets_per_s'] / 1e6:7.3f}M triplets/s  compile "
               f"{result['compile_s']:.1f}s", flush=True)
-      files.write_json_atomic(out, payload)
+      files.write_json_atomic(partial, payload)
     epochs = [("sparse_adagrad", 0.0, False), ("sparse_rowwise_adagrad", 0.0, False),
               ("sparse_rowwise_adagrad", 0.2, False)]
     if cpu:
@@ -320,7 +324,7 @@ def main(argv):
             flush=True)
       for result in payload["steps"][first_result:]:
         result["ratio_vs_bpr"] = result["triplets_per_s"] / bpr["samples_per_s"]
-    files.write_json_atomic(out, payload)
+    files.write_json_atomic(partial, payload)
 
   for result in payload["steps"]:
     if (result["dim"], result["batch_size"]) == (TARGET_DIM, TARGET_BATCH) and \
@@ -331,6 +335,7 @@ def main(argv):
           "ratio_vs_bpr_interleaved", "ratio_per_round")} | {"reached": ratio >= 1.0})
   payload["load_average_end"] = os.getloadavg()
   files.write_json_atomic(out, payload)
+  partial.unlink(missing_ok=True)
   print(f"wrote {out}")
 
 

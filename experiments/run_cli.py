@@ -100,6 +100,10 @@ def guarded(main: Callable[[list[str]], object], program: str) -> Callable[[list
     _quiet_logs()
     try:
       return main(argv)
+    except KeyboardInterrupt:
+      if _show_tracebacks():
+        raise
+      _fail(program, "interrupted (Ctrl-C); what it had written before stays as it was.", 130)
     except (Exception, MemoryError) as err:  # pylint: disable=broad-except
       message = expected_failure(err)
       if message is None or _show_tracebacks():

@@ -215,7 +215,8 @@ def _raises(err):
     (errors.DataError("u.data:3: bad line"), 1),
     (NotADirectoryError(20, "Not a directory", "/a/file/run"), 1),
     (MemoryError(), 1),
-    (errors.Stopped("stopped by SIGTERM", 15), 143)])
+    (errors.Stopped("stopped by SIGTERM", 15), 143),
+    (KeyboardInterrupt(), 130)])
 def test_expected_failures_exit_with_one_line_unless_tracebacks_are_asked_for(
     err, code, capsys, monkeypatch):
   from experiments import run_cli  # pylint: disable=g-import-not-at-top

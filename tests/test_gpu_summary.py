@@ -136,3 +136,12 @@ def test_main_prints_the_summary(gpu_run):
   assert done.returncode == 0, done.stderr[-2000:]
   out = json.loads(done.stdout)
   assert out["total_s"] == 12.5 and out["throughput"]["triplets_per_s"] == 4.2e8
+
+
+def test_a_throughput_sweep_stopped_at_its_limit_is_read_from_its_partial_file(gpu_run):
+  # benchmarks.throughput keeps a sweep's finished shapes in throughput.partial.json and
+  # replaces throughput.json only when the sweep ends.
+  (gpu_run / "throughput_large_batch.json").unlink()
+  (gpu_run / "throughput.json").rename(gpu_run / "throughput.partial.json")
+  out = gpu_summary.summarize(gpu_run)
+  assert out["throughput"]["triplets_per_s"] == 1e8
