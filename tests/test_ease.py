@@ -107,6 +107,14 @@ def test_empty_training_matrix_scores_zero():
   np.testing.assert_array_equal(np.asarray(ease.MODEL.score_fn(params)(users)), 0.0)
 
 
+def test_a_lambda_too_small_for_float32_is_one_error_naming_it():
+  train = _train(3)  # and a copy of an item's column: X^T X is singular
+  train = sp.hstack([train, train[:, [10]]]).tocsr()
+  with pytest.raises(errors.InvalidInput, match="--ease_lambda=1e-30"):
+    ease.fit(_config(1e-30), train)
+  assert np.isfinite(np.asarray(ease.fit(_config(1.0), train)["B"])).all()
+
+
 def test_params_like_matches_the_fit():
   train = _train(3)
   params = ease.fit(_config(1.0), train)

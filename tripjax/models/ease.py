@@ -143,10 +143,16 @@ def fit(config, train, *, key=None) -> dict:
 
   Raises:
     errors.ResourceExhausted: the [I, I] matrices would not fit (`check_memory`).
+    errors.InvalidInput: `ease_lambda` too small for the Cholesky factorisation in float32
+      (an item none of the rows holds leaves X^T X singular).
   """
   del key
   check_memory(train.shape[1])
   weights = _closed_form(device_gram(train), jnp.float32(config.ease_lambda))
+  if not bool(jnp.isfinite(weights).all()):
+    raise errors.InvalidInput(
+        f"--ease_lambda={config.ease_lambda:g} leaves X^T X + lambda I too close to singular "
+        "for float32 (the weights are not finite); raise it (ml100k_ease.cfg uses 1000).")
   return {"B": weights, **user_rows.csr_params(train)}
 
 
