@@ -270,6 +270,19 @@ def test_a_failed_overwrite_keeps_the_older_run(finished_run, tmp_path):
           and p.name != ".lock"} == files_before
 
 
+def test_a_run_whose_data_changed_is_neither_resumed_nor_read(finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run[0], workdir)
+  recorded = json.loads((workdir / workdir_lib.DATA_FILE).read_text())
+  assert recorded["train_positives"] > 0 and len(recorded["sha256"]) == 64
+  (workdir / workdir_lib.RESULTS_FILE).unlink()  # so that the rerun would resume, not return
+  (workdir / workdir_lib.DATA_FILE).write_text(json.dumps({**recorded, "sha256": "0" * 64}))
+  with pytest.raises(errors.WorkdirError, match="changed since it trained"):
+    train.train_and_evaluate(_RUN, workdir)
+  with pytest.raises(errors.WorkdirError, match="changed since it trained"):
+    train.restore_run(workdir)
+
+
 def test_untrained_model_scores_auc_one_half():
   from tripjax import metrics, model  # pylint: disable=g-import-not-at-top
   _, train_m, test_m = registry.load_split(TrainConfig(dataset="synthetic-ml-100k"))

@@ -129,3 +129,21 @@ def test_an_unreadable_config_json_is_refused_unless_overwrite(tmp_path):
   with pytest.raises(workdir_lib.WorkdirConflict, match="unreadable"):
     workdir_lib.claim(_CONFIG, tmp_path, overwrite=False)
   assert workdir_lib.claim(_CONFIG, tmp_path, overwrite=True) is True
+
+
+def test_the_data_a_run_trained_on_is_recorded_and_checked(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
+  train = sp.csr_matrix(np.eye(4, 5, dtype=bool))
+  test = sp.csr_matrix(np.eye(4, 5, k=1, dtype=bool))
+  fingerprint = workdir_lib.data_fingerprint(train, test)
+  workdir_lib.check_data(tmp_path, fingerprint)  # nothing recorded (an older run): not checked
+  workdir_lib.write_data(tmp_path, fingerprint)
+  workdir_lib.check_data(tmp_path, fingerprint)
+  moved = test[[3, 2, 1, 0]]  # the same counts, other positives
+  with pytest.raises(errors.WorkdirError, match="the same counts, other positives"):
+    workdir_lib.check_data(tmp_path, workdir_lib.data_fingerprint(train, moved))
+  with pytest.raises(errors.WorkdirError, match="users 4 -> 3"):
+    workdir_lib.check_data(tmp_path, workdir_lib.data_fingerprint(train[:3], test[:3]))
+  workdir_lib.write_data(tmp_path, workdir_lib.data_fingerprint(train, moved))  # once only
+  workdir_lib.check_data(tmp_path, fingerprint)

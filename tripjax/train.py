@@ -168,12 +168,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     data_started = time.perf_counter()
     dataset, train, test = registry.load_split(config)
     registry.load_features(config)  # a feature the data lacks: refused before a run is replaced
+    fingerprint = workdir_lib.data_fingerprint(train, test)
+    distributed.on_writer(  # resuming on changed data: refused
+        lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),
+        f"check the data of the run in {workdir}")
     phases = {"data": time.perf_counter() - data_started}
 
     def start_run():
       if replace:
         workdir_lib.replace_run(workdir)
       workdir_lib.write_config(config, workdir)
+      workdir_lib.write_data(workdir, fingerprint)
 
     distributed.on_writer(start_run, f"write the run's flags in {workdir}")
     ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR, read_only=not writer)
@@ -394,6 +399,7 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   restored = None
   if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
     dataset, train, test = registry.load_split(config)
+    workdir_lib.check_data(workdir, workdir_lib.data_fingerprint(train, test))
     like = models.get(config.model).params_like(config, train)
     ckpts = checkpoint.Checkpoints(ckpt_dir, read_only=True)  # training may be saving
     try:

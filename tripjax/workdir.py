@@ -21,11 +21,14 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import pathlib
 import shutil
 from typing import Iterator
+
+import numpy as np
 
 from tripjax import errors
 from tripjax import files
@@ -38,7 +41,9 @@ METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"
-_RUN_FILES = (FLAGS_FILE, CONFIG_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR, DAMAGED_DIR)
+DATA_FILE = "data.json"
+_RUN_FILES = (FLAGS_FILE, CONFIG_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR, DAMAGED_DIR,
+              DATA_FILE)
 
 
 class WorkdirConflict(errors.WorkdirError, ValueError):
@@ -166,6 +171,44 @@ def write_config(config: TrainConfig, workdir: pathlib.Path) -> None:
   """Writes config.json (what the code reads back) and flags.txt (what a person reruns)."""
   files.write_atomic(workdir / CONFIG_FILE, config.to_json())
   files.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
+
+
+def data_fingerprint(train, test) -> dict:
+  """What a run trains and is evaluated on: the split's shape, its counts and a SHA-256 of
+  both matrices' positives (train, test: bool CSR [U, I] with sorted indices)."""
+  digest = hashlib.sha256()
+  for matrix in (train, test):
+    for part in (matrix.shape, matrix.indptr, matrix.indices):
+      digest.update(np.ascontiguousarray(part, np.int64).tobytes())
+  return {"users": int(train.shape[0]), "items": int(train.shape[1]),
+          "train_positives": int(train.nnz), "test_positives": int(test.nnz),
+          "sha256": digest.hexdigest()}
+
+
+def check_data(workdir: pathlib.Path, fingerprint: dict) -> None:
+  """Raises WorkdirError when the run in `workdir` trained on other data than `fingerprint`
+  (its data.json; runs written before data.json existed are not checked)."""
+  path = workdir / DATA_FILE
+  if not path.exists():
+    return
+  try:
+    recorded = json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.WorkdirError(f"{path} is not JSON ({e}); restore it, or move {workdir} aside "
+                              "to train anew.") from e
+  if recorded != fingerprint:
+    changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in fingerprint.items()
+               if recorded.get(k) != v and k != "sha256"] or ["the same counts, other positives"]
+    raise errors.WorkdirError(
+        f"the data of the run in {workdir} changed since it trained ({'; '.join(changed)}; "
+        f"{path}): its checkpoints describe other rows. Restore the data it trained on, or move "
+        f"{workdir} aside to train anew.")
+
+
+def write_data(workdir: pathlib.Path, fingerprint: dict) -> None:
+  """Records the run's data (data.json), once, when the run starts."""
+  if not (workdir / DATA_FILE).exists():
+    files.write_json_atomic(workdir / DATA_FILE, fingerprint)
 
 
 def read_history(workdir: pathlib.Path) -> list[dict]:
