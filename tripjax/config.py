@@ -87,6 +87,9 @@ def check_together(values: Mapping[str, object]) -> str | None:
     if values["fused_cpu_step"] and sizes["data"] * sizes["model"] > 1:
       return (f"the fused CPU step (--fused_cpu_step) runs on one device; --mesh="
               f"{values['mesh']} has {sizes['data'] * sizes['model']}: drop one of them")
+  if values["fused_cpu_step"] and values.get("adaptive_margin"):
+    return ("--adaptive_margin gives each triplet its own margin; the fused CPU step "
+            "(--fused_cpu_step) takes one: drop one of them")
   if values.get("warp") and values.get("negative_temperature"):
     return ("--warp trains on one candidate negative and --negative_temperature on all of "
             "them: drop one of them")
@@ -151,6 +154,8 @@ class TrainConfig:
     warp: train a triplet on the first of its `num_negatives` candidates (in draw order) that
       violates the margin, its hinge weighted by log((I - 1) / draws), WARP's rank estimate
       (`sampling.warp_negatives`), instead of the hardest.
+    adaptive_margin: each triplet's margin is `margin * (1 - cos(p, n)) / 2`: a negative much
+      like the positive needs less separating from it.
     l2: weight of the L2 penalty on the gathered embeddings (mean over the batch).
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
@@ -205,6 +210,9 @@ class TrainConfig:
   warp: bool = _field(
       False, "Train on the first of --num_negatives candidates that violates the margin, "
       "weighted by log((items - 1) / draws) (WARP); false: the hardest.", model="triplet")
+  adaptive_margin: bool = _field(
+      False, "Scale each triplet's margin by (1 - cos(positive, negative)) / 2: a negative "
+      "much like the positive needs less separating.", model="triplet")
   l2: float = _field(0.0, "L2 weight on gathered embeddings.", minimum=0.0)
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",

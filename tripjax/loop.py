@@ -140,7 +140,7 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
                    sampler.batch_size)
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
   step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step,
-                            config.negative_temperature, config.warp)
+                            config.negative_temperature, config.warp, config.adaptive_margin)
   compile_seconds = 0.0
   if compile_ahead and start.epoch < last:
     started = time.perf_counter()

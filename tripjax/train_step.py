@@ -58,7 +58,7 @@ def batch_denominator(weights: jax.Array) -> jax.Array:
 
 def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
                weights: jax.Array, margin: float, l2: float, temperature: float = 0.0,
-               scale: jax.Array | None = None):
+               scale: jax.Array | None = None, adaptive_margin: bool = False):
   """The batch objective as a function of the gathered rows.
 
   Args:
@@ -73,10 +73,15 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
     temperature: > 0 with [B, n, D] negatives.
     scale: optional float32[B], each triplet's hinge weight in the objective (WARP's rank
       weights, `sampling.warp_negatives`); the denominator and the l2 term keep `weights`.
+    adaptive_margin: each triplet's margin is `margin * (1 - cos(p, n)) / 2` (no gradient
+      through it): a negative much like the positive needs less separating from it.
 
   Returns:
     (objective float32[], per-triplet hinge losses float32[B], unscaled).
   """
+  if adaptive_margin:  # [B] or [B, n]
+    alike = losses.cosine(pos_rows if neg_rows.ndim == 2 else pos_rows[:, None], neg_rows)
+    margin = margin * jax.lax.stop_gradient((1.0 - alike) / 2.0)
   if neg_rows.ndim == 3:
     shape = neg_rows.shape
     per_candidate = losses.triplet_cosine_loss(
@@ -109,7 +114,8 @@ def _check_fused_cpu(optimizer) -> None:
   kernels.register()  # build errors surface here, before any tracing
 
 
-def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperature: float = 0.0):
+def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperature: float = 0.0,
+                adaptive_margin: bool = False):
   """The update of one batch for this optimizer kind, chosen once (not inside traced code).
 
   Returns:
@@ -120,9 +126,9 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
     _check_fused_cpu(optimizer)
     update_rows = _fused_update(optimizer, margin, l2)
   elif is_row_optimizer(optimizer):
-    update_rows = _row_sparse_update(optimizer, margin, l2, temperature)
+    update_rows = _row_sparse_update(optimizer, margin, l2, temperature, adaptive_margin)
   else:
-    update_rows = _dense_update(optimizer, margin, l2, temperature)
+    update_rows = _dense_update(optimizer, margin, l2, temperature, adaptive_margin)
 
   def apply(state, users, pos, neg, weights, scale):
     params, opt_state, per = update_rows(state.params, state.opt_state, users, pos, neg,
@@ -147,13 +153,14 @@ def _fused_update(optimizer, margin: float, l2: float):
   return update
 
 
-def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float = 0.0):
+def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float = 0.0,
+                       adaptive_margin: bool = False):
   """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows."""
   def update(params, opt_state, users, pos, neg, weights, scale):
     rows = (params["user"][users], params["item"][pos], params["item"][neg])
     (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
         batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2, temperature,
-                                                      scale)
+                                                      scale, adaptive_margin)
     dim = g_user.shape[-1]
     params, opt_state = optimizer.update(
         {"user": g_user, "item": jnp.concatenate([g_pos, g_neg.reshape(-1, dim)])},
@@ -164,14 +171,15 @@ def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float =
   return update
 
 
-def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0):
+def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0,
+                  adaptive_margin: bool = False):
   """Gradient w.r.t. the whole tables (feature tables included); an optax update."""
   def update(params, opt_state, users, pos, neg, weights, scale):
     def objective(trained):
       merged = model.merge(trained, params)
       return batch_loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
                         model.rows(merged, "item", neg), weights, margin, l2, temperature,
-                        scale)
+                        scale, adaptive_margin)
     trained = model.trainable(params)
     (_, per), grads = jax.value_and_grad(objective, has_aux=True)(trained)
     updates, opt_state = optimizer.update(grads, opt_state, trained)
@@ -181,7 +189,8 @@ def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0)
 
 @functools.lru_cache(maxsize=32)
 def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False,
-                    negative_temperature: float = 0.0, warp: bool = False
+                    negative_temperature: float = 0.0, warp: bool = False,
+                    adaptive_margin: bool = False
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
 
@@ -202,6 +211,8 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
     warp: train each triplet on the first of its n candidates that violates the margin, its
       hinge weighted by WARP's log rank estimate (`sampling.warp_negatives`), instead of the
       hardest; not with a temperature.
+    adaptive_margin: each triplet's margin scaled by (1 - cos(p, n)) / 2 (`batch_loss`); not
+      with the fused kernel, whose margin is one number.
 
   Returns:
     `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
@@ -218,10 +229,13 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
   if negative_temperature and fused_cpu:
     raise errors.InvalidInput("the fused CPU step trains on the hardest negative only; drop "
                               "--negative_temperature or --fused_cpu_step.")
+  if adaptive_margin and fused_cpu:
+    raise errors.InvalidInput("the fused CPU step takes one margin for every triplet; drop "
+                              "--adaptive_margin or --fused_cpu_step.")
   if negative_temperature and warp:
     raise errors.InvalidInput("--warp trains on one candidate negative and "
                               "--negative_temperature on all of them: drop one of them.")
-  apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature)
+  apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature, adaptive_margin)
 
   def skip(state, *unused):
     del unused

@@ -1,4 +1,5 @@
-"""WARP-style negatives (`--warp`): the first violating candidate, weighted by its rank estimate."""
+"""Levers of the triplet loss that ml100k.cfg does not use: WARP-style negatives (`--warp`) and
+the adaptive margin (`--adaptive_margin`)."""
 
 import jax
 import jax.numpy as jnp
@@ -122,3 +123,55 @@ def test_warp_with_a_temperature_is_refused():
     train_step.make_train_step(optax.sgd(0.1), negative_temperature=0.3, warp=True)
   with pytest.raises(errors.InvalidInput, match="--model=triplet"):
     TrainConfig(model="ease", warp=True)
+
+
+# --------------------------------------------------------------------------- adaptive margin
+
+
+@pytest.mark.parametrize("candidates", [None, 3])
+def test_an_adaptive_margin_shrinks_with_the_likeness_of_positive_and_negative(candidates):
+  k = jax.random.split(jax.random.key(4), 3)
+  u, p = jax.random.normal(k[0], (8, DIM)), jax.random.normal(k[1], (8, DIM))
+  n = jax.random.normal(k[2], (8, DIM) if candidates is None else (8, candidates, DIM))
+  weights = jnp.ones(8)
+  _, per = train_step.batch_loss(u, p, n, weights, 0.9, 0.0, 1e-3 if candidates else 0.0,
+                                 adaptive_margin=True)
+  pp = p if candidates is None else p[:, None]
+  margins = 0.9 * (1.0 - np.sum(_unit(np.asarray(pp)) * _unit(np.asarray(n)), -1)) / 2
+  uu = u if candidates is None else jnp.broadcast_to(u[:, None], n.shape)
+  each = losses.triplet_cosine_loss(uu, jnp.broadcast_to(pp, n.shape), n, margins)
+  want = each if candidates is None else each.max(-1)  # temperature 1e-3: the hardest
+  np.testing.assert_allclose(per, want, rtol=1e-4, atol=1e-6)
+  # No gradient flows through the margin: the gradient is the fixed-margin loss's.
+  grad = jax.grad(lambda x: train_step.batch_loss(u, p, x, weights, 0.9, 0.0,
+                                                  adaptive_margin=True)[0])
+  fixed = jax.grad(lambda x: jnp.mean(losses.triplet_cosine_loss(u, p, x, jnp.asarray(
+      0.9 * (1.0 - np.sum(_unit(np.asarray(p)) * _unit(np.asarray(n)), -1)) / 2))))
+  if candidates is None:
+    np.testing.assert_allclose(grad(n), fixed(n), rtol=1e-4, atol=1e-6)
+
+
+def test_an_adaptive_margin_is_refused_by_the_fused_step():
+  with pytest.raises(errors.InvalidInput, match="--adaptive_margin"):
+    TrainConfig(optimizer="sparse_sgd", fused_cpu_step=True, adaptive_margin=True)
+  with pytest.raises(errors.InvalidInput, match="--adaptive_margin"):
+    train_step.make_train_step(sparse_optim.sparse_sgd(0.1), fused_cpu=True,
+                               adaptive_margin=True)
+
+
+@pytest.mark.parametrize("optimizer", [optax.sgd(0.3), sparse_optim.sparse_sgd(0.3)])
+def test_a_step_with_an_adaptive_margin_descends_its_loss(optimizer):
+  state = train_step.init_state(jax.random.key(5), optimizer, NUM_USERS, NUM_ITEMS, DIM)
+  params = jax.tree.map(np.asarray, state.params)
+  chunk = _chunk(1, negatives=1)
+  users, pos, neg, weights = (np.asarray(x)[0] for x in chunk)
+
+  def objective(p):
+    return train_step.batch_loss(p["user"][users], p["item"][pos], p["item"][neg[:, 0]],
+                                 weights, 0.8, 0.0, adaptive_margin=True)[0]
+
+  grads = jax.grad(objective)(state.params)
+  want = jax.tree.map(lambda x, g: x - 0.3 * g, params, grads)
+  after, _ = train_step.make_train_step(optimizer, 0.8, adaptive_margin=True)(state, chunk)
+  for side in ("user", "item"):
+    np.testing.assert_allclose(after.params[side], want[side], rtol=1e-5, atol=1e-6)
