@@ -58,6 +58,8 @@ _OUT_JSON = flags.DEFINE_string("out_json", None, "Where the trials go (JSON; de
                                 "runs/tune-<dataset>/trials.json).")
 _OUT_FLAGFILE = flags.DEFINE_string("out_flagfile", None, "Where the best flagfile goes "
                                     "(default runs/tune-<dataset>/best.cfg).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier search at --out_json "
+                                "(without --resume or this, it is refused).")
 _RESUME = flags.DEFINE_bool("resume", False, "Reuse the trials of an existing --out_json "
                             "written with the same base, space and split.")
 _ABLATE_AGAINST = flags.DEFINE_string(
@@ -113,9 +115,12 @@ def main(argv):
     out_flagfile = _OUT_FLAGFILE.value or f"{out_dir}/best.cfg"
     outputs = {"out_json": out_json, "out_flagfile": out_flagfile}
     _check_outputs(outputs, _BASE_FLAGFILE.value, _ABLATE_AGAINST.value)
-    if pathlib.Path(out_json).exists() and not _RESUME.value:
+    if _RESUME.value and _OVERWRITE.value:
+      raise ValueError("--resume continues the search at --out_json and --overwrite replaces "
+                       "it: pass one of them.")
+    if pathlib.Path(out_json).exists() and not (_RESUME.value or _OVERWRITE.value):
       raise ValueError(f"--out_json={out_json} holds an earlier search; pass --resume to "
-                       "continue it, or name another --out_json.")
+                       "continue it, --overwrite to replace it, or name another --out_json.")
     try:
       validation_seeds = tuning.check_seeds(int(s) for s in _VALIDATION_SEEDS.value)
     except ValueError as e:

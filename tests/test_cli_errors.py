@@ -268,6 +268,8 @@ def test_tune_refuses_outputs_that_would_overwrite_work(run_cli, tmp_path):
       "negative_seed": [f"--base_flagfile={base}", "--validation_seeds=-1",
                         f"--out_json={tmp_path / 't.json'}"],
       "base_is_a_folder": [f"--base_flagfile={tmp_path}", f"--out_json={tmp_path / 't.json'}"],
+      "resume_and_overwrite": [f"--base_flagfile={base}", f"--out_json={earlier}", "--resume",
+                               "--overwrite"],
       "no_batches": [f"--base_flagfile={base}", "--steps_per_dispatch=0",
                      f"--out_json={tmp_path / 't.json'}"],
   })
@@ -276,7 +278,8 @@ def test_tune_refuses_outputs_that_would_overwrite_work(run_cli, tmp_path):
   assert "--steps_per_dispatch=0" in _failure_line(tuned["no_batches"], "experiments.tune")
   assert "would overwrite the --base_flagfile" in _failure_line(tuned["out_is_base"],
                                                                  "experiments.tune")
-  assert "--resume" in _failure_line(tuned["earlier_search"], "experiments.tune")
+  assert "--overwrite to replace it" in _failure_line(tuned["earlier_search"], "experiments.tune")
+  assert "pass one of them" in _failure_line(tuned["resume_and_overwrite"], "experiments.tune")
   assert "[0, 2**32)" in _failure_line(tuned["negative_seed"], "experiments.tune")
   assert base.read_text() == "--dataset=synthetic-tiny\n--epochs=1\n"
   assert earlier.read_text() == '{"trials": []}\n'
