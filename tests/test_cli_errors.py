@@ -130,9 +130,12 @@ def test_the_tpu_probe_is_not_printed(smoke_run):
   assert "libtpu" not in done.stderr and "backend 'tpu'" not in done.stderr
 
 
-def test_describe_and_evaluate_failures_are_one_line(run_cli, bad_data, tmp_path):
+def test_describe_and_evaluate_failures_are_one_line(run_cli, bad_data, smoke_run, tmp_path):
   a_file = tmp_path / "a_file"
   a_file.write_text("x")
+  not_utf8 = tmp_path / "latin.cfg"
+  not_utf8.write_bytes(b"\xff\xfe--dataset=synthetic-tiny\n")
+  results = (smoke_run[0] / "results.json").read_bytes()
   described = run_cli("experiments.describe", {
       "nan": ["--dataset=synthetic-tiny", "--threshold=nan"],
       "bad_data_file": ["--dataset=ml-100k", f"--data_dir={bad_data}", "--download=false"],
@@ -147,19 +150,53 @@ def test_describe_and_evaluate_failures_are_one_line(run_cli, bad_data, tmp_path
       "test_per_user": ["--dataset=synthetic-tiny", "--test_per_user=1000",
                         f"--output_dir={tmp_path / 'out'}"],
       "output_dir_is_a_file": ["--dataset=synthetic-tiny", f"--output_dir={a_file}"],
+      "into_a_run": ["--dataset=synthetic-tiny", f"--output_dir={smoke_run[0]}"],
+      "not_utf8": [f"--flagfile={not_utf8}"],
+      "negative_seed": ["--dataset=synthetic-tiny", "--random_seed=-1"],
   })
   assert "--test_per_user=1000" in _failure_line(evaluated["test_per_user"], "experiments.evaluate")
   assert "a_file" in _failure_line(evaluated["output_dir_is_a_file"], "experiments.evaluate")
+  assert "holds a training run" in _failure_line(evaluated["into_a_run"], "experiments.evaluate")
+  assert (smoke_run[0] / "results.json").read_bytes() == results
+  assert "not UTF-8" in _failure_line(evaluated["not_utf8"], "experiments.evaluate")
+  assert "--random_seed=-1" in _failure_line(evaluated["negative_seed"], "experiments.evaluate")
 
 
 def test_tune_failures_are_one_line(run_cli, tmp_path):
+  # Among them, outputs that would overwrite work: refused before any trial.
+  base = tmp_path / "base.cfg"
+  base.write_text("--dataset=synthetic-tiny\n--epochs=1\n")
+  earlier = tmp_path / "earlier.json"
+  earlier.write_text('{"trials": []}\n')
   tuned = run_cli("experiments.tune", {
       "no_base": ["--base_flagfile=/no/such.cfg", f"--out_json={tmp_path / 't.json'}"],
       "bad_space": ["--dataset=synthetic-tiny", "--search_margin=abc",
                     f"--out_json={tmp_path / 't.json'}"],
+      "out_is_base": [f"--base_flagfile={base}", f"--out_flagfile={base}",
+                      f"--out_json={tmp_path / 't.json'}"],
+      "earlier_search": [f"--base_flagfile={base}", f"--out_json={earlier}",
+                         f"--out_flagfile={tmp_path / 'b.cfg'}"],
+      "resume_and_overwrite": [f"--base_flagfile={base}", f"--out_json={earlier}", "--resume",
+                               "--overwrite"],
+      "negative_seed": [f"--base_flagfile={base}", "--validation_seeds=-1",
+                        f"--out_json={tmp_path / 't.json'}"],
+      "base_is_a_folder": [f"--base_flagfile={tmp_path}", f"--out_json={tmp_path / 't.json'}"],
+      "no_batches": [f"--base_flagfile={base}", "--steps_per_dispatch=0",
+                     f"--out_json={tmp_path / 't.json'}"],
   })
   assert "/no/such.cfg" in _failure_line(tuned["no_base"], "experiments.tune")
   assert "margin" in _failure_line(tuned["bad_space"], "experiments.tune")
+  assert "would overwrite the --base_flagfile" in _failure_line(tuned["out_is_base"],
+                                                                 "experiments.tune")
+  assert "--overwrite to replace it" in _failure_line(tuned["earlier_search"], "experiments.tune")
+  assert "pass one of them" in _failure_line(tuned["resume_and_overwrite"], "experiments.tune")
+  assert "[0, 2**32)" in _failure_line(tuned["negative_seed"], "experiments.tune")
+  assert "is a folder, not a file" in _failure_line(tuned["base_is_a_folder"],
+                                                    "experiments.tune")
+  assert "--steps_per_dispatch=0" in _failure_line(tuned["no_batches"], "experiments.tune")
+  assert base.read_text() == "--dataset=synthetic-tiny\n--epochs=1\n"
+  assert earlier.read_text() == '{"trials": []}\n'
+  assert not (tmp_path / "t.json").exists() and not (tmp_path / "b.cfg").exists()
 
 
 def test_analyze_without_a_checkpoint_is_one_line_to_the_end(smoke_run, tmp_path):
@@ -253,49 +290,3 @@ def test_every_script_runs_through_run_cli():
       assert "run_cli.run" in calls, f"{path.name}: {sorted(calls)}"
       checked.append(path.stem)
   assert {"train", "item_item_fit", "throughput", "compare"} <= set(checked)
-
-
-def test_tune_refuses_outputs_that_would_overwrite_work(run_cli, tmp_path):
-  base = tmp_path / "base.cfg"
-  base.write_text("--dataset=synthetic-tiny\n--epochs=1\n")
-  earlier = tmp_path / "earlier.json"
-  earlier.write_text('{"trials": []}\n')
-  tuned = run_cli("experiments.tune", {
-      "out_is_base": [f"--base_flagfile={base}", f"--out_flagfile={base}",
-                      f"--out_json={tmp_path / 't.json'}"],
-      "earlier_search": [f"--base_flagfile={base}", f"--out_json={earlier}",
-                         f"--out_flagfile={tmp_path / 'b.cfg'}"],
-      "negative_seed": [f"--base_flagfile={base}", "--validation_seeds=-1",
-                        f"--out_json={tmp_path / 't.json'}"],
-      "base_is_a_folder": [f"--base_flagfile={tmp_path}", f"--out_json={tmp_path / 't.json'}"],
-      "resume_and_overwrite": [f"--base_flagfile={base}", f"--out_json={earlier}", "--resume",
-                               "--overwrite"],
-      "no_batches": [f"--base_flagfile={base}", "--steps_per_dispatch=0",
-                     f"--out_json={tmp_path / 't.json'}"],
-  })
-  assert "is a folder, not a file" in _failure_line(tuned["base_is_a_folder"],
-                                                    "experiments.tune")
-  assert "--steps_per_dispatch=0" in _failure_line(tuned["no_batches"], "experiments.tune")
-  assert "would overwrite the --base_flagfile" in _failure_line(tuned["out_is_base"],
-                                                                 "experiments.tune")
-  assert "--overwrite to replace it" in _failure_line(tuned["earlier_search"], "experiments.tune")
-  assert "pass one of them" in _failure_line(tuned["resume_and_overwrite"], "experiments.tune")
-  assert "[0, 2**32)" in _failure_line(tuned["negative_seed"], "experiments.tune")
-  assert base.read_text() == "--dataset=synthetic-tiny\n--epochs=1\n"
-  assert earlier.read_text() == '{"trials": []}\n'
-  assert not (tmp_path / "t.json").exists() and not (tmp_path / "b.cfg").exists()
-
-
-def test_evaluate_keeps_a_training_run_and_flagfiles_must_be_utf8(run_cli, smoke_run, tmp_path):
-  results = (smoke_run[0] / "results.json").read_bytes()
-  not_utf8 = tmp_path / "latin.cfg"
-  not_utf8.write_bytes(b"\xff\xfe--dataset=synthetic-tiny\n")
-  done = run_cli("experiments.evaluate", {
-      "into_a_run": ["--dataset=synthetic-tiny", f"--output_dir={smoke_run[0]}"],
-      "not_utf8": [f"--flagfile={not_utf8}"],
-      "negative_seed": ["--dataset=synthetic-tiny", "--random_seed=-1"],
-  })
-  assert "holds a training run" in _failure_line(done["into_a_run"], "experiments.evaluate")
-  assert (smoke_run[0] / "results.json").read_bytes() == results
-  assert "not UTF-8" in _failure_line(done["not_utf8"], "experiments.evaluate")
-  assert "--random_seed=-1" in _failure_line(done["negative_seed"], "experiments.evaluate")
