@@ -147,3 +147,7 @@ def test_the_data_a_run_trained_on_is_recorded_and_checked(tmp_path):
     workdir_lib.check_data(tmp_path, workdir_lib.data_fingerprint(train[:3], test[:3]))
   workdir_lib.write_data(tmp_path, workdir_lib.data_fingerprint(train, moved))  # once only
   workdir_lib.check_data(tmp_path, fingerprint)
+  for text, message in (("[1]", "users None -> 4"), ("{", "is not JSON")):
+    (tmp_path / workdir_lib.DATA_FILE).write_text(text)
+    with pytest.raises(errors.WorkdirError, match=message):
+      workdir_lib.check_data(tmp_path, fingerprint)

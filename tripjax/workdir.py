@@ -196,6 +196,8 @@ def check_data(workdir: pathlib.Path, fingerprint: dict) -> None:
   except ValueError as e:
     raise errors.WorkdirError(f"{path} is not JSON ({e}); restore it, or move {workdir} aside "
                               "to train anew.") from e
+  if not isinstance(recorded, dict):
+    recorded = {}
   if recorded != fingerprint:
     changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in fingerprint.items()
                if recorded.get(k) != v and k != "sha256"] or ["the same counts, other positives"]
