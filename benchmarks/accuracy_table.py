@@ -173,7 +173,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
-  outputs.check_outputs(out_json=_OUT_JSON.value, out_md=_OUT_MD.value)
+  files.check_outputs({"out_json": _OUT_JSON.value, "out_md": _OUT_MD.value})
   seeds = ml100k_flags.split_seeds()
   try:
     configs = {"lab config": TrainConfig.from_flagfile(_LAB.value, ignore=DRIVER_FLAGS),

@@ -256,7 +256,7 @@ _OUT_MD = flags.DEFINE_string("compare_md", outputs.default_output("compare_ml10
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  outputs.check_outputs(compare_json=_OUT_JSON.value, compare_md=_OUT_MD.value)
+  files.check_outputs({"compare_json": _OUT_JSON.value, "compare_md": _OUT_MD.value})
   seeds = ml100k_flags.split_seeds()
   paths = _CONFIGS.value or default_configs()
   try:

@@ -29,6 +29,7 @@ from absl import logging
 from benchmarks import ml100k_flags
 from benchmarks import outputs
 from experiments import run_cli
+from tripjax import files
 from tripjax import model
 from tripjax import models
 from tripjax import train as train_lib
@@ -138,7 +139,7 @@ def markdown(report: dict, command: str) -> str:
 
 def main(argv):
   del argv
-  outputs.check_outputs(features_json=_OUT_JSON.value, features_md=_OUT_MD.value)
+  files.check_outputs({"features_json": _OUT_JSON.value, "features_md": _OUT_MD.value})
   base = outputs.base_config(_BASE.value)
   base = dataclasses.replace(base, eval_every=base.epochs)
   seeds = ml100k_flags.split_seeds()

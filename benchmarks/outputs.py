@@ -31,42 +31,15 @@ def base_config(flagfile: str):
   return base
 
 
-def check_outputs(**paths: str) -> None:
-  """Refuses, before a long run, output paths it could not write at its end.
-
-  Args:
-    **paths: flag name -> path (e.g. `compare_json=...`).
-
-  Raises:
-    errors.InvalidInput: two flags name one file, or a path is a folder, lies under a file or
-      in a folder the process cannot write; the message names the flag.
-  """
-  import os  # pylint: disable=g-import-not-at-top
-  from tripjax import errors  # pylint: disable=g-import-not-at-top
-  from tripjax import files  # pylint: disable=g-import-not-at-top
-  seen = {}
-  for flag, path in paths.items():
-    key = os.path.realpath(path)
-    if key in seen:
-      raise errors.InvalidInput(f"--{seen[key]} and --{flag} both name {path}; give each "
-                                "output its own file.")
-    seen[key] = flag
-    try:
-      files.check_writable(path)
-    except OSError as e:
-      raise errors.InvalidInput(f"--{flag}={path}: {e.strerror}; name a file in a folder you "
-                                "can write.") from e
-
-
 def write_report(report: dict, render, module: str, json_path: str, md_path: str) -> None:
   """Records the command in `report`, writes it as JSON and `render(report, command)` as
   markdown (atomically), and prints the markdown. Both paths are checked first, so a bad
-  markdown path does not leave the JSON replaced (`check_outputs`, which a script also calls
-  before its run)."""
+  markdown path does not leave the JSON replaced (`files.check_outputs`, which a script also
+  calls before its run)."""
   import shlex  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   from tripjax import files  # pylint: disable=g-import-not-at-top
-  check_outputs(json=json_path, markdown=md_path)
+  files.check_outputs({"json": json_path, "markdown": md_path})
   command = f"python -m {module} " + " ".join(map(shlex.quote, sys.argv[1:]))
   report["command"] = command
   files.write_json_atomic(json_path, report)

@@ -53,6 +53,7 @@ import numpy as np
 
 from benchmarks import outputs
 from experiments import run_cli
+from tripjax import files
 from tripjax import loop
 from tripjax import metrics
 from tripjax import model
@@ -336,7 +337,7 @@ def main(argv):
   shape = _SHAPE.value
   json_path = _OUT_JSON.value or outputs.default_output(f"time_to_auc_{shape}.json")
   md_path = _OUT_MD.value or outputs.default_output(f"time_to_auc_{shape}.md")
-  outputs.check_outputs(tta_out_json=json_path, tta_out_md=md_path)
+  files.check_outputs({"tta_out_json": json_path, "tta_out_md": md_path})
   report = run(shape, _METHODS.value, _SECONDS.value, _EVAL_USERS.value, _MAX_EPOCHS.value)
   outputs.write_report(report, markdown, "benchmarks.time_to_auc", json_path, md_path)
 

@@ -28,6 +28,7 @@ from benchmarks import ml100k_flags  # pylint: disable=unused-import (defines --
 from benchmarks import outputs
 from experiments import run_cli
 from tripjax import errors
+from tripjax import files
 from tripjax import tuning
 from tripjax.config import TrainConfig
 from tripjax.data import registry
@@ -121,7 +122,7 @@ def markdown(report: dict, command: str) -> str:
 
 def main(argv):
   del argv
-  outputs.check_outputs(ablation_json=_OUT_JSON.value, ablation_md=_OUT_MD.value)
+  files.check_outputs({"ablation_json": _OUT_JSON.value, "ablation_md": _OUT_MD.value})
   base = outputs.base_config(_BASE.value)
   seeds = tuning.check_seeds(_seeds(_SEEDS.value))
   report = ablate(base, list(_LEVERS.value), list(seeds), _PER_USER.value)

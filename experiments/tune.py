@@ -25,7 +25,6 @@ train split with `python -m experiments.train --flagfile=...`. The search itself
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 
 from absl import app
@@ -80,23 +79,6 @@ _SPACE = {name: flags.DEFINE_list(
           for name in tuning.SEARCHABLE}
 
 
-def _check_outputs(outputs: dict[str, str], *inputs: str | None) -> None:
-  """Refuses output paths that name an input flagfile, each other, or a place that cannot be
-  written, before any trial runs."""
-  seen = {os.path.realpath(p): "the --base_flagfile or --ablate_against flagfile"
-          for p in inputs if p}
-  for flag, path in outputs.items():
-    key = os.path.realpath(path)
-    if key in seen:
-      raise ValueError(f"--{flag}={path} would overwrite {seen[key]}; name another file.")
-    seen[key] = f"--{flag}"
-    try:
-      files.check_writable(path)
-    except OSError as e:
-      raise ValueError(f"--{flag}={path}: {e.strerror}; name a file in a folder you can "
-                       "write.") from e
-
-
 def main(argv):
   del argv
   try:
@@ -113,8 +95,9 @@ def main(argv):
     out_dir = f"runs/tune-{base.dataset}"
     out_json = _OUT_JSON.value or f"{out_dir}/trials.json"
     out_flagfile = _OUT_FLAGFILE.value or f"{out_dir}/best.cfg"
-    outputs = {"out_json": out_json, "out_flagfile": out_flagfile}
-    _check_outputs(outputs, _BASE_FLAGFILE.value, _ABLATE_AGAINST.value)
+    files.check_outputs({"out_json": out_json, "out_flagfile": out_flagfile},
+                        {"the --base_flagfile": _BASE_FLAGFILE.value,
+                         "the --ablate_against flagfile": _ABLATE_AGAINST.value})
     if _RESUME.value and _OVERWRITE.value:
       raise ValueError("--resume continues the search at --out_json and --overwrite replaces "
                        "it: pass one of them.")

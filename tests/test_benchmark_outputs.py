@@ -102,6 +102,7 @@ def test_summarize_writes_under_runs_and_the_committed_page_is_current(tmp_path)
 def test_report_outputs_are_checked_before_anything_is_written(tmp_path):
   from benchmarks import outputs  # pylint: disable=g-import-not-at-top
   from tripjax import errors  # pylint: disable=g-import-not-at-top
+  from tripjax import files  # pylint: disable=g-import-not-at-top
   old = tmp_path / "old.json"
   old.write_text('{"kept": true}\n')
   (tmp_path / "a_folder").mkdir()
@@ -110,7 +111,7 @@ def test_report_outputs_are_checked_before_anything_is_written(tmp_path):
                          str(tmp_path / "a_folder"))
   assert old.read_text() == '{"kept": true}\n'
   with pytest.raises(errors.InvalidInput, match="--a_json and --a_md both name"):
-    outputs.check_outputs(a_json=str(tmp_path / "same"), a_md=str(tmp_path / "same"))
+    files.check_outputs({"a_json": str(tmp_path / "same"), "a_md": str(tmp_path / "same")})
 
 
 @pytest.mark.parametrize("name, text, message", [

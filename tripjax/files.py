@@ -11,7 +11,9 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, Mapping
+
+from tripjax import errors
 
 
 def _umask() -> int:
@@ -91,6 +93,37 @@ def check_writable(path: str | os.PathLike) -> None:
     raise NotADirectoryError(20, f"Not a directory ({os.fspath(parent)})", os.fspath(path))
   if not os.access(parent, os.W_OK | os.X_OK):
     raise PermissionError(13, f"Permission denied ({os.fspath(parent)})", os.fspath(path))
+
+
+def check_outputs(outputs: Mapping[str, str],
+                  inputs: Mapping[str, str | None] | None = None) -> None:
+  """Refuses, before a long run, output paths it could not write at its end.
+
+  Args:
+    outputs: flag name -> path of each output the run writes (e.g. {"compare_json": ...}).
+    inputs: what names each input (e.g. "the --base_flagfile") -> its path, None when not
+      given: an output naming one would overwrite it.
+
+  Raises:
+    errors.InvalidInput: an output names an input or another output, or is a folder, lies under
+      a file or in a folder the process cannot write; the message names the flag.
+  """
+  taken = {os.path.realpath(path): (what, False) for what, path in (inputs or {}).items()
+           if path}
+  for flag, path in outputs.items():
+    key = os.path.realpath(path)
+    if key in taken:
+      what, is_output = taken[key]
+      if is_output:
+        raise errors.InvalidInput(f"--{what} and --{flag} both name {path}; give each output "
+                                  "its own file.")
+      raise errors.InvalidInput(f"--{flag}={path} would overwrite {what}; name another file.")
+    taken[key] = (flag, True)
+    try:
+      check_writable(path)
+    except OSError as e:
+      raise errors.InvalidInput(f"--{flag}={path}: {e.strerror}; name a file in a folder you "
+                                "can write.") from e
 
 
 def _naming(err: OSError, path: pathlib.Path) -> OSError:
