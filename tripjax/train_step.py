@@ -122,13 +122,17 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
     `apply(state, users, pos, neg, weights, scale) -> (state, (loss_sum, active_sum))` with
     users/pos/neg int32[B], weights float32[B] and scale float32[B] or None (`batch_loss`).
   """
+  # The objective of the non-fused updates as a function of the gathered rows, the batch's
+  # weights and its optional per-triplet scale.
+  loss = functools.partial(batch_loss, margin=margin, l2=l2, temperature=temperature,
+                           adaptive_margin=adaptive_margin)
   if fused_cpu:
     _check_fused_cpu(optimizer)
     update_rows = _fused_update(optimizer, margin, l2)
   elif is_row_optimizer(optimizer):
-    update_rows = _row_sparse_update(optimizer, margin, l2, temperature, adaptive_margin)
+    update_rows = _row_sparse_update(optimizer, loss)
   else:
-    update_rows = _dense_update(optimizer, margin, l2, temperature, adaptive_margin)
+    update_rows = _dense_update(optimizer, loss)
 
   def apply(state, users, pos, neg, weights, scale):
     params, opt_state, per = update_rows(state.params, state.opt_state, users, pos, neg,
@@ -153,14 +157,15 @@ def _fused_update(optimizer, margin: float, l2: float):
   return update
 
 
-def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float = 0.0,
-                       adaptive_margin: bool = False):
-  """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows."""
+def _row_sparse_update(optimizer, loss):
+  """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows.
+
+  `loss(user_rows, pos_rows, neg_rows, weights, scale=)`: `batch_loss` with its settings.
+  """
   def update(params, opt_state, users, pos, neg, weights, scale):
     rows = (params["user"][users], params["item"][pos], params["item"][neg])
     (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
-        batch_loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, margin, l2, temperature,
-                                                      scale, adaptive_margin)
+        loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, scale=scale)
     dim = g_user.shape[-1]
     params, opt_state = optimizer.update(
         {"user": g_user, "item": jnp.concatenate([g_pos, g_neg.reshape(-1, dim)])},
@@ -171,15 +176,16 @@ def _row_sparse_update(optimizer, margin: float, l2: float, temperature: float =
   return update
 
 
-def _dense_update(optimizer, margin: float, l2: float, temperature: float = 0.0,
-                  adaptive_margin: bool = False):
-  """Gradient w.r.t. the whole tables (feature tables included); an optax update."""
+def _dense_update(optimizer, loss):
+  """Gradient w.r.t. the whole tables (feature tables included); an optax update.
+
+  `loss` as in `_row_sparse_update`.
+  """
   def update(params, opt_state, users, pos, neg, weights, scale):
     def objective(trained):
       merged = model.merge(trained, params)
-      return batch_loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
-                        model.rows(merged, "item", neg), weights, margin, l2, temperature,
-                        scale, adaptive_margin)
+      return loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
+                  model.rows(merged, "item", neg), weights, scale=scale)
     trained = model.trainable(params)
     (_, per), grads = jax.value_and_grad(objective, has_aux=True)(trained)
     updates, opt_state = optimizer.update(grads, opt_state, trained)
