@@ -105,6 +105,16 @@ def _cpu_features() -> str:
   return f"{platform.machine()} {platform.processor()} {features}"
 
 
+def toolchain() -> tuple[list[str], tuple[str, ...]]:
+  """The compiler command (`$CXX`, else c++) and the flags it builds the library with.
+
+  Raises:
+    KernelBuildError: no compiler found.
+  """
+  compiler = _compiler()
+  return compiler, _flags(compiler)
+
+
 def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
   """The cached library's path for these sources, compiler, flags, jaxlib and CPU."""
   import jaxlib  # pylint: disable=g-import-not-at-top
@@ -131,8 +141,7 @@ def build() -> pathlib.Path:
     KernelBuildError: no compiler, no FFI headers, an unwritable cache folder, or the
       compiler failed (its output is in the message). Nothing is left in the cache then.
   """
-  compiler = _compiler()
-  flags = _flags(compiler)
+  compiler, flags = toolchain()
   target = library_path(compiler, flags)
   if cache.is_verified(target):
     return target
