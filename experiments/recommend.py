@@ -65,12 +65,17 @@ def _answer():
                                       test_items)
   if _SIMILAR_TO.value is not None:
     item = recommend.find_item(ds.titles, _SIMILAR_TO.value)
+    recommend.check_placeable(item, ds.titles, ds.cold_items, "item_features" in run.params,
+                              "--similar_to")
     items, scores = the_model.similar_items(run.params, item, k=k)
     query = {"similar_to": str(ds.titles[item]), "k": k}
     return query, recommend.item_rows(ds.titles, ds.genres, ds.item_ids, items, scores)
   liked = [recommend.find_item(ds.titles, t) for t in recommend.split_titles(_LIKED.value)]
   if not liked:
     raise errors.InvalidInput(f"--liked={_LIKED.value!r} names no title.")
+  for item in liked:
+    recommend.check_placeable(item, ds.titles, ds.cold_items, "item_features" in run.params,
+                              "--liked")
   vec = the_model.fold_in_user(run.params, liked, jax.random.key(_SEED.value),
                                steps=_STEPS.value, margin=run.config.margin)
   item_table = {"item": the_model.item_table(run.params, "--liked")}

@@ -1,6 +1,7 @@
 """Tests for tripjax.recommend: top-k, similar items, title look-up, fold-in."""
 
 import difflib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
+from tripjax import errors
 from tripjax import losses
 from tripjax import model
 from tripjax import recommend
@@ -429,3 +431,13 @@ def test_similar_items_ignores_popularity():
   items, scores = recommend.similar_items(params, 5, k=6)
   unit = _cosine64(params["item"], params["item"])[5]
   np.testing.assert_allclose(scores, unit[items], atol=1e-6)
+
+
+def test_only_item_features_place_a_cold_item():
+  cold = np.array([1, 3])
+  recommend.check_placeable(0, TITLES, cold, has_item_features=False, flag="--liked")
+  recommend.check_placeable(3, TITLES, None, has_item_features=False, flag="--liked")
+  recommend.check_placeable(3, TITLES, cold, has_item_features=True, flag="--liked")
+  with pytest.raises(errors.InvalidInput, match=rf"^--liked: '{re.escape(TITLES[3])}' is one "
+                     "of the run's cold items .* --item_features=genres"):
+    recommend.check_placeable(3, TITLES, cold, has_item_features=False, flag="--liked")

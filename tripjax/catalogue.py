@@ -77,6 +77,24 @@ def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> in
   raise errors.InvalidInput(f"no item title matches {query!r} among {len(titles)} titles{hint}.")
 
 
+def check_placeable(item: int, titles: Sequence[str], cold_items: np.ndarray | None,
+                    has_item_features: bool, flag: str) -> None:
+  """Refuses an item the model cannot place: one held out of training whole (a cold item of
+  `--cold_item_fraction`) when the model has no item features to give it a vector.
+
+  Such an item's vector is zero (or, for the item-item models, its row and column are empty), so
+  every other item would tie with it at score 0.
+
+  Raises:
+    InvalidInput: naming `flag` and the title.
+  """
+  if cold_items is not None and not has_item_features and np.isin(item, cold_items):
+    raise errors.InvalidInput(
+        f"{flag}: {titles[item]!r} is one of the run's cold items (held out of training by "
+        "--cold_item_fraction) and the model has no item features to place it; ask about an "
+        "item it trained on, or train with --item_features=genres.")
+
+
 def user_index(user_ids: np.ndarray, user_id: int) -> int:
   """Row of the user whose original id is `user_id`.
 

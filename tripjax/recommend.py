@@ -4,6 +4,7 @@ The names live in `tripjax.retrieval` (top-k and similar items, on the device),
 `tripjax.catalogue` (titles, user ids and printable rows; no JAX) and `tripjax.foldin`.
 """
 
+from tripjax.catalogue import check_placeable
 from tripjax.catalogue import find_item
 from tripjax.catalogue import item_rows
 from tripjax.catalogue import split_titles
