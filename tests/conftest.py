@@ -108,8 +108,9 @@ def kernel_cache(tmp_path_factory):
 def _copy_the_users_kernels(kernels: pathlib.Path) -> None:
   """Copies the user's build of these very kernel sources, if their cache holds one
   (`~/.cache/tripjax/kernels`, where tripjax keeps it), into the run's kernel folder, so that a
-  run compiles them only when they changed (about 20 CPU-seconds). The copy is checked like any
-  cached build: its bytes against its recorded hash, or it is rebuilt."""
+  run compiles them only when they changed (about 20 CPU-seconds). Only a build the user's cache
+  would load is copied (`cache.is_verified`: the user's own, no symlink, its recorded hash), and
+  the copy is checked again like any cached build."""
   from tripjax.kernels import cache  # pylint: disable=g-import-not-at-top
   from tripjax.kernels import compiler  # pylint: disable=g-import-not-at-top
   from tripjax.kernels import errors  # pylint: disable=g-import-not-at-top
@@ -118,12 +119,15 @@ def _copy_the_users_kernels(kernels: pathlib.Path) -> None:
   except errors.KernelBuildError:  # no compiler: the tests that need one say so
     return
   users = pathlib.Path.home() / ".cache" / "tripjax" / "kernels" / name
-  recorded = users.with_name(name + cache.HASH_SUFFIX)
-  if not (users.is_file() and recorded.is_file()):
+  try:
+    if not (users.parent.is_dir() and cache.is_verified(users)):
+      return
+  except errors.Unavailable:  # an unsafe or unreadable user cache: build as before
     return
   with cache.build_lock(kernels):  # xdist's workers copy once
     if not (kernels / name).exists():
-      shutil.copyfile(recorded, kernels / recorded.name)
+      recorded = name + cache.HASH_SUFFIX
+      shutil.copyfile(users.with_name(recorded), kernels / recorded)
       shutil.copyfile(users, kernels / name)
       (kernels / name).chmod(0o700)
 
