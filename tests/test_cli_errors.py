@@ -59,27 +59,30 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
       "workdir_is_a_file": [_SMOKE, f"--workdir={a_file}"],
       "workdir_under_a_file": [_SMOKE, f"--workdir={a_file}/run"],
       "locked": [_SMOKE, f"--workdir={locked}"],
-      "test_per_user": [_SMOKE, f"--workdir={root / 'k'}", "--test_per_user=1000"],
-      "threshold_nan": [_SMOKE, f"--workdir={root / 'nan'}", "--threshold=nan"],
-      "learning_rate_inf": [_SMOKE, f"--workdir={root / 'lr'}", "--learning_rate=inf"],
-      "margin_inf": [_SMOKE, f"--workdir={root / 'margin'}", "--margin=inf"],
-      "init_scale_inf": [_SMOKE, f"--workdir={root / 'init'}", "--init_scale=inf"],
-      "l2_inf": [_SMOKE, f"--workdir={root / 'l2'}", "--l2=inf"],
-      "checkpoint_every": [_SMOKE, f"--workdir={root / 'every'}", "--checkpoint_every=5s"],
-      "stray_argument": [_SMOKE, f"--workdir={root / 'stray'}", "extra"],
-      "bad_data_file": [_SMOKE, f"--workdir={root / 'data'}", "--dataset=ml-100k",
-                        f"--data_dir={bad_data}", "--download=false"],
-      "out_of_memory": [_SMOKE, f"--workdir={root / 'oom'}", "--batch_size=2000000000"],
-      "item_features": [_SMOKE, f"--workdir={root / 'if'}", "--item_features=colour"],
-      "user_features": [_SMOKE, f"--workdir={root / 'uf'}", "--user_features=age"],
-      "cold_fraction": [_SMOKE, f"--workdir={root / 'cf'}", "--cold_item_fraction=1"],
-      "cold_too_few": [_SMOKE, f"--workdir={root / 'ct'}", "--cold_item_fraction=0.01"],
-      "mesh": [_SMOKE, f"--workdir={root / 'mesh'}", "--mesh=data:3"],
-      "mesh_syntax": [_SMOKE, f"--workdir={root / 'meshs'}", "--mesh=rows:2"],
-      "no_coordinator": [_SMOKE, f"--workdir={root / 'job'}", "--num_processes=2"],
-      "process_id": [_SMOKE, f"--workdir={root / 'pid'}", "--num_processes=2",
-                     "--process_id=2", "--coordinator_address=127.0.0.1:1"],
   }
+  flags = {
+      "test_per_user": ["--test_per_user=1000"],
+      "threshold_nan": ["--threshold=nan"],
+      "learning_rate_inf": ["--learning_rate=inf"],
+      "margin_inf": ["--margin=inf"],
+      "init_scale_inf": ["--init_scale=inf"],
+      "l2_inf": ["--l2=inf"],
+      "checkpoint_every": ["--checkpoint_every=5s"],
+      "stray_argument": ["extra"],
+      "bad_data_file": ["--dataset=ml-100k", f"--data_dir={bad_data}", "--download=false"],
+      "out_of_memory": ["--batch_size=2000000000"],
+      "item_features": ["--item_features=colour"],
+      "user_features": ["--user_features=age"],
+      "cold_fraction": ["--cold_item_fraction=1"],
+      "cold_too_few": ["--cold_item_fraction=0.01"],
+      "mesh": ["--mesh=data:3"],
+      "mesh_syntax": ["--mesh=rows:2"],
+      "no_coordinator": ["--num_processes=2"],
+      "process_id": ["--num_processes=2", "--process_id=2", "--coordinator_address=127.0.0.1:1"],
+      "negatives_memory": ["--num_negatives=10000000000"],
+  }
+  cases.update({name: [_SMOKE, f"--workdir={root / name}", *args]  # a folder named as its case
+                for name, args in flags.items()})
   try:
     results = run_cli("experiments.train", cases)
   finally:
@@ -109,14 +112,15 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
     ("mesh_syntax", ["--mesh=rows:2"]),
     ("no_coordinator", ["--num_processes=2", "need --coordinator_address"]),
     ("process_id", ["--process_id=2 is out of range", "--num_processes=2"]),
+    ("negatives_memory", ["--num_negatives=10000000000", "GiB, more than this machine's"]),
 ])
 def test_train_failures_are_one_line(train_failures, case, needles):
   root, _, results = train_failures
   line = _failure_line(results[case], "experiments.train")
   for needle in needles:
     assert needle in line, line
-  if case != "workdir_is_a_file":
-    assert not (root / case / "flags.txt").exists()
+  if case not in ("workdir_is_a_file", "workdir_under_a_file", "locked"):
+    assert not (root / case / "flags.txt").exists(), case
 
 
 def test_a_locked_workdir_names_the_process_holding_it(train_failures):

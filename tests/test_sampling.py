@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from tripjax import errors
 from tripjax import sampling
 
 
@@ -442,3 +443,12 @@ def test_a_share_of_the_columns_is_those_columns_of_the_whole_draw(shuffle_on, e
       np.testing.assert_array_equal(np.asarray(all_of_it)[:, :, columns], part)
   with pytest.raises(ValueError, match="columns"):
     sampler.epoch(1, columns=np.array([16]))
+
+
+def test_an_epoch_of_more_candidates_than_memory_holds_is_refused_before_drawing():
+  sampling.check_epoch_memory(10, 3, memory=16 * 30)  # 16 bytes a candidate: fits
+  with pytest.raises(errors.InvalidInput, match=r"^--num_negatives=4: .* each of 10 positives"):
+    sampling.check_epoch_memory(10, 4, memory=16 * 30)
+  matrix = sp.csr_matrix(np.eye(4, 6, dtype=bool))
+  with pytest.raises(errors.InvalidInput, match="more than this machine's"):
+    sampling.EpochSampler(matrix, batch_size=2, num_negatives=10**15)

@@ -448,12 +448,27 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
   assert "checkpoint of epoch 1 is kept" in str(diverged.value)
   from tripjax import checkpoint  # pylint: disable=g-import-not-at-top
   assert checkpoint.Checkpoints(tmp_path / "checkpoints").latest_epoch() == 1
+  assert workdir_lib.read_config(tmp_path) == _RUN  # the run resumes from it
 
 
 def test_divergence_before_any_checkpoint_promises_none(tmp_path, monkeypatch):
   monkeypatch.setattr(loop, "check_finite", _raise_diverged)
   with pytest.raises(loop.TrainingDiverged, match="No checkpoint was saved yet"):
     train.train_and_evaluate(_RUN, tmp_path)
+  # Nothing could resume from the run: it takes its files back, so that a corrected command
+  # (here a lower learning rate) starts anew in the same folder without --overwrite.
+  assert not workdir_lib.holds_run_files(tmp_path)
+  assert not workdir_lib.claim(dataclasses.replace(_RUN, learning_rate=0.01), tmp_path,
+                               overwrite=False)
+
+
+def test_a_failed_run_leaves_the_files_it_found(tmp_path, monkeypatch):
+  # An earlier attempt's flags (no checkpoint): the failing rerun did not write them.
+  workdir_lib.write_config(_RUN, tmp_path)
+  monkeypatch.setattr(loop, "check_finite", _raise_diverged)
+  with pytest.raises(loop.TrainingDiverged, match="No checkpoint was saved yet"):
+    train.train_and_evaluate(_RUN, tmp_path)
+  assert workdir_lib.read_config(tmp_path) == _RUN
 
 
 def _raise_diverged(chunk_loss, state, first_step, steps_per_chunk, kept=""):

@@ -33,6 +33,7 @@ from tripjax import loop
 from tripjax import metrics
 from tripjax import model
 from tripjax import models
+from tripjax import sampling
 from tripjax import sharding
 from tripjax import stop_signals
 from tripjax import workdir as workdir_lib
@@ -168,11 +169,16 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     data_started = time.perf_counter()
     dataset, train, test = registry.load_split(config)
     registry.load_features(config)  # a feature the data lacks: refused before a run is replaced
+    if models.get(config.model).iterative:  # so are more negatives than memory holds
+      sampling.check_epoch_memory(train.nnz, config.num_negatives)
     fingerprint = workdir_lib.data_fingerprint(train, test)
     distributed.on_writer(  # resuming on changed data: refused
         lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),
         f"check the data of the run in {workdir}")
     phases = {"data": time.perf_counter() - data_started}
+    # A run that starts in an empty folder and fails before its first checkpoint takes its
+    # files back: nothing could resume from them, and a corrected command then starts anew.
+    fresh = writer and (replace or not workdir_lib.holds_run_files(workdir))
 
     def start_run():
       if replace:
@@ -182,13 +188,19 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
 
     distributed.on_writer(start_run, f"write the run's flags in {workdir}")
     ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR, read_only=not writer)
+    finished = False
     try:
       if not models.get(config.model).iterative:
-        return _fit_once(config, workdir, ckpts, dataset, train, test, phases)
-      return _train(config, workdir, ckpts, dataset, train, test, every, stop,
-                    stop_after_epoch, phases)
+        results = _fit_once(config, workdir, ckpts, dataset, train, test, phases)
+      else:
+        results = _train(config, workdir, ckpts, dataset, train, test, every, stop,
+                         stop_after_epoch, phases)
+      finished = True
+      return results
     finally:
       ckpts.close()
+      if not finished and fresh and not workdir_lib.holds_checkpoints(workdir):
+        workdir_lib.replace_run(workdir)
 
 
 def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after_epoch,

@@ -138,7 +138,7 @@ def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
   if previous == config:
     return False
   if previous is None:
-    if not any((workdir / name).exists() for name in _RUN_FILES):
+    if not holds_run_files(workdir):
       return False
     what = f"run outputs but no {FLAGS_FILE} or {CONFIG_FILE}"
   elif isinstance(previous, TrainConfig):
@@ -149,6 +149,17 @@ def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
     raise WorkdirConflict(f"workdir {workdir} holds {what}. Use another --workdir, or pass "
                           "--overwrite to replace that run.")
   return True
+
+
+def holds_run_files(workdir: pathlib.Path) -> bool:
+  """Whether `workdir` holds any file a run writes (the lock aside)."""
+  return any((workdir / name).exists() or (workdir / name).is_symlink() for name in _RUN_FILES)
+
+
+def holds_checkpoints(workdir: pathlib.Path) -> bool:
+  """Whether the run in `workdir` has committed a checkpoint (Orbax names them by number)."""
+  folder = workdir / CHECKPOINT_DIR
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
 def replace_run(workdir: pathlib.Path) -> None:

@@ -1,6 +1,7 @@
 """Triplet sampling: epochs of (user, positive, exact negatives) batches."""
 
 from tripjax.sampling.epoch import Batches
+from tripjax.sampling.epoch import check_epoch_memory
 from tripjax.sampling.epoch import default_shuffle_on
 from tripjax.sampling.epoch import DRAW_ORDERS
 from tripjax.sampling.epoch import EpochSampler

@@ -22,6 +22,7 @@ is the draw of older runs (`tripjax.sampling.legacy`).
 import concurrent.futures
 import functools
 import math
+import os
 from typing import NamedTuple
 
 from absl import logging
@@ -41,6 +42,34 @@ SHUFFLES = ("host", "device", "kernel")
 # By default, epochs of fewer searches than this use neither CPU kernel (their one-time build
 # would cost more than they save).
 KERNEL_MIN_SEARCHES = 2 ** 18
+# Host bytes per negative candidate of an epoch, about: its random words (twice for weighted
+# draws), the drawn item, the shuffled copy, and the next epoch's words drawn ahead.
+BYTES_PER_CANDIDATE = 16
+
+
+def physical_memory() -> int | None:
+  """This machine's memory in bytes (None where the OS does not say)."""
+  try:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError):
+    return None
+
+
+def check_epoch_memory(num_positives: int, num_negatives: int,
+                       memory: int | None = None) -> None:
+  """Refuses an epoch whose negative candidates alone would not fit in `memory` (default: the
+  machine's), before anything is drawn: the process would be killed midway instead.
+
+  Raises:
+    InvalidInput: naming --num_negatives, the bytes needed and the memory.
+  """
+  memory = physical_memory() if memory is None else memory
+  need = BYTES_PER_CANDIDATE * int(num_positives) * int(num_negatives)
+  if memory and need > memory:
+    raise errors.InvalidInput(
+        f"--num_negatives={num_negatives}: an epoch draws that many candidates for each of "
+        f"{num_positives} positives, about {need / 2**30:.1f} GiB, more than this machine's "
+        f"{memory / 2**30:.1f} GiB; use fewer.")
 
 
 @functools.cache
@@ -131,6 +160,7 @@ class EpochSampler:
     train = sp.csr_matrix(train)
     train.sum_duplicates()
     train.sort_indices()
+    check_epoch_memory(train.nnz, num_negatives)
     num_users, num_items = train.shape
     indptr = train.indptr.astype(np.int64)
     counts = np.diff(indptr)
