@@ -53,6 +53,10 @@ def _answer():
   ds = run.dataset
   the_model = models.get(run.config.model)
   offset = model.popularity_offset(run.train, run.config.popularity_penalty)
+
+  def placeable(item, flag):
+    recommend.check_placeable(item, ds.titles, ds.cold_items, "item_features" in run.params,
+                              run.config.model == "triplet", flag)
   if _USER.value is not None:
     row = recommend.user_index(ds.user_ids, _USER.value)
     items, scores = recommend.top_k_scored(the_model.score_fn(run.params, offset),
@@ -65,19 +69,17 @@ def _answer():
                                       test_items)
   if _SIMILAR_TO.value is not None:
     item = recommend.find_item(ds.titles, _SIMILAR_TO.value)
-    recommend.check_placeable(item, ds.titles, ds.cold_items, "item_features" in run.params,
-                              "--similar_to")
-    items, scores = the_model.similar_items(run.params, item, k=k)
+    items, scores = the_model.similar_items(run.params, item, k=k)  # the model's refusals first
+    placeable(item, "--similar_to")
     query = {"similar_to": str(ds.titles[item]), "k": k}
     return query, recommend.item_rows(ds.titles, ds.genres, ds.item_ids, items, scores)
   liked = [recommend.find_item(ds.titles, t) for t in recommend.split_titles(_LIKED.value)]
   if not liked:
     raise errors.InvalidInput(f"--liked={_LIKED.value!r} names no title.")
-  for item in liked:
-    recommend.check_placeable(item, ds.titles, ds.cold_items, "item_features" in run.params,
-                              "--liked")
   vec = the_model.fold_in_user(run.params, liked, jax.random.key(_SEED.value),
                                steps=_STEPS.value, margin=run.config.margin)
+  for item in liked:
+    placeable(item, "--liked")
   item_table = {"item": the_model.item_table(run.params, "--liked")}
   items, scores = recommend.top_k_for_vectors(item_table, vec, k=k, exclude=np.unique(liked),
                                               item_offset=offset)

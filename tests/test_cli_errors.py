@@ -112,7 +112,7 @@ def train_failures(run_cli, tmp_path_factory, bad_data):
     ("mesh_syntax", ["--mesh=rows:2"]),
     ("no_coordinator", ["--num_processes=2", "need --coordinator_address"]),
     ("process_id", ["--process_id=2 is out of range", "--num_processes=2"]),
-    ("negatives_memory", ["--num_negatives=10000000000", "GiB, more than this machine's"]),
+    ("negatives_memory", ["--num_negatives=10000000000", "GiB of memory, more than the"]),
 ])
 def test_train_failures_are_one_line(train_failures, case, needles):
   root, _, results = train_failures

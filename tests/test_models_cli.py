@@ -17,7 +17,7 @@ _GRAPH_CASES = {"ease": ["--model=ease", "--ease_lambda=50"],
                 "pagerank": ["--model=pagerank", "--pagerank_restart=0.5",
                              "--pagerank_popularity=1.0"],
                 "wrong_setting": ["--model=ease", "--pagerank_restart=0.5"],
-                "rp3beta_cold": ["--model=rp3beta", "--rp3_beta=0.3", "--cold_item_fraction=0.2"]}
+                "triplet_cold": ["--cold_item_fraction=0.2"]}
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +55,14 @@ def model_runs(run_cli, tmp_path_factory):
                                    f"--similar_to={run.dataset.titles[3]}", "--format=json"]
     if name == "ease":  # one report shows analyze works for a model with no vectors
       reports[name] = [f"--workdir={root / name}"]
-  assert trained["rp3beta_cold"].returncode == 0, trained["rp3beta_cold"].stderr[-3000:]
-  cold_run = train_lib.restore_run(root / "rp3beta_cold")
+  assert trained["triplet_cold"].returncode == 0, trained["triplet_cold"].stderr[-3000:]
+  cold_run = train_lib.restore_run(root / "triplet_cold")
   cold, warm = (str(cold_run.dataset.titles[i]) for i in
                 (cold_run.dataset.cold_items[0], cold_run.train[0].indices[0]))
   for name, flag in (("similar_cold", f"--similar_to={cold}"),
                      ("similar_warm", f"--similar_to={warm}"),
                      ("liked_cold", f"--liked={warm};{cold}")):
-    requests[f"rp3beta_cold/{name}"] = [f"--workdir={root / 'rp3beta_cold'}", flag]
+    requests[f"triplet_cold/{name}"] = [f"--workdir={root / 'triplet_cold'}", flag]
   answers = run_cli("experiments.recommend", requests)
   analyzed = run_cli("experiments.analyze", reports)
   return root, pop_run, trained, answers, analyzed
@@ -172,12 +172,14 @@ def test_a_setting_of_another_model_is_refused_in_one_line(graph_and_item_runs):
 
 
 def test_an_item_held_out_whole_and_not_placeable_is_refused_in_one_line(model_runs):
-  # RP3beta on a split with cold items: a cold item's row and column of the graph are empty.
+  # The triplet model without item features, on a split with cold items: a cold item's own
+  # embedding is zero and never trained.
   _, _, _, answers, _ = model_runs
-  assert answers["rp3beta_cold/similar_warm"].returncode == 0
+  assert answers["triplet_cold/similar_warm"].returncode == 0
   for name, flag in (("similar_cold", "--similar_to"), ("liked_cold", "--liked")):
-    done = answers[f"rp3beta_cold/{name}"]
+    done = answers[f"triplet_cold/{name}"]
     assert done.returncode == 1 and done.stdout == "", done.stderr[-2000:]
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"experiments.recommend: {flag}: ")
     assert "is one of the run's cold items" in done.stderr
+    assert done.stderr.endswith("or train with --item_features=genres.\n")

@@ -1,6 +1,7 @@
 """Tests for tripjax.recommend: top-k, similar items, title look-up, fold-in."""
 
 import difflib
+import functools
 import re
 
 import jax
@@ -435,9 +436,12 @@ def test_similar_items_ignores_popularity():
 
 def test_only_item_features_place_a_cold_item():
   cold = np.array([1, 3])
-  recommend.check_placeable(0, TITLES, cold, has_item_features=False, flag="--liked")
-  recommend.check_placeable(3, TITLES, None, has_item_features=False, flag="--liked")
-  recommend.check_placeable(3, TITLES, cold, has_item_features=True, flag="--liked")
+  place = functools.partial(recommend.check_placeable, titles=TITLES, flag="--liked")
+  place(0, cold_items=cold, has_item_features=False, takes_item_features=True)
+  place(3, cold_items=None, has_item_features=False, takes_item_features=True)
+  place(3, cold_items=cold, has_item_features=True, takes_item_features=True)
   with pytest.raises(errors.InvalidInput, match=rf"^--liked: '{re.escape(TITLES[3])}' is one "
-                     "of the run's cold items .* --item_features=genres"):
-    recommend.check_placeable(3, TITLES, cold, has_item_features=False, flag="--liked")
+                     "of the run's cold items .*, or train with --item_features=genres.$"):
+    place(3, cold_items=cold, has_item_features=False, takes_item_features=True)
+  with pytest.raises(errors.InvalidInput, match="ask about an item it trained on.$"):
+    place(3, cold_items=cold, has_item_features=False, takes_item_features=False)

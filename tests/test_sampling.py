@@ -446,9 +446,11 @@ def test_a_share_of_the_columns_is_those_columns_of_the_whole_draw(shuffle_on, e
 
 
 def test_an_epoch_of_more_candidates_than_memory_holds_is_refused_before_drawing():
-  sampling.check_epoch_memory(10, 3, memory=16 * 30)  # 16 bytes a candidate: fits
+  sampling.check_epoch_memory(10, 3, memory=24 * 30)  # 24 bytes a candidate: fits
   with pytest.raises(errors.InvalidInput, match=r"^--num_negatives=4: .* each of 10 positives"):
-    sampling.check_epoch_memory(10, 4, memory=16 * 30)
+    sampling.check_epoch_memory(10, 4, memory=24 * 30)
+  with pytest.raises(errors.InvalidInput, match="--num_negatives=3"):  # 36 bytes weighted
+    sampling.check_epoch_memory(10, 3, weighted=True, memory=24 * 30)
   matrix = sp.csr_matrix(np.eye(4, 6, dtype=bool))
-  with pytest.raises(errors.InvalidInput, match="more than this machine's"):
+  with pytest.raises(errors.InvalidInput, match="more than the"):
     sampling.EpochSampler(matrix, batch_size=2, num_negatives=10**15)

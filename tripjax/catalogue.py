@@ -78,21 +78,31 @@ def find_item(titles: Sequence[str], query: str, max_candidates: int = 10) -> in
 
 
 def check_placeable(item: int, titles: Sequence[str], cold_items: np.ndarray | None,
-                    has_item_features: bool, flag: str) -> None:
+                    has_item_features: bool, takes_item_features: bool, flag: str) -> None:
   """Refuses an item the model cannot place: one held out of training whole (a cold item of
   `--cold_item_fraction`) when the model has no item features to give it a vector.
 
   Such an item's vector is zero (or, for the item-item models, its row and column are empty), so
   every other item would tie with it at score 0.
 
+  Args:
+    item: the item's row.
+    titles: every item's title.
+    cold_items: the run's cold items (None: none held out).
+    has_item_features: whether the model's params hold item features.
+    takes_item_features: whether the run's model could have them (`--item_features`), which
+      the message then suggests.
+    flag: the flag that named the item.
+
   Raises:
     InvalidInput: naming `flag` and the title.
   """
   if cold_items is not None and not has_item_features and np.isin(item, cold_items):
+    remedy = ", or train with --item_features=genres" if takes_item_features else ""
     raise errors.InvalidInput(
         f"{flag}: {titles[item]!r} is one of the run's cold items (held out of training by "
         "--cold_item_fraction) and the model has no item features to place it; ask about an "
-        "item it trained on, or train with --item_features=genres.")
+        f"item it trained on{remedy}.")
 
 
 def user_index(user_ids: np.ndarray, user_id: int) -> int:

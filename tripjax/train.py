@@ -170,14 +170,13 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     dataset, train, test = registry.load_split(config)
     registry.load_features(config)  # a feature the data lacks: refused before a run is replaced
     if models.get(config.model).iterative:  # so are more negatives than memory holds
-      sampling.check_epoch_memory(train.nnz, config.num_negatives)
+      sampling.check_epoch_memory(train.nnz, config.num_negatives,
+                                  config.negative_exponent > 0 or config.cold_item_fraction > 0)
     fingerprint = workdir_lib.data_fingerprint(train, test)
     distributed.on_writer(  # resuming on changed data: refused
         lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),
         f"check the data of the run in {workdir}")
     phases = {"data": time.perf_counter() - data_started}
-    # A run that starts in an empty folder and fails before its first checkpoint takes its
-    # files back: nothing could resume from them, and a corrected command then starts anew.
     fresh = writer and (replace or not workdir_lib.holds_run_files(workdir))
 
     def start_run():
@@ -186,21 +185,17 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       workdir_lib.write_config(config, workdir)
       workdir_lib.write_data(workdir, fingerprint)
 
-    distributed.on_writer(start_run, f"write the run's flags in {workdir}")
-    ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR, read_only=not writer)
-    finished = False
-    try:
-      if not models.get(config.model).iterative:
-        results = _fit_once(config, workdir, ckpts, dataset, train, test, phases)
-      else:
-        results = _train(config, workdir, ckpts, dataset, train, test, every, stop,
-                         stop_after_epoch, phases)
-      finished = True
-      return results
-    finally:
-      ckpts.close()
-      if not finished and fresh and not workdir_lib.holds_checkpoints(workdir):
-        workdir_lib.replace_run(workdir)
+    with workdir_lib.taken_back_on_failure(workdir, fresh):
+      distributed.on_writer(start_run, f"write the run's flags in {workdir}")
+      ckpts = checkpoint.Checkpoints(workdir / workdir_lib.CHECKPOINT_DIR,
+                                     read_only=not writer)
+      try:
+        if not models.get(config.model).iterative:
+          return _fit_once(config, workdir, ckpts, dataset, train, test, phases)
+        return _train(config, workdir, ckpts, dataset, train, test, every, stop,
+                      stop_after_epoch, phases)
+      finally:
+        ckpts.close()
 
 
 def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after_epoch,

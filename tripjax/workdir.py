@@ -162,6 +162,20 @@ def holds_checkpoints(workdir: pathlib.Path) -> bool:
   return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
+@contextlib.contextmanager
+def taken_back_on_failure(workdir: pathlib.Path, fresh: bool) -> Iterator[None]:
+  """When the block fails before the run in `workdir` committed a checkpoint, and `fresh` (the
+  run found the folder empty, or replaced its older run), removes the run's files: nothing could
+  resume from them, and the corrected command then starts anew without --overwrite. A run that
+  found files keeps them."""
+  try:
+    yield
+  except BaseException:
+    if fresh and not holds_checkpoints(workdir):
+      replace_run(workdir)
+    raise
+
+
 def replace_run(workdir: pathlib.Path) -> None:
   """Deletes the files of the run in `workdir` (the lock stays)."""
   for name in _RUN_FILES:

@@ -4,8 +4,8 @@
 `missing_items_cpu.cc`, and the epoch's shuffle, `shuffle_cpu.cc`) are compiled into one library
 on first use with the machine's C++ compiler (`$CXX`, else `c++`), against the XLA FFI headers
 that jaxlib ships, with `-march=native`. The library's name in the cache is a digest of the
-sources and `HEADERS`, the flags, the compiler, jaxlib's version and the CPU's features, so a
-change to any of them builds a new one.
+sources and `HEADERS`, this file (the recipe), the flags, the compiler, jaxlib's version and the
+CPU's features, so a change to any of them builds a new one.
 """
 
 from __future__ import annotations
@@ -116,10 +116,11 @@ def toolchain() -> tuple[list[str], tuple[str, ...]]:
 
 
 def library_path(compiler: list[str], flags: tuple[str, ...]) -> pathlib.Path:
-  """The cached library's path for these sources, compiler, flags, jaxlib and CPU."""
+  """The cached library's path for these sources, this recipe, compiler, flags, jaxlib and CPU."""
   import jaxlib  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
-  for part in (*(path.read_bytes() for path in SOURCES + HEADERS), " ".join(flags),
+  recipe = pathlib.Path(__file__)  # how they are built: a changed build is a new library
+  for part in (*(path.read_bytes() for path in SOURCES + HEADERS + (recipe,)), " ".join(flags),
                " ".join(compiler), _compiler_version(compiler), jaxlib.__version__,
                _cpu_features()):
     digest.update(part if isinstance(part, bytes) else part.encode())

@@ -42,34 +42,50 @@ SHUFFLES = ("host", "device", "kernel")
 # By default, epochs of fewer searches than this use neither CPU kernel (their one-time build
 # would cost more than they save).
 KERNEL_MIN_SEARCHES = 2 ** 18
-# Host bytes per negative candidate of an epoch, about: its random words (twice for weighted
-# draws), the drawn item, the shuffled copy, and the next epoch's words drawn ahead.
-BYTES_PER_CANDIDATE = 16
+# Host bytes per negative candidate of an epoch, at least: its random words (4, or 8 for a
+# weighted draw), their copy on the device, the next epoch's words drawn ahead, the drawn item
+# (4) and its shuffled, padded copy (4).
+BYTES_PER_CANDIDATE = {False: 24, True: 36}  # weighted draw?
 
 
-def physical_memory() -> int | None:
-  """This machine's memory in bytes (None where the OS does not say)."""
+def memory_limit() -> int | None:
+  """The bytes this process may use: the machine's memory, or its cgroup's limit (a container,
+  a batch job) when lower; None where neither can be read."""
+  limits = []
   try:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
   except (ValueError, OSError):
-    return None
+    pass
+  try:
+    with open("/sys/fs/cgroup/memory.max") as f:  # cgroup v2; "max" when unlimited
+      limits.append(int(f.read().strip()))
+  except (OSError, ValueError):
+    pass
+  return min(limits) if limits else None
 
 
-def check_epoch_memory(num_positives: int, num_negatives: int,
+def check_epoch_memory(num_positives: int, num_negatives: int, weighted: bool = False,
                        memory: int | None = None) -> None:
-  """Refuses an epoch whose negative candidates alone would not fit in `memory` (default: the
-  machine's), before anything is drawn: the process would be killed midway instead.
+  """Refuses an epoch whose negative candidates alone would not fit in `memory` (default:
+  `memory_limit()`), before anything is drawn: the process would be killed midway instead.
+
+  Args:
+    num_positives: P, the epoch's triplets.
+    num_negatives: n, candidates per triplet.
+    weighted: whether negatives are drawn by weight (`negative_exponent` > 0, or excluded
+      items), which takes twice the random words.
+    memory: the bytes available; None: `memory_limit()`.
 
   Raises:
     InvalidInput: naming --num_negatives, the bytes needed and the memory.
   """
-  memory = physical_memory() if memory is None else memory
-  need = BYTES_PER_CANDIDATE * int(num_positives) * int(num_negatives)
+  memory = memory_limit() if memory is None else memory
+  need = BYTES_PER_CANDIDATE[bool(weighted)] * int(num_positives) * int(num_negatives)
   if memory and need > memory:
     raise errors.InvalidInput(
         f"--num_negatives={num_negatives}: an epoch draws that many candidates for each of "
-        f"{num_positives} positives, about {need / 2**30:.1f} GiB, more than this machine's "
-        f"{memory / 2**30:.1f} GiB; use fewer.")
+        f"{num_positives} positives, at least {need / 2**30:.1f} GiB of memory, more than the "
+        f"{memory / 2**30:.1f} GiB this process may use; use fewer.")
 
 
 @functools.cache
@@ -160,7 +176,9 @@ class EpochSampler:
     train = sp.csr_matrix(train)
     train.sum_duplicates()
     train.sort_indices()
-    check_epoch_memory(train.nnz, num_negatives)
+    check_epoch_memory(train.nnz, num_negatives,
+                       negative_exponent != 0 or excluded_items is not None
+                       and len(excluded_items) > 0)
     num_users, num_items = train.shape
     indptr = train.indptr.astype(np.int64)
     counts = np.diff(indptr)
