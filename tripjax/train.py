@@ -404,7 +404,7 @@ def restore_run(workdir: str | os.PathLike) -> Run:
                       "--workdir=...") from None
   ckpt_dir = workdir / workdir_lib.CHECKPOINT_DIR
   restored = None
-  if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+  if workdir_lib.holds_checkpoints(workdir):
     dataset, train, test = registry.load_split(config)
     workdir_lib.check_data(workdir, workdir_lib.data_fingerprint(train, test))
     like = models.get(config.model).params_like(config, train)

@@ -19,7 +19,7 @@ import jax
 from tripjax import errors
 from tripjax import files
 from tripjax import metrics
-from tripjax.config import TrainConfig
+from tripjax.config import SEED_LIMIT, TrainConfig
 from tripjax.data import registry
 from tripjax.tuning.grid_search import Space, ablation, best_trial, check_space, search
 from tripjax.tuning.validation import check_penalties, penalty_scan, tuning_split, validate_mean
@@ -50,7 +50,7 @@ def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
   seeds = tuple(seeds)
   if not seeds:
     raise errors.InvalidInput("validation_seeds: give at least one seed.")
-  if any(not 0 <= s < 2**32 for s in seeds):
+  if any(not 0 <= s < SEED_LIMIT for s in seeds):
     raise errors.InvalidInput(f"validation_seeds: {list(seeds)}: seeds lie in [0, 2**32).")
   if len(set(seeds)) != len(seeds):
     raise errors.InvalidInput(f"validation_seeds: {list(seeds)} repeats a seed (the splits would "
