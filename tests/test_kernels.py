@@ -79,9 +79,12 @@ def _assert_same_training(chunks, **kwargs):
   return fused, xla
 
 
-@pytest.mark.parametrize("dim", [16, 64, 13])
+@pytest.mark.parametrize("dim", [13, 16, 24, 32, 64, 128])
 def test_equals_the_xla_step(dim):
-  """Several chunks with repeated rows: the same tables, losses and counts as XLA's step."""
+  """Several chunks with repeated rows: the same tables, losses and counts as XLA's step.
+
+  Each dim takes one of the kernel's loops: unrolled eight-float loops for 32, 64 and 128,
+  eight-float loops of any length (16, 24), one float at a time (13)."""
   chunks = [_chunk(seed, steps=4, batch=48) for seed in range(3)]
   fused, xla = _assert_same_training(chunks, dim=dim)
   before = _state(sparse_optim.sparse_sgd(0.5), dim).params

@@ -7,10 +7,13 @@
 // gather / five reductions / gradient / scatter chain (each a pass over [B, D] arrays):
 //
 //   pass 1 (parallel over blocks of triplets): read the three rows of each triplet once,
-//     compute its five dot products, its loss and its three gradient rows;
+//     compute its five dot products, its loss and its three gradient rows (eight floats at a
+//     time where the dim allows);
 //   pass 2 (one thread per table): add -lr * gradient to the rows, in the batch's order
 //     (users; then positives followed by negatives, as the XLA step concatenates them).
 //
+// Triplets whose gradient is zero (a hinge at 0 without l2, or a weight of 0) are skipped by
+// both passes: XLA adds their zeros, which leaves every finite entry as it was.
 // Every gradient is computed from the tables as they were before the step (batch semantics,
 // as in the XLA step), and the result does not depend on the number of threads.
 // Indices behave as in the XLA step: negative ones count from the end (JAX's indexing), and
@@ -69,12 +72,64 @@ struct Batch {
   int64_t size;
 };
 
-// Pass 1 for triplets [begin, end): the loss and the three gradient rows of each.
+// A triplet's gradient coefficients: each gradient row is a combination of the three rows,
+//   g_user = un * n - up * p - (uu - l2) * u,  g_pos = (pp + l2) * p - up * u,
+//   g_neg = un * u - (nn - l2) * n,
+// from the five dot products (norms clamped at eps, as in losses._EPS).
+struct Coefficients {
+  float loss, un, up, uu, pp, nn, l2;
+};
+
+inline Coefficients TripletCoefficients(float uu, float pp, float nn, float up, float un,
+                                        float cotangent, float margin, float l2) {
+  const float iu = 1.0f / std::sqrt(std::max(uu, kEps2));
+  const float ip = 1.0f / std::sqrt(std::max(pp, kEps2));
+  const float in = 1.0f / std::sqrt(std::max(nn, kEps2));
+  const float cos_p = up * iu * ip;
+  const float cos_n = un * iu * in;
+  const float loss = std::max(cos_n - cos_p + margin, 0.0f);
+  // The hinge's gradient; a norm clamped at eps passes no gradient through the norm.
+  const float a = loss > 0 ? cotangent : 0.0f;
+  return {loss,
+          a * iu * in,                                      // u's coefficient in g_neg, n's in g_user
+          a * iu * ip,                                      // u's coefficient in g_pos, p's in g_user
+          uu > kEps2 ? a * (cos_n - cos_p) * iu * iu : 0.0f,
+          pp > kEps2 ? a * cos_p * ip * ip : 0.0f,
+          nn > kEps2 ? a * cos_n * in * in : 0.0f,
+          2.0f * l2 * cotangent};                           // d/dx of l2 * c * |x|^2, hinge or not
+}
+
+// Whether triplet k's gradient rows are all zero, so pass 2 may skip it: no hinge gradient
+// (the loss is 0, or the triplet weighs 0) and no l2 term.
+inline bool ZeroGradient(float loss, float cotangent, float l2) {
+  return cotangent == 0.0f || (!(loss > 0.0f) && l2 == 0.0f);
+}
+
+// Eight floats, as GCC's and Clang's vector extension (one AVX register, or two SSE ones).
+typedef float Float8 __attribute__((vector_size(32)));
+
+inline Float8 Load8(const float* p) {
+  Float8 v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void Store8(float* p, Float8 v) { __builtin_memcpy(p, &v, sizeof v); }
+
+inline float Sum8(Float8 v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+// Pass 1 for triplets [begin, end): the loss and the three gradient rows of each (none for a
+// triplet whose gradient is zero). kDim: the rows' length when known at compile time (the
+// loops unroll), 0 for b.dim; with kVector the rows are read eight floats at a time (b.dim a
+// multiple of 8), else one at a time (any dim).
+template <int64_t kDim, bool kVector>
 void TripletGrads(const Batch& b, int64_t begin, int64_t end) {
-  const int64_t d = b.dim;
-  auto user_row = [&b](int64_t k) { return b.user_table + Clamp(b.users[k], b.num_users) * b.dim; };
-  auto pos_row = [&b](int64_t k) { return b.item_table + Clamp(b.pos[k], b.num_items) * b.dim; };
-  auto neg_row = [&b](int64_t k) { return b.item_table + Clamp(b.neg[k], b.num_items) * b.dim; };
+  const int64_t d = kDim ? kDim : b.dim;
+  auto user_row = [&b, d](int64_t k) { return b.user_table + Clamp(b.users[k], b.num_users) * d; };
+  auto pos_row = [&b, d](int64_t k) { return b.item_table + Clamp(b.pos[k], b.num_items) * d; };
+  auto neg_row = [&b, d](int64_t k) { return b.item_table + Clamp(b.neg[k], b.num_items) * d; };
   for (int64_t k = begin; k < end; ++k) {
     if (k + kPrefetchAhead < end) {
       PrefetchRow(user_row(k + kPrefetchAhead), d);
@@ -85,46 +140,70 @@ void TripletGrads(const Batch& b, int64_t begin, int64_t end) {
     const float* __restrict p = pos_row(k);
     const float* __restrict n = neg_row(k);
     float uu = 0, pp = 0, nn = 0, up = 0, un = 0;
+    if constexpr (kVector) {
+      Float8 uu8 = {}, pp8 = {}, nn8 = {}, up8 = {}, un8 = {};
+      for (int64_t j = 0; j < d; j += 8) {
+        const Float8 x = Load8(u + j), y = Load8(p + j), z = Load8(n + j);
+        uu8 += x * x;
+        pp8 += y * y;
+        nn8 += z * z;
+        up8 += x * y;
+        un8 += x * z;
+      }
+      uu = Sum8(uu8), pp = Sum8(pp8), nn = Sum8(nn8), up = Sum8(up8), un = Sum8(un8);
+    } else {
 #pragma omp simd reduction(+ : uu, pp, nn, up, un)
-    for (int64_t j = 0; j < d; ++j) {
-      uu += u[j] * u[j];
-      pp += p[j] * p[j];
-      nn += n[j] * n[j];
-      up += u[j] * p[j];
-      un += u[j] * n[j];
+      for (int64_t j = 0; j < d; ++j) {
+        uu += u[j] * u[j];
+        pp += p[j] * p[j];
+        nn += n[j] * n[j];
+        up += u[j] * p[j];
+        un += u[j] * n[j];
+      }
     }
-    const float iu = 1.0f / std::sqrt(std::max(uu, kEps2));
-    const float ip = 1.0f / std::sqrt(std::max(pp, kEps2));
-    const float in = 1.0f / std::sqrt(std::max(nn, kEps2));
-    const float cos_p = up * iu * ip;
-    const float cos_n = un * iu * in;
-    const float loss = std::max(cos_n - cos_p + b.margin, 0.0f);
-    b.loss[k] = loss;
-    // The hinge's gradient; a norm clamped at eps passes no gradient through the norm.
-    const float c = b.cotangent[k];
-    const float a = loss > 0 ? c : 0.0f;
-    const float un_coef = a * iu * in;  // u's coefficient in g_neg, n's in g_user
-    const float up_coef = a * iu * ip;  // u's coefficient in g_pos, p's in g_user
-    const float uu_coef = uu > kEps2 ? a * (cos_n - cos_p) * iu * iu : 0.0f;
-    const float pp_coef = pp > kEps2 ? a * cos_p * ip * ip : 0.0f;
-    const float nn_coef = nn > kEps2 ? a * cos_n * in * in : 0.0f;
-    const float l2_coef = 2.0f * b.l2 * c;  // d/dx of l2 * c * |x|^2, hinge or not
+    const Coefficients c = TripletCoefficients(uu, pp, nn, up, un, b.cotangent[k], b.margin, b.l2);
+    b.loss[k] = c.loss;
+    if (ZeroGradient(c.loss, b.cotangent[k], b.l2)) continue;
     float* __restrict gu = b.grads + k * d;
     float* __restrict gp = b.grads + (b.size + k) * d;
     float* __restrict gn = b.grads + (2 * b.size + k) * d;
+    const float uu_l2 = c.uu - c.l2, pp_l2 = c.pp + c.l2, nn_l2 = c.nn - c.l2;
+    if constexpr (kVector) {
+      for (int64_t j = 0; j < d; j += 8) {
+        const Float8 x = Load8(u + j), y = Load8(p + j), z = Load8(n + j);
+        Store8(gu + j, c.un * z - c.up * y - uu_l2 * x);
+        Store8(gp + j, pp_l2 * y - c.up * x);
+        Store8(gn + j, c.un * x - nn_l2 * z);
+      }
+    } else {
 #pragma omp simd
-    for (int64_t j = 0; j < d; ++j) {
-      gu[j] = un_coef * n[j] - up_coef * p[j] - uu_coef * u[j] + l2_coef * u[j];
-      gp[j] = pp_coef * p[j] - up_coef * u[j] + l2_coef * p[j];
-      gn[j] = un_coef * u[j] - nn_coef * n[j] + l2_coef * n[j];
+      for (int64_t j = 0; j < d; ++j) {
+        gu[j] = c.un * n[j] - c.up * p[j] - uu_l2 * u[j];
+        gp[j] = pp_l2 * p[j] - c.up * u[j];
+        gn[j] = c.un * u[j] - nn_l2 * n[j];
+      }
     }
   }
 }
 
-// Pass 2 for one table: table[indices[k]] += -(lr * grads[k]), in k order; drops indices
+// Pass 1 over [begin, end) with the loops that suit the rows' length.
+void TripletGradsAnyDim(const Batch& b, int64_t begin, int64_t end) {
+  switch (b.dim) {
+    case 32: return TripletGrads<32, true>(b, begin, end);
+    case 64: return TripletGrads<64, true>(b, begin, end);
+    case 128: return TripletGrads<128, true>(b, begin, end);
+    default:
+      if (b.dim % 8 == 0) return TripletGrads<0, true>(b, begin, end);
+      return TripletGrads<0, false>(b, begin, end);
+  }
+}
+
+// Pass 2 for one table: table[indices[k]] += -(lr * grads[k]), in k order (across the index
+// arrays, one after the other); skips triplets whose gradient is zero and drops indices
 // outside the table (after counting negative ones from the end).
-void ScatterSgd(float* table, int64_t rows, int64_t dim, const int32_t* const* indices,
-                const float* grads, int64_t size, int num_index_arrays, float lr) {
+void ScatterSgd(const Batch& b, float* table, int64_t rows, const int32_t* const* indices,
+                const float* grads, int num_index_arrays, float lr) {
+  const int64_t dim = b.dim, size = b.size;
   int64_t k_all = 0;
   for (int a = 0; a < num_index_arrays; ++a) {
     const int32_t* index = indices[a];
@@ -134,7 +213,7 @@ void ScatterSgd(float* table, int64_t rows, int64_t dim, const int32_t* const* i
         if (ahead >= 0 && ahead < rows) PrefetchRow(table + ahead * dim, dim);
       }
       const int64_t r = Wrap(index[k], rows);
-      if (r < 0 || r >= rows) continue;
+      if (r < 0 || r >= rows || ZeroGradient(b.loss[k], b.cotangent[k], b.l2)) continue;
       float* __restrict row = table + r * dim;
       const float* __restrict g = grads + k_all * dim;
 #pragma omp simd
@@ -171,18 +250,18 @@ ffi::Error TripletSgdUpdateImpl(ffi::ThreadPool pool, Table user_table, Table it
                     loss->typed_data(), grads->typed_data(), size};
   const int64_t blocks = (size + kBlock - 1) / kBlock;
   ParallelFor(pool, blocks, [&batch](int64_t i) {
-    TripletGrads(batch, i * kBlock, std::min(batch.size, (i + 1) * kBlock));
+    TripletGradsAnyDim(batch, i * kBlock, std::min(batch.size, (i + 1) * kBlock));
   });
   const float lr = *learning_rate.typed_data();
   const int32_t* user_index[] = {users.typed_data()};
   const int32_t* item_index[] = {pos.typed_data(), neg.typed_data()};
   ParallelFor(pool, 2, [&](int64_t table) {
     if (table == 0) {
-      ScatterSgd(new_user_table->typed_data(), batch.num_users, dim, user_index, batch.grads,
-                 size, 1, lr);
+      ScatterSgd(batch, new_user_table->typed_data(), batch.num_users, user_index, batch.grads,
+                 1, lr);
     } else {
-      ScatterSgd(new_item_table->typed_data(), batch.num_items, dim, item_index,
-                 batch.grads + size * dim, size, 2, lr);
+      ScatterSgd(batch, new_item_table->typed_data(), batch.num_items, item_index,
+                 batch.grads + size * dim, 2, lr);
     }
   });
   return ffi::Error::Success();
