@@ -266,6 +266,9 @@ def _merge_files(new_path: str, out_path: str) -> pathlib.Path:
 def main(argv):
   del argv
   if _CHILD.value:
+    if not _MATRIX.value:
+      raise app.UsageError("--child is internal (this benchmark runs its own children) and needs "
+                           "--matrix; run without --child.")
     print(json.dumps(_child(_CHILD.value, _MATRIX.value, _REPEATS.value)))
     return
   if _MERGE.value:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 
+from absl import app
 from absl import flags
 import numpy as np
 import pandas as pd
@@ -124,6 +125,9 @@ def _summarise(runs: list[dict]) -> dict:
 def main(argv):
   del argv
   if _CHILD.value:
+    if not _WORKDIR.value:
+      raise app.UsageError("--child is internal (this benchmark runs its own children) and needs "
+                           "--workdir; run without --child.")
     print(json.dumps(_child(_CHILD.value, pathlib.Path(_WORKDIR.value))))
     return
   from tripjax import errors  # pylint: disable=g-import-not-at-top

@@ -294,3 +294,13 @@ def test_every_script_runs_through_run_cli():
       assert "run_cli.run" in calls, f"{path.name}: {sorted(calls)}"
       checked.append(path.stem)
   assert {"train", "item_item_fit", "throughput", "compare"} <= set(checked)
+
+
+@pytest.mark.parametrize("module,args,needs", [
+    ("benchmarks.item_item_fit", ["--child=ease"], "--matrix"),
+    ("benchmarks.pipeline_memory", ["--child=pipeline"], "--workdir")])
+def test_a_benchmarks_internal_child_flag_alone_is_one_line(run_cli, module, args, needs):
+  """`--child` is how these benchmarks start their own measuring processes; given by hand
+  without the input they pass along, it is refused in one line (it was a TypeError)."""
+  line = _failure_line(run_cli(module, {"alone": args})["alone"], module)
+  assert "--child is internal" in line and needs in line
