@@ -268,6 +268,24 @@ def ials_speed_section(d, path):
   return rows
 
 
+def kernel_ab_section(d, path):
+  rows = [f"## The fused step against its version at {d['baseline_rev']} (issue 15): "
+          f"`{path.name}`", f"`{writing_to(d['command'], 'out', path)}`", "",
+          f"Both kernels built and timed in one process, alternately, on the same epoch of "
+          f"uniform triplets (batch {d['batch_size']}, dim {d['dim']}, sparse SGD at "
+          f"{d['learning_rate']:g}); `active`: the share of triplets with a nonzero gradient in "
+          "the last epoch. The tables' difference after the same epochs is float rounding, "
+          "grown by training at a large step size.", "",
+          "| shape | margin | active | baseline s | candidate s | candidate / baseline "
+          "(min-max) | tables differ by |", "|---|---|---|---|---|---|---|"]
+  rows += [f"| {r['shape']} | {r['margin']:g} | {r['active']:.2f} | {r['baseline_s']:.4f} | "
+           f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
+           f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['max_table_difference']:.1e} |"
+           for r in d["results"]]
+  load = d["load_average_start"][0], d["load_average_end"][0]
+  return rows + ["", f"Load average {load[0]:.1f} at start, {load[1]:.1f} at end."]
+
+
 def time_to_auc_section(d, path):
   body = time_to_auc.markdown(d, writing_to(d["command"], "tta_out_json", path))
   loads = [a for info in d["methods"].values() for a in info.get("load_average", [])]
@@ -329,7 +347,8 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
               ("step_profile_*.json", step_profile_section),
               ("item_item_fit_*.json", item_item_fit_section),
               ("ials_speed*.json", ials_speed_section), ("end_to_end_*.json", end_to_end_section),
-              ("time_to_auc_*.json", time_to_auc_section)]
+              ("time_to_auc_*.json", time_to_auc_section),
+              ("kernel_ab_*.json", kernel_ab_section)]
   for pattern, section in per_file:
     for path in sorted(pathlib.Path(results_dir).glob(pattern)):
       lines += _section(section, _read(path), path) + [""]

@@ -24,6 +24,7 @@ OUTPUT_FLAGS = {
     "time_to_auc": ("tta_out_json", "tta_out_md"),
     "end_to_end": ("e2e_out_json",),
     "item_item_fit": ("out_json",),
+    "kernel_ab": ("out",),
     "parse_speed": ("out",),
     "pipeline_memory": ("output",),
     "step_profile": ("out",),

@@ -1,0 +1,211 @@
+"""The fused CPU step against an earlier version of itself, both in one process.
+
+  python -m benchmarks.kernel_ab --baseline_rev=1b4b8b0 [--shapes=ml-1m,ml-20m] [--reps=15]
+
+Timings of separate runs on a shared machine differ by more than a kernel change is worth, so
+this builds the working tree's `tripjax/kernels/triplet_sgd_cpu.cc` (the candidate) and the same
+file at a git revision (`--baseline_rev`, or a file, `--baseline_source`; the FFI signature must
+be the same) into two libraries with the kernels' own compiler and flags, registers them as two
+XLA targets, and times one jitted epoch of each on the same triplets, alternately, round after
+round. Each shape's random positives (`step_inputs.random_positives`) give one epoch of
+uniform triplets (`sampling.EpochSampler`, one negative), trained from the same tables (dim 64)
+with sparse SGD; each `--margins` value leaves a different share of triplets with a nonzero
+gradient after the first epochs (reported as `active`, that of the last epoch). Reported: each kernel's median epoch seconds, the median over
+rounds of candidate / baseline, and the largest difference between their tables after the
+same epochs (0 for identical arithmetic).
+
+Writes runs/benchmarks/kernel_ab.json unless `--out` names another file.
+"""
+
+import ctypes
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import outputs
+from benchmarks.step_inputs import SHAPES, TARGET_BATCH, TARGET_DIM, random_positives
+from experiments import run_cli
+from tripjax import files
+from tripjax import sampling
+from tripjax.kernels import compiler
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+_SOURCE = "tripjax/kernels/triplet_sgd_cpu.cc"
+_HEADER = "tripjax/kernels/common.h"
+
+_BASELINE_REV = flags.DEFINE_string("baseline_rev", None,
+                                    f"Git revision whose {_SOURCE} (and common.h) is the baseline.")
+_BASELINE_SOURCE = flags.DEFINE_string(
+    "baseline_source", None, "A .cc file to use as the baseline instead (next to its own "
+    "common.h if it has one, else the working tree's).")
+_SHAPES = flags.DEFINE_list("shapes", ["ml-1m", "ml-20m"], "Table shapes (benchmarks.step_inputs).")
+_MARGINS = flags.DEFINE_list("margins", ["0.5", "0.1"], "Triplet margins to time.")
+_REPS = flags.DEFINE_integer("reps", 15, "Timed epochs per kernel and margin.", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", TARGET_BATCH, "Triplets per batch.", lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 200.0, "Sparse SGD's step size on the batch's mean loss (tuned configs use "
+    "hundreds to thousands; a small one leaves nearly every triplet active).")
+_OUT = flags.DEFINE_string("out", outputs.default_output("kernel_ab.json"), "Output JSON.")
+
+
+def baseline_files(folder: pathlib.Path) -> pathlib.Path:
+  """Writes the baseline's source (and header) into `folder`; returns the source's path."""
+  source = folder / "baseline" / "triplet_sgd_cpu.cc"
+  source.parent.mkdir()
+  if _BASELINE_SOURCE.value:
+    given = pathlib.Path(_BASELINE_SOURCE.value)
+    try:
+      source.write_bytes(given.read_bytes())
+    except OSError as e:
+      raise app.UsageError(f"--baseline_source={given}: cannot read it ({e.strerror}).") from e
+    header = given.parent / "common.h"
+    header = header if header.exists() else _REPO / _HEADER
+    (source.parent / "common.h").write_bytes(header.read_bytes())
+    return source
+  for path, target in ((_SOURCE, source), (_HEADER, source.parent / "common.h")):
+    shown = subprocess.run(["git", "show", f"{_BASELINE_REV.value}:{path}"], cwd=_REPO,
+                           capture_output=True, check=False)
+    if shown.returncode != 0:
+      why = shown.stderr.decode(errors="replace").strip().splitlines()
+      raise app.UsageError(f"--baseline_rev={_BASELINE_REV.value}: no {path} there "
+                           f"({why[-1] if why else 'git failed'}).")
+    target.write_bytes(shown.stdout)
+  return source
+
+
+def build(sources: dict[str, pathlib.Path], folder: pathlib.Path) -> dict[str, pathlib.Path]:
+  """Compiles each source into its own library (the kernels' compiler and flags, in parallel)."""
+  command, build_flags = compiler.toolchain()
+  include = jax.ffi.include_dir()
+  libraries = {name: folder / f"{name}.so" for name in sources}
+  runs = [subprocess.Popen([*command, *build_flags, f"-I{include}", str(source), "-o",
+                            str(libraries[name])], stderr=subprocess.PIPE, text=True)
+          for name, source in sources.items()]
+  for name, run in zip(sources, runs):
+    _, stderr = run.communicate(timeout=compiler.BUILD_TIMEOUT_S)
+    if run.returncode != 0:
+      raise app.UsageError(f"the {name} kernel does not compile: {stderr.strip()[-500:]}")
+  return libraries
+
+
+def register(libraries: dict[str, pathlib.Path]) -> dict[str, str]:
+  """Registers each library's TripletSgdUpdate as target `tripjax_ab_<name>`."""
+  targets = {}
+  for name, path in libraries.items():
+    handler = ctypes.CDLL(str(path)).TripletSgdUpdate
+    targets[name] = f"tripjax_ab_{name}"
+    jax.ffi.register_ffi_target(targets[name], jax.ffi.pycapsule(handler), platform="cpu")
+  return targets
+
+
+def make_epoch(target: str, margin: float, learning_rate: float):
+  """A jitted epoch of `target`'s fused step: (tables, batches) -> (tables, active share)."""
+  def one_batch(tables, batch):
+    users, pos, neg, cotangent = batch
+    user_table, item_table = tables
+    call = jax.ffi.ffi_call(
+        target, (jax.ShapeDtypeStruct(user_table.shape, jnp.float32),
+                 jax.ShapeDtypeStruct(item_table.shape, jnp.float32),
+                 jax.ShapeDtypeStruct(users.shape, jnp.float32),
+                 jax.ShapeDtypeStruct((3, *users.shape, user_table.shape[1]), jnp.float32)),
+        input_output_aliases={0: 0, 1: 1})
+    user_table, item_table, loss, _ = call(
+        user_table, item_table, users, pos, neg, cotangent, jnp.float32(learning_rate),
+        margin=np.float32(margin), l2=np.float32(0.0))
+    return (user_table, item_table), jnp.sum((loss > 0) & (cotangent > 0))
+
+  def epoch(tables, batches):
+    tables, active = jax.lax.scan(one_batch, tables, batches)
+    return tables, jnp.sum(active) / jnp.maximum(jnp.sum(batches[3] > 0), 1)
+
+  return jax.jit(epoch, donate_argnums=0)
+
+
+def time_shape(shape: str, targets: dict[str, str]) -> list[dict]:
+  """Both kernels on one shape, every margin, alternating epoch by epoch."""
+  num_users, num_items, positives = SHAPES[shape]
+  matrix = random_positives(num_users, num_items, positives)
+  sampler = sampling.EpochSampler(matrix, _BATCH.value, -(-matrix.nnz // _BATCH.value))
+  drawn = sampler.epoch(0)
+  weights = drawn.weights[0]
+  batches = (drawn.users[0], drawn.pos[0], drawn.neg[0][..., 0],
+             weights / jnp.maximum(jnp.sum(weights > 0, axis=-1, keepdims=True), 1))
+  key_user, key_item = jax.random.split(jax.random.key(0))
+  rows = []
+  for margin in map(float, _MARGINS.value):
+    epochs = {name: make_epoch(target, margin, _LEARNING_RATE.value)
+              for name, target in targets.items()}
+    tables = {name: (0.1 * jax.random.normal(key_user, (num_users, TARGET_DIM)),
+                     0.1 * jax.random.normal(key_item, (num_items, TARGET_DIM)))
+              for name in targets}
+    seconds = {name: [] for name in targets}
+    active = {}
+    for rep in range(_REPS.value + 1):  # the first epoch compiles
+      for name in (list(epochs) if rep % 2 else list(epochs)[::-1]):  # who goes first alternates
+        epoch = epochs[name]
+        started = time.perf_counter()
+        tables[name], active[name] = jax.block_until_ready(epoch(tables[name], batches))
+        if rep:
+          seconds[name].append(time.perf_counter() - started)
+    ratios = np.array(seconds["candidate"]) / np.array(seconds["baseline"])
+    difference = max(float(jnp.max(jnp.abs(a - b)))
+                     for a, b in zip(tables["candidate"], tables["baseline"]))
+    row = {"shape": shape, "margin": margin, "active": float(active["candidate"]),
+           "epoch_triplets": int(sampler.num_positives),
+           "baseline_s": float(np.median(seconds["baseline"])),
+           "candidate_s": float(np.median(seconds["candidate"])),
+           "candidate_over_baseline": float(np.median(ratios)),
+           "ratio_min": float(ratios.min()), "ratio_max": float(ratios.max()),
+           "max_table_difference": difference, "seconds": seconds}
+    print(f"[{shape}] margin {margin}: active {row['active']:.2f}, baseline "
+          f"{row['baseline_s']:.4f} s, candidate {row['candidate_s']:.4f} s, candidate / "
+          f"baseline {row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
+          f"{row['ratio_max']:.3f}), tables differ by {difference:.2e}", flush=True)
+    rows.append(row)
+  return rows
+
+
+def main(argv):
+  del argv
+  if bool(_BASELINE_REV.value) == bool(_BASELINE_SOURCE.value):
+    raise app.UsageError("name the baseline kernel with one of --baseline_rev (a git revision) "
+                         "or --baseline_source (a .cc file).")
+  unknown = sorted(set(_SHAPES.value) - set(SHAPES))
+  if unknown:
+    raise app.UsageError(f"--shapes: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(SHAPES)}.")
+  try:
+    margins = [float(m) for m in _MARGINS.value]
+  except ValueError as e:
+    raise app.UsageError(f"--margins={','.join(_MARGINS.value)}: {e}.") from e
+  if jax.default_backend() != "cpu":
+    raise app.UsageError("the fused step is a CPU kernel; run with JAX_PLATFORMS=cpu.")
+  with tempfile.TemporaryDirectory() as folder:
+    folder = pathlib.Path(folder)
+    targets = register(build({"baseline": baseline_files(folder),
+                              "candidate": _REPO / _SOURCE}, folder))
+    load = os.getloadavg()
+    rows = [row for shape in _SHAPES.value for row in time_shape(shape, targets)]
+  payload = {"command": "python -m benchmarks.kernel_ab " + " ".join(
+                 f"--{name}={value}" for name, value in (
+                     ("baseline_rev", _BASELINE_REV.value),
+                     ("baseline_source", _BASELINE_SOURCE.value),
+                     ("shapes", ",".join(_SHAPES.value)), ("margins", ",".join(_MARGINS.value)),
+                     ("reps", _REPS.value), ("out", _OUT.value)) if value),
+             "baseline_rev": _BASELINE_REV.value, "batch_size": _BATCH.value,
+             "dim": TARGET_DIM, "learning_rate": _LEARNING_RATE.value, "margins": margins,
+             "cpu_count": os.cpu_count(), "load_average_start": list(load),
+             "load_average_end": list(os.getloadavg()), "results": rows}
+  print(f"wrote {files.write_json_atomic(_OUT.value, payload)}")
+
+
+if __name__ == "__main__":
+  run_cli.run(main)  # bad flags and files: one line, as in experiments/

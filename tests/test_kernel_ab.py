@@ -1,0 +1,34 @@
+"""benchmarks.kernel_ab: two builds of the fused step timed side by side in one process."""
+
+import json
+
+import jax
+import pytest
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU kernel")
+
+
+def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
+  """The working tree's kernel as its own baseline: two libraries, the same arithmetic, so the
+  tables after the same epochs agree exactly; bad baselines are one line."""
+  out = tmp_path / "ab.json"
+  done = run_cli("benchmarks.kernel_ab", {
+      "same": ["--baseline_source=tripjax/kernels/triplet_sgd_cpu.cc", "--shapes=ml-100k",
+               "--margins=0.5,0.1", "--reps=1", f"--out={out}"],
+      "no_baseline": ["--shapes=ml-100k"],
+      "bad_rev": ["--baseline_rev=no-such-revision", "--shapes=ml-100k"],
+      "bad_shape": ["--baseline_rev=HEAD", "--shapes=ml-5k"]})
+  assert done["same"].returncode == 0, done["same"].stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert [(r["shape"], r["margin"]) for r in result["results"]] == [("ml-100k", 0.5),
+                                                                   ("ml-100k", 0.1)]
+  for row in result["results"]:
+    assert row["max_table_difference"] == 0.0
+    assert 0.0 < row["active"] <= 1.0 and row["baseline_s"] > 0 and row["candidate_s"] > 0
+  lower_margin = result["results"][1]["active"]
+  assert lower_margin < result["results"][0]["active"]  # the margin sets the active share
+  for case, says in (("no_baseline", "--baseline_rev"), ("bad_rev", "no-such-revision"),
+                     ("bad_shape", "ml-5k")):
+    failed = done[case]
+    assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
+    assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr
