@@ -88,6 +88,13 @@ def check_epoch_memory(num_positives: int, num_negatives: int, weighted: bool = 
         f"{memory / 2**30:.1f} GiB this process may use; use fewer.")
 
 
+@jax.jit
+def _epoch_keys(seed_key: jax.Array, epoch) -> jax.Array:
+  """split(fold_in(seed_key, epoch)): the epoch's (order key, draw key) in one dispatch (the
+  eager calls took ~1.5 ms, a fortieth of an ML-1M-shaped fused epoch)."""
+  return jax.random.split(jax.random.fold_in(seed_key, epoch))
+
+
 @functools.cache
 def _prefetch_thread() -> concurrent.futures.ThreadPoolExecutor:
   """The one background thread that draws host shuffles ahead, started on first use."""
@@ -207,6 +214,7 @@ class EpochSampler:
     self.shuffle_on = shuffle_on
     self.draw_order = draw_order
     self._next_draw = None  # (epoch, Future of its `_host_draw_on_device`) when prefetched
+    self._seed_key = None  # jax.random.key(seed), made on first use
     self._scratch = None  # the kernel shuffle's working memory, kept from epoch to epoch
     self._weights = None  # every epoch's `Batches.weights`
     self.num_users, self.num_items = num_users, num_items
@@ -272,8 +280,9 @@ class EpochSampler:
     Returns:
       `Batches` with leading shape [C, S, B] (or [C, S, b] with `columns`).
     """
-    key = jax.random.fold_in(jax.random.key(self.seed), epoch)
-    order_key, key = jax.random.split(key)
+    if self._seed_key is None:
+      self._seed_key = jax.random.key(self.seed)
+    order_key, key = _epoch_keys(self._seed_key, epoch)
     words = None
     if self.shuffle_on != "device":
       pending, self._next_draw = self._next_draw, None
