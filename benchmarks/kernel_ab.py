@@ -4,8 +4,8 @@
 
 Timings of separate runs on a shared machine differ by more than a kernel change is worth, so
 this builds the working tree's `tripjax/kernels/triplet_sgd_cpu.cc` (the candidate) and the same
-file at a git revision (`--baseline_rev`, or a file, `--baseline_source`; the FFI signature must
-be the same) into two libraries with the kernels' own compiler and flags, registers them as two
+file at a git revision (`--baseline_rev`, or a file, `--baseline_source`; the kernel's FFI
+signature from 1b4b8b0 on, with or without `l2_cotangent`) into two libraries with the kernels' own compiler and flags, registers them as two
 XLA targets, and times one jitted epoch of each on the same triplets, alternately, round after
 round. Each shape's random positives (`step_inputs.random_positives`) give one epoch of
 uniform triplets (`sampling.EpochSampler`, one negative), trained from the same tables (dim 64)
@@ -18,6 +18,7 @@ Writes runs/benchmarks/kernel_ab.json unless `--out` names another file.
 """
 
 import ctypes
+import functools
 import os
 import pathlib
 import subprocess
@@ -86,41 +87,82 @@ def build(sources: dict[str, pathlib.Path], folder: pathlib.Path) -> dict[str, p
   command, build_flags = compiler.toolchain()
   include = jax.ffi.include_dir()
   libraries = {name: folder / f"{name}.so" for name in sources}
-  runs = [subprocess.Popen([*command, *build_flags, f"-I{include}", str(source), "-o",
-                            str(libraries[name])], stderr=subprocess.PIPE, text=True)
-          for name, source in sources.items()]
-  for name, run in zip(sources, runs):
-    _, stderr = run.communicate(timeout=compiler.BUILD_TIMEOUT_S)
-    if run.returncode != 0:
-      raise app.UsageError(f"the {name} kernel does not compile: {stderr.strip()[-500:]}")
+  runs = {}
+  try:
+    for name, source in sources.items():
+      runs[name] = subprocess.Popen([*command, *build_flags, f"-I{include}", str(source), "-o",
+                                     str(libraries[name])], stderr=subprocess.PIPE, text=True)
+    for name, run in runs.items():
+      try:
+        _, stderr = run.communicate(timeout=compiler.BUILD_TIMEOUT_S)
+      except subprocess.TimeoutExpired as e:
+        raise app.UsageError(f"compiling the {name} kernel took over "
+                             f"{compiler.BUILD_TIMEOUT_S} s.") from e
+      if run.returncode != 0:
+        raise app.UsageError(f"the {name} kernel does not compile: {stderr.strip()[-500:]}")
+  finally:
+    for run in runs.values():  # a failed or timed-out build leaves no compiler behind
+      if run.poll() is None:
+        run.kill()
+        run.wait()
   return libraries
 
 
-def register(libraries: dict[str, pathlib.Path]) -> dict[str, str]:
-  """Registers each library's TripletSgdUpdate as target `tripjax_ab_<name>`."""
+def _call(target: str, with_l2_cotangent: bool, tables, users, pos, neg, cotangent,
+          learning_rate, margin: float):
+  """One fused step through `target`; the kernel's arguments gained `l2_cotangent` after
+  1b4b8b0 (WARP's scale weighs the hinge, not the l2 term), so both signatures are called."""
+  user_table, item_table = tables
+  call = jax.ffi.ffi_call(
+      target, (jax.ShapeDtypeStruct(user_table.shape, jnp.float32),
+               jax.ShapeDtypeStruct(item_table.shape, jnp.float32),
+               jax.ShapeDtypeStruct(users.shape, jnp.float32),
+               jax.ShapeDtypeStruct((3, *users.shape, user_table.shape[1]), jnp.float32)),
+      input_output_aliases={0: 0, 1: 1})
+  extra = (cotangent,) if with_l2_cotangent else ()
+  return call(user_table, item_table, users, pos, neg, cotangent, *extra,
+              jnp.float32(learning_rate), margin=np.float32(margin), l2=np.float32(0.0))
+
+
+def register(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, bool]]:
+  """Registers each library's TripletSgdUpdate under a name of its own and finds which of the
+  kernel's signatures it has; returns {name: (target, with_l2_cotangent)}.
+
+  Raises:
+    app.UsageError: a library without the handler, or whose handler takes neither signature.
+  """
   targets = {}
+  tables = (jnp.ones((2, 8), jnp.float32), jnp.ones((2, 8), jnp.float32))
+  batch = (jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.ones(1, jnp.int32),
+           jnp.ones(1, jnp.float32))
   for name, path in libraries.items():
-    handler = ctypes.CDLL(str(path)).TripletSgdUpdate
-    targets[name] = f"tripjax_ab_{name}"
-    jax.ffi.register_ffi_target(targets[name], jax.ffi.pycapsule(handler), platform="cpu")
+    try:
+      handler = ctypes.CDLL(str(path)).TripletSgdUpdate
+    except AttributeError as e:
+      raise app.UsageError(f"the {name} kernel defines no TripletSgdUpdate handler.") from e
+    target = f"tripjax_ab_{name}_{path.parent.name}"  # a fresh name for every build
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+    for with_l2_cotangent in (True, False):
+      try:
+        smoke = functools.partial(_call, target, with_l2_cotangent, learning_rate=0.1,
+                                  margin=0.5)
+        jax.block_until_ready(jax.jit(smoke)(tuple(jnp.copy(t) for t in tables), *batch))
+      except jax.errors.JaxRuntimeError:
+        continue
+      targets[name] = (target, with_l2_cotangent)
+      break
+    else:
+      raise app.UsageError(f"the {name} kernel's TripletSgdUpdate takes neither of the fused "
+                           "step's signatures (with or without l2_cotangent).")
   return targets
 
 
-def make_epoch(target: str, margin: float, learning_rate: float):
+def make_epoch(target: tuple[str, bool], margin: float, learning_rate: float):
   """A jitted epoch of `target`'s fused step: (tables, batches) -> (tables, active share)."""
   def one_batch(tables, batch):
     users, pos, neg, cotangent = batch
-    user_table, item_table = tables
-    call = jax.ffi.ffi_call(
-        target, (jax.ShapeDtypeStruct(user_table.shape, jnp.float32),
-                 jax.ShapeDtypeStruct(item_table.shape, jnp.float32),
-                 jax.ShapeDtypeStruct(users.shape, jnp.float32),
-                 jax.ShapeDtypeStruct((3, *users.shape, user_table.shape[1]), jnp.float32)),
-        input_output_aliases={0: 0, 1: 1})
-    user_table, item_table, loss, _ = call(
-        user_table, item_table, users, pos, neg, cotangent, jnp.float32(learning_rate),
-        margin=np.float32(margin), l2=np.float32(0.0))
-    return (user_table, item_table), jnp.sum((loss > 0) & (cotangent > 0))
+    *tables, loss, _ = _call(*target, tables, users, pos, neg, cotangent, learning_rate, margin)
+    return tuple(tables), jnp.sum((loss > 0) & (cotangent > 0))
 
   def epoch(tables, batches):
     tables, active = jax.lax.scan(one_batch, tables, batches)
@@ -129,7 +171,7 @@ def make_epoch(target: str, margin: float, learning_rate: float):
   return jax.jit(epoch, donate_argnums=0)
 
 
-def time_shape(shape: str, targets: dict[str, str]) -> list[dict]:
+def time_shape(shape: str, targets: dict[str, tuple[str, bool]]) -> list[dict]:
   """Both kernels on one shape, every margin, alternating epoch by epoch."""
   num_users, num_items, positives = SHAPES[shape]
   matrix = random_positives(num_users, num_items, positives)
@@ -200,7 +242,8 @@ def main(argv):
                      ("baseline_source", _BASELINE_SOURCE.value),
                      ("shapes", ",".join(_SHAPES.value)), ("margins", ",".join(_MARGINS.value)),
                      ("reps", _REPS.value), ("out", _OUT.value)) if value),
-             "baseline_rev": _BASELINE_REV.value, "batch_size": _BATCH.value,
+             "baseline_rev": _BASELINE_REV.value, "baseline_source": _BASELINE_SOURCE.value,
+             "batch_size": _BATCH.value,
              "dim": TARGET_DIM, "learning_rate": _LEARNING_RATE.value, "margins": margins,
              "cpu_count": os.cpu_count(), "load_average_start": list(load),
              "load_average_end": list(os.getloadavg()), "results": rows}

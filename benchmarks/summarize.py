@@ -269,7 +269,8 @@ def ials_speed_section(d, path):
 
 
 def kernel_ab_section(d, path):
-  rows = [f"## The fused step against its version at {d['baseline_rev']} (issue 15): "
+  baseline = d.get("baseline_rev") or f"`{d.get('baseline_source')}`"
+  rows = [f"## The fused step against its version at {baseline} (issue 15): "
           f"`{path.name}`", f"`{writing_to(d['command'], 'out', path)}`", "",
           f"Both kernels built and timed in one process, alternately, on the same epoch of "
           f"uniform triplets (batch {d['batch_size']}, dim {d['dim']}, sparse SGD at "

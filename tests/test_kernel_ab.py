@@ -1,6 +1,7 @@
 """benchmarks.kernel_ab: two builds of the fused step timed side by side in one process."""
 
 import json
+import pathlib
 
 import jax
 import pytest
@@ -8,13 +9,27 @@ import pytest
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU kernel")
 
 
+_SOURCE = pathlib.Path(__file__).resolve().parents[1] / "tripjax/kernels/triplet_sgd_cpu.cc"
+_HINGE = "std::max(cos_n - cos_p + margin, 0.0f)"
+
+
 def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
   """The working tree's kernel as its own baseline: two libraries, the same arithmetic, so the
-  tables after the same epochs agree exactly; bad baselines are one line."""
-  out = tmp_path / "ab.json"
+  tables after the same epochs agree exactly; a baseline whose hinge differs trains other
+  tables (the two builds are not mixed up); bad baselines are one line."""
+  out, other_out = tmp_path / "ab.json", tmp_path / "other.json"
+  source = _SOURCE.read_text()
+  assert source.count(_HINGE) == 1
+  other = tmp_path / "other" / "triplet_sgd_cpu.cc"
+  other.parent.mkdir()
+  other.write_text(source.replace(_HINGE, "std::max(cos_n - cos_p + 0.5f * margin, 0.0f)"))
+  (tmp_path / "no_handler.cc").write_text("int not_a_kernel = 1;\n")
   done = run_cli("benchmarks.kernel_ab", {
-      "same": ["--baseline_source=tripjax/kernels/triplet_sgd_cpu.cc", "--shapes=ml-100k",
+      "same": [f"--baseline_source={_SOURCE}", "--shapes=ml-100k",
                "--margins=0.5,0.1", "--reps=1", f"--out={out}"],
+      "other": [f"--baseline_source={other}", "--shapes=ml-100k", "--margins=0.5", "--reps=1",
+                f"--out={other_out}"],
+      "no_handler": [f"--baseline_source={tmp_path / 'no_handler.cc'}", "--shapes=ml-100k"],
       "no_baseline": ["--shapes=ml-100k"],
       "bad_rev": ["--baseline_rev=no-such-revision", "--shapes=ml-100k"],
       "bad_shape": ["--baseline_rev=HEAD", "--shapes=ml-5k"]})
@@ -27,8 +42,10 @@ def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
     assert 0.0 < row["active"] <= 1.0 and row["baseline_s"] > 0 and row["candidate_s"] > 0
   lower_margin = result["results"][1]["active"]
   assert lower_margin < result["results"][0]["active"]  # the margin sets the active share
+  assert done["other"].returncode == 0, done["other"].stderr[-3000:]
+  assert json.loads(other_out.read_text())["results"][0]["max_table_difference"] > 1e-4
   for case, says in (("no_baseline", "--baseline_rev"), ("bad_rev", "no-such-revision"),
-                     ("bad_shape", "ml-5k")):
+                     ("bad_shape", "ml-5k"), ("no_handler", "no TripletSgdUpdate")):
     failed = done[case]
     assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
     assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr

@@ -54,10 +54,10 @@ def _chunk(seed, steps, batch, negatives=1, padded_tail=0, users_hi=NUM_USERS,
 
 
 def _run(fused, chunks, dim=16, learning_rate=0.5, margin=0.4, l2=0.0, skip_empty=False,
-         zero_rows=False):
+         zero_rows=False, warp=False, state=None):
   optimizer = sparse_optim.sparse_sgd(learning_rate)
-  step = train_step.make_train_step(optimizer, margin, l2, fused_cpu=fused)
-  state = _state(optimizer, dim, zero_rows)
+  step = train_step.make_train_step(optimizer, margin, l2, fused_cpu=fused, warp=warp)
+  state = _state(optimizer, dim, zero_rows) if state is None else state
   outs = []
   for chunk in chunks:
     state, out = step(state, chunk, skip_empty=skip_empty)
@@ -91,10 +91,52 @@ def test_equals_the_xla_step(dim):
   assert not np.allclose(fused.params["item"], before["item"])  # it did train
 
 
-def test_several_blocks_on_several_threads():
-  """Batches longer than the kernel's 256-triplet blocks (a partial last block), every option."""
+@pytest.mark.parametrize("dim", [13, 64])
+def test_several_blocks_on_several_threads(dim):
+  """Batches longer than the kernel's 256-triplet blocks (a partial last block), every option,
+  on the scalar loop (13) and the unrolled vector loop (64)."""
   chunks = [_chunk(seed, steps=3, batch=777, negatives=3, padded_tail=100) for seed in range(2)]
-  _assert_same_training(chunks, dim=13, l2=0.01, skip_empty=True)
+  _assert_same_training(chunks, dim=dim, l2=0.01, skip_empty=True)
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+def test_triplets_without_a_gradient_inside_a_chunk(l2):
+  """Batches of one chunk where many triplets have no gradient (a large margin gap: most hinges
+  at 0; the second half of the middle batch weighs 0): skipping them must equal adding their
+  zeros, batch after batch (pass 2 must not read gradient rows pass 1 did not write)."""
+  chunk = _chunk(11, steps=3, batch=300)
+  chunk = chunk._replace(weights=chunk.weights.at[1, 150:].set(0.0))
+  for dim in (16, 64):
+    fused, _ = _assert_same_training([chunk], dim=dim, margin=-0.3, l2=l2)
+    _, outs = _run(True, [chunk], dim=dim, margin=-0.3, l2=l2)
+    active = float(outs[0]["active_sum"]) / float(outs[0]["triplets"])
+    assert 0.0 < active < 0.5  # most triplets skipped, some trained
+
+
+def test_warp_weighs_the_hinge_not_the_l2_term():
+  """WARP's per-triplet scale multiplies the hinge's gradient only (`batch_loss`); the kernel
+  once applied it to its l2 term too (0.05 off with l2=0.05)."""
+  chunks = [_chunk(seed, steps=3, batch=64, negatives=4) for seed in range(2)]
+  _assert_same_training(chunks, dim=16, l2=0.05, warp=True)
+
+
+def test_a_nan_row_spreads_as_in_the_xla_step():
+  """A NaN in a user's row makes its triplets' losses NaN; XLA's zero coefficients times the
+  rows then spread NaN to their items. The kernel must not skip those triplets as if their
+  gradient were zero (the divergence check relies on the NaN showing)."""
+  optimizer = sparse_optim.sparse_sgd(0.5)
+  state = _state(optimizer, 16)
+  state = state._replace(params={**state.params, "user": state.params["user"].at[4, 3].set(
+      jnp.nan)})
+  chunk = _chunk(9, steps=2, batch=40)
+  chunk = chunk._replace(users=chunk.users.at[0, :3].set(4))
+  fused, _ = _run(True, [chunk], state=jax.tree.map(jnp.copy, state))
+  xla, _ = _run(False, [chunk], state=state)
+  for name in ("user", "item"):
+    nan_rows = np.isnan(np.asarray(xla.params[name])).any(axis=1)
+    assert nan_rows.sum() >= (1 if name == "user" else 2)
+    np.testing.assert_array_equal(np.isnan(np.asarray(fused.params[name])).any(axis=1),
+                                  nan_rows, err_msg=name)
 
 
 def test_l2_schedule_and_hardest_negatives():

@@ -454,3 +454,15 @@ def test_an_epoch_of_more_candidates_than_memory_holds_is_refused_before_drawing
   matrix = sp.csr_matrix(np.eye(4, 6, dtype=bool))
   with pytest.raises(errors.InvalidInput, match="more than the"):
     sampling.EpochSampler(matrix, batch_size=2, num_negatives=10**15)
+
+
+@pytest.mark.parametrize("seed,epoch", [(0, 0), (7, 3), (2**31, 2**31 - 1), (2**32 - 1, 2**31),
+                                        (5, 2**32 - 1)])
+def test_epoch_keys_are_fold_in_then_split(seed, epoch):
+  """The sampler's jitted key derivation gives the bits of the eager fold_in / split it
+  replaced (so earlier runs' draws stand), for the largest seeds and epochs too."""
+  from tripjax.sampling import epoch as epoch_lib  # pylint: disable=g-import-not-at-top
+  order_key, key = epoch_lib._epoch_keys(jax.random.key(seed), np.uint32(epoch))
+  want_order, want = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+  np.testing.assert_array_equal(jax.random.key_data(order_key), jax.random.key_data(want_order))
+  np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))

@@ -148,10 +148,11 @@ def _fused_update(optimizer, margin: float, l2: float):
   def update(params, opt_state, users, pos, neg, weights, scale):
     count = opt_state.count
     cotangent = weights / batch_denominator(weights)  # d batch_loss / d per-triplet loss
-    user, item, per = kernels.triplet_sgd_update(
+    user, item, per = kernels.triplet_sgd_update(  # WARP's scale weighs the hinge, not l2
         params["user"], params["item"], users, pos, neg,
         cotangent if scale is None else cotangent * scale,
-        sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2)
+        sparse_optim.learning_rate_at(optimizer.sgd_learning_rate, count), margin, l2,
+        l2_cotangent=cotangent)
     return ({"user": user, "item": item},
             opt_state._replace(count=optax.safe_increment(count)), per)
   return update
@@ -312,12 +313,17 @@ def compile_step(step_fn, state: TrainState, chunk: sampling.Batches,
 
 
 @jax.jit
-def _split_chunks(batches: sampling.Batches) -> tuple[list[sampling.Batches], jax.Array]:
-  """The epoch's chunks ([S, B] each) and whether each holds an empty batch (bool[C]), in one
-  call: slicing them out one array at a time was ~20 eager dispatches an epoch, a fifth of an
-  ML-1M-shaped epoch's steps with the fused kernel."""
-  chunks = [jax.tree.map(lambda x, c=c: x[c], batches) for c in range(batches.users.shape[0])]
-  return chunks, jnp.any(jnp.max(batches.weights, axis=-1) <= 0, axis=-1)
+def _chunk(batches: sampling.Batches, c: jax.Array) -> sampling.Batches:
+  """Chunk `c` ([S, B] leading axes) of an epoch's `batches`, in one dispatch (taking it out
+  one array at a time with eager `x[c]` was ~20 dispatches an epoch: a fifth of an
+  ML-1M-shaped epoch's steps with the fused kernel)."""
+  return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, c, keepdims=False), batches)
+
+
+@jax.jit
+def _has_empty_batch(weights: jax.Array) -> jax.Array:
+  """bool[C]: whether each chunk of weights float32[C, S, B] holds an all-padding batch."""
+  return jnp.any(jnp.max(weights, axis=-1) <= 0, axis=-1)
 
 
 def run_epoch(step_fn, state: TrainState, batches: sampling.Batches):
@@ -329,11 +335,10 @@ def run_epoch(step_fn, state: TrainState, batches: sampling.Batches):
   Returns:
     (state, per-chunk metrics as host numpy dict of float[C]).
   """
-  chunks, has_empty = _split_chunks(batches)
-  has_empty = np.asarray(has_empty)
+  has_empty = np.asarray(_has_empty_batch(batches.weights))
   chunk_metrics = []
-  for c, chunk in enumerate(chunks):
-    state, metrics = step_fn(state, chunk, skip_empty=bool(has_empty[c]))
+  for c in range(batches.users.shape[0]):
+    state, metrics = step_fn(state, _chunk(batches, np.int32(c)), skip_empty=bool(has_empty[c]))
     chunk_metrics.append(metrics)
   fetched = jax.device_get(chunk_metrics)  # one host transfer per epoch
   return state, {k: np.array([m[k] for m in fetched], np.float64) for k in fetched[0]}

@@ -12,8 +12,9 @@
 //   pass 2 (one thread per table): add -lr * gradient to the rows, in the batch's order
 //     (users; then positives followed by negatives, as the XLA step concatenates them).
 //
-// Triplets whose gradient is zero (a hinge at 0 without l2, or a weight of 0) are skipped by
-// both passes: XLA adds their zeros, which leaves every finite entry as it was.
+// Triplets whose gradient is exactly zero (a hinge at 0 without l2, or a weight of 0, with
+// finite rows) are skipped by both passes: XLA adds their zeros, which leaves every entry as it
+// was. A triplet with a NaN or Inf in its rows is never skipped (its NaN spreads, as in XLA).
 // Every gradient is computed from the tables as they were before the step (batch semantics,
 // as in the XLA step), and the result does not depend on the number of threads.
 // Indices behave as in the XLA step: negative ones count from the end (JAX's indexing), and
@@ -65,7 +66,8 @@ struct Batch {
   const int32_t* users;
   const int32_t* pos;
   const int32_t* neg;
-  const float* cotangent;  // d objective / d loss_k (weight_k / denominator)
+  const float* cotangent;     // d objective / d hinge_k (weight_k * scale_k / denominator)
+  const float* l2_cotangent;  // the l2 term's weight of triplet k (weight_k / denominator)
   float margin, l2;
   float* loss;             // [B]
   float* grads;            // [3, B, dim]: users', positives', negatives' gradient rows
@@ -81,7 +83,8 @@ struct Coefficients {
 };
 
 inline Coefficients TripletCoefficients(float uu, float pp, float nn, float up, float un,
-                                        float cotangent, float margin, float l2) {
+                                        float cotangent, float l2_cotangent, float margin,
+                                        float l2) {
   const float iu = 1.0f / std::sqrt(std::max(uu, kEps2));
   const float ip = 1.0f / std::sqrt(std::max(pp, kEps2));
   const float in = 1.0f / std::sqrt(std::max(nn, kEps2));
@@ -96,13 +99,16 @@ inline Coefficients TripletCoefficients(float uu, float pp, float nn, float up, 
           uu > kEps2 ? a * (cos_n - cos_p) * iu * iu : 0.0f,
           pp > kEps2 ? a * cos_p * ip * ip : 0.0f,
           nn > kEps2 ? a * cos_n * in * in : 0.0f,
-          2.0f * l2 * cotangent};                           // d/dx of l2 * c * |x|^2, hinge or not
+          2.0f * l2 * l2_cotangent};  // d/dx of l2 * c * |x|^2, hinge or not
 }
 
-// Whether triplet k's gradient rows are all zero, so pass 2 may skip it: no hinge gradient
-// (the loss is 0, or the triplet weighs 0) and no l2 term.
-inline bool ZeroGradient(float loss, float cotangent, float l2) {
-  return cotangent == 0.0f || (!(loss > 0.0f) && l2 == 0.0f);
+// Whether triplet k's gradient rows are exactly zero, so both passes may skip it: no hinge
+// gradient (the loss is 0, or the hinge weighs 0), no l2 term (l2 is 0, or it weighs 0), and
+// every number finite. A non-finite entry in any of the three rows makes the loss NaN, and
+// then, as in XLA, its zero coefficients times the rows spread NaN: such triplets are updated.
+inline bool ZeroGradient(float loss, float cotangent, float l2_cotangent, float l2) {
+  return std::isfinite(loss) && std::isfinite(cotangent) && std::isfinite(l2_cotangent) &&
+         (loss == 0.0f || cotangent == 0.0f) && (l2 == 0.0f || l2_cotangent == 0.0f);
 }
 
 // Eight floats, as GCC's and Clang's vector extension (one AVX register, or two SSE ones).
@@ -127,9 +133,9 @@ inline float Sum8(Float8 v) {
 template <int64_t kDim, bool kVector>
 void TripletGrads(const Batch& b, int64_t begin, int64_t end) {
   const int64_t d = kDim ? kDim : b.dim;
-  auto user_row = [&b, d](int64_t k) { return b.user_table + Clamp(b.users[k], b.num_users) * d; };
-  auto pos_row = [&b, d](int64_t k) { return b.item_table + Clamp(b.pos[k], b.num_items) * d; };
-  auto neg_row = [&b, d](int64_t k) { return b.item_table + Clamp(b.neg[k], b.num_items) * d; };
+  auto user_row = [&](int64_t k) { return b.user_table + Clamp(b.users[k], b.num_users) * d; };
+  auto pos_row = [&](int64_t k) { return b.item_table + Clamp(b.pos[k], b.num_items) * d; };
+  auto neg_row = [&](int64_t k) { return b.item_table + Clamp(b.neg[k], b.num_items) * d; };
   for (int64_t k = begin; k < end; ++k) {
     if (k + kPrefetchAhead < end) {
       PrefetchRow(user_row(k + kPrefetchAhead), d);
@@ -161,9 +167,10 @@ void TripletGrads(const Batch& b, int64_t begin, int64_t end) {
         un += u[j] * n[j];
       }
     }
-    const Coefficients c = TripletCoefficients(uu, pp, nn, up, un, b.cotangent[k], b.margin, b.l2);
+    const Coefficients c = TripletCoefficients(uu, pp, nn, up, un, b.cotangent[k],
+                                               b.l2_cotangent[k], b.margin, b.l2);
     b.loss[k] = c.loss;
-    if (ZeroGradient(c.loss, b.cotangent[k], b.l2)) continue;
+    if (ZeroGradient(c.loss, b.cotangent[k], b.l2_cotangent[k], b.l2)) continue;
     float* __restrict gu = b.grads + k * d;
     float* __restrict gp = b.grads + (b.size + k) * d;
     float* __restrict gn = b.grads + (2 * b.size + k) * d;
@@ -213,7 +220,9 @@ void ScatterSgd(const Batch& b, float* table, int64_t rows, const int32_t* const
         if (ahead >= 0 && ahead < rows) PrefetchRow(table + ahead * dim, dim);
       }
       const int64_t r = Wrap(index[k], rows);
-      if (r < 0 || r >= rows || ZeroGradient(b.loss[k], b.cotangent[k], b.l2)) continue;
+      if (r < 0 || r >= rows || ZeroGradient(b.loss[k], b.cotangent[k], b.l2_cotangent[k], b.l2)) {
+        continue;
+      }
       float* __restrict row = table + r * dim;
       const float* __restrict g = grads + k_all * dim;
 #pragma omp simd
@@ -224,6 +233,7 @@ void ScatterSgd(const Batch& b, float* table, int64_t rows, const int32_t* const
 
 ffi::Error TripletSgdUpdateImpl(ffi::ThreadPool pool, Table user_table, Table item_table,
                                 Indices users, Indices pos, Indices neg, Vector cotangent,
+                                Vector l2_cotangent,
                                 Scalar learning_rate, float margin, float l2,
                                 TableOut new_user_table, TableOut new_item_table,
                                 VectorOut loss, GradsOut grads) {
@@ -236,8 +246,9 @@ ffi::Error TripletSgdUpdateImpl(ffi::ThreadPool pool, Table user_table, Table it
     return ffi::Error::InvalidArgument("a table with no rows cannot be gathered from");
   }
   if (pos.dimensions()[0] != size || neg.dimensions()[0] != size ||
-      cotangent.dimensions()[0] != size) {
-    return ffi::Error::InvalidArgument("users, pos, neg and cotangent must have one length");
+      cotangent.dimensions()[0] != size || l2_cotangent.dimensions()[0] != size) {
+    return ffi::Error::InvalidArgument(
+        "users, pos, neg, cotangent and l2_cotangent must have one length");
   }
   if (new_user_table->typed_data() != user_table.typed_data() ||
       new_item_table->typed_data() != item_table.typed_data()) {
@@ -246,7 +257,7 @@ ffi::Error TripletSgdUpdateImpl(ffi::ThreadPool pool, Table user_table, Table it
   const Batch batch{user_table.typed_data(), item_table.typed_data(),
                     user_table.dimensions()[0], item_table.dimensions()[0], dim,
                     users.typed_data(), pos.typed_data(), neg.typed_data(),
-                    cotangent.typed_data(), margin, l2,
+                    cotangent.typed_data(), l2_cotangent.typed_data(), margin, l2,
                     loss->typed_data(), grads->typed_data(), size};
   const int64_t blocks = (size + kBlock - 1) / kBlock;
   ParallelFor(pool, blocks, [&batch](int64_t i) {
@@ -277,7 +288,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TripletSgdUpdate, TripletSgdUpdateImpl,
                                   .Arg<Indices>()  // users
                                   .Arg<Indices>()  // pos
                                   .Arg<Indices>()  // neg
-                                  .Arg<Vector>()   // cotangent
+                                  .Arg<Vector>()   // cotangent (the hinge's)
+                                  .Arg<Vector>()   // l2_cotangent
                                   .Arg<Scalar>()   // learning_rate
                                   .Attr<float>("margin")
                                   .Attr<float>("l2")
