@@ -462,7 +462,7 @@ def test_epoch_keys_are_fold_in_then_split(seed, epoch):
   """The sampler's jitted key derivation gives the bits of the eager fold_in / split it
   replaced (so earlier runs' draws stand), for the largest seeds and epochs too."""
   from tripjax.sampling import epoch as epoch_lib  # pylint: disable=g-import-not-at-top
-  order_key, key = epoch_lib._epoch_keys(jax.random.key(seed), np.uint32(epoch))
+  order_key, key = epoch_lib._epoch_keys(np.uint32(seed), np.uint32(epoch))
   want_order, want = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
   np.testing.assert_array_equal(jax.random.key_data(order_key), jax.random.key_data(want_order))
   np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))

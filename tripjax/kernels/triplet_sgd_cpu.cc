@@ -220,9 +220,8 @@ void ScatterSgd(const Batch& b, float* table, int64_t rows, const int32_t* const
         if (ahead >= 0 && ahead < rows) PrefetchRow(table + ahead * dim, dim);
       }
       const int64_t r = Wrap(index[k], rows);
-      if (r < 0 || r >= rows || ZeroGradient(b.loss[k], b.cotangent[k], b.l2_cotangent[k], b.l2)) {
-        continue;
-      }
+      if (r < 0 || r >= rows) continue;
+      if (ZeroGradient(b.loss[k], b.cotangent[k], b.l2_cotangent[k], b.l2)) continue;
       float* __restrict row = table + r * dim;
       const float* __restrict g = grads + k_all * dim;
 #pragma omp simd

@@ -89,11 +89,11 @@ def check_epoch_memory(num_positives: int, num_negatives: int, weighted: bool = 
 
 
 @jax.jit
-def _epoch_keys(seed_key: jax.Array, epoch: np.uint32) -> jax.Array:
-  """split(fold_in(seed_key, epoch)): the epoch's (order key, draw key) in one dispatch (the
-  eager calls took ~1.5 ms, a fortieth of an ML-1M-shaped fused epoch). `epoch` as uint32,
-  as eager fold_in takes it (an int32 argument would refuse epochs from 2**31)."""
-  return jax.random.split(jax.random.fold_in(seed_key, epoch))
+def _epoch_keys(seed: np.uint32, epoch: np.uint32) -> jax.Array:
+  """split(fold_in(key(seed), epoch)): the epoch's (order key, draw key) in one dispatch (the
+  eager calls took ~1.5 ms, a fortieth of an ML-1M-shaped fused epoch). Seed and epoch as
+  uint32, the bits eager calls give Python ints below 2**32 (int32 would refuse 2**31 on)."""
+  return jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
 
 
 @functools.cache
@@ -215,7 +215,6 @@ class EpochSampler:
     self.shuffle_on = shuffle_on
     self.draw_order = draw_order
     self._next_draw = None  # (epoch, Future of its `_host_draw_on_device`) when prefetched
-    self._seed_key = None  # (seed, jax.random.key(seed)), made on first use
     self._scratch = None  # the kernel shuffle's working memory, kept from epoch to epoch
     self._weights = None  # every epoch's `Batches.weights`
     self.num_users, self.num_items = num_users, num_items
@@ -281,9 +280,7 @@ class EpochSampler:
     Returns:
       `Batches` with leading shape [C, S, B] (or [C, S, b] with `columns`).
     """
-    if self._seed_key is None or self._seed_key[0] != self.seed:
-      self._seed_key = (self.seed, jax.random.key(self.seed))
-    order_key, key = _epoch_keys(self._seed_key[1], np.uint32(epoch))
+    order_key, key = _epoch_keys(np.uint32(self.seed), np.uint32(epoch))
     words = None
     if self.shuffle_on != "device":
       pending, self._next_draw = self._next_draw, None
