@@ -108,6 +108,46 @@ def test_the_buckets_are_shuffled_uniformly():
   assert 1024 - 5 * 32 < kept < 1024 + 5 * 32, kept
 
 
+@pytest.mark.parametrize("skewed", [False, True])
+@pytest.mark.parametrize("row_order", [True, False])
+def test_the_search_kernel_equals_the_xla_search_for_any_query_order(row_order, skewed):
+  # Rows of every length from 0 up (runs of queries shorter and longer than the kernel's lanes),
+  # queries in row order (the lanes) or shuffled (one at a time); skewed weights put hundreds of
+  # items into one bucket of the weighted draw's item table (a search over its widest bucket).
+  rng = np.random.default_rng(3)
+  num_users, num_items, n = 50, 2000, 3
+  dense = rng.random((num_users, num_items)) < np.linspace(0, 0.3, num_users)[:, None]
+  matrix = sp.csr_matrix(dense)
+  indptr = matrix.indptr.astype(np.int64)
+  row_of = np.repeat(np.arange(num_users), np.diff(indptr)).astype(np.int32)
+  users = np.repeat(np.arange(num_users, dtype=np.int32), rng.integers(0, 12, num_users))
+  if not row_order:
+    users = rng.permutation(users)
+  if skewed:
+    weights = np.ones(num_items, np.int64)
+    weights[rng.choice(num_items, 10, replace=False)] = 2**26
+  else:
+    weights = sampling.negative_weights(np.bincount(matrix.indices, minlength=num_items), 0.7)
+  v, row_weight, prefix, cumulative = sampling.weighted_arrays(weights, matrix.indices, indptr,
+                                                               row_of)
+  weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
+  missing = jnp.asarray(cumulative[-1] - row_weight.astype(np.int64), jnp.int32)
+  words = jnp.asarray(rng.integers(0, 2**32, (2, users.size, n), dtype=np.uint32))
+  args = (jnp.asarray(v), jnp.asarray(indptr, jnp.int32), missing, weighted, jnp.asarray(users),
+          words, int(np.diff(indptr).max()).bit_length())
+  search = jax.jit(sampling.missing_items_from_words, static_argnums=(6, 7))
+  got = np.asarray(search(*args, True))
+  np.testing.assert_array_equal(got, np.asarray(search(*args, False)))
+  assert not dense[users[:, None], got].any()
+  # The uniform draw, from the first words.
+  ranks = np.arange(matrix.nnz) - indptr[row_of]
+  args = (jnp.asarray((matrix.indices - ranks).astype(np.int32)), args[1],
+          jnp.asarray(num_items - np.diff(indptr), jnp.int32), None, args[4], words[0], args[6])
+  got = np.asarray(search(*args, True))
+  np.testing.assert_array_equal(got, np.asarray(search(*args, False)))
+  assert not dense[users[:, None], got].any()
+
+
 @pytest.mark.parametrize("exponent, excluded", [(0.0, None), (0.7, None), (0.0, [3, 17])])
 def test_the_search_kernel_draws_the_xla_search_items(exponent, excluded):
   # An empty row, a row holding all but one item, repeated users, several negatives each.

@@ -5,7 +5,8 @@
 // pass streams them through memory, and every query takes as many steps as the longest row
 // needs); here each query runs its own branch-free search over its row's segment of `v`, whose
 // length sets its steps, with the bounds in registers. The queries come in the matrix's row
-// order (`sampling.epoch`), so consecutive searches share a row's segment in cache. Integer
+// order (`sampling.epoch`), so consecutive searches share a row's segment in cache, and they
+// are searched several at a time in lockstep, their loads overlapping. Integer
 // arithmetic throughout: the result equals the XLA draw's exactly, for any number of threads.
 //
 //   uniform:  x = floor(words[k, j] * num_missing[u] / 2**32),
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "common.h"
@@ -47,12 +49,61 @@ inline int64_t CountAtMost(const int32_t* first, int64_t n, int32_t x) {
   return (base - first) + (*base <= x);
 }
 
+// CountAtMost for kLanes queries over the same first[0..n), in lockstep: the searches take the
+// same steps, and their chains of dependent loads overlap instead of following one another
+// (one search alone waits on each load in turn).
+constexpr int kLanes = 8;
+
+inline void CountAtMostLanes(const int32_t* first, int64_t n, const int32_t* x,
+                             int64_t* count) {
+  if (n <= 0) {
+    for (int g = 0; g < kLanes; ++g) count[g] = 0;
+    return;
+  }
+  int64_t at[kLanes] = {};
+  while (n > 1) {
+    const int64_t half = n / 2;
+    for (int g = 0; g < kLanes; ++g) at[g] = first[at[g] + half] <= x[g] ? at[g] + half : at[g];
+    n -= half;
+  }
+  for (int g = 0; g < kLanes; ++g) count[g] = at[g] + (first[at[g]] <= x[g]);
+}
+
 struct Rows {
   const int32_t* v;
   const int32_t* indptr;
   const int32_t* num_missing;
   const int32_t* users;
 };
+
+// Calls each(q, u, x, count) for the draws q in [begin * n, end * n): draw q belongs to query
+// q / n, of row u = users[q / n], and counts the entries <= x = x_of(q, u) of that row's
+// segment of v. The draws of a run of queries of one row (the row-order draw's runs) are
+// searched kLanes at a time; any order gives the same counts.
+template <typename X, typename Each>
+void CountRows(const Rows& rows, int64_t n, int64_t begin, int64_t end, const X& x_of,
+               const Each& each) {
+  int32_t x[kLanes];
+  int64_t count[kLanes];
+  for (int64_t k = begin; k < end;) {
+    const int32_t u = rows.users[k];
+    int64_t k_end = k + 1;  // past the run of queries of this row
+    while (k_end < end && rows.users[k_end] == u) ++k_end;
+    const int32_t* segment = rows.v + rows.indptr[u];
+    const int64_t length = rows.indptr[u + 1] - rows.indptr[u];
+    int64_t q = k * n;
+    for (; q + kLanes <= k_end * n; q += kLanes) {
+      for (int g = 0; g < kLanes; ++g) x[g] = x_of(q + g, u);
+      CountAtMostLanes(segment, length, x, count);
+      for (int g = 0; g < kLanes; ++g) each(q + g, u, x[g], count[g]);
+    }
+    for (; q < k_end * n; ++q) {
+      const int32_t xq = x_of(q, u);
+      each(q, u, xq, CountAtMost(segment, length, xq));
+    }
+    k = k_end;
+  }
+}
 
 ffi::Error CheckRows(const Ints& v, const Ints& indptr, const Ints& num_missing,
                      const Ints& users, int64_t num_queries) {
@@ -85,16 +136,15 @@ ffi::Error MissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints indptr, Ints num_
   tripjax::AdviseHugePages(out, t * n * sizeof(int32_t));
   ParallelFor(pool, (t + kBlock - 1) / kBlock, [&](int64_t block) {
     const int64_t end = std::min(t, (block + 1) * kBlock);
-    for (int64_t k = block * kBlock; k < end; ++k) {
-      const int32_t u = rows.users[k];
-      const int32_t* segment = rows.v + rows.indptr[u];
-      const int64_t length = rows.indptr[u + 1] - rows.indptr[u];
-      const uint64_t maxval = static_cast<uint32_t>(rows.num_missing[u]);
-      for (int64_t j = 0; j < n; ++j) {
-        const int32_t x = static_cast<int32_t>((w[k * n + j] * maxval) >> 32);
-        out[k * n + j] = x + static_cast<int32_t>(CountAtMost(segment, length, x));
-      }
-    }
+    CountRows(
+        rows, n, block * kBlock, end,
+        [&](int64_t q, int32_t u) {
+          return static_cast<int32_t>((w[q] * uint64_t{static_cast<uint32_t>(
+                                          rows.num_missing[u])}) >> 32);
+        },
+        [&](int64_t q, int32_t, int32_t x, int64_t count) {
+          out[q] = x + static_cast<int32_t>(count);
+        });
   });
   return ffi::Error::Success();
 }
@@ -121,42 +171,45 @@ ffi::Error WeightedMissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints prefix, I
   // The item search narrowed by a table: every cumulative weight is at most the total, below
   // kTable << shift; first[b] items have cumulative < b << shift, so for y in bucket b
   // (y >> shift == b) the items with cumulative <= y are those first[b] and some of the next
-  // first[b + 1] - first[b].
+  // first[b + 1] - first[b], at most `most` of them. Each search counts among `most` entries
+  // from first[b] on (the later ones are > y; `padded` ends in `most` entries above any y), so
+  // every search takes the same steps and its loop never mispredicts.
   const int64_t total = num_items > 0 ? cum[num_items - 1] : 0;
   int shift = 0;
   while ((total >> shift) >= kTable) ++shift;
   std::vector<int32_t> first(kTable + 1);
+  int64_t most = 0;
   for (int64_t b = 0, i = 0; b <= kTable; ++b) {
     while (i < num_items && cum[i] < (b << shift)) ++i;
     first[b] = i;
+    if (b > 0) most = std::max<int64_t>(most, first[b] - first[b - 1]);
   }
-  auto items_at_most = [&](int32_t y) {
-    const int64_t b = y >> shift;
-    return first[b] + CountAtMost(cum + first[b], first[b + 1] - first[b], y);
-  };
+  std::vector<int32_t> padded(cum, cum + num_items);
+  padded.resize(num_items + most, std::numeric_limits<int32_t>::max());
   ParallelFor(pool, (t + kBlock - 1) / kBlock, [&](int64_t block) {
     const int64_t end = std::min(t, (block + 1) * kBlock);
-    for (int64_t k = block * kBlock; k < end; ++k) {
-      const int32_t u = rows.users[k];
-      const int64_t start = rows.indptr[u];
-      const int64_t length = rows.indptr[u + 1] - start;
-      const uint64_t maxval = static_cast<uint32_t>(rows.num_missing[u]);
-      for (int64_t j = 0; j < n; ++j) {
-        // floor(maxval * R / 2**48) for R = low + (high mod 2**16) * 2**32, in 64 bits:
-        // R = a * 2**16 + c with a = R >> 16 (32 bits) and c = low mod 2**16, so it is
-        // floor((maxval * a + floor(maxval * c / 2**16)) / 2**32), no term above 2**63.
-        const uint64_t a = (uint64_t{high[k * n + j] & 0xFFFFu} << 16) | (low[k * n + j] >> 16);
-        const uint64_t c = low[k * n + j] & 0xFFFFu;
-        const int32_t x = static_cast<int32_t>((maxval * a + ((maxval * c) >> 16)) >> 32);
-        const int64_t r = CountAtMost(rows.v + start, length, x);
-        const int32_t before = r < length ? before_r[start + r] : weight[u];
-        out[k * n + j] = x + before;  // the unit of weight drawn, among all items'
-      }
-    }
+    CountRows(
+        rows, n, block * kBlock, end,
+        [&](int64_t q, int32_t u) {
+          // floor(maxval * R / 2**48) for R = low + (high mod 2**16) * 2**32, in 64 bits:
+          // R = a * 2**16 + c with a = R >> 16 (32 bits) and c = low mod 2**16, so it is
+          // floor((maxval * a + floor(maxval * c / 2**16)) / 2**32), no term above 2**63.
+          const uint64_t maxval = static_cast<uint32_t>(rows.num_missing[u]);
+          const uint64_t a = (uint64_t{high[q] & 0xFFFFu} << 16) | (low[q] >> 16);
+          const uint64_t c = low[q] & 0xFFFFu;
+          return static_cast<int32_t>((maxval * a + ((maxval * c) >> 16)) >> 32);
+        },
+        [&](int64_t q, int32_t u, int32_t x, int64_t r) {
+          const int64_t start = rows.indptr[u];
+          const int64_t length = rows.indptr[u + 1] - start;
+          out[q] = x + (r < length ? before_r[start + r] : weight[u]);  // the unit drawn
+        });
     // Apart from the row searches: the item searches are independent of one another, so their
     // cache misses overlap.
     for (int64_t q = block * kBlock * n; q < end * n; ++q) {
-      out[q] = static_cast<int32_t>(items_at_most(out[q]));
+      const int32_t y = out[q];
+      const int64_t b = y >> shift;
+      out[q] = static_cast<int32_t>(first[b] + CountAtMost(padded.data() + first[b], most, y));
     }
   });
   return ffi::Error::Success();
