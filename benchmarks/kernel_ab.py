@@ -1,18 +1,28 @@
-"""The fused CPU step against an earlier version of itself, both in one process.
+"""A CPU kernel against an earlier version of itself, both in one process.
 
   python -m benchmarks.kernel_ab --baseline_rev=1b4b8b0 [--shapes=ml-1m,ml-20m] [--reps=15]
+  python -m benchmarks.kernel_ab --kernel=missing_items --baseline_rev=f7e6537
 
 Timings of separate runs on a shared machine differ by more than a kernel change is worth, so
-this builds the working tree's `tripjax/kernels/triplet_sgd_cpu.cc` (the candidate) and the same
-file at a git revision (`--baseline_rev`, or a file, `--baseline_source`; the kernel's FFI
-signature from 1b4b8b0 on, with or without `l2_cotangent`) into two libraries with the kernels' own compiler and flags, registers them as two
-XLA targets, and times one jitted epoch of each on the same triplets, alternately, round after
-round. Each shape's random positives (`step_inputs.random_positives`) give one epoch of
-uniform triplets (`sampling.EpochSampler`, one negative), trained from the same tables (dim 64)
-with sparse SGD; each `--margins` value leaves a different share of triplets with a nonzero
-gradient after the first epochs (reported as `active`, that of the last epoch). Reported: each kernel's median epoch seconds, the median over
-rounds of candidate / baseline, and the largest difference between their tables after the
-same epochs (0 for identical arithmetic).
+this builds the working tree's kernel source (the candidate) and the same file at a git revision
+(`--baseline_rev`, or a file, `--baseline_source`) into two libraries with the kernels' own
+compiler and flags, registers them as XLA targets of their own, and times them on the same
+inputs, alternately, round after round (who goes first alternates too).
+
+`--kernel=triplet_sgd` (the default; `tripjax/kernels/triplet_sgd_cpu.cc`, the FFI signature
+from 1b4b8b0 on, with or without `l2_cotangent`): each shape's random positives
+(`step_inputs.random_positives`) give one epoch of uniform triplets (`sampling.EpochSampler`,
+one negative), trained from the same tables (dim 64) with sparse SGD, one jitted epoch per
+round; each `--margins` value leaves a different share of triplets with a nonzero gradient after
+the first epochs (reported as `active`, that of the last epoch). Reported: each kernel's median
+epoch seconds, the median over rounds of candidate / baseline, and the largest difference
+between their tables after the same epochs (0 for identical arithmetic).
+
+`--kernel=missing_items` (`tripjax/kernels/missing_items_cpu.cc`, the negatives' search): one
+epoch's searches (one negative per positive, in row order, the sampler's arrays) for each
+`--exponents` value (0: uniform; else popularity-weighted), the same random words for both
+builds. Reported as above, with `same_items` (whether both drew the same negatives) in place of
+the tables' difference.
 
 Writes runs/benchmarks/kernel_ab.json unless `--out` names another file.
 """
@@ -35,20 +45,27 @@ from benchmarks import outputs
 from benchmarks.step_inputs import SHAPES, TARGET_BATCH, TARGET_DIM, random_positives
 from experiments import run_cli
 from tripjax import files
+from tripjax import kernels
 from tripjax import sampling
 from tripjax.kernels import compiler
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-_SOURCE = "tripjax/kernels/triplet_sgd_cpu.cc"
+_SOURCES = {"triplet_sgd": "tripjax/kernels/triplet_sgd_cpu.cc",
+            "missing_items": "tripjax/kernels/missing_items_cpu.cc"}
 _HEADER = "tripjax/kernels/common.h"
 
+_KERNEL = flags.DEFINE_enum("kernel", "triplet_sgd", list(_SOURCES), "The kernel to compare: "
+                            "the fused step or the negatives' search.")
 _BASELINE_REV = flags.DEFINE_string("baseline_rev", None,
-                                    f"Git revision whose {_SOURCE} (and common.h) is the baseline.")
+                                    "Git revision whose kernel source (and common.h) is the "
+                                    "baseline.")
 _BASELINE_SOURCE = flags.DEFINE_string(
     "baseline_source", None, "A .cc file to use as the baseline instead (next to its own "
     "common.h if it has one, else the working tree's).")
 _SHAPES = flags.DEFINE_list("shapes", ["ml-1m", "ml-20m"], "Table shapes (benchmarks.step_inputs).")
-_MARGINS = flags.DEFINE_list("margins", ["0.5", "0.1"], "Triplet margins to time.")
+_MARGINS = flags.DEFINE_list("margins", ["0.5", "0.1"], "triplet_sgd: triplet margins to time.")
+_EXPONENTS = flags.DEFINE_list("exponents", ["0", "0.2"], "missing_items: negative exponents to "
+                               "time (0: uniform negatives).")
 _REPS = flags.DEFINE_integer("reps", 15, "Timed epochs per kernel and margin.", lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch_size", TARGET_BATCH, "Triplets per batch.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float(
@@ -59,7 +76,8 @@ _OUT = flags.DEFINE_string("out", outputs.default_output("kernel_ab.json"), "Out
 
 def baseline_files(folder: pathlib.Path) -> pathlib.Path:
   """Writes the baseline's source (and header) into `folder`; returns the source's path."""
-  source = folder / "baseline" / "triplet_sgd_cpu.cc"
+  path = _SOURCES[_KERNEL.value]
+  source = folder / "baseline" / pathlib.Path(path).name
   source.parent.mkdir()
   if _BASELINE_SOURCE.value:
     given = pathlib.Path(_BASELINE_SOURCE.value)
@@ -71,7 +89,7 @@ def baseline_files(folder: pathlib.Path) -> pathlib.Path:
     header = header if header.exists() else _REPO / _HEADER
     (source.parent / "common.h").write_bytes(header.read_bytes())
     return source
-  for path, target in ((_SOURCE, source), (_HEADER, source.parent / "common.h")):
+  for path, target in ((path, source), (_HEADER, source.parent / "common.h")):
     shown = subprocess.run(["git", "show", f"{_BASELINE_REV.value}:{path}"], cwd=_REPO,
                            capture_output=True, check=False)
     if shown.returncode != 0:
@@ -157,6 +175,76 @@ def register(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, bool]]:
   return targets
 
 
+def register_search(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, str]]:
+  """Registers each library's MissingItems and WeightedMissingItems under names of their own;
+  returns {name: (uniform target, weighted target)}.
+
+  Raises:
+    app.UsageError: a library without both handlers.
+  """
+  targets = {}
+  for name, path in libraries.items():
+    library = ctypes.CDLL(str(path))
+    pair = []
+    for handler in ("MissingItems", "WeightedMissingItems"):
+      if not hasattr(library, handler):
+        raise app.UsageError(f"the {name} kernel defines no {handler} handler.")
+      pair.append(f"tripjax_ab_{handler}_{name}_{path.parent.name}")
+      jax.ffi.register_ffi_target(pair[-1], jax.ffi.pycapsule(getattr(library, handler)),
+                                  platform="cpu")
+    targets[name] = tuple(pair)
+  return targets
+
+
+def _alternate(calls: dict, reps: int) -> tuple[dict, dict]:
+  """Runs each of {name: call} reps + 1 times, alternating who goes first (the first round
+  compiles and is not timed); returns ({name: seconds per round}, {name: last result})."""
+  seconds, results = {name: [] for name in calls}, {}
+  for rep in range(reps + 1):
+    for name in (list(calls) if rep % 2 else list(calls)[::-1]):
+      started = time.perf_counter()
+      results[name] = jax.block_until_ready(calls[name]())
+      if rep:
+        seconds[name].append(time.perf_counter() - started)
+  return seconds, results
+
+
+def _timing(seconds: dict) -> dict:
+  """The medians and the per-round candidate / baseline ratios of `_alternate`'s seconds."""
+  ratios = np.array(seconds["candidate"]) / np.array(seconds["baseline"])
+  return {"baseline_s": float(np.median(seconds["baseline"])),
+          "candidate_s": float(np.median(seconds["candidate"])),
+          "candidate_over_baseline": float(np.median(ratios)),
+          "ratio_min": float(ratios.min()), "ratio_max": float(ratios.max()),
+          "seconds": seconds}
+
+
+def time_search(shape: str, targets: dict[str, tuple[str, str]]) -> list[dict]:
+  """Both search kernels on one shape's epoch, every exponent, alternating call by call."""
+  matrix = random_positives(*SHAPES[shape])
+  rows = []
+  for exponent in map(float, _EXPONENTS.value):
+    sampler = sampling.EpochSampler(matrix, _BATCH.value, negative_exponent=exponent,
+                                    search_kernel=False)
+    v, indptr, num_missing, weighted, users = sampler.search_arrays()
+    shape_of_words = (users.shape[0], 1) if weighted is None else (2, users.shape[0], 1)
+    words = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, shape_of_words, np.uint32))
+    searches = {name: jax.jit(functools.partial(
+        kernels.missing_items_from_words, v, indptr, num_missing, weighted, users,
+        targets=target)) for name, target in targets.items()}
+    seconds, drawn = _alternate({name: functools.partial(search, words)
+                                 for name, search in searches.items()}, _REPS.value)
+    same = bool(jnp.array_equal(drawn["candidate"], drawn["baseline"]))
+    row = {"shape": shape, "exponent": exponent, "searches": int(users.shape[0]),
+           **_timing(seconds), "same_items": same}
+    print(f"[{shape}] exponent {exponent}: baseline {row['baseline_s']:.4f} s, candidate "
+          f"{row['candidate_s']:.4f} s, candidate / baseline "
+          f"{row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
+          f"{row['ratio_max']:.3f}), same items: {same}", flush=True)
+    rows.append(row)
+  return rows
+
+
 def make_epoch(target: tuple[str, bool], margin: float, learning_rate: float):
   """A jitted epoch of `target`'s fused step: (tables, batches) -> (tables, active share)."""
   def one_batch(tables, batch):
@@ -188,25 +276,17 @@ def time_shape(shape: str, targets: dict[str, tuple[str, bool]]) -> list[dict]:
     tables = {name: (0.1 * jax.random.normal(key_user, (num_users, TARGET_DIM)),
                      0.1 * jax.random.normal(key_item, (num_items, TARGET_DIM)))
               for name in targets}
-    seconds = {name: [] for name in targets}
-    active = {}
-    for rep in range(_REPS.value + 1):  # the first epoch compiles
-      for name in (list(epochs) if rep % 2 else list(epochs)[::-1]):  # who goes first alternates
-        epoch = epochs[name]
-        started = time.perf_counter()
-        tables[name], active[name] = jax.block_until_ready(epoch(tables[name], batches))
-        if rep:
-          seconds[name].append(time.perf_counter() - started)
-    ratios = np.array(seconds["candidate"]) / np.array(seconds["baseline"])
+    def run(name):
+      tables[name], active = epochs[name](tables[name], batches)
+      return active
+
+    seconds, active = _alternate({name: functools.partial(run, name) for name in epochs},
+                                 _REPS.value)
     difference = max(float(jnp.max(jnp.abs(a - b)))
                      for a, b in zip(tables["candidate"], tables["baseline"]))
     row = {"shape": shape, "margin": margin, "active": float(active["candidate"]),
-           "epoch_triplets": int(sampler.num_positives),
-           "baseline_s": float(np.median(seconds["baseline"])),
-           "candidate_s": float(np.median(seconds["candidate"])),
-           "candidate_over_baseline": float(np.median(ratios)),
-           "ratio_min": float(ratios.min()), "ratio_max": float(ratios.max()),
-           "max_table_difference": difference, "seconds": seconds}
+           "epoch_triplets": int(sampler.num_positives), **_timing(seconds),
+           "max_table_difference": difference}
     print(f"[{shape}] margin {margin}: active {row['active']:.2f}, baseline "
           f"{row['baseline_s']:.4f} s, candidate {row['candidate_s']:.4f} s, candidate / "
           f"baseline {row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
@@ -224,27 +304,34 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--shapes: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(SHAPES)}.")
+  step = _KERNEL.value == "triplet_sgd"
+  values = _MARGINS if step else _EXPONENTS
   try:
-    margins = [float(m) for m in _MARGINS.value]
+    numbers = [float(m) for m in values.value]
   except ValueError as e:
-    raise app.UsageError(f"--margins={','.join(_MARGINS.value)}: {e}.") from e
+    raise app.UsageError(f"--{values.name}={','.join(values.value)}: {e}.") from e
   if jax.default_backend() != "cpu":
-    raise app.UsageError("the fused step is a CPU kernel; run with JAX_PLATFORMS=cpu.")
+    raise app.UsageError("the kernels are CPU kernels; run with JAX_PLATFORMS=cpu.")
   with tempfile.TemporaryDirectory() as folder:
     folder = pathlib.Path(folder)
-    targets = register(build({"baseline": baseline_files(folder),
-                              "candidate": _REPO / _SOURCE}, folder))
+    libraries = build({"baseline": baseline_files(folder),
+                       "candidate": _REPO / _SOURCES[_KERNEL.value]}, folder)
+    targets = register(libraries) if step else register_search(libraries)
     load = os.getloadavg()
-    rows = [row for shape in _SHAPES.value for row in time_shape(shape, targets)]
+    timed = time_shape if step else time_search
+    rows = [row for shape in _SHAPES.value for row in timed(shape, targets)]
   payload = {"command": "python -m benchmarks.kernel_ab " + " ".join(
                  f"--{name}={value}" for name, value in (
+                     ("kernel", None if step else _KERNEL.value),
                      ("baseline_rev", _BASELINE_REV.value),
                      ("baseline_source", _BASELINE_SOURCE.value),
-                     ("shapes", ",".join(_SHAPES.value)), ("margins", ",".join(_MARGINS.value)),
+                     ("shapes", ",".join(_SHAPES.value)), (values.name, ",".join(values.value)),
                      ("reps", _REPS.value), ("out", _OUT.value)) if value),
+             "kernel": _KERNEL.value,
              "baseline_rev": _BASELINE_REV.value, "baseline_source": _BASELINE_SOURCE.value,
              "batch_size": _BATCH.value,
-             "dim": TARGET_DIM, "learning_rate": _LEARNING_RATE.value, "margins": margins,
+             **({"dim": TARGET_DIM, "learning_rate": _LEARNING_RATE.value, "margins": numbers}
+                if step else {"exponents": numbers}),
              "cpu_count": os.cpu_count(), "load_average_start": list(load),
              "load_average_end": list(os.getloadavg()), "results": rows}
   print(f"wrote {files.write_json_atomic(_OUT.value, payload)}")

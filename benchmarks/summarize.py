@@ -270,19 +270,33 @@ def ials_speed_section(d, path):
 
 def kernel_ab_section(d, path):
   baseline = d.get("baseline_rev") or f"`{d.get('baseline_source')}`"
-  rows = [f"## The fused step against its version at {baseline} (issue 15): "
-          f"`{path.name}`", f"`{writing_to(d['command'], 'out', path)}`", "",
-          f"Both kernels built and timed in one process, alternately, on the same epoch of "
-          f"uniform triplets (batch {d['batch_size']}, dim {d['dim']}, sparse SGD at "
-          f"{d['learning_rate']:g}); `active`: the share of triplets with a nonzero gradient in "
-          "the last epoch. The tables' difference after the same epochs is float rounding, "
-          "grown by training at a large step size.", "",
-          "| shape | margin | active | baseline s | candidate s | candidate / baseline "
-          "(min-max) | tables differ by |", "|---|---|---|---|---|---|---|"]
-  rows += [f"| {r['shape']} | {r['margin']:g} | {r['active']:.2f} | {r['baseline_s']:.4f} | "
-           f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
-           f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['max_table_difference']:.1e} |"
-           for r in d["results"]]
+  head = [f"`{writing_to(d['command'], 'out', path)}`", ""]
+  if d.get("kernel", "triplet_sgd") == "missing_items":
+    rows = [f"## The negatives' search kernel against its version at {baseline} (issue 15): "
+            f"`{path.name}`", *head,
+            "Both kernels built and timed in one process, alternately, on one epoch's searches "
+            "(one negative per positive, in row order, the same random words); `same items`: "
+            "whether both drew the same negatives.", "",
+            "| shape | negative exponent | searches | baseline s | candidate s | candidate / "
+            "baseline (min-max) | same items |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['shape']} | {r['exponent']:g} | {r['searches']} | {r['baseline_s']:.4f} | "
+             f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
+             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['same_items']} |"
+             for r in d["results"]]
+  else:
+    rows = [f"## The fused step against its version at {baseline} (issue 15): "
+            f"`{path.name}`", *head,
+            f"Both kernels built and timed in one process, alternately, on the same epoch of "
+            f"uniform triplets (batch {d['batch_size']}, dim {d['dim']}, sparse SGD at "
+            f"{d['learning_rate']:g}); `active`: the share of triplets with a nonzero gradient "
+            "in the last epoch. The tables' difference after the same epochs is float "
+            "rounding, grown by training at a large step size.", "",
+            "| shape | margin | active | baseline s | candidate s | candidate / baseline "
+            "(min-max) | tables differ by |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['shape']} | {r['margin']:g} | {r['active']:.2f} | {r['baseline_s']:.4f} | "
+             f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
+             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['max_table_difference']:.1e} |"
+             for r in d["results"]]
   load = d["load_average_start"][0], d["load_average_end"][0]
   return rows + ["", f"Load average {load[0]:.1f} at start, {load[1]:.1f} at end."]
 

@@ -1,4 +1,5 @@
-"""benchmarks.kernel_ab: two builds of the fused step timed side by side in one process."""
+"""benchmarks.kernel_ab: two builds of a CPU kernel (the fused step, the negatives' search)
+timed side by side in one process."""
 
 import json
 import pathlib
@@ -9,8 +10,11 @@ import pytest
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU kernel")
 
 
-_SOURCE = pathlib.Path(__file__).resolve().parents[1] / "tripjax/kernels/triplet_sgd_cpu.cc"
+_KERNELS = pathlib.Path(__file__).resolve().parents[1] / "tripjax/kernels"
+_SOURCE = _KERNELS / "triplet_sgd_cpu.cc"
 _HINGE = "std::max(cos_n - cos_p + margin, 0.0f)"
+_SEARCH = _KERNELS / "missing_items_cpu.cc"
+_ITEM = "out[q] = x + static_cast<int32_t>(count);"  # the uniform draw's item
 
 
 def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
@@ -46,6 +50,40 @@ def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
   assert json.loads(other_out.read_text())["results"][0]["max_table_difference"] > 1e-4
   for case, says in (("no_baseline", "--baseline_rev"), ("bad_rev", "no-such-revision"),
                      ("bad_shape", "ml-5k"), ("no_handler", "no TripletSgdUpdate")):
+    failed = done[case]
+    assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
+    assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr
+
+
+def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
+  """--kernel=missing_items: the working tree's search as its own baseline draws the same
+  negatives, uniform and weighted; a baseline whose uniform draw is off by one item does not
+  (the builds are not mixed up); a library without the search's handlers is one line."""
+  out, other_out = tmp_path / "ab.json", tmp_path / "other.json"
+  source = _SEARCH.read_text()
+  assert source.count(_ITEM) == 1
+  other = tmp_path / "other" / "missing_items_cpu.cc"
+  other.parent.mkdir()
+  other.write_text(source.replace(_ITEM, "out[q] = x + static_cast<int32_t>(count) + 1;"))
+  (tmp_path / "no_handler.cc").write_text("int not_a_kernel = 1;\n")
+  done = run_cli("benchmarks.kernel_ab", {
+      "same": ["--kernel=missing_items", f"--baseline_source={_SEARCH}", "--shapes=ml-100k",
+               "--exponents=0,0.5", "--reps=1", f"--out={out}"],
+      "other": ["--kernel=missing_items", f"--baseline_source={other}", "--shapes=ml-100k",
+                "--exponents=0", "--reps=1", f"--out={other_out}"],
+      "no_handler": ["--kernel=missing_items",
+                     f"--baseline_source={tmp_path / 'no_handler.cc'}", "--shapes=ml-100k"],
+      "bad_exponent": ["--kernel=missing_items", "--baseline_rev=HEAD", "--exponents=x"]})
+  assert done["same"].returncode == 0, done["same"].stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["kernel"] == "missing_items" and "--kernel=missing_items" in result["command"]
+  assert [(r["shape"], r["exponent"], r["same_items"]) for r in result["results"]] == [
+      ("ml-100k", 0.0, True), ("ml-100k", 0.5, True)]
+  for row in result["results"]:
+    assert row["searches"] > 0 and row["baseline_s"] > 0 and row["candidate_s"] > 0
+  assert done["other"].returncode == 0, done["other"].stderr[-3000:]
+  assert json.loads(other_out.read_text())["results"][0]["same_items"] is False
+  for case, says in (("no_handler", "no MissingItems handler"), ("bad_exponent", "--exponents=x")):
     failed = done[case]
     assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
     assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr

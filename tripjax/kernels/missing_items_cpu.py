@@ -16,7 +16,8 @@ from tripjax.kernels import library
 
 
 def missing_items_from_words(v: jax.Array, indptr: jax.Array, num_missing: jax.Array,
-                             weighted, users: jax.Array, words: jax.Array) -> jax.Array:
+                             weighted, users: jax.Array, words: jax.Array,
+                             targets: tuple[str, str] | None = None) -> jax.Array:
   """`negatives.missing_items_from_words`, computed by the CPU kernel (call it under `jax.jit`).
 
   Args:
@@ -26,17 +27,22 @@ def missing_items_from_words(v: jax.Array, indptr: jax.Array, num_missing: jax.A
     weighted: None, or (prefix int32[P], cumulative int32[I], row_weight int32[U]).
     users: int32[T], a row per query (in row order for speed; any order is correct).
     words: uint32[T, n] (uniform) or uint32[2, T, n] (weighted).
+    targets: the XLA targets (uniform, weighted) to call; None: the library's, registered
+      here. Another build registered under other names is timed against this one by
+      `benchmarks.kernel_ab --kernel=missing_items`.
 
   Returns:
     int32[T, n], item ids not in the rows.
   """
-  library.register()
+  if targets is None:
+    library.register()
+    targets = (library.MISSING_ITEMS, library.WEIGHTED_MISSING_ITEMS)
   out = jax.ShapeDtypeStruct(words.shape[-2:], jnp.int32)
   ints = lambda *arrays: [jnp.asarray(a, jnp.int32) for a in arrays]
   words = jnp.asarray(words, jnp.uint32)
   if weighted is None:
-    return jax.ffi.ffi_call(library.MISSING_ITEMS, out)(
+    return jax.ffi.ffi_call(targets[0], out)(
         *ints(v, indptr, num_missing, users), words)
   prefix, cumulative, row_weight = weighted
-  return jax.ffi.ffi_call(library.WEIGHTED_MISSING_ITEMS, out)(
+  return jax.ffi.ffi_call(targets[1], out)(
       *ints(v, prefix, cumulative, row_weight, indptr, num_missing, users), words)

@@ -263,6 +263,12 @@ class EpochSampler:
                        search_steps=self._search_steps, row_order=draw_order == "rows",
                        kernel=self.search_kernel, shuffle_kernel=shuffle_on == "kernel")
 
+  def search_arrays(self) -> tuple:
+    """The first arguments of the negatives' search for this sampler's rows:
+    `(v, indptr, num_missing, weighted, users)` of `negatives.missing_items_from_words`, with
+    `users` int32[P] the row of each positive (the epoch's queries, in row order)."""
+    return self._v, self._indptr, self._num_missing, self._weighted, self._users
+
   def epoch(self, epoch: int, prefetch_next: bool = False,
             columns: np.ndarray | None = None) -> Batches:
     """The triplets of one epoch, on the device.
