@@ -466,3 +466,13 @@ def test_epoch_keys_are_fold_in_then_split(seed, epoch):
   want_order, want = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
   np.testing.assert_array_equal(jax.random.key_data(order_key), jax.random.key_data(want_order))
   np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))
+
+
+@pytest.mark.parametrize("exponent, excluded, weighted", [
+    (0.0, None, False), (0.0, [], False), (0.3, None, True), (0.0, [5], True)])
+def test_is_weighted_is_the_samplers_rule(exponent, excluded, weighted):
+  # The run's memory check (tripjax.train) and the sampler's draw share this rule.
+  assert sampling.is_weighted(exponent, bool(excluded)) is weighted
+  sampler = sampling.EpochSampler(sp.csr_matrix(np.eye(4, 6, dtype=bool)), batch_size=2,
+                                  negative_exponent=exponent, excluded_items=excluded)
+  assert (sampler.negative_weights is not None) is weighted

@@ -170,8 +170,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     dataset, train, test = registry.load_split(config)
     registry.load_features(config)  # a feature the data lacks: refused before a run is replaced
     if models.get(config.model).iterative:  # so are more negatives than memory holds
-      sampling.check_epoch_memory(train.nnz, config.num_negatives,
-                                  config.negative_exponent > 0 or config.cold_item_fraction > 0)
+      sampling.check_epoch_memory(train.nnz, config.num_negatives, sampling.is_weighted(
+          config.negative_exponent, config.cold_item_fraction > 0))
     fingerprint = workdir_lib.data_fingerprint(train, test)
     distributed.on_writer(  # resuming on changed data: refused
         lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),

@@ -5,6 +5,7 @@ from tripjax.sampling.epoch import check_epoch_memory
 from tripjax.sampling.epoch import default_shuffle_on
 from tripjax.sampling.epoch import DRAW_ORDERS
 from tripjax.sampling.epoch import EpochSampler
+from tripjax.sampling.epoch import is_weighted
 from tripjax.sampling.integers import multiply_high
 from tripjax.sampling.integers import multiply_high48
 from tripjax.sampling.integers import uniform_below

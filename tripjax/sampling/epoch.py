@@ -64,6 +64,12 @@ def memory_limit() -> int | None:
   return min(limits) if limits else None
 
 
+def is_weighted(negative_exponent: float, excludes_items: bool) -> bool:
+  """Whether `EpochSampler` draws its negatives by weight: popularity-weighted ones
+  (`negative_exponent` != 0), or some items excluded from the draw (they weigh 0)."""
+  return negative_exponent != 0 or bool(excludes_items)
+
+
 def check_epoch_memory(num_positives: int, num_negatives: int, weighted: bool = False,
                        memory: int | None = None) -> None:
   """Refuses an epoch whose negative candidates alone would not fit in `memory` (default:
@@ -72,8 +78,8 @@ def check_epoch_memory(num_positives: int, num_negatives: int, weighted: bool = 
   Args:
     num_positives: P, the epoch's triplets.
     num_negatives: n, candidates per triplet.
-    weighted: whether negatives are drawn by weight (`negative_exponent` > 0, or excluded
-      items), which takes twice the random words.
+    weighted: whether negatives are drawn by weight (`is_weighted`), which takes twice the
+      random words.
     memory: the bytes available; None: `memory_limit()`.
 
   Raises:
@@ -184,9 +190,8 @@ class EpochSampler:
     train = sp.csr_matrix(train)
     train.sum_duplicates()
     train.sort_indices()
-    check_epoch_memory(train.nnz, num_negatives,
-                       negative_exponent != 0 or excluded_items is not None
-                       and len(excluded_items) > 0)
+    excludes = excluded_items is not None and len(excluded_items) > 0
+    check_epoch_memory(train.nnz, num_negatives, is_weighted(negative_exponent, excludes))
     num_users, num_items = train.shape
     indptr = train.indptr.astype(np.int64)
     counts = np.diff(indptr)
@@ -242,7 +247,7 @@ class EpochSampler:
       raise errors.InvalidInput(f"EpochSampler: excluded_items must lie in [0, {num_items}).")
     if excluded.size and np.isin(items, excluded).any():
       raise errors.InvalidInput("EpochSampler: an excluded item is a training positive.")
-    if self.negative_exponent == 0 and not excluded.size:
+    if not is_weighted(self.negative_exponent, excluded.size):
       self._num_missing = jnp.asarray((num_items - counts).astype(np.int32))
       self._weighted = None
     else:
