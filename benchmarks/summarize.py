@@ -376,6 +376,7 @@ def summarize(results_dir, command="python -m benchmarks.summarize --out=benchma
   for name, title in (("triplet_ablation_ml100k.md", "The triplet model's levers (issue 14)"),
                       ("triplet_warp_ml100k.md", "WARP-style negatives (issue 14)"),
                       ("triplet_adaptive_margin_ml100k.md", "An adaptive margin (issue 14)"),
+                      ("score_blend_ml100k.md", "Blends with iALS and EASE (issue 14)"),
                       ("features_ml100k.md", "Side features and cold items (issue 14)")):
     page = pathlib.Path(results_dir) / name
     if page.exists():

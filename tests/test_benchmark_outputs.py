@@ -27,6 +27,7 @@ OUTPUT_FLAGS = {
     "kernel_ab": ("out",),
     "parse_speed": ("out",),
     "pipeline_memory": ("output",),
+    "score_blend": ("blend_json", "blend_md"),
     "step_profile": ("out",),
     "summarize": ("out",),
     "throughput": ("out",),
