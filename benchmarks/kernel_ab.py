@@ -100,32 +100,6 @@ def baseline_files(folder: pathlib.Path) -> pathlib.Path:
   return source
 
 
-def build(sources: dict[str, pathlib.Path], folder: pathlib.Path) -> dict[str, pathlib.Path]:
-  """Compiles each source into its own library (the kernels' compiler and flags, in parallel)."""
-  command, build_flags = compiler.toolchain()
-  include = jax.ffi.include_dir()
-  libraries = {name: folder / f"{name}.so" for name in sources}
-  runs = {}
-  try:
-    for name, source in sources.items():
-      runs[name] = subprocess.Popen([*command, *build_flags, f"-I{include}", str(source), "-o",
-                                     str(libraries[name])], stderr=subprocess.PIPE, text=True)
-    for name, run in runs.items():
-      try:
-        _, stderr = run.communicate(timeout=compiler.BUILD_TIMEOUT_S)
-      except subprocess.TimeoutExpired as e:
-        raise app.UsageError(f"compiling the {name} kernel took over "
-                             f"{compiler.BUILD_TIMEOUT_S} s.") from e
-      if run.returncode != 0:
-        raise app.UsageError(f"the {name} kernel does not compile: {stderr.strip()[-500:]}")
-  finally:
-    for run in runs.values():  # a failed or timed-out build leaves no compiler behind
-      if run.poll() is None:
-        run.kill()
-        run.wait()
-  return libraries
-
-
 def _call(target: str, with_l2_cotangent: bool, tables, users, pos, neg, cotangent,
           learning_rate, margin: float):
   """One fused step through `target`; the kernel's arguments gained `l2_cotangent` after
@@ -314,8 +288,8 @@ def main(argv):
     raise app.UsageError("the kernels are CPU kernels; run with JAX_PLATFORMS=cpu.")
   with tempfile.TemporaryDirectory() as folder:
     folder = pathlib.Path(folder)
-    libraries = build({"baseline": baseline_files(folder),
-                       "candidate": _REPO / _SOURCES[_KERNEL.value]}, folder)
+    libraries = compiler.build_each({"baseline": baseline_files(folder),
+                                     "candidate": _REPO / _SOURCES[_KERNEL.value]}, folder)
     targets = register(libraries) if step else register_search(libraries)
     load = os.getloadavg()
     timed = time_shape if step else time_search

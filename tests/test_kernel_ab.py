@@ -28,7 +28,9 @@ def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
   other.parent.mkdir()
   other.write_text(source.replace(_HINGE, "std::max(cos_n - cos_p + 0.5f * margin, 0.0f)"))
   (tmp_path / "no_handler.cc").write_text("int not_a_kernel = 1;\n")
+  (tmp_path / "broken.cc").write_text("this is not C++\n")
   done = run_cli("benchmarks.kernel_ab", {
+      "broken": [f"--baseline_source={tmp_path / 'broken.cc'}", "--shapes=ml-100k"],
       "same": [f"--baseline_source={_SOURCE}", "--shapes=ml-100k",
                "--margins=0.5,0.1", "--reps=1", f"--out={out}"],
       "other": [f"--baseline_source={other}", "--shapes=ml-100k", "--margins=0.5", "--reps=1",
@@ -49,7 +51,8 @@ def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
   assert done["other"].returncode == 0, done["other"].stderr[-3000:]
   assert json.loads(other_out.read_text())["results"][0]["max_table_difference"] > 1e-4
   for case, says in (("no_baseline", "--baseline_rev"), ("bad_rev", "no-such-revision"),
-                     ("bad_shape", "ml-5k"), ("no_handler", "no TripletSgdUpdate")):
+                     ("bad_shape", "ml-5k"), ("no_handler", "no TripletSgdUpdate"),
+                     ("broken", "failed")):
     failed = done[case]
     assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
     assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr

@@ -169,20 +169,43 @@ def build() -> pathlib.Path:
   return target
 
 
-def _run_all(commands: list[list[str]]) -> None:
+def build_each(sources: dict[str, pathlib.Path], folder: pathlib.Path) -> dict[str, pathlib.Path]:
+  """Compiles each source straight into a library of its own, `folder/<name>.so`, with the
+  kernels' compiler and flags, all at once; nothing is cached or verified. What
+  `benchmarks.kernel_ab` times side by side (a kernel at two revisions).
+
+  Raises:
+    KernelBuildError: no compiler, or one failed or timed out (its command and output in the
+      message).
+  """
+  compiler, flags = toolchain()
+  include = jax.ffi.include_dir()
+  libraries = {name: folder / f"{name}.so" for name in sources}
+  _run_all([[*compiler, *flags, f"-I{include}", str(source), "-o", str(libraries[name])]
+            for name, source in sources.items()],
+           " and ".join(str(source) for source in sources.values()))
+  return libraries
+
+
+def _run_all(commands: list[list[str]], what: str | None = None) -> None:
   """Runs the compiler commands at once, each with `BUILD_TIMEOUT_S`.
+
+  Args:
+    commands: compiler command lines.
+    what: what they compile, for the messages (default: the library's sources).
 
   Raises:
     KernelBuildError: one failed or timed out (its command and output in the message).
   """
+  what = what or _names()
   with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
     runs = [pool.submit(_run, command, BUILD_TIMEOUT_S) for command in commands]
   for command, run in zip(commands, runs):
     try:
       result = run.result()
     except subprocess.TimeoutExpired as e:
-      raise errors.KernelBuildError(f"compiling {_names()} took over {BUILD_TIMEOUT_S} s "
+      raise errors.KernelBuildError(f"compiling {what} took over {BUILD_TIMEOUT_S} s "
                                     f"({' '.join(command)}).") from e
     if result.returncode != 0:
-      raise errors.KernelBuildError(f"compiling {_names()} failed ({' '.join(command)}):\n"
+      raise errors.KernelBuildError(f"compiling {what} failed ({' '.join(command)}):\n"
                                     f"{result.stderr[-4000:]}")
