@@ -275,15 +275,20 @@ def main(argv):
     raise app.UsageError("name the baseline kernel with one of --baseline_rev (a git revision) "
                          "or --baseline_source (a .cc file).")
   unknown = sorted(set(_SHAPES.value) - set(SHAPES))
-  if unknown:
-    raise app.UsageError(f"--shapes: unknown {', '.join(unknown)}; choose from "
-                         f"{', '.join(SHAPES)}.")
+  if unknown or not _SHAPES.value:
+    raise app.UsageError(f"--shapes: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
+                         f"choose from {', '.join(SHAPES)}.")
   step = _KERNEL.value == "triplet_sgd"
   values = _MARGINS if step else _EXPONENTS
+  for other in ((_EXPONENTS,) if step else (_MARGINS, _LEARNING_RATE)):
+    if other.present:
+      raise app.UsageError(f"--{other.name} is not used with --kernel={_KERNEL.value}; drop it.")
   try:
     numbers = [float(m) for m in values.value]
   except ValueError as e:
     raise app.UsageError(f"--{values.name}={','.join(values.value)}: {e}.") from e
+  if not numbers:
+    raise app.UsageError(f"--{values.name} is empty; name at least one value.")
   if jax.default_backend() != "cpu":
     raise app.UsageError("the kernels are CPU kernels; run with JAX_PLATFORMS=cpu.")
   with tempfile.TemporaryDirectory() as folder:

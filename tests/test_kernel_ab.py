@@ -76,7 +76,10 @@ def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
                 "--exponents=0", "--reps=1", f"--out={other_out}"],
       "no_handler": ["--kernel=missing_items",
                      f"--baseline_source={tmp_path / 'no_handler.cc'}", "--shapes=ml-100k"],
-      "bad_exponent": ["--kernel=missing_items", "--baseline_rev=HEAD", "--exponents=x"]})
+      "bad_exponent": ["--kernel=missing_items", "--baseline_rev=HEAD", "--exponents=x"],
+      "no_exponent": ["--kernel=missing_items", "--baseline_rev=HEAD", "--exponents="],
+      "step_flag": ["--kernel=missing_items", "--baseline_rev=HEAD", "--margins=0.5"],
+      "no_shape": ["--kernel=missing_items", "--baseline_rev=HEAD", "--shapes="]})
   assert done["same"].returncode == 0, done["same"].stderr[-3000:]
   result = json.loads(out.read_text())
   assert result["kernel"] == "missing_items" and "--kernel=missing_items" in result["command"]
@@ -86,7 +89,9 @@ def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
     assert row["searches"] > 0 and row["baseline_s"] > 0 and row["candidate_s"] > 0
   assert done["other"].returncode == 0, done["other"].stderr[-3000:]
   assert json.loads(other_out.read_text())["results"][0]["same_items"] is False
-  for case, says in (("no_handler", "no MissingItems handler"), ("bad_exponent", "--exponents=x")):
+  for case, says in (("no_handler", "no MissingItems handler"), ("bad_exponent", "--exponents=x"),
+                     ("no_exponent", "--exponents is empty"), ("step_flag", "--margins is not used"),
+                     ("no_shape", "--shapes: empty")):
     failed = done[case]
     assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
     assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr

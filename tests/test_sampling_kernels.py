@@ -108,37 +108,51 @@ def test_the_buckets_are_shuffled_uniformly():
   assert 1024 - 5 * 32 < kept < 1024 + 5 * 32, kept
 
 
-@pytest.mark.parametrize("skewed", [False, True])
+@pytest.mark.parametrize("weights_kind", ["popularity", "few_heavy", "small_with_zeros"])
 @pytest.mark.parametrize("row_order", [True, False])
-def test_the_search_kernel_equals_the_xla_search_for_any_query_order(row_order, skewed):
+def test_the_search_kernel_equals_the_xla_search_for_any_query_order(row_order, weights_kind):
   # Rows of every length from 0 up (runs of queries shorter and longer than the kernel's lanes),
-  # queries in row order (the lanes) or shuffled (one at a time); skewed weights put hundreds of
-  # items into one bucket of the weighted draw's item table (a search over its widest bucket).
+  # queries in row order (the lanes) or shuffled (one at a time). The weighted draw's item table:
+  # popularity weights leave one or two items per bucket; ten heavy items among light ones pile
+  # hundreds of light ones into a bucket (each search then walks its own bucket); a total below
+  # the table's size, with weight-0 (excluded) items in runs, one leading, makes buckets of one
+  # unit whose widest holds a run (searched over that fixed width).
   rng = np.random.default_rng(3)
   num_users, num_items, n = 50, 2000, 3
+  if weights_kind == "popularity":
+    weights = None
+  elif weights_kind == "few_heavy":
+    weights = np.ones(num_items, np.int64)
+    weights[rng.choice(num_items, 10, replace=False)] = 2**26
+  else:
+    weights = rng.integers(0, 3, num_items).astype(np.int64)
+    weights[:16] = 0  # the widest bucket is the first: the lowest word draws from it
+    weights[16] = 1
+    weights[100:109] = 0
   dense = rng.random((num_users, num_items)) < np.linspace(0, 0.3, num_users)[:, None]
+  if weights is not None:
+    dense &= weights > 0  # excluded items are never positives
   matrix = sp.csr_matrix(dense)
   indptr = matrix.indptr.astype(np.int64)
   row_of = np.repeat(np.arange(num_users), np.diff(indptr)).astype(np.int32)
   users = np.repeat(np.arange(num_users, dtype=np.int32), rng.integers(0, 12, num_users))
   if not row_order:
     users = rng.permutation(users)
-  if skewed:
-    weights = np.ones(num_items, np.int64)
-    weights[rng.choice(num_items, 10, replace=False)] = 2**26
-  else:
+  if weights is None:
     weights = sampling.negative_weights(np.bincount(matrix.indices, minlength=num_items), 0.7)
   v, row_weight, prefix, cumulative = sampling.weighted_arrays(weights, matrix.indices, indptr,
                                                                row_of)
   weighted = tuple(map(jnp.asarray, (prefix, cumulative, row_weight)))
   missing = jnp.asarray(cumulative[-1] - row_weight.astype(np.int64), jnp.int32)
-  words = jnp.asarray(rng.integers(0, 2**32, (2, users.size, n), dtype=np.uint32))
+  words = rng.integers(0, 2**32, (2, users.size, n), dtype=np.uint32)
+  words[:, :, 0] = 0  # each query's first draw: its row's first missing unit
+  words = jnp.asarray(words)
   args = (jnp.asarray(v), jnp.asarray(indptr, jnp.int32), missing, weighted, jnp.asarray(users),
           words, int(np.diff(indptr).max()).bit_length())
   search = jax.jit(sampling.missing_items_from_words, static_argnums=(6, 7))
   got = np.asarray(search(*args, True))
   np.testing.assert_array_equal(got, np.asarray(search(*args, False)))
-  assert not dense[users[:, None], got].any()
+  assert not dense[users[:, None], got].any() and (weights[got] > 0).all()
   # The uniform draw, from the first words.
   ranks = np.arange(matrix.nnz) - indptr[row_of]
   args = (jnp.asarray((matrix.indices - ranks).astype(np.int32)), args[1],

@@ -36,6 +36,7 @@ using Items = ffi::ResultBuffer<ffi::S32, 2>;
 
 constexpr int64_t kBlock = 4096;  // queries per work item
 constexpr int64_t kTable = int64_t{1} << 14;  // buckets of the weighted draw's item table
+constexpr int64_t kFixedWidth = 64;  // widest bucket searched over a fixed width
 
 // #{r in [0, n) : first[r] <= x} for non-decreasing first[0..n), without branches.
 inline int64_t CountAtMost(const int32_t* first, int64_t n, int32_t x) {
@@ -171,9 +172,11 @@ ffi::Error WeightedMissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints prefix, I
   // The item search narrowed by a table: every cumulative weight is at most the total, below
   // kTable << shift; first[b] items have cumulative < b << shift, so for y in bucket b
   // (y >> shift == b) the items with cumulative <= y are those first[b] and some of the next
-  // first[b + 1] - first[b], at most `most` of them. Each search counts among `most` entries
-  // from first[b] on (the later ones are > y; `padded` ends in `most` entries above any y), so
-  // every search takes the same steps and its loop never mispredicts.
+  // first[b + 1] - first[b], at most `most` of them. Where `most` is small (the popularity
+  // exponents in use), each search counts among `most` entries from first[b] on (the later ones
+  // are > y; `padded` ends in `most` entries above any y), so every search takes the same steps
+  // and its loop never mispredicts; a steep exponent can pile thousands of light items into one
+  // bucket, and then each search walks its own bucket's width instead.
   const int64_t total = num_items > 0 ? cum[num_items - 1] : 0;
   int shift = 0;
   while ((total >> shift) >= kTable) ++shift;
@@ -184,8 +187,12 @@ ffi::Error WeightedMissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints prefix, I
     first[b] = i;
     if (b > 0) most = std::max<int64_t>(most, first[b] - first[b - 1]);
   }
-  std::vector<int32_t> padded(cum, cum + num_items);
-  padded.resize(num_items + most, std::numeric_limits<int32_t>::max());
+  const bool fixed_width = most <= kFixedWidth;
+  std::vector<int32_t> padded;
+  if (fixed_width) {
+    padded.assign(cum, cum + num_items);
+    padded.resize(num_items + most, std::numeric_limits<int32_t>::max());
+  }
   ParallelFor(pool, (t + kBlock - 1) / kBlock, [&](int64_t block) {
     const int64_t end = std::min(t, (block + 1) * kBlock);
     CountRows(
@@ -206,10 +213,19 @@ ffi::Error WeightedMissingItemsImpl(ffi::ThreadPool pool, Ints v, Ints prefix, I
         });
     // Apart from the row searches: the item searches are independent of one another, so their
     // cache misses overlap.
-    for (int64_t q = block * kBlock * n; q < end * n; ++q) {
-      const int32_t y = out[q];
-      const int64_t b = y >> shift;
-      out[q] = static_cast<int32_t>(first[b] + CountAtMost(padded.data() + first[b], most, y));
+    if (fixed_width) {
+      for (int64_t q = block * kBlock * n; q < end * n; ++q) {
+        const int32_t y = out[q];
+        const int64_t b = y >> shift;
+        out[q] = static_cast<int32_t>(first[b] + CountAtMost(padded.data() + first[b], most, y));
+      }
+    } else {
+      for (int64_t q = block * kBlock * n; q < end * n; ++q) {
+        const int32_t y = out[q];
+        const int64_t b = y >> shift;
+        out[q] = static_cast<int32_t>(first[b] +
+                                      CountAtMost(cum + first[b], first[b + 1] - first[b], y));
+      }
     }
   });
   return ffi::Error::Success();
