@@ -2,6 +2,7 @@
 
   python -m benchmarks.kernel_ab --baseline_rev=1b4b8b0 [--shapes=ml-1m,ml-20m] [--reps=15]
   python -m benchmarks.kernel_ab --kernel=missing_items --baseline_rev=f7e6537
+  python -m benchmarks.kernel_ab --kernel=shuffle --baseline_rev=f7e6537
 
 Timings of separate runs on a shared machine differ by more than a kernel change is worth, so
 this builds the working tree's kernel source (the candidate) and the same file at a git revision
@@ -23,6 +24,10 @@ epoch's searches (one negative per positive, in row order, the sampler's arrays)
 `--exponents` value (0: uniform; else popularity-weighted), the same random words for both
 builds. Reported as above, with `same_items` (whether both drew the same negatives) in place of
 the tables' difference.
+
+`--kernel=shuffle` (`tripjax/kernels/shuffle_cpu.cc`, the epoch's bucket shuffle): one epoch's
+triplets in row order, padded to whole batches, for each `--negatives` count, the same key for
+both builds; `same_triplets` says whether both laid out the same batches.
 
 Writes runs/benchmarks/kernel_ab.json unless `--out` names another file.
 """
@@ -51,11 +56,13 @@ from tripjax.kernels import compiler
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SOURCES = {"triplet_sgd": "tripjax/kernels/triplet_sgd_cpu.cc",
-            "missing_items": "tripjax/kernels/missing_items_cpu.cc"}
+            "missing_items": "tripjax/kernels/missing_items_cpu.cc",
+            "shuffle": "tripjax/kernels/shuffle_cpu.cc"}
+_HANDLERS = {"missing_items": ("MissingItems", "WeightedMissingItems"), "shuffle": ("Shuffle",)}
 _HEADER = "tripjax/kernels/common.h"
 
 _KERNEL = flags.DEFINE_enum("kernel", "triplet_sgd", list(_SOURCES), "The kernel to compare: "
-                            "the fused step or the negatives' search.")
+                            "the fused step, the negatives' search or the epoch's shuffle.")
 _BASELINE_REV = flags.DEFINE_string("baseline_rev", None,
                                     "Git revision whose kernel source (and common.h) is the "
                                     "baseline.")
@@ -66,6 +73,7 @@ _SHAPES = flags.DEFINE_list("shapes", ["ml-1m", "ml-20m"], "Table shapes (benchm
 _MARGINS = flags.DEFINE_list("margins", ["0.5", "0.1"], "triplet_sgd: triplet margins to time.")
 _EXPONENTS = flags.DEFINE_list("exponents", ["0", "0.2"], "missing_items: negative exponents to "
                                "time (0: uniform negatives).")
+_NEGATIVES = flags.DEFINE_list("negatives", ["1", "2"], "shuffle: negatives per triplet to time.")
 _REPS = flags.DEFINE_integer("reps", 15, "Timed epochs per kernel and margin.", lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch_size", TARGET_BATCH, "Triplets per batch.", lower_bound=1)
 _LEARNING_RATE = flags.DEFINE_float(
@@ -149,24 +157,25 @@ def register(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, bool]]:
   return targets
 
 
-def register_search(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, str]]:
-  """Registers each library's MissingItems and WeightedMissingItems under names of their own;
-  returns {name: (uniform target, weighted target)}.
+def register_handlers(libraries: dict[str, pathlib.Path],
+                      handlers: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+  """Registers each library's `handlers` (their symbols) under names of their own; returns
+  {name: (one target per handler)}.
 
   Raises:
-    app.UsageError: a library without both handlers.
+    app.UsageError: a library without one of them.
   """
   targets = {}
   for name, path in libraries.items():
     library = ctypes.CDLL(str(path))
-    pair = []
-    for handler in ("MissingItems", "WeightedMissingItems"):
+    names = []
+    for handler in handlers:
       if not hasattr(library, handler):
         raise app.UsageError(f"the {name} kernel defines no {handler} handler.")
-      pair.append(f"tripjax_ab_{handler}_{name}_{path.parent.name}")
-      jax.ffi.register_ffi_target(pair[-1], jax.ffi.pycapsule(getattr(library, handler)),
+      names.append(f"tripjax_ab_{handler}_{name}_{path.parent.name}")
+      jax.ffi.register_ffi_target(names[-1], jax.ffi.pycapsule(getattr(library, handler)),
                                   platform="cpu")
-    targets[name] = tuple(pair)
+    targets[name] = tuple(names)
   return targets
 
 
@@ -215,6 +224,43 @@ def time_search(shape: str, targets: dict[str, tuple[str, str]]) -> list[dict]:
           f"{row['candidate_s']:.4f} s, candidate / baseline "
           f"{row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
           f"{row['ratio_max']:.3f}), same items: {same}", flush=True)
+    rows.append(row)
+  return rows
+
+
+def time_shuffle(shape: str, targets: dict[str, tuple[str]]) -> list[dict]:
+  """Both shuffle kernels on one shape's epoch of triplets (in row order, padded to whole
+  batches, no order returned, as the sampler calls it), every `--negatives`, alternating."""
+  matrix = random_positives(*SHAPES[shape])
+  rng = np.random.default_rng(0)
+  users = jnp.asarray(np.repeat(np.arange(matrix.shape[0], dtype=np.int32),
+                                np.diff(matrix.indptr)))
+  items = jnp.asarray(matrix.indices.astype(np.int32))
+  padded = -(-matrix.nnz // _BATCH.value) * _BATCH.value
+  rows = []
+  for negatives in map(int, _NEGATIVES.value):
+    neg = jnp.asarray(rng.integers(0, matrix.shape[1], (matrix.nnz, negatives), np.int32))
+    scratch = {name: jnp.zeros(kernels.scratch_size(matrix.nnz, negatives), jnp.int32)
+               for name in targets}
+    shuffles = {name: jax.jit(functools.partial(
+        kernels.shuffle, padded_size=padded, batch_size=_BATCH.value, with_order=False,
+        target=target[0]), donate_argnums=4) for name, target in targets.items()}
+    key = jnp.asarray(rng.integers(0, 2**32, 2, np.uint32))
+
+    def run(name):
+      _, *triplets, scratch[name] = shuffles[name](key, users, items, neg, scratch[name])
+      return triplets
+
+    seconds, shuffled = _alternate({name: functools.partial(run, name) for name in shuffles},
+                                   _REPS.value)
+    same = all(bool(jnp.array_equal(a, b))
+               for a, b in zip(shuffled["candidate"], shuffled["baseline"]))
+    row = {"shape": shape, "negatives": negatives, "triplets": int(matrix.nnz),
+           **_timing(seconds), "same_triplets": same}
+    print(f"[{shape}] {negatives} negatives: baseline {row['baseline_s']:.4f} s, candidate "
+          f"{row['candidate_s']:.4f} s, candidate / baseline "
+          f"{row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
+          f"{row['ratio_max']:.3f}), same triplets: {same}", flush=True)
     rows.append(row)
   return rows
 
@@ -278,39 +324,45 @@ def main(argv):
   if unknown or not _SHAPES.value:
     raise app.UsageError(f"--shapes: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}; "
                          f"choose from {', '.join(SHAPES)}.")
-  step = _KERNEL.value == "triplet_sgd"
-  values = _MARGINS if step else _EXPONENTS
-  for other in ((_EXPONENTS,) if step else (_MARGINS, _LEARNING_RATE)):
-    if other.present:
-      raise app.UsageError(f"--{other.name} is not used with --kernel={_KERNEL.value}; drop it.")
+  kernel = _KERNEL.value
+  step = kernel == "triplet_sgd"
+  values = {"triplet_sgd": _MARGINS, "missing_items": _EXPONENTS, "shuffle": _NEGATIVES}[kernel]
+  own = (values, _LEARNING_RATE) if step else (values,)
+  for other in (_MARGINS, _LEARNING_RATE, _EXPONENTS, _NEGATIVES):
+    if other.present and all(other is not flag for flag in own):
+      raise app.UsageError(f"--{other.name} is not used with --kernel={kernel}; drop it.")
+  number = int if kernel == "shuffle" else float
   try:
-    numbers = [float(m) for m in values.value]
+    numbers = [number(m) for m in values.value]
   except ValueError as e:
     raise app.UsageError(f"--{values.name}={','.join(values.value)}: {e}.") from e
   if not numbers:
     raise app.UsageError(f"--{values.name} is empty; name at least one value.")
+  if kernel == "shuffle" and min(numbers) < 1:
+    raise app.UsageError(f"--negatives={','.join(values.value)}: each must be at least 1.")
   if jax.default_backend() != "cpu":
     raise app.UsageError("the kernels are CPU kernels; run with JAX_PLATFORMS=cpu.")
   with tempfile.TemporaryDirectory() as folder:
     folder = pathlib.Path(folder)
     libraries = compiler.build_each({"baseline": baseline_files(folder),
-                                     "candidate": _REPO / _SOURCES[_KERNEL.value]}, folder)
-    targets = register(libraries) if step else register_search(libraries)
+                                     "candidate": _REPO / _SOURCES[kernel]}, folder)
+    targets = register(libraries) if step else register_handlers(libraries, _HANDLERS[kernel])
     load = os.getloadavg()
-    timed = time_shape if step else time_search
+    timed = {"triplet_sgd": time_shape, "missing_items": time_search,
+             "shuffle": time_shuffle}[kernel]
     rows = [row for shape in _SHAPES.value for row in timed(shape, targets)]
   payload = {"command": "python -m benchmarks.kernel_ab " + " ".join(
                  f"--{name}={value}" for name, value in (
-                     ("kernel", None if step else _KERNEL.value),
+                     ("kernel", None if step else kernel),
                      ("baseline_rev", _BASELINE_REV.value),
                      ("baseline_source", _BASELINE_SOURCE.value),
                      ("shapes", ",".join(_SHAPES.value)), (values.name, ",".join(values.value)),
                      ("reps", _REPS.value), ("out", _OUT.value)) if value),
-             "kernel": _KERNEL.value,
+             "kernel": kernel,
              "baseline_rev": _BASELINE_REV.value, "baseline_source": _BASELINE_SOURCE.value,
              "batch_size": _BATCH.value,
              **({"dim": TARGET_DIM, "learning_rate": _LEARNING_RATE.value, "margins": numbers}
-                if step else {"exponents": numbers}),
+                if step else {values.name: numbers}),
              "cpu_count": os.cpu_count(), "load_average_start": list(load),
              "load_average_end": list(os.getloadavg()), "results": rows}
   print(f"wrote {files.write_json_atomic(_OUT.value, payload)}")

@@ -271,7 +271,19 @@ def ials_speed_section(d, path):
 def kernel_ab_section(d, path):
   baseline = d.get("baseline_rev") or f"`{d.get('baseline_source')}`"
   head = [f"`{writing_to(d['command'], 'out', path)}`", ""]
-  if d.get("kernel", "triplet_sgd") == "missing_items":
+  if d.get("kernel") == "shuffle":
+    rows = [f"## The shuffle kernel against its version at {baseline} (issue 15): "
+            f"`{path.name}`", *head,
+            "Both kernels built and timed in one process, alternately, on one epoch's triplets "
+            "(in row order, padded to whole batches, the same key); `same triplets`: whether "
+            "both laid out the same batches.", "",
+            "| shape | negatives | triplets | baseline s | candidate s | candidate / baseline "
+            "(min-max) | same triplets |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {r['shape']} | {r['negatives']} | {r['triplets']} | {r['baseline_s']:.4f} | "
+             f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
+             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['same_triplets']} |"
+             for r in d["results"]]
+  elif d.get("kernel", "triplet_sgd") == "missing_items":
     rows = [f"## The negatives' search kernel against its version at {baseline} (issue 15): "
             f"`{path.name}`", *head,
             "Both kernels built and timed in one process, alternately, on one epoch's searches "

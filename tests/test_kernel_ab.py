@@ -15,6 +15,8 @@ _SOURCE = _KERNELS / "triplet_sgd_cpu.cc"
 _HINGE = "std::max(cos_n - cos_p + margin, 0.0f)"
 _SEARCH = _KERNELS / "missing_items_cpu.cc"
 _ITEM = "out[q] = x + static_cast<int32_t>(count);"  # the uniform draw's item
+_SHUFFLE = _KERNELS / "shuffle_cpu.cc"
+_SWAP = "const int64_t r = (word * static_cast<uint64_t>(j + 1)) >> 32;"  # Fisher-Yates' pick
 
 
 def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
@@ -95,3 +97,30 @@ def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
     failed = done[case]
     assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
     assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr
+
+
+def test_the_shuffle_kernel_against_itself_and_another(run_cli, tmp_path):
+  """--kernel=shuffle: the working tree's shuffle as its own baseline lays out the same batches
+  at every layout timed; a baseline whose swaps differ does not."""
+  out, other_out = tmp_path / "ab.json", tmp_path / "other.json"
+  source = _SHUFFLE.read_text()
+  assert source.count(_SWAP) == 1
+  other = tmp_path / "other" / "shuffle_cpu.cc"
+  other.parent.mkdir()
+  other.write_text(source.replace(_SWAP, "const int64_t r = (word * static_cast<uint64_t>(j)) "
+                                         ">> 32;"))
+  done = run_cli("benchmarks.kernel_ab", {
+      "same": ["--kernel=shuffle", f"--baseline_source={_SHUFFLE}", "--shapes=ml-100k",
+               "--negatives=1,3", "--reps=1", f"--out={out}"],
+      "other": ["--kernel=shuffle", f"--baseline_source={other}", "--shapes=ml-100k",
+                "--negatives=1", "--reps=1", f"--out={other_out}"],
+      "no_negatives": ["--kernel=shuffle", "--baseline_rev=HEAD", "--negatives=0"]})
+  assert done["same"].returncode == 0, done["same"].stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert [(r["negatives"], r["same_triplets"]) for r in result["results"]] == [(1, True),
+                                                                             (3, True)]
+  assert done["other"].returncode == 0, done["other"].stderr[-3000:]
+  assert json.loads(other_out.read_text())["results"][0]["same_triplets"] is False
+  failed = done["no_negatives"]
+  assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
+  assert "--negatives=0" in failed.stderr

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -113,23 +114,43 @@ ffi::Error ShuffleImpl(ffi::ThreadPool pool, Key key_words, Ints users, Ints ite
   const int32_t* in_users = users.typed_data();
   const int32_t* in_items = items.typed_data();
   const int32_t* in_neg = neg.typed_data();
-  ParallelFor(pool, kParts, [&](int64_t part) {
-    int64_t* next = cursor.data() + part * kBuckets;
-    for (int64_t i = part * part_size, end = std::min(p, i + part_size); i < end; ++i) {
-      int32_t* record = records + next[Bucket(key, i)]++ * width;
-      record[0] = in_users[i];
-      record[1] = in_items[i];
-      CopyInts(in_neg + i * n, n, record + 2);
-      if (with_order) record[2 + n] = static_cast<int32_t>(i);
+  // An epoch's records without the order (what the sampler asks for) and with 1, 2 or 4
+  // negatives take the passes' code with their layout as constants (kNeg): a record is then a
+  // few moves at fixed offsets, where a layout read at run time cost a large part of each
+  // pass's time. Other layouts (kNeg 0) read it at run time.
+  auto dispatch = [&](const auto& passes) {
+    if (with_order) return passes(std::integral_constant<int64_t, 0>{});
+    switch (n) {
+      case 1: return passes(std::integral_constant<int64_t, 1>{});
+      case 2: return passes(std::integral_constant<int64_t, 2>{});
+      case 4: return passes(std::integral_constant<int64_t, 4>{});
+      default: return passes(std::integral_constant<int64_t, 0>{});
     }
-  });
-  ParallelFor(pool, kBuckets, [&](int64_t b) {
-    int32_t* segment = records + start[b] * width;
-    for (int64_t j = start[b + 1] - start[b] - 1; j >= 1; --j) {
-      const uint64_t word = SplitMix64(key, start[b] + j) & 0xFFFFFFFFu;
-      const int64_t r = (word * static_cast<uint64_t>(j + 1)) >> 32;
-      std::swap_ranges(segment + j * width, segment + (j + 1) * width, segment + r * width);
-    }
+  };
+  dispatch([&](auto layout) {
+    constexpr int64_t kNeg = decltype(layout)::value;
+    const int64_t negatives = kNeg ? kNeg : n, stride = kNeg ? 2 + kNeg : width;
+    const bool ordered = kNeg ? false : with_order;
+    // The scalars by value: the deal's stores through `next` (int64) could otherwise alias
+    // them, and each would be loaded again, through the closures, after every record.
+    ParallelFor(pool, kParts, [&, key, negatives, stride, ordered](int64_t part) {
+      int64_t* next = cursor.data() + part * kBuckets;
+      for (int64_t i = part * part_size, end = std::min(p, i + part_size); i < end; ++i) {
+        int32_t* record = records + next[Bucket(key, i)]++ * stride;
+        record[0] = in_users[i];
+        record[1] = in_items[i];
+        CopyInts(in_neg + i * negatives, negatives, record + 2);
+        if (ordered) record[2 + negatives] = static_cast<int32_t>(i);
+      }
+    });
+    ParallelFor(pool, kBuckets, [&, key, stride](int64_t b) {
+      int32_t* segment = records + start[b] * stride;
+      for (int64_t j = start[b + 1] - start[b] - 1; j >= 1; --j) {
+        const uint64_t word = SplitMix64(key, start[b] + j) & 0xFFFFFFFFu;
+        const int64_t r = (word * static_cast<uint64_t>(j + 1)) >> 32;
+        std::swap_ranges(segment + j * stride, segment + (j + 1) * stride, segment + r * stride);
+      }
+    });
   });
   int32_t* out_order = order->typed_data();
   int32_t* out_users = users_out->typed_data();
@@ -140,15 +161,28 @@ ffi::Error ShuffleImpl(ffi::ThreadPool pool, Key key_words, Ints users, Ints ite
   }
   tripjax::AdviseHugePages(out_neg, t * n * sizeof(int32_t));
   const int64_t last_start = (p - 1) / batch_size * batch_size;
-  ParallelFor(pool, (t + kBlock - 1) / kBlock, [&](int64_t block) {
-    for (int64_t k = block * kBlock, end = std::min(t, k + kBlock); k < end; ++k) {
-      const int64_t source = k < p ? k : last_start + (k - last_start) % (p - last_start);
-      const int32_t* record = records + source * width;
+  // Position k takes record source(k): k itself for the real triplets, and for the padding the
+  // place in the last batch that `sampling.epoch._source` gives.
+  auto emit = [&](auto layout, int64_t begin, int64_t end, const auto& source) {
+    constexpr int64_t kNeg = decltype(layout)::value;
+    const int64_t negatives = kNeg ? kNeg : n, stride = kNeg ? 2 + kNeg : width;
+    const bool ordered = kNeg ? false : with_order;
+    for (int64_t k = begin; k < end; ++k) {
+      const int32_t* record = records + source(k) * stride;
       out_users[k] = record[0];
       out_items[k] = record[1];
-      CopyInts(record + 2, n, out_neg + k * n);
-      if (with_order) out_order[k] = record[2 + n];
+      CopyInts(record + 2, negatives, out_neg + k * negatives);
+      if (ordered) out_order[k] = record[2 + negatives];
     }
+  };
+  ParallelFor(pool, (t + kBlock - 1) / kBlock, [&](int64_t block) {
+    const int64_t begin = block * kBlock, end = std::min(t, begin + kBlock);
+    dispatch([&](auto layout) {
+      emit(layout, begin, std::min(end, p), [](int64_t k) { return k; });
+    });
+    emit(std::integral_constant<int64_t, 0>{}, std::max(begin, p), end, [&](int64_t k) {
+      return last_start + (k - last_start) % (p - last_start);
+    });
   });
   return ffi::Error::Success();
 }

@@ -25,7 +25,8 @@ def scratch_size(num_positives: int, num_negatives: int) -> int:
 
 
 def shuffle(key: jax.Array, users: jax.Array, items: jax.Array, neg: jax.Array,
-            scratch: jax.Array, padded_size: int, batch_size: int, with_order: bool = True
+            scratch: jax.Array, padded_size: int, batch_size: int, with_order: bool = True,
+            target: str | None = None
             ) -> tuple[jax.Array | None, jax.Array, jax.Array, jax.Array, jax.Array]:
   """The triplets in a random order, padded to whole batches (CPU only; call under `jax.jit`).
 
@@ -39,16 +40,21 @@ def shuffle(key: jax.Array, users: jax.Array, items: jax.Array, neg: jax.Array,
     batch_size: B; positions t >= P repeat the last (partial) batch's triplets, as
       `sampling.epoch._source` says.
     with_order: also return the permutation (else its place holds None).
+    target: the XLA target to call; None: the library's, registered here. Another build
+      registered under another name is timed against this one by
+      `benchmarks.kernel_ab --kernel=shuffle`.
 
   Returns:
     (order int32[T], the permutation: position -> input index (padding included);
     users[order], items[order], neg[order], the scratch).
   """
-  library.register()
+  if target is None:
+    library.register()
+    target = library.SHUFFLE
   n = neg.shape[1]
   ints = jax.ShapeDtypeStruct((padded_size,), jnp.int32)
   order = jax.ShapeDtypeStruct((padded_size if with_order else 0,), jnp.int32)
-  call = jax.ffi.ffi_call(library.SHUFFLE,
+  call = jax.ffi.ffi_call(target,
                           (order, ints, ints, jax.ShapeDtypeStruct((padded_size, n), jnp.int32),
                            jax.ShapeDtypeStruct(scratch.shape, jnp.int32)),
                           input_output_aliases={4: 4})
