@@ -46,3 +46,38 @@ def write_report(report: dict, render, module: str, json_path: str, md_path: str
   text = render(report, command)
   files.write_atomic(md_path, text)
   print(text)
+
+
+VALIDATION_COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
+
+
+def validation_table(report: dict, command: str, title: str, label: str, label_key: str,
+                     note: str = "") -> str:
+  """A markdown page of validation means (`triplet_ablation`, `score_blend`): one row per
+  variant, each row's change against the first (the base) in brackets, and its fit seconds
+  ("-" for none).
+
+  Args:
+    report: with `validation_seeds`, `validation_per_user` and `rows` (dicts holding
+      `VALIDATION_COLUMNS`, `train_seconds` and the row's name under `label_key`).
+    command: the command that wrote it.
+    title: the page's heading.
+    label: the first column's heading.
+    label_key: the key of each row's name.
+    note: a sentence after the description of the splits.
+  """
+  base = report["rows"][0]
+  lines = [f"# {title}", "",
+           f"Validation splits of the lab's training positives (seeds "
+           f"{', '.join(map(str, report['validation_seeds']))}, "
+           f"{report['validation_per_user']} positives per user); means over the splits; "
+           f"the test positives are not used.{' ' + note if note else ''}", "",
+           f"`{command}`", "",
+           f"| {label} | AUC | P@20 | R@20 | NDCG@20 | fit s |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  for row in report["rows"]:
+    cells = [f"{row[k]:.4f}" if row is base else f"{row[k]:.4f} ({row[k] - base[k]:+.4f})"
+             for k in VALIDATION_COLUMNS]
+    fit = f"{row['train_seconds']:.1f}" if row["train_seconds"] else "-"
+    lines.append(f"| {row[label_key]} | {' | '.join(cells)} | {fit} |")
+  return "\n".join(lines) + "\n"

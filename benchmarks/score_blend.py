@@ -37,7 +37,7 @@ from tripjax import tuning
 from tripjax.config import TrainConfig
 from tripjax.data import registry
 
-COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
+COLUMNS = outputs.VALIDATION_COLUMNS
 
 _BASE = flags.DEFINE_string("blend_base", "experiments/configs/ml100k.cfg",
                             "The model every blend starts from (a flagfile).")
@@ -131,22 +131,10 @@ def blend(base: TrainConfig, others: list[TrainConfig], weights: list[float],
 
 def markdown(report: dict, command: str) -> str:
   """The table: one row per model and blend, each row's change against the base in brackets."""
-  base = report["rows"][0]
-  lines = ["# Blends with the triplet model on validation", "",
-           f"Validation splits of the lab's training positives (seeds "
-           f"{', '.join(map(str, report['validation_seeds']))}, "
-           f"{report['validation_per_user']} positives per user); means over the splits; "
-           "the test positives are not used. A blend `a + w b` scores "
-           "`(1 - w) z(a) + w z(b)`, z: a user's scores over all items standardised.", "",
-           f"`{command}`", "",
-           "| model or blend | AUC | P@20 | R@20 | NDCG@20 | fit s |",
-           "| --- | --- | --- | --- | --- | --- |"]
-  for row in report["rows"]:
-    cells = [f"{row[k]:.4f}" if row is base else f"{row[k]:.4f} ({row[k] - base[k]:+.4f})"
-             for k in COLUMNS]
-    fit = f"{row['train_seconds']:.1f}" if row["train_seconds"] else "-"
-    lines.append(f"| {row['variant']} | {' | '.join(cells)} | {fit} |")
-  return "\n".join(lines) + "\n"
+  return outputs.validation_table(
+      report, command, "Blends with the triplet model on validation", "model or blend",
+      "variant", "A blend `a + w b` scores `(1 - w) z(a) + w z(b)`, z: a user's scores over all "
+      "items standardised.")
 
 
 def main(argv):

@@ -33,7 +33,7 @@ from tripjax import tuning
 from tripjax.config import TrainConfig
 from tripjax.data import registry
 
-COLUMNS = ("auc", "precision@20", "recall@20", "ndcg@20")
+COLUMNS = outputs.VALIDATION_COLUMNS
 DEFAULT_LEVERS = (
     "num_negatives=1", "num_negatives=4", "num_negatives=4;negative_temperature=0.1",
     "num_negatives=8;negative_temperature=0.3", "margin=0.5", "margin=0.9",
@@ -105,19 +105,8 @@ def ablate(base: TrainConfig, levers: list[str], validation_seeds: list[int],
 
 def markdown(report: dict, command: str) -> str:
   """The table: one row per variant, each lever's change against the base in brackets."""
-  base = report["rows"][0]
-  lines = ["# Triplet model levers on validation", "",
-           f"Validation splits of the lab's training positives (seeds "
-           f"{', '.join(map(str, report['validation_seeds']))}, "
-           f"{report['validation_per_user']} positives per user); means over the splits; "
-           "the test positives are not used.", "", f"`{command}`", "",
-           "| lever | AUC | P@20 | R@20 | NDCG@20 | fit s |",
-           "| --- | --- | --- | --- | --- | --- |"]
-  for row in report["rows"]:
-    cells = [f"{row[k]:.4f}" if row is base else f"{row[k]:.4f} ({row[k] - base[k]:+.4f})"
-             for k in COLUMNS]
-    lines.append(f"| {row['lever']} | {' | '.join(cells)} | {row['train_seconds']:.1f} |")
-  return "\n".join(lines) + "\n"
+  return outputs.validation_table(report, command, "Triplet model levers on validation",
+                                  "lever", "lever")
 
 
 def main(argv):

@@ -19,16 +19,30 @@ _SHUFFLE = _KERNELS / "shuffle_cpu.cc"
 _SWAP = "const int64_t r = (word * static_cast<uint64_t>(j + 1)) >> 32;"  # Fisher-Yates' pick
 
 
+def _variant(tmp_path, source: pathlib.Path, old: str, new: str) -> pathlib.Path:
+  """A copy of the kernel `source` in tmp_path/other/ with its one `old` replaced by `new`."""
+  text = source.read_text()
+  assert text.count(old) == 1
+  path = tmp_path / "other" / source.name
+  path.parent.mkdir()
+  path.write_text(text.replace(old, new))
+  return path
+
+
+def _assert_one_line_each(done: dict, says: dict) -> None:
+  """Each named run failed with one line on stderr, from kernel_ab, holding its text."""
+  for case, text in says.items():
+    failed = done[case]
+    assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
+    assert failed.stderr.startswith("benchmarks.kernel_ab: ") and text in failed.stderr, case
+
+
 def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
   """The working tree's kernel as its own baseline: two libraries, the same arithmetic, so the
   tables after the same epochs agree exactly; a baseline whose hinge differs trains other
   tables (the two builds are not mixed up); bad baselines are one line."""
   out, other_out = tmp_path / "ab.json", tmp_path / "other.json"
-  source = _SOURCE.read_text()
-  assert source.count(_HINGE) == 1
-  other = tmp_path / "other" / "triplet_sgd_cpu.cc"
-  other.parent.mkdir()
-  other.write_text(source.replace(_HINGE, "std::max(cos_n - cos_p + 0.5f * margin, 0.0f)"))
+  other = _variant(tmp_path, _SOURCE, _HINGE, "std::max(cos_n - cos_p + 0.5f * margin, 0.0f)")
   (tmp_path / "no_handler.cc").write_text("int not_a_kernel = 1;\n")
   (tmp_path / "broken.cc").write_text("this is not C++\n")
   done = run_cli("benchmarks.kernel_ab", {
@@ -52,12 +66,9 @@ def test_the_same_kernel_twice_trains_the_same_tables(run_cli, tmp_path):
   assert lower_margin < result["results"][0]["active"]  # the margin sets the active share
   assert done["other"].returncode == 0, done["other"].stderr[-3000:]
   assert json.loads(other_out.read_text())["results"][0]["max_table_difference"] > 1e-4
-  for case, says in (("no_baseline", "--baseline_rev"), ("bad_rev", "no-such-revision"),
-                     ("bad_shape", "ml-5k"), ("no_handler", "no TripletSgdUpdate"),
-                     ("broken", "failed")):
-    failed = done[case]
-    assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
-    assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr
+  _assert_one_line_each(done, {"no_baseline": "--baseline_rev", "bad_rev": "no-such-revision",
+                              "bad_shape": "ml-5k", "no_handler": "no TripletSgdUpdate",
+                              "broken": "failed"})
 
 
 def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
@@ -65,11 +76,7 @@ def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
   negatives, uniform and weighted; a baseline whose uniform draw is off by one item does not
   (the builds are not mixed up); a library without the search's handlers is one line."""
   out, other_out = tmp_path / "ab.json", tmp_path / "other.json"
-  source = _SEARCH.read_text()
-  assert source.count(_ITEM) == 1
-  other = tmp_path / "other" / "missing_items_cpu.cc"
-  other.parent.mkdir()
-  other.write_text(source.replace(_ITEM, "out[q] = x + static_cast<int32_t>(count) + 1;"))
+  other = _variant(tmp_path, _SEARCH, _ITEM, "out[q] = x + static_cast<int32_t>(count) + 1;")
   (tmp_path / "no_handler.cc").write_text("int not_a_kernel = 1;\n")
   done = run_cli("benchmarks.kernel_ab", {
       "same": ["--kernel=missing_items", f"--baseline_source={_SEARCH}", "--shapes=ml-100k",
@@ -91,24 +98,18 @@ def test_the_search_kernel_against_itself_and_another(run_cli, tmp_path):
     assert row["searches"] > 0 and row["baseline_s"] > 0 and row["candidate_s"] > 0
   assert done["other"].returncode == 0, done["other"].stderr[-3000:]
   assert json.loads(other_out.read_text())["results"][0]["same_items"] is False
-  for case, says in (("no_handler", "no MissingItems handler"), ("bad_exponent", "--exponents=x"),
-                     ("no_exponent", "--exponents is empty"), ("step_flag", "--margins is not used"),
-                     ("no_shape", "--shapes: empty")):
-    failed = done[case]
-    assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
-    assert failed.stderr.startswith("benchmarks.kernel_ab: ") and says in failed.stderr
+  _assert_one_line_each(done, {"no_handler": "no MissingItems handler",
+                              "bad_exponent": "--exponents=x",
+                              "no_exponent": "--exponents is empty",
+                              "step_flag": "--margins is not used", "no_shape": "--shapes: empty"})
 
 
 def test_the_shuffle_kernel_against_itself_and_another(run_cli, tmp_path):
   """--kernel=shuffle: the working tree's shuffle as its own baseline lays out the same batches
   at every layout timed; a baseline whose swaps differ does not."""
   out, other_out = tmp_path / "ab.json", tmp_path / "other.json"
-  source = _SHUFFLE.read_text()
-  assert source.count(_SWAP) == 1
-  other = tmp_path / "other" / "shuffle_cpu.cc"
-  other.parent.mkdir()
-  other.write_text(source.replace(_SWAP, "const int64_t r = (word * static_cast<uint64_t>(j)) "
-                                         ">> 32;"))
+  other = _variant(tmp_path, _SHUFFLE, _SWAP,
+                   "const int64_t r = (word * static_cast<uint64_t>(j)) >> 32;")
   done = run_cli("benchmarks.kernel_ab", {
       "same": ["--kernel=shuffle", f"--baseline_source={_SHUFFLE}", "--shapes=ml-100k",
                "--negatives=1,3", "--reps=1", f"--out={out}"],
@@ -121,6 +122,4 @@ def test_the_shuffle_kernel_against_itself_and_another(run_cli, tmp_path):
                                                                              (3, True)]
   assert done["other"].returncode == 0, done["other"].stderr[-3000:]
   assert json.loads(other_out.read_text())["results"][0]["same_triplets"] is False
-  failed = done["no_negatives"]
-  assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr[-2000:]
-  assert "--negatives=0" in failed.stderr
+  _assert_one_line_each(done, {"no_negatives": "--negatives=0"})
