@@ -55,6 +55,8 @@ def _shuffle(key, users, items, neg, padded_size, batch_size, with_order=True):
     (4999, 5120, 256, 1),    # a partial last batch and padding batches
     (3, 8, 2, 3),            # fewer triplets than buckets
     (777, 800, 50, 4),       # four negatives (a layout of its own without the order)
+    (5000, 5120, 100, 2),    # two negatives (another) with padding batches
+    (300, 320, 32, 0),       # no negatives
 ])
 def test_the_shuffle_is_its_definition(size, padded_size, batch_size, n):
   rng = np.random.default_rng(size)
