@@ -123,30 +123,3 @@ def test_the_shuffle_kernel_against_itself_and_another(run_cli, tmp_path):
   assert done["other"].returncode == 0, done["other"].stderr[-3000:]
   assert json.loads(other_out.read_text())["results"][0]["same_triplets"] is False
   _assert_one_line_each(done, {"no_negatives": "--negatives=0"})
-
-
-def test_build_each_compiles_identical_sources_once(tmp_path, monkeypatch):
-  """Two copies of one source (beside the same common.h) are compiled once and the library
-  copied; a source that differs, or whose common.h differs, gets its own compile."""
-  from tripjax.kernels import compiler  # pylint: disable=g-import-not-at-top
-  compiled = []
-
-  def fake_run_all(commands, what=None):
-    for command in commands:
-      compiled.append(command[command.index("-o") - 1])
-      pathlib.Path(command[command.index("-o") + 1]).write_text(command[command.index("-o") - 1])
-
-  monkeypatch.setattr(compiler, "_run_all", fake_run_all)
-  folders = {name: tmp_path / name for name in ("a", "b", "c", "d")}
-  for name, folder in folders.items():
-    folder.mkdir()
-    (folder / "k.cc").write_text("int x = 1;\n" if name != "c" else "int x = 2;\n")
-    (folder / "common.h").write_text("// d's own\n" if name == "d" else "// shared\n")
-  out = tmp_path / "out"
-  out.mkdir()
-  libraries = compiler.build_each({name: folder / "k.cc" for name, folder in folders.items()},
-                                  out)
-  assert sorted(compiled) == sorted(str(folders[n] / "k.cc") for n in ("a", "c", "d"))
-  assert libraries["b"].read_text() == str(folders["a"] / "k.cc")  # a's library, copied
-  with pytest.raises(compiler.errors.KernelBuildError, match="cannot read"):
-    compiler.build_each({"gone": tmp_path / "missing.cc"}, out)

@@ -172,31 +172,18 @@ def build() -> pathlib.Path:
 def build_each(sources: dict[str, pathlib.Path], folder: pathlib.Path) -> dict[str, pathlib.Path]:
   """Compiles each source straight into a library of its own, `folder/<name>.so`, with the
   kernels' compiler and flags, all at once; nothing is cached or verified. What
-  `benchmarks.kernel_ab` times side by side (a kernel at two revisions). Sources identical to
-  an earlier one (and beside the same `common.h`) are compiled once and the library copied.
+  `benchmarks.kernel_ab` times side by side (a kernel at two revisions).
 
   Raises:
-    KernelBuildError: no compiler, an unreadable source, or a compile failed or timed out (its
-      command and output in the message).
+    KernelBuildError: no compiler, or one failed or timed out (its command and output in the
+      message).
   """
   compiler, flags = toolchain()
   include = jax.ffi.include_dir()
   libraries = {name: folder / f"{name}.so" for name in sources}
-  same_as = {}  # name -> the name whose library it copies
-  first_of = {}
-  for name, source in sources.items():
-    header = source.parent / "common.h"
-    try:
-      key = (source.read_bytes(), header.read_bytes() if header.exists() else b"")
-    except OSError as e:
-      raise errors.KernelBuildError(f"cannot read the kernel source {source} ({e}).") from e
-    same_as[name] = first_of.setdefault(key, name)
-  _run_all([[*compiler, *flags, f"-I{include}", str(sources[name]), "-o", str(libraries[name])]
-            for name in sources if same_as[name] == name],
-           " and ".join(str(sources[name]) for name in sources if same_as[name] == name))
-  for name, first in same_as.items():
-    if first != name:
-      shutil.copyfile(libraries[first], libraries[name])
+  _run_all([[*compiler, *flags, f"-I{include}", str(source), "-o", str(libraries[name])]
+            for name, source in sources.items()],
+           " and ".join(str(source) for source in sources.values()))
   return libraries
 
 
