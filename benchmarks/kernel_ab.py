@@ -5,10 +5,11 @@
   python -m benchmarks.kernel_ab --kernel=shuffle --baseline_rev=f7e6537
 
 Timings of separate runs on a shared machine differ by more than a kernel change is worth, so
-this builds the working tree's kernel source (the candidate) and the same file at a git revision
-(`--baseline_rev`, or a file, `--baseline_source`) into two libraries with the kernels' own
-compiler and flags, registers them as XLA targets of their own, and times them on the same
-inputs, alternately, round after round (who goes first alternates too).
+this builds the kernel's source at a git revision (`--baseline_rev`, or a file,
+`--baseline_source`) into a library of its own with the kernels' compiler and flags, registers
+it as XLA targets of its own beside the working tree's kernels (the candidate: the library as
+`tripjax.kernels` builds, caches and checks it), and times both on the same inputs,
+alternately, round after round (who goes first alternates too).
 
 `--kernel=triplet_sgd` (the default; `tripjax/kernels/triplet_sgd_cpu.cc`, the FFI signature
 from 1b4b8b0 on, with or without `l2_cotangent`): each shape's random positives
@@ -53,6 +54,7 @@ from tripjax import files
 from tripjax import kernels
 from tripjax import sampling
 from tripjax.kernels import compiler
+from tripjax.kernels import library
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _SOURCES = {"triplet_sgd": "tripjax/kernels/triplet_sgd_cpu.cc",
@@ -344,9 +346,14 @@ def main(argv):
     raise app.UsageError("the kernels are CPU kernels; run with JAX_PLATFORMS=cpu.")
   with tempfile.TemporaryDirectory() as folder:
     folder = pathlib.Path(folder)
-    libraries = compiler.build_each({"baseline": baseline_files(folder),
-                                     "candidate": _REPO / _SOURCES[kernel]}, folder)
+    libraries = compiler.build_each({"baseline": baseline_files(folder)}, folder)
     targets = register(libraries) if step else register_handlers(libraries, _HANDLERS[kernel])
+    # The candidate: the working tree's kernels as the library builds, caches and checks them.
+    library.register()
+    targets["candidate"] = {
+        "triplet_sgd": (library.TRIPLET_SGD_UPDATE, True),
+        "missing_items": (library.MISSING_ITEMS, library.WEIGHTED_MISSING_ITEMS),
+        "shuffle": (library.SHUFFLE,)}[kernel]
     load = os.getloadavg()
     timed = {"triplet_sgd": time_shape, "missing_items": time_search,
              "shuffle": time_shuffle}[kernel]

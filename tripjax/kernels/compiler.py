@@ -172,7 +172,7 @@ def build() -> pathlib.Path:
 def build_each(sources: dict[str, pathlib.Path], folder: pathlib.Path) -> dict[str, pathlib.Path]:
   """Compiles each source straight into a library of its own, `folder/<name>.so`, with the
   kernels' compiler and flags, all at once; nothing is cached or verified. What
-  `benchmarks.kernel_ab` times side by side (a kernel at two revisions).
+  `benchmarks.kernel_ab` times beside the library's own (a kernel at an earlier revision).
 
   Raises:
     KernelBuildError: no compiler, or one failed or timed out (its command and output in the
