@@ -127,7 +127,7 @@ def _call(target: str, with_l2_cotangent: bool, tables, users, pos, neg, cotange
 
 
 def register(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, bool]]:
-  """Registers each library's TripletSgdUpdate under a name of its own and finds which of the
+  """Registers each library's TripletSgdUpdate (`register_handlers`) and finds which of the
   kernel's signatures it has; returns {name: (target, with_l2_cotangent)}.
 
   Raises:
@@ -137,13 +137,7 @@ def register(libraries: dict[str, pathlib.Path]) -> dict[str, tuple[str, bool]]:
   tables = (jnp.ones((2, 8), jnp.float32), jnp.ones((2, 8), jnp.float32))
   batch = (jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.ones(1, jnp.int32),
            jnp.ones(1, jnp.float32))
-  for name, path in libraries.items():
-    try:
-      handler = ctypes.CDLL(str(path)).TripletSgdUpdate
-    except AttributeError as e:
-      raise app.UsageError(f"the {name} kernel defines no TripletSgdUpdate handler.") from e
-    target = f"tripjax_ab_{name}_{path.parent.name}"  # a fresh name for every build
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+  for name, (target,) in register_handlers(libraries, ("TripletSgdUpdate",)).items():
     for with_l2_cotangent in (True, False):
       try:
         smoke = functools.partial(_call, target, with_l2_cotangent, learning_rate=0.1,
@@ -169,13 +163,13 @@ def register_handlers(libraries: dict[str, pathlib.Path],
   """
   targets = {}
   for name, path in libraries.items():
-    library = ctypes.CDLL(str(path))
+    built = ctypes.CDLL(str(path))
     names = []
     for handler in handlers:
-      if not hasattr(library, handler):
+      if not hasattr(built, handler):
         raise app.UsageError(f"the {name} kernel defines no {handler} handler.")
-      names.append(f"tripjax_ab_{handler}_{name}_{path.parent.name}")
-      jax.ffi.register_ffi_target(names[-1], jax.ffi.pycapsule(getattr(library, handler)),
+      names.append(f"tripjax_ab_{handler}_{name}_{path.parent.name}")  # fresh for every build
+      jax.ffi.register_ffi_target(names[-1], jax.ffi.pycapsule(getattr(built, handler)),
                                   platform="cpu")
     targets[name] = tuple(names)
   return targets
@@ -204,6 +198,13 @@ def _timing(seconds: dict) -> dict:
           "seconds": seconds}
 
 
+def _progress(head: str, row: dict, outcome: str) -> None:
+  """Prints one timed row: `head`, both kernels' medians, the per-round ratio and `outcome`."""
+  print(f"{head} baseline {row['baseline_s']:.4f} s, candidate {row['candidate_s']:.4f} s, "
+        f"candidate / baseline {row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
+        f"{row['ratio_max']:.3f}), {outcome}", flush=True)
+
+
 def time_search(shape: str, targets: dict[str, tuple[str, str]]) -> list[dict]:
   """Both search kernels on one shape's epoch, every exponent, alternating call by call."""
   matrix = random_positives(*SHAPES[shape])
@@ -222,10 +223,7 @@ def time_search(shape: str, targets: dict[str, tuple[str, str]]) -> list[dict]:
     same = bool(jnp.array_equal(drawn["candidate"], drawn["baseline"]))
     row = {"shape": shape, "exponent": exponent, "searches": int(users.shape[0]),
            **_timing(seconds), "same_items": same}
-    print(f"[{shape}] exponent {exponent}: baseline {row['baseline_s']:.4f} s, candidate "
-          f"{row['candidate_s']:.4f} s, candidate / baseline "
-          f"{row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
-          f"{row['ratio_max']:.3f}), same items: {same}", flush=True)
+    _progress(f"[{shape}] exponent {exponent}:", row, f"same items: {same}")
     rows.append(row)
   return rows
 
@@ -259,10 +257,7 @@ def time_shuffle(shape: str, targets: dict[str, tuple[str]]) -> list[dict]:
                for a, b in zip(shuffled["candidate"], shuffled["baseline"]))
     row = {"shape": shape, "negatives": negatives, "triplets": int(matrix.nnz),
            **_timing(seconds), "same_triplets": same}
-    print(f"[{shape}] {negatives} negatives: baseline {row['baseline_s']:.4f} s, candidate "
-          f"{row['candidate_s']:.4f} s, candidate / baseline "
-          f"{row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
-          f"{row['ratio_max']:.3f}), same triplets: {same}", flush=True)
+    _progress(f"[{shape}] {negatives} negatives:", row, f"same triplets: {same}")
     rows.append(row)
   return rows
 
@@ -309,10 +304,8 @@ def time_shape(shape: str, targets: dict[str, tuple[str, bool]]) -> list[dict]:
     row = {"shape": shape, "margin": margin, "active": float(active["candidate"]),
            "epoch_triplets": int(sampler.num_positives), **_timing(seconds),
            "max_table_difference": difference}
-    print(f"[{shape}] margin {margin}: active {row['active']:.2f}, baseline "
-          f"{row['baseline_s']:.4f} s, candidate {row['candidate_s']:.4f} s, candidate / "
-          f"baseline {row['candidate_over_baseline']:.3f} ({row['ratio_min']:.3f}-"
-          f"{row['ratio_max']:.3f}), tables differ by {difference:.2e}", flush=True)
+    _progress(f"[{shape}] margin {margin}: active {row['active']:.2f},", row,
+              f"tables differ by {difference:.2e}")
     rows.append(row)
   return rows
 
