@@ -268,47 +268,40 @@ def ials_speed_section(d, path):
   return rows
 
 
+# Per kernel of benchmarks.kernel_ab: what the table shows, its row key column and what says
+# both builds computed the same (heading, cell).
+_KERNEL_AB = {
+    "triplet_sgd": ("The fused step", "on the same epoch of uniform triplets (batch {batch_size}, "
+                    "dim {dim}, sparse SGD at {learning_rate:g}); `active`: the share of triplets "
+                    "with a nonzero gradient in the last epoch. The tables' difference after the "
+                    "same epochs is float rounding, grown by training at a large step size.",
+                    ("margin", "active"), lambda r: (f"{r['margin']:g}", f"{r['active']:.2f}"),
+                    ("tables differ by", lambda r: f"{r['max_table_difference']:.1e}")),
+    "missing_items": ("The negatives' search kernel", "on one epoch's searches (one negative "
+                      "per positive, in row order, the same random words); `same items`: "
+                      "whether both drew the same negatives.",
+                      ("negative exponent", "searches"),
+                      lambda r: (f"{r['exponent']:g}", str(r["searches"])),
+                      ("same items", lambda r: str(r["same_items"]))),
+    "shuffle": ("The shuffle kernel", "on one epoch's triplets (in row order, padded to whole "
+                "batches, the same key); `same triplets`: whether both laid out the same batches.",
+                ("negatives", "triplets"), lambda r: (str(r["negatives"]), str(r["triplets"])),
+                ("same triplets", lambda r: str(r["same_triplets"]))),
+}
+
+
 def kernel_ab_section(d, path):
   baseline = d.get("baseline_rev") or f"`{d.get('baseline_source')}`"
-  head = [f"`{writing_to(d['command'], 'out', path)}`", ""]
-  if d.get("kernel") == "shuffle":
-    rows = [f"## The shuffle kernel against its version at {baseline} (issue 15): "
-            f"`{path.name}`", *head,
-            "Both kernels built and timed in one process, alternately, on one epoch's triplets "
-            "(in row order, padded to whole batches, the same key); `same triplets`: whether "
-            "both laid out the same batches.", "",
-            "| shape | negatives | triplets | baseline s | candidate s | candidate / baseline "
-            "(min-max) | same triplets |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {r['shape']} | {r['negatives']} | {r['triplets']} | {r['baseline_s']:.4f} | "
-             f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
-             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['same_triplets']} |"
-             for r in d["results"]]
-  elif d.get("kernel", "triplet_sgd") == "missing_items":
-    rows = [f"## The negatives' search kernel against its version at {baseline} (issue 15): "
-            f"`{path.name}`", *head,
-            "Both kernels built and timed in one process, alternately, on one epoch's searches "
-            "(one negative per positive, in row order, the same random words); `same items`: "
-            "whether both drew the same negatives.", "",
-            "| shape | negative exponent | searches | baseline s | candidate s | candidate / "
-            "baseline (min-max) | same items |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {r['shape']} | {r['exponent']:g} | {r['searches']} | {r['baseline_s']:.4f} | "
-             f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
-             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['same_items']} |"
-             for r in d["results"]]
-  else:
-    rows = [f"## The fused step against its version at {baseline} (issue 15): "
-            f"`{path.name}`", *head,
-            f"Both kernels built and timed in one process, alternately, on the same epoch of "
-            f"uniform triplets (batch {d['batch_size']}, dim {d['dim']}, sparse SGD at "
-            f"{d['learning_rate']:g}); `active`: the share of triplets with a nonzero gradient "
-            "in the last epoch. The tables' difference after the same epochs is float "
-            "rounding, grown by training at a large step size.", "",
-            "| shape | margin | active | baseline s | candidate s | candidate / baseline "
-            "(min-max) | tables differ by |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {r['shape']} | {r['margin']:g} | {r['active']:.2f} | {r['baseline_s']:.4f} | "
-             f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
-             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {r['max_table_difference']:.1e} |"
-             for r in d["results"]]
+  title, setting, keys, key_cells, (same, same_cell) = _KERNEL_AB[d.get("kernel", "triplet_sgd")]
+  rows = [f"## {title} against its version at {baseline} (issue 15): `{path.name}`",
+          f"`{writing_to(d['command'], 'out', path)}`", "",
+          "Both kernels built and timed in one process, alternately, " + setting.format(**d), "",
+          f"| shape | {' | '.join(keys)} | baseline s | candidate s | candidate / baseline "
+          f"(min-max) | {same} |", "|---|---|---|---|---|---|---|"]
+  rows += [f"| {r['shape']} | {' | '.join(key_cells(r))} | {r['baseline_s']:.4f} | "
+           f"{r['candidate_s']:.4f} | {r['candidate_over_baseline']:.2f} "
+           f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {same_cell(r)} |"
+           for r in d["results"]]
   load = d["load_average_start"][0], d["load_average_end"][0]
   return rows + ["", f"Load average {load[0]:.1f} at start, {load[1]:.1f} at end."]
 
