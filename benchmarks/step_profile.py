@@ -82,8 +82,7 @@ def main(argv):
   sampler = sampling.EpochSampler(matrix, batch_size, batches_per_chunk(matrix.nnz, batch_size))
   batches = sampler.epoch(0)
   full = max(1, batches.users.shape[0] - 1)  # the last chunk may be padded
-  chunks = jax.block_until_ready([jax.tree.map(lambda x, c=c: x[c], batches)
-                                  for c in range(full)])
+  chunks = jax.block_until_ready([train_step.chunk_of(batches, c) for c in range(full)])
   timed_chunks = [chunks[(1 + i) % full] for i in range(_CHUNKS.value)]
   optimizer = make_optimizer(_OPTIMIZER.value)
   step = train_step.make_train_step(optimizer)

@@ -60,10 +60,6 @@ _MIN_TRIPLETS = flags.DEFINE_integer(
     "min_triplets", 262_144, "Triplets per timed run (whole chunks, at least one).",
     lower_bound=1)
 
-def _chunk(batches: sampling.Batches, c: int) -> sampling.Batches:
-  return jax.tree.map(lambda x: x[c], batches)
-
-
 def minimal_step(optimizer, margin: float = 0.5):
   """A reference row-sparse step: `make_train_step`'s math without its options.
 
@@ -118,7 +114,7 @@ def time_steps(train_matrix, sampler: sampling.EpochSampler, variants, dim: int,
   batches = sampler.epoch(0)
   full_chunks = max(1, batches.users.shape[0] - 1)  # the last chunk may be padded
   per_chunk = sampler.batch_size * sampler.batches_per_chunk
-  chunks = jax.block_until_ready([_chunk(batches, c) for c in range(full_chunks)])
+  chunks = jax.block_until_ready([train_step.chunk_of(batches, c) for c in range(full_chunks)])
   runs = max(1, -(-min_triplets // per_chunk))
   steps, states, results, kwargs = [], [], [], []
   for step_name, optimizer_name in variants:

@@ -313,7 +313,7 @@ def compile_step(step_fn, state: TrainState, chunk: sampling.Batches,
 
 
 @jax.jit
-def _chunk(batches: sampling.Batches, c: jax.Array) -> sampling.Batches:
+def chunk_of(batches: sampling.Batches, c: jax.Array) -> sampling.Batches:
   """Chunk `c` ([S, B] leading axes) of an epoch's `batches`, in one dispatch (taking it out
   one array at a time with eager `x[c]` was ~20 dispatches an epoch: a fifth of an
   ML-1M-shaped epoch's steps with the fused kernel)."""
@@ -338,7 +338,7 @@ def run_epoch(step_fn, state: TrainState, batches: sampling.Batches):
   has_empty = np.asarray(_has_empty_batch(batches.weights))
   chunk_metrics = []
   for c in range(batches.users.shape[0]):
-    state, metrics = step_fn(state, _chunk(batches, np.int32(c)), skip_empty=bool(has_empty[c]))
+    state, metrics = step_fn(state, chunk_of(batches, np.int32(c)), skip_empty=bool(has_empty[c]))
     chunk_metrics.append(metrics)
   fetched = jax.device_get(chunk_metrics)  # one host transfer per epoch
   return state, {k: np.array([m[k] for m in fetched], np.float64) for k in fetched[0]}
