@@ -60,7 +60,8 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
   """The sampler, optimizer and fresh state of a run on `train` (its seed, sizes and schedule).
 
   The run's side features and cold items (`registry.load_features`) shape the params; cold
-  items are never drawn as negatives.
+  items are never drawn as negatives. With `config.low_rating_weight` the run's ratings below
+  its threshold (`registry.load_low_ratings`) are the sampler's weak positives.
 
   Args:
     config: the run's settings.
@@ -74,10 +75,14 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
     (sampler, optimizer, state): the optimizer's schedule spans `config.epochs` epochs.
   """
   side = registry.load_features(config) if side is None else side
+  weak = registry.load_low_ratings(config)
   sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
                                   config.num_negatives, seed=config.seed, shuffle_on=shuffle_on,
                                   negative_exponent=config.negative_exponent,
-                                  draw_order=draw_order, excluded_items=side.get("zero_items"))
+                                  draw_order=draw_order, excluded_items=side.get("zero_items"),
+                                  weak_positives=weak,
+                                  weak_weight=config.low_rating_weight if weak is not None
+                                  else 1.0)
   optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
   state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
                      config.dim, config.init_scale, **side)

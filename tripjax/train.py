@@ -78,10 +78,14 @@ def _mesh_alone(config: TrainConfig) -> str:
 
 def _dataset_summary(config, dataset, train, test) -> dict:
   num_users, num_items = train.shape
-  return {"name": config.dataset, "users": int(num_users), "items": int(num_items),
-          "positives": int(dataset.matrix.nnz), "train_positives": int(train.nnz),
-          "test_positives": int(test.nnz),
-          "density": float(dataset.matrix.nnz) / max(num_users * num_items, 1)}
+  summary = {"name": config.dataset, "users": int(num_users), "items": int(num_items),
+             "positives": int(dataset.matrix.nnz), "train_positives": int(train.nnz),
+             "test_positives": int(test.nnz),
+             "density": float(dataset.matrix.nnz) / max(num_users * num_items, 1)}
+  low = registry.load_low_ratings(config)
+  if low is not None:  # trained on too, with weight --low_rating_weight
+    summary["low_ratings"] = int(low.nnz)
+  return summary
 
 
 def _resume(ckpts: checkpoint.Checkpoints, config: TrainConfig, train: sp.csr_matrix,
@@ -169,10 +173,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     data_started = time.perf_counter()
     dataset, train, test = registry.load_split(config)
     registry.load_features(config)  # a feature the data lacks: refused before a run is replaced
+    low = registry.load_low_ratings(config)
     if models.get(config.model).iterative:  # so are more negatives than memory holds
-      sampling.check_epoch_memory(train.nnz, config.num_negatives, sampling.is_weighted(
-          config.negative_exponent, config.cold_item_fraction > 0))
-    fingerprint = workdir_lib.data_fingerprint(train, test)
+      sampling.check_epoch_memory(
+          train.nnz + (0 if low is None else low.nnz), config.num_negatives,
+          sampling.is_weighted(config.negative_exponent, config.cold_item_fraction > 0))
+    fingerprint = workdir_lib.data_fingerprint(train, test, low)
     distributed.on_writer(  # resuming on changed data: refused
         lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),
         f"check the data of the run in {workdir}")
@@ -406,7 +412,8 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   restored = None
   if workdir_lib.holds_checkpoints(workdir):
     dataset, train, test = registry.load_split(config)
-    workdir_lib.check_data(workdir, workdir_lib.data_fingerprint(train, test))
+    workdir_lib.check_data(workdir, workdir_lib.data_fingerprint(
+        train, test, registry.load_low_ratings(config)))
     like = models.get(config.model).params_like(config, train)
     ckpts = checkpoint.Checkpoints(ckpt_dir, read_only=True)  # training may be saving
     try:

@@ -198,16 +198,21 @@ def write_config(config: TrainConfig, workdir: pathlib.Path) -> None:
   files.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
 
 
-def data_fingerprint(train, test) -> dict:
+def data_fingerprint(train, test, low_ratings=None) -> dict:
   """What a run trains and is evaluated on: the split's shape, its counts and a SHA-256 of
-  both matrices' positives (train, test: bool CSR [U, I] with sorted indices)."""
+  both matrices' positives (train, test: bool CSR [U, I] with sorted indices), and of the low
+  ratings it also trains on (`registry.load_low_ratings`; None: none, the fingerprint of runs
+  without them is unchanged)."""
   digest = hashlib.sha256()
-  for matrix in (train, test):
+  matrices = (train, test) if low_ratings is None else (train, test, low_ratings)
+  for matrix in matrices:
     for part in (matrix.shape, matrix.indptr, matrix.indices):
       digest.update(np.ascontiguousarray(part, np.int64).tobytes())
-  return {"users": int(train.shape[0]), "items": int(train.shape[1]),
-          "train_positives": int(train.nnz), "test_positives": int(test.nnz),
-          "sha256": digest.hexdigest()}
+  counts = {"users": int(train.shape[0]), "items": int(train.shape[1]),
+            "train_positives": int(train.nnz), "test_positives": int(test.nnz)}
+  if low_ratings is not None:
+    counts["low_ratings"] = int(low_ratings.nnz)
+  return {**counts, "sha256": digest.hexdigest()}
 
 
 def check_data(workdir: pathlib.Path, fingerprint: dict) -> None:

@@ -6,7 +6,9 @@ import dataclasses
 import functools
 import os
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax.data import cold_items as cold_items_lib
@@ -118,10 +120,60 @@ def load_split(config):
 
 
 @functools.lru_cache(maxsize=2)
-def _feedback(name, data_dir, download, seed, threshold, min_user_positives):
+def _feedback(name, data_dir, download, seed, threshold, min_user_positives,
+              keep_ratings=False):
   ratings, items = load_dataset(name, data_dir=data_dir, download=download, seed=seed)
   return feedback.implicit_feedback(ratings, items, threshold=threshold,
-                                    min_user_positives=min_user_positives)
+                                    min_user_positives=min_user_positives,
+                                    keep_ratings=keep_ratings)
+
+
+def low_ratings(dataset: feedback.ImplicitDataset, threshold: float,
+                floor: float = 0.0) -> sp.csr_matrix:
+  """The ratings in [floor, threshold) of a dataset's users and items, as a matrix.
+
+  Args:
+    dataset: an `ImplicitDataset` made with `keep_ratings=True` and this `threshold`.
+    threshold: its positive threshold.
+    floor: the lowest rating kept (0: every rating below the threshold).
+
+  Returns:
+    bool CSR [U, I] (sorted indices), disjoint from `dataset.matrix`; the columns of
+    `dataset.cold_items`, held out whole, are empty.
+  """
+  ratings = dataset.ratings
+  warm = np.ones(ratings.shape[1], bool)
+  if dataset.cold_items is not None:
+    warm[dataset.cold_items] = False
+  keep = (ratings.data < threshold) & (ratings.data >= floor) & warm[ratings.indices]
+  low = sp.csr_matrix((keep, ratings.indices.copy(), ratings.indptr.copy()),
+                      shape=ratings.shape)
+  low.eliminate_zeros()
+  low.sort_indices()
+  return low
+
+
+def load_low_ratings(config) -> sp.csr_matrix | None:
+  """A run's ratings in [`low_rating_floor`, `threshold`) (`low_ratings`), when
+  `config.low_rating_weight` > 0 asks for them (the triplet model's weak positives); None
+  otherwise.
+
+  Reads the run's dataset again (cached per process), as `load_features` does.
+
+  Args:
+    config: a `TrainConfig` (its data fields and `low_rating_weight`).
+
+  Returns:
+    bool CSR [U, I] or None.
+  """
+  if not getattr(config, "low_rating_weight", 0.0):
+    return None
+  dataset = _feedback(config.dataset, config.data_dir, config.download, config.data_seed,
+                      config.threshold, config.min_user_positives, keep_ratings=True)
+  if config.cold_item_fraction:
+    dataset = dataclasses.replace(dataset, cold_items=cold_items_lib.hold_out_items(
+        dataset.matrix, config.cold_item_fraction, seed=config.split_seed)[1])
+  return low_ratings(dataset, config.threshold, config.low_rating_floor)
 
 
 def load_features(config) -> dict:

@@ -48,9 +48,13 @@ def fold_in(params: model.Params, liked, key, **settings):
 
 def describe(config) -> str:
   features = ", ".join(f for f in (config.item_features, config.user_features) if f)
+  low = ""
+  if getattr(config, "low_rating_weight", 0.0):
+    low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as positives of "
+           f"weight {config.low_rating_weight:g}")
   return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
           f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})"
-          + (f", features {features}" if features else ""))
+          + (f", features {features}" if features else "") + low)
 
 
 MODEL = base.Model(

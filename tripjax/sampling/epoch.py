@@ -145,7 +145,8 @@ class EpochSampler:
   def __init__(self, train: sp.csr_matrix, batch_size: int, batches_per_chunk: int = 1,
                num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
                negative_exponent: float = 0.0, draw_order: str = "rows",
-               excluded_items: np.ndarray | None = None, search_kernel: bool | None = None):
+               excluded_items: np.ndarray | None = None, search_kernel: bool | None = None,
+               weak_positives: sp.csr_matrix | None = None, weak_weight: float = 1.0):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -176,6 +177,13 @@ class EpochSampler:
         (the default) in the kernel on a CPU backend for epochs of at least
         `KERNEL_MIN_SEARCHES` searches, unless it cannot be built (then in XLA, with a
         warning). The "shuffled" draw searches in XLA.
+      weak_positives: optional bool CSR [U, I], disjoint from `train`: more positives, each
+        trained once an epoch like the others but with weight `weak_weight` in the batch's
+        weighted mean (`Batches.weights`), e.g. the ratings below the positive threshold (a user
+        watched the item and did not like it: `registry.load_low_ratings`). They do not change
+        the negatives: those are drawn among the items missing from the `train` row alone (a
+        weak positive may be a negative of another triplet), weighted by `train`'s counts.
+      weak_weight: the weak positives' weight, > 0.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -187,11 +195,14 @@ class EpochSampler:
                         ("num_negatives", num_negatives)):
       if int(value) <= 0:
         raise errors.InvalidInput(f"EpochSampler: {name} must be positive, got {value}.")
-    train = sp.csr_matrix(train)
-    train.sum_duplicates()
-    train.sort_indices()
+    train = _canonical(train)
+    weak = None if weak_positives is None else _canonical(weak_positives)
+    if weak is not None:
+      _check_weak(weak, weak_weight, train, draw_order)
+    triplets = train if weak is None else (train.astype(np.int8) + 2 * weak.astype(np.int8)).tocsr()
+    triplets.sort_indices()
     excludes = excluded_items is not None and len(excluded_items) > 0
-    check_epoch_memory(train.nnz, num_negatives, is_weighted(negative_exponent, excludes))
+    check_epoch_memory(triplets.nnz, num_negatives, is_weighted(negative_exponent, excludes))
     num_users, num_items = train.shape
     indptr = train.indptr.astype(np.int64)
     counts = np.diff(indptr)
@@ -209,7 +220,7 @@ class EpochSampler:
       raise errors.InvalidInput(f"EpochSampler: draw_order must be one of {DRAW_ORDERS}, got "
                                 f"{draw_order!r}.")
     self.search_kernel = _use_kernel(search_kernel, draw_order,
-                                     int(train.nnz) * int(num_negatives))
+                                     int(triplets.nnz) * int(num_negatives))
     if shuffle_on is None:
       shuffle_on = "kernel" if self.search_kernel else default_shuffle_on()
     elif shuffle_on == "kernel":
@@ -223,7 +234,7 @@ class EpochSampler:
     self._scratch = None  # the kernel shuffle's working memory, kept from epoch to epoch
     self._weights = None  # every epoch's `Batches.weights`
     self.num_users, self.num_items = num_users, num_items
-    self.num_positives = int(train.nnz)
+    self.num_positives = int(triplets.nnz)
     self.batch_size = int(batch_size)
     self.batches_per_chunk = int(batches_per_chunk)
     self.num_negatives = int(num_negatives)
@@ -232,11 +243,18 @@ class EpochSampler:
     self.num_chunks = -(-self.num_batches // self.batches_per_chunk)
     self._search_steps = max(int(counts.max()).bit_length(), 1)
 
+    # The search's arrays describe `train`'s rows; the triplets (users, items) are every entry of
+    # `triplets` (train and weak positives), in row order too.
     users = np.repeat(np.arange(num_users, dtype=np.int32), counts)
     items = train.indices.astype(np.int32)
-    ranks = np.arange(self.num_positives, dtype=np.int64) - indptr[users]
-    self._users = jnp.asarray(users)
-    self._items = jnp.asarray(items)
+    ranks = np.arange(train.nnz, dtype=np.int64) - indptr[users]
+    self._users = jnp.asarray(np.repeat(np.arange(num_users, dtype=np.int32),
+                                        np.diff(triplets.indptr)))
+    self._items = jnp.asarray(triplets.indices.astype(np.int32))
+    self._entry_weights = (None if weak is None else jnp.asarray(
+        np.where(triplets.data == 1, 1.0, weak_weight).astype(np.float32)))
+    self.weak_weight = None if weak is None else float(weak_weight)
+    self.num_weak = 0 if weak is None else int(weak.nnz)
     self._v = jnp.asarray((items - ranks).astype(np.int32))
     self._indptr = jnp.asarray(indptr.astype(np.int32))
     self.negative_exponent = float(negative_exponent)
@@ -245,7 +263,7 @@ class EpochSampler:
                 else np.unique(np.asarray(excluded_items, np.int64)))
     if excluded.size and (excluded[0] < 0 or excluded[-1] >= num_items):
       raise errors.InvalidInput(f"EpochSampler: excluded_items must lie in [0, {num_items}).")
-    if excluded.size and np.isin(items, excluded).any():
+    if excluded.size and np.isin(triplets.indices, excluded).any():
       raise errors.InvalidInput("EpochSampler: an excluded item is a training positive.")
     if not is_weighted(self.negative_exponent, excluded.size):
       self._num_missing = jnp.asarray((num_items - counts).astype(np.int32))
@@ -313,18 +331,20 @@ class EpochSampler:
         raise errors.InvalidInput(f"EpochSampler: columns must be positions in [0, "
                                   f"{self.batch_size}), got {columns!r}.")
       return _draw_columns(key, words, order, jnp.asarray(columns), self._users, self._items,
-                           self._v, self._indptr, self._num_missing, self._weighted,
-                           **self._sizes)
+                           self._entry_weights, self._v, self._indptr, self._num_missing,
+                           self._weighted, **self._sizes)
     if self.shuffle_on == "kernel" and self._scratch is None:
       self._scratch = jnp.zeros(kernels.scratch_size(self.num_positives, self.num_negatives),
                                 jnp.int32)
     scratch, self._scratch = self._scratch, None  # donated: gone if the draw fails
-    batches, self._scratch = _draw_epoch(key, words, order, self._users, self._items, self._v,
-                                         self._indptr, self._num_missing, self._weighted,
-                                         scratch, **self._sizes)
-    if self._weights is None:  # the same every epoch
-      self._weights = _real_slots(self.num_positives, batches.users.shape)
-    batches = batches._replace(weights=self._weights)
+    batches, self._scratch = _draw_epoch(key, words, order, self._users, self._items,
+                                         self._entry_weights, self._v, self._indptr,
+                                         self._num_missing, self._weighted, scratch,
+                                         **self._sizes)
+    if batches.weights is None:  # without weak positives, the same every epoch
+      if self._weights is None:
+        self._weights = _real_slots(self.num_positives, batches.users.shape)
+      batches = batches._replace(weights=self._weights)
     if columns is None:
       return batches
     # The "shuffled" draw of older runs draws in shuffled order: all of it, then the share.
@@ -356,6 +376,31 @@ class EpochSampler:
     if self.negative_weights is not None:
       shape = (2,) + shape
     return order, rng.integers(0, 2**32, shape, dtype=np.uint32)
+
+
+def _canonical(matrix: sp.csr_matrix) -> sp.csr_matrix:
+  """A CSR copy with summed duplicates and sorted indices."""
+  matrix = sp.csr_matrix(matrix)
+  matrix.sum_duplicates()
+  matrix.sort_indices()
+  return matrix
+
+
+def _check_weak(weak: sp.csr_matrix, weight: float, train: sp.csr_matrix,
+                draw_order: str) -> None:
+  """Refuses weak positives `EpochSampler` cannot train: another shape, overlapping `train`,
+  a weight that is not a finite number > 0, or the draw of older runs (which had none)."""
+  if weak.shape != train.shape:
+    raise errors.InvalidInput(f"EpochSampler: weak_positives has shape {weak.shape}, the "
+                              f"training matrix {train.shape}.")
+  if weak.multiply(train).nnz:
+    raise errors.InvalidInput("EpochSampler: weak_positives overlaps the training positives; "
+                              "an entry is one or the other.")
+  if not (np.isfinite(weight) and weight > 0):
+    raise errors.InvalidInput(f"EpochSampler: weak_weight must be a finite number > 0, got "
+                              f"{weight!r}.")
+  if draw_order != "rows":
+    raise errors.InvalidInput("EpochSampler: weak positives need draw_order='rows'.")
 
 
 def _use_kernel(requested: bool | None, draw_order: str, num_searches: int) -> bool:
@@ -394,13 +439,15 @@ def _permutation(key, size):
                                              "num_negatives", "search_steps", "row_order",
                                              "kernel", "shuffle_kernel"),
                    donate_argnames="scratch")
-def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, weighted, scratch,
-                *, num_chunks, batches_per_chunk, batch_size, num_negatives, search_steps,
-                row_order, kernel, shuffle_kernel):
+def _draw_epoch(neg_key, words, order, users, items, entry_weights, v, indptr, num_missing,
+                weighted, scratch, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
+                search_steps, row_order, kernel, shuffle_kernel):
   """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
 
-  Returns `Batches` without their weights (None; see `_real_slots`), and the kernel shuffle's
-  scratch (None for the other shuffles).
+  Returns `Batches`, and the kernel shuffle's scratch (None for the other shuffles). Their
+  weights are None (the same every epoch, see `_real_slots`) unless `entry_weights`
+  (float32[P], each triplet's weight, or None) is given: then each slot's weight is its
+  triplet's, 0 for padding.
 
   `words`: the negatives' random uint32 words ([P, n], or [2, P, n] when weighted), or None to
   draw them from `neg_key`. `num_missing` and `weighted` as in
@@ -413,23 +460,25 @@ def _draw_epoch(neg_key, words, order, users, items, v, indptr, num_missing, wei
     triplets = legacy.shuffled_draw(neg_key, order, users, items, v, indptr, num_missing,
                                     weighted, num_negatives=num_negatives,
                                     search_steps=search_steps)
-    return _padded_batches(*triplets, None, batch_shape), scratch
+    return _padded_batches(*triplets, None, None, batch_shape), scratch
   if words is None:
     words = _device_words(neg_key, weighted, users.shape[0], num_negatives)
   neg = negatives.missing_items_from_words(v, indptr, num_missing, weighted, users, words,
                                            search_steps, kernel)
   if shuffle_kernel:
-    _, *triplets, scratch = kernels.shuffle(order, users, items, neg, scratch,
-                                            math.prod(batch_shape), batch_size, with_order=False)
-    return _shaped(*triplets, batch_shape), scratch
-  return _padded_batches(users, items, neg, order, batch_shape), scratch
+    source, *triplets, scratch = kernels.shuffle(
+        order, users, items, neg, scratch, math.prod(batch_shape), batch_size,
+        with_order=entry_weights is not None)
+    return _shaped(*triplets, _slot_weights(entry_weights, source, batch_shape),
+                   batch_shape), scratch
+  return _padded_batches(users, items, neg, order, entry_weights, batch_shape), scratch
 
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
                                              "num_negatives", "search_steps", "row_order",
                                              "kernel", "shuffle_kernel"))
-def _draw_columns(neg_key, words, order, columns, users, items, v, indptr, num_missing,
-                  weighted, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
+def _draw_columns(neg_key, words, order, columns, users, items, entry_weights, v, indptr,
+                  num_missing, weighted, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
                   search_steps, row_order, kernel, shuffle_kernel):
   """`_draw_epoch(...)[..., columns]` (row order only), searching only those triplets'
   negatives: they are drawn in row order (sorted by CSR entry), then put back in place."""
@@ -453,10 +502,13 @@ def _draw_columns(neg_key, words, order, columns, users, items, v, indptr, num_m
                                              kernel)
   neg = jnp.zeros_like(drawn).at[in_rows].set(drawn)
   share_shape = batch_shape[:2] + columns.shape
+  weights = (slot < users.shape[0]).astype(jnp.float32)
+  if entry_weights is not None:
+    weights = weights * entry_weights[entries]
   return Batches(users=users[entries].reshape(share_shape),
                  pos=items[entries].reshape(share_shape),
                  neg=neg.reshape(share_shape + (num_negatives,)),
-                 weights=(slot < users.shape[0]).astype(jnp.float32).reshape(share_shape))
+                 weights=weights.reshape(share_shape))
 
 
 def _device_words(neg_key, weighted, num_positives, num_negatives):
@@ -474,8 +526,9 @@ def _source(slot, num_positives, batch_size):
                    last_start + (slot - last_start) % (num_positives - last_start))
 
 
-def _padded_batches(users, pos, neg, order, batch_shape) -> Batches:
-  """Triplets taken in `order` (None: as given) and padded to `batch_shape` = (C, S, B).
+def _padded_batches(users, pos, neg, order, entry_weights, batch_shape) -> Batches:
+  """Triplets taken in `order` (None: as given) and padded to `batch_shape` = (C, S, B);
+  weights as `_slot_weights` gives them.
 
   Padding repeats the last batch's own triplets with weight 0, so a padded batch touches only
   rows its real triplets touch (row-sparse optimizers then see no phantom rows); batches past
@@ -485,14 +538,26 @@ def _padded_batches(users, pos, neg, order, batch_shape) -> Batches:
   source = _source(jnp.arange(math.prod(batch_shape)), num_positives, batch_size)
   if order is not None:
     source = order[source]
-  return _shaped(users[source], pos[source], neg[source], batch_shape)
+  return _shaped(users[source], pos[source], neg[source],
+                 _slot_weights(entry_weights, source, batch_shape), batch_shape)
 
 
-def _shaped(users, pos, neg, batch_shape) -> Batches:
-  """`Batches` (weights None) of shape `batch_shape` = (C, S, B) from padded triplets: users
-  int32[T], pos int32[T], neg int32[T, n], T = C * S * B."""
+def _slot_weights(entry_weights, source, batch_shape):
+  """float32[T] weights of the padded slots, T = C * S * B: the weight of the triplet each slot
+  holds (`source`: int32[T], its index in `entry_weights`), 0 for the padding slots past the
+  epoch's triplets; None when there are no `entry_weights` (`_real_slots` gives the 1s and 0s)."""
+  if entry_weights is None:
+    return None
+  slot = jnp.arange(math.prod(batch_shape))
+  return jnp.where(slot < entry_weights.shape[0], entry_weights[source], 0.0)
+
+
+def _shaped(users, pos, neg, weights, batch_shape) -> Batches:
+  """`Batches` of shape `batch_shape` = (C, S, B) from padded triplets: users int32[T], pos
+  int32[T], neg int32[T, n], weights float32[T] or None (set later), T = C * S * B."""
   return Batches(users=users.reshape(batch_shape), pos=pos.reshape(batch_shape),
-                 neg=neg.reshape(batch_shape + neg.shape[-1:]), weights=None)
+                 neg=neg.reshape(batch_shape + neg.shape[-1:]),
+                 weights=None if weights is None else weights.reshape(batch_shape))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -1,0 +1,239 @@
+"""Ratings below the threshold as weak positives of the triplet model (`--low_rating_weight`)."""
+
+import collections
+import dataclasses
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from tripjax import errors
+from tripjax import loop
+from tripjax import model
+from tripjax import sampling
+from tripjax import train as train_lib
+from tripjax import workdir as workdir_lib
+from tripjax.config import TrainConfig
+from tripjax.data import feedback
+from tripjax.data import registry
+
+
+def _disjoint(num_users=30, num_items=50, seed=0):
+  """(train, weak): disjoint random bool CSR [U, I], every row with a negative left."""
+  rng = np.random.default_rng(seed)
+  cells = rng.random((num_users, num_items))
+  train = sp.csr_matrix(cells < 0.15)
+  weak = sp.csr_matrix((cells >= 0.15) & (cells < 0.3))
+  return train, weak
+
+
+def _triplets(batches):
+  """Host arrays of the real triplets: users[T], pos[T], neg[T, n], weights[T]."""
+  w = np.asarray(batches.weights).ravel()
+  real = w > 0
+  n = batches.neg.shape[-1]
+  return (np.asarray(batches.users).ravel()[real], np.asarray(batches.pos).ravel()[real],
+          np.asarray(batches.neg).reshape(-1, n)[real], w[real])
+
+
+@pytest.mark.parametrize("shuffle_on", ["host", "device", "kernel"])
+@pytest.mark.parametrize("exponent", [0.0, 0.5])
+def test_every_weak_positive_trains_once_an_epoch_with_its_weight(shuffle_on, exponent):
+  train, weak = _disjoint()
+  sampler = sampling.EpochSampler(train, 16, 3, 2, seed=1, shuffle_on=shuffle_on,
+                                  negative_exponent=exponent, weak_positives=weak,
+                                  weak_weight=0.25)
+  assert sampler.num_positives == train.nnz + weak.nnz and sampler.num_weak == weak.nnz
+  users, pos, neg, weights = _triplets(sampler.epoch(3))
+  # Each entry once; the weak ones weigh 0.25, the others 1; padding slots 0.
+  got = collections.Counter(zip(users.tolist(), pos.tolist(), weights.tolist()))
+  want = collections.Counter()
+  for matrix, weight in ((train, 1.0), (weak, 0.25)):
+    rows, cols = matrix.nonzero()
+    want.update(zip(rows.tolist(), cols.tolist(), [weight] * matrix.nnz))
+  assert got == want
+  assert np.asarray(sampler.epoch(3).weights).sum() == pytest.approx(train.nnz + 0.25 * weak.nnz)
+  # Negatives: never a liked item of the row; the weak items stay among them.
+  dense, weak_dense = train.toarray(), weak.toarray()
+  assert not dense[users[:, None], neg].any()
+  assert weak_dense[users[:, None], neg].any()
+
+
+def test_weak_positives_leave_the_negatives_distribution_alone():
+  train, weak = _disjoint()
+  plain = sampling.EpochSampler(train, 16, negative_exponent=0.5)
+  with_weak = sampling.EpochSampler(train, 16, negative_exponent=0.5, weak_positives=weak,
+                                    weak_weight=0.5)
+  np.testing.assert_array_equal(plain.negative_weights, with_weak.negative_weights)
+  # The triplets of the liked positives draw from the same search arrays.
+  for a, b in zip(plain.search_arrays()[:4], with_weak.search_arrays()[:4]):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize("shuffle_on", ["host", "kernel"])
+def test_a_share_of_the_columns_keeps_the_weak_weights(shuffle_on):
+  train, weak = _disjoint()
+  sampler = sampling.EpochSampler(train, 16, 3, 2, seed=3, shuffle_on=shuffle_on,
+                                  weak_positives=weak, weak_weight=0.3)
+  whole = sampler.epoch(1)
+  share = sampler.epoch(1, columns=np.array([1, 5, 9]))
+  for all_of_it, part in zip(whole, share):
+    np.testing.assert_array_equal(np.asarray(all_of_it)[:, :, [1, 5, 9]], part)
+  assert np.isclose(np.asarray(share.weights), 0.3).any()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda train, weak: (train, weak[:, :-1]), "shape"),
+    (lambda train, weak: (train, weak + train), "overlaps"),
+])
+def test_rejects_weak_positives_it_cannot_train(change, message):
+  train, weak = change(*_disjoint())
+  with pytest.raises(errors.InvalidInput, match=message):
+    sampling.EpochSampler(train, 8, weak_positives=weak, weak_weight=0.5)
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf")])
+def test_rejects_weak_weights_that_are_not_positive_numbers(weight):
+  train, weak = _disjoint()
+  with pytest.raises(errors.InvalidInput, match="weak_weight"):
+    sampling.EpochSampler(train, 8, weak_positives=weak, weak_weight=weight)
+
+
+def test_the_older_draw_order_has_no_weak_positives():
+  train, weak = _disjoint()
+  with pytest.raises(errors.InvalidInput, match="draw_order"):
+    sampling.EpochSampler(train, 8, draw_order="shuffled", weak_positives=weak)
+
+
+def _frames():
+  ratings = pd.DataFrame({
+      "user_id": np.array([1, 1, 1, 1, 2, 2, 2, 3], np.int64),
+      "item_id": np.array([10, 11, 12, 13, 10, 12, 14, 11], np.int64),
+      "rating": np.array([5, 3, 4, 1, 2, 5, 4, 5], np.float32),
+      "timestamp": np.arange(8, dtype=np.int64)})
+  items = pd.DataFrame({"item_id": np.arange(10, 16, dtype=np.int64),
+                        "title": [f"m{i}" for i in range(6)], "genres": [[] for _ in range(6)]})
+  return ratings, items
+
+
+def test_low_ratings_are_the_kept_users_ratings_below_the_threshold():
+  dataset = feedback.implicit_feedback(*_frames(), threshold=4, min_user_positives=2,
+                                       keep_ratings=True)
+  # Kept: users 1 and 2 (two positives each); items with a positive: 10, 12, 14 (11's only
+  # positive is user 3's, dropped; 13 has none).
+  assert dataset.user_ids.tolist() == [1, 2] and dataset.item_ids.tolist() == [10, 12, 14]
+  low = registry.low_ratings(dataset, 4)
+  assert low.dtype == bool and low.toarray().tolist() == [[False, False, False],
+                                                          [True, False, False]]
+  assert not low.multiply(dataset.matrix).nnz
+  assert registry.low_ratings(dataset, 4, floor=2).nnz == 1  # user 2's 2 stays
+  assert registry.low_ratings(dataset, 4, floor=3).nnz == 0
+  cold = dataclasses.replace(dataset, cold_items=np.array([0], np.int32))
+  assert registry.low_ratings(cold, 4).nnz == 0  # a cold item is never trained
+
+
+def test_load_low_ratings_only_when_asked_and_without_cold_items():
+  config = TrainConfig(dataset="synthetic-tiny", threshold=4, min_user_positives=5)
+  assert registry.load_low_ratings(config) is None
+  low = registry.load_low_ratings(dataclasses.replace(config, low_rating_weight=0.5))
+  _, train, test = registry.load_split(config)
+  assert low.shape == train.shape and low.nnz > 0
+  assert not low.multiply(train).nnz and not low.multiply(test).nnz
+  cold_config = dataclasses.replace(config, low_rating_weight=0.5, cold_item_fraction=0.2)
+  dataset, cold_train, _ = registry.load_split(cold_config)
+  cold_low = registry.load_low_ratings(cold_config)
+  assert cold_low[:, dataset.cold_items].nnz == 0 and 0 < cold_low.nnz < low.nnz
+
+
+def test_the_fingerprint_covers_the_low_ratings_only_when_trained_on():
+  train, weak = _disjoint()
+  test = sp.csr_matrix(train.shape, dtype=bool)
+  plain = workdir_lib.data_fingerprint(train, test)
+  assert "low_ratings" not in plain
+  with_low = workdir_lib.data_fingerprint(train, test, weak)
+  assert with_low["low_ratings"] == weak.nnz and with_low["sha256"] != plain["sha256"]
+  other = weak.tolil()
+  row, col = other.nonzero()
+  other[row[0], col[0]] = False
+  other[row[0], (col[0] + 1) % train.shape[1]] = not train[row[0], (col[0] + 1) % train.shape[1]]
+  other = sp.csr_matrix(other)
+  other.eliminate_zeros()
+  assert workdir_lib.data_fingerprint(train, test, other)["sha256"] != with_low["sha256"]
+
+
+def test_the_setting_belongs_to_the_triplet_model():
+  with pytest.raises(errors.InvalidInput, match="low_rating_weight"):
+    TrainConfig(model="ease", low_rating_weight=0.5)
+  with pytest.raises(errors.InvalidInput, match="low_rating_weight"):
+    TrainConfig(low_rating_weight=-0.5)
+
+
+def _watched_groups(num_users=200, num_items=40, seed=0):
+  """Two groups of users and items; a user's 3 liked training items are random (no signal),
+  their 2 test items and 8 low-rated ("watched") items are of their own group."""
+  rng = np.random.default_rng(seed)
+  user_group = np.arange(num_users) % 2
+  item_group = np.arange(num_items) % 2
+  train = np.zeros((num_users, num_items), bool)
+  test = np.zeros_like(train)
+  low = np.zeros_like(train)
+  for u in range(num_users):
+    picks = rng.permutation(np.flatnonzero(item_group == user_group[u]))
+    test[u, picks[:2]] = True
+    low[u, picks[2:10]] = True
+    free = np.flatnonzero(~test[u] & ~low[u])
+    train[u, rng.choice(free, 3, replace=False)] = True
+  return sp.csr_matrix(train), sp.csr_matrix(test), sp.csr_matrix(low)
+
+
+def test_the_model_learns_what_the_low_ratings_say(monkeypatch):
+  # The liked training items carry no group signal; the low-rated ones do. Trained on them,
+  # the model ranks each user's held-out items (of their group) above the unseen items of the
+  # other group; without, it cannot.
+  train, test, low = _watched_groups()
+  monkeypatch.setattr(registry, "load_low_ratings",
+                      lambda config: low if config.low_rating_weight else None)
+  base = TrainConfig(dim=4, epochs=40, batch_size=64, learning_rate=0.05, margin=0.5,
+                     num_negatives=2, seed=0)
+  seen = (train + low).astype(bool).tocsr()
+  aucs = {}
+  for weight in (0.0, 1.0):
+    params = loop.fit(dataclasses.replace(base, low_rating_weight=weight), train).state.params
+    aucs[weight] = train_lib.evaluate(model.score_fn(params), seen, test, 1024)["auc"]
+  assert aucs[0.0] < 0.6 and aucs[1.0] > 0.72, aucs
+
+
+def test_describe_names_the_low_ratings_only_when_trained_on():
+  from tripjax import models  # pylint: disable=g-import-not-at-top
+  triplet = models.get("triplet")
+  assert "ratings" not in triplet.describe(TrainConfig())
+  described = triplet.describe(TrainConfig(low_rating_weight=0.2, low_rating_floor=3))
+  assert described.endswith("ratings in [3, 4) as positives of weight 0.2")
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(low_rating_floor=3.0), "set both"),
+    (dict(low_rating_weight=0.2, low_rating_floor=4.0), "leaves no rating"),
+])
+def test_a_floor_needs_a_weight_and_room_below_the_threshold(values, message):
+  with pytest.raises(errors.InvalidInput, match=message):
+    TrainConfig(**values)
+
+
+def test_a_run_with_low_ratings_records_them_and_resumes_exactly(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  config = TrainConfig(dataset="synthetic-tiny", dim=8, learning_rate=0.02, batch_size=64,
+                       epochs=2, num_negatives=2, steps_per_dispatch=8, low_rating_weight=0.3,
+                       low_rating_floor=2)
+  low = registry.load_low_ratings(config)
+  whole = train_lib.train_and_evaluate(config, tmp_path / "whole")
+  assert json.loads((tmp_path / "whole" / workdir_lib.RESULTS_FILE).read_text())[
+      "dataset"]["low_ratings"] == low.nnz > 0
+  recorded = json.loads((tmp_path / "whole" / workdir_lib.DATA_FILE).read_text())
+  assert recorded["low_ratings"] == low.nnz
+  assert train_lib.train_and_evaluate(config, tmp_path / "split", stop_after_epoch=1) == {
+      "finished": False, "epoch": 1}
+  resumed = train_lib.train_and_evaluate(config, tmp_path / "split")
+  assert resumed["model"] == whole["model"]
