@@ -61,6 +61,15 @@ def test_every_weak_positive_trains_once_an_epoch_with_its_weight(shuffle_on, ex
   assert weak_dense[users[:, None], neg].any()
 
 
+def test_the_weights_follow_the_pattern_not_the_stored_values():
+  train, weak = _disjoint()
+  scaled = train.astype(np.float32) * 2.0
+  sampler = sampling.EpochSampler(scaled, 16, weak_positives=weak.astype(np.float32) * 0.5,
+                                  weak_weight=0.25)
+  _, _, _, weights = _triplets(sampler.epoch(0))
+  assert (weights == 1.0).sum() == train.nnz and (weights == 0.25).sum() == weak.nnz
+
+
 def test_weak_positives_leave_the_negatives_distribution_alone():
   train, weak = _disjoint()
   plain = sampling.EpochSampler(train, 16, negative_exponent=0.5)
@@ -213,13 +222,33 @@ def test_describe_names_the_low_ratings_only_when_trained_on():
   assert described.endswith("ratings in [3, 4) as positives of weight 0.2")
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(low_rating_floor=3.0), "set both"),
-    (dict(low_rating_weight=0.2, low_rating_floor=4.0), "leaves no rating"),
-])
-def test_a_floor_needs_a_weight_and_room_below_the_threshold(values, message):
-  with pytest.raises(errors.InvalidInput, match=message):
-    TrainConfig(**values)
+def test_a_floor_needs_room_below_the_threshold_when_used():
+  with pytest.raises(errors.InvalidInput, match="leaves no rating"):
+    TrainConfig(low_rating_weight=0.2, low_rating_floor=4.0)
+  TrainConfig(low_rating_floor=4.0)  # unused without a weight: an ablation turns the weight off
+  assert registry.load_low_ratings(TrainConfig(low_rating_floor=3.0)) is None
+
+
+def test_a_search_and_its_ablation_survive_combinations_the_config_refuses():
+  from tripjax import tuning  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def objective(config):
+    calls.append(config)
+    return {"auc": config.low_rating_weight + config.low_rating_floor / 10}
+
+  space = {"low_rating_weight": (0.2, 0.5), "low_rating_floor": (3.0, 4.0)}
+  trials = tuning.search(TrainConfig(), space, objective, num_trials=4, initial_trials=4)
+  refused = [t for t in trials if "refused" in t["metrics"]]
+  assert {tuple(t["values"].values()) for t in refused} == {(0.2, 4.0), (0.5, 4.0)}
+  assert all(np.isnan(t["metrics"]["auc"]) for t in refused) and len(calls) == 2
+  best = tuning.best_trial(trials)
+  assert best["values"] == {"low_rating_weight": 0.5, "low_rating_floor": 3.0}
+  tuned = TrainConfig(low_rating_weight=0.5, low_rating_floor=3.0)
+  # Against a reference without low ratings: the weight off alone is valid, the floor alone not.
+  rows = tuning.ablation(tuned, TrainConfig(low_rating_floor=4.0),
+                         ["low_rating_weight", "low_rating_floor"], objective, 0.8)
+  assert rows[0]["auc"] == pytest.approx(0.3) and np.isnan(rows[1]["auc"])
 
 
 def test_a_run_with_low_ratings_records_them_and_resumes_exactly(tmp_path):
@@ -237,3 +266,15 @@ def test_a_run_with_low_ratings_records_them_and_resumes_exactly(tmp_path):
       "finished": False, "epoch": 1}
   resumed = train_lib.train_and_evaluate(config, tmp_path / "split")
   assert resumed["model"] == whole["model"]
+
+
+def test_an_epochs_statistics_count_every_triplet_and_weigh_the_loss(monkeypatch):
+  train, _, low = _watched_groups()
+  monkeypatch.setattr(registry, "load_low_ratings", lambda config: low)
+  config = TrainConfig(dim=4, epochs=1, batch_size=64, num_negatives=2, low_rating_weight=0.25)
+  seen = []
+  loop.fit(config, train, on_epoch=lambda state, stats: seen.append(stats))
+  stats = seen[0]
+  assert stats["triplets_per_sec"] * stats["epoch_seconds"] == pytest.approx(
+      train.nnz + low.nnz)
+  assert 0.0 < stats["active_fraction"] <= 1.0 and 0.0 < stats["loss"] < 2.0

@@ -96,8 +96,6 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values["fused_cpu_step"] and values.get("negative_temperature"):
     return ("--negative_temperature trains on every candidate negative; the fused CPU step "
             "(--fused_cpu_step) on the hardest only: drop one of them")
-  if values.get("low_rating_floor") and not values.get("low_rating_weight"):
-    return "--low_rating_floor selects the ratings --low_rating_weight trains on: set both"
   if values.get("low_rating_weight") and values.get("low_rating_floor", 0.0) >= values["threshold"]:
     return (f"--low_rating_floor={values['low_rating_floor']:g} leaves no rating below "
             f"--threshold={values['threshold']:g} to train on: lower it")
@@ -169,7 +167,8 @@ class TrainConfig:
       among the items not liked. Evaluation is unchanged (the test positives are liked items;
       the low-rated items stay among the candidates). 0: the liked positives alone.
     low_rating_floor: only the ratings in [low_rating_floor, threshold) are low ratings (e.g.
-      3: the lukewarm ones, not the dislikes); 0: every rating below the threshold.
+      3: the lukewarm ones, not the dislikes); 0: every rating below the threshold. Unused
+      while `low_rating_weight` is 0 (so that an ablation can turn the weight off alone).
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
       mean of its features' embeddings); they need a dense optimizer.
@@ -231,7 +230,8 @@ class TrainConfig:
       0.0, "Ratings below --threshold (watched, not liked) also train as positives of this "
       "weight, never as test items; 0: positives only.", minimum=0.0, model="triplet")
   low_rating_floor: float = _field(
-      0.0, "Only ratings >= this (and below --threshold) count for --low_rating_weight; 0: all.",
+      0.0, "Only ratings >= this (and below --threshold) count for --low_rating_weight (unused "
+      "without it); 0: all.",
       minimum=0.0, model="triplet")
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",

@@ -112,7 +112,9 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
   """Trains epoch by epoch: sample the epoch's triplets, run its chunks, check, report.
 
   Args:
-    config: the run's settings (its data fields are ignored: the data is `train`).
+    config: the run's settings (the data is `train`; its data fields choose only the side
+      features and low ratings it also trains on, `registry.load_features` and
+      `registry.load_low_ratings`).
     train: bool CSR [U, I], the positives to train on.
     start: where to start; None: `prepare_training(config, train)` at epoch 0.
     stop_epoch: stop after this many epochs in total; None: `config.epochs`.
@@ -165,10 +167,10 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
     check_finite(chunks["loss"], state, first_step, config.steps_per_dispatch,
                  kept=diverged_note())
     train_seconds += seconds
-    triplets = chunks["triplets"].sum()
+    triplets, weight = chunks["triplets"].sum(), chunks["weight"].sum()
     stats = {"epoch": epoch + 1, "step": int(state.step),
-             "loss": float(chunks["loss_sum"].sum() / triplets),
-             "active_fraction": float(chunks["active_sum"].sum() / triplets),
+             "loss": float(chunks["loss_sum"].sum() / weight),
+             "active_fraction": float(chunks["active_sum"].sum() / weight),
              "triplets_per_sec": float(triplets / seconds), "epoch_seconds": seconds,
              "sample_seconds": sample_seconds, "train_seconds": train_seconds}
     if on_epoch is not None:

@@ -301,7 +301,8 @@ def _train(config, workdir, ckpts, dataset, train, test, every, stop, stop_after
       "steps": int(fitted.state.step), "train_seconds": train_seconds,
       "compile_seconds": fitted.compile_seconds,
       "sampler": {"shuffle_on": sampler.shuffle_on, "draw_order": sampler.draw_order},
-      "triplets_per_sec": config.epochs * train.nnz / train_seconds if train_seconds else None,
+      "triplets_per_sec": (config.epochs * sampler.num_positives / train_seconds
+                           if train_seconds else None),
       "phases": phases})
 
 

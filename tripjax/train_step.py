@@ -67,7 +67,9 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
     neg_rows: float32[B, D] (one negative per triplet), or float32[B, n, D]: n candidates,
       whose hinge losses are averaged with softmax(loss / temperature) weights (no gradient
       through the weights): temperature -> 0 is the hardest candidate, large is their mean.
-    weights: float32[B], 1 for real triplets, 0 for padding.
+    weights: float32[B], each triplet's weight in the batch's weighted mean: 1 for a
+      positive, `--low_rating_weight` for a low rating (`sampling.EpochSampler`'s weak
+      positives), 0 for padding.
     margin: the triplet margin.
     l2: weight of the mean squared norm of the gathered rows.
     temperature: > 0 with [B, n, D] negatives.
@@ -229,9 +231,10 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
     weights are all 0 (an epoch's padding) leave the state untouched; `skip_empty=False`
     (static) drops that check, for chunks whose every batch holds a real triplet (a
     conditional around the update costs about 5% on CPU; `run_epoch` chooses). metrics:
-    `loss` (weighted mean hinge loss), `active_fraction` (share of triplets with positive
-    loss), and their sums `loss_sum`, `active_sum`, `triplets`. `state` is donated: do not
-    reuse it after the call.
+    `loss` (weighted mean hinge loss), `active_fraction` (weighted share of triplets with
+    positive loss), their weighted sums `loss_sum`, `active_sum` and the weights' sum
+    `weight` (the number of real triplets when every weight is 1 or 0), and `triplets`, the
+    real triplets (weight > 0). `state` is donated: do not reuse it after the call.
   """
   if negative_temperature and fused_cpu:
     raise errors.InvalidInput("the fused CPU step trains on the hardest negative only; drop "
@@ -268,16 +271,17 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
           jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights, scale)
     else:
       state, (loss_sum, active_sum) = apply(state, users, pos, neg, weights, scale)
-    return state, (loss_sum, active_sum, jnp.sum(weights))
+    return state, (loss_sum, active_sum, jnp.sum(weights), jnp.sum(weights > 0))
 
   def step(state: TrainState, batches: sampling.Batches, skip_empty: bool = True):
     batches = (batches.users, batches.pos, batches.neg, batches.weights)
-    state, (loss_sums, active_sums, counts) = jax.lax.scan(
-        functools.partial(one_batch, skip_empty=skip_empty), state, batches)
-    loss_sum, active_sum, triplets = jnp.sum(loss_sums), jnp.sum(active_sums), jnp.sum(counts)
-    denom = jnp.maximum(triplets, 1.0)
+    state, sums = jax.lax.scan(functools.partial(one_batch, skip_empty=skip_empty), state,
+                               batches)
+    loss_sum, active_sum, weight, triplets = (jnp.sum(x) for x in sums)
+    denom = jnp.maximum(weight, 1e-30)
     return state, {"loss": loss_sum / denom, "active_fraction": active_sum / denom,
-                   "loss_sum": loss_sum, "active_sum": active_sum, "triplets": triplets}
+                   "loss_sum": loss_sum, "active_sum": active_sum, "weight": weight,
+                   "triplets": triplets.astype(jnp.float32)}
 
   return jax.jit(step, donate_argnums=0, static_argnames="skip_empty")
 

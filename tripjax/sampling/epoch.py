@@ -182,7 +182,9 @@ class EpochSampler:
         weighted mean (`Batches.weights`), e.g. the ratings below the positive threshold (a user
         watched the item and did not like it: `registry.load_low_ratings`). They do not change
         the negatives: those are drawn among the items missing from the `train` row alone (a
-        weak positive may be a negative of another triplet), weighted by `train`'s counts.
+        weak positive may be a negative of another triplet), weighted by `train`'s counts; so
+        a weak triplet may draw its own item as a candidate (with probability about
+        1 / (I - n_u) each), whose hinge is then the margin, with no gradient.
       weak_weight: the weak positives' weight, > 0.
 
     Raises:
@@ -199,7 +201,8 @@ class EpochSampler:
     weak = None if weak_positives is None else _canonical(weak_positives)
     if weak is not None:
       _check_weak(weak, weak_weight, train, draw_order)
-    triplets = train if weak is None else (train.astype(np.int8) + 2 * weak.astype(np.int8)).tocsr()
+    triplets = train if weak is None else (  # data 1: a positive, 2: a weak one
+        train.astype(bool).astype(np.int8) + 2 * weak.astype(bool).astype(np.int8)).tocsr()
     triplets.sort_indices()
     excludes = excluded_items is not None and len(excluded_items) > 0
     check_epoch_memory(triplets.nnz, num_negatives, is_weighted(negative_exponent, excludes))

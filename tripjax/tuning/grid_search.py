@@ -157,9 +157,18 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
 
   def run(point, stage):
     values = point_values(point, space)
-    config = dataclasses.replace(base, **values)
     try:
-      metrics = cache[_key(values)] if _key(values) in cache else objective(config)
+      config = dataclasses.replace(base, **values)
+    except errors.InvalidInput as e:  # a combination of values the config refuses
+      logging.warning("trial %d refused: %s", len(trials), e)
+      config, metrics = None, {"auc": float("nan"), metric: float("nan"), "refused": str(e)}
+    try:
+      if config is None:
+        pass
+      elif _key(values) in cache:
+        metrics = cache[_key(values)]
+      else:
+        metrics = objective(config)
     except loop.TrainingDiverged as e:
       logging.warning("trial %d diverged: %s", len(trials), e)
       metrics = {"auc": float("nan"), metric: float("nan"), "diverged": str(e)}
@@ -218,7 +227,7 @@ def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
       continue
     try:
       value = objective(dataclasses.replace(best, **{name: ref}))[metric]
-    except loop.TrainingDiverged:
+    except (loop.TrainingDiverged, errors.InvalidInput):  # diverged, or a refused combination
       value = float("nan")
     rows.append({"field": name, "tuned": tuned, "reference": ref, metric: value,
                  "delta": best_value - value})

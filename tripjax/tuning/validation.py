@@ -55,7 +55,9 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[Any, float]:
   evaluation.
 
   Args:
-    config: the run's settings (its data fields are ignored: the data is `matrix`).
+    config: the run's settings (the data is `matrix`; its data fields choose only the side
+      features and low ratings the model also trains on, `registry.load_features` and
+      `registry.load_low_ratings`).
     matrix: bool CSR [U, I], the positives to train on.
 
   Returns:
