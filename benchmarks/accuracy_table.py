@@ -57,6 +57,10 @@ def uniform_negatives_name(name: str) -> str:
   return f"{name}, uniform negatives"
 
 
+def liked_only_name(name: str) -> str:
+  return f"{name}, liked ratings only"
+
+
 def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seeds: list[int],
                penalties: dict[str, float] | None = None) -> dict:
   """Trains every named config on every split; popularity comes from the same splits.
@@ -70,8 +74,9 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
 
   A config that sets `popularity_penalty` also gets a row for the same trained model scored by
   the cosine alone (`cosine_only_name`), and one that sets `negative_exponent` a row for the
-  same settings trained with uniform negatives (`uniform_negatives_name`), so that the share
-  of each in the result stays visible.
+  same settings trained with uniform negatives (`uniform_negatives_name`), and one that sets
+  `low_rating_weight` a row for the same settings trained on the liked ratings alone
+  (`liked_only_name`), so that the share of each in the result stays visible.
 
   Returns:
     {"popularity"|name|penalized name|cosine-only name:
@@ -87,14 +92,16 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
                        "--popularity_penalty; its scores include it.")
   names = list(configs) + [penalized_name(n, p) for n, p in penalties.items()]
   names += [cosine_only_name(n) for n, c in configs.items() if c.popularity_penalty]
-  uniform = {uniform_negatives_name(n): dataclasses.replace(c, negative_exponent=0.0)
-             for n, c in configs.items() if c.negative_exponent}
-  names += list(uniform)
+  variants = {uniform_negatives_name(n): dataclasses.replace(c, negative_exponent=0.0)
+              for n, c in configs.items() if c.negative_exponent}
+  variants |= {liked_only_name(n): dataclasses.replace(c, low_rating_weight=0.0)
+               for n, c in configs.items() if c.low_rating_weight}
+  names += list(variants)
   rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in names}
   for name, penalty in penalties.items():
     rows[penalized_name(name, penalty)]["popularity_penalty"] = penalty
   for seed in split_seeds:
-    for name, config in (configs | uniform).items():
+    for name, config in (configs | variants).items():
       config = on_split(config, data_dir, seed)
       with tempfile.TemporaryDirectory() as workdir:
         results = train_lib.train_and_evaluate(config, workdir)
@@ -147,6 +154,11 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
              "uniformly instead of with probability ~ (1 + item's train positives) ** "
              "negative_exponent (`--negative_exponent`, chosen on validation by "
              "`experiments.tune`).")
+  if any(name.endswith(", liked ratings only") for name in rows):
+    note += ("\n\n`liked ratings only`: the same settings trained without the ratings below "
+             "the threshold (`--low_rating_weight=0`); the row above also trains on them, as "
+             "positives of weight `--low_rating_weight`. Every row is evaluated alike: the "
+             "test items are liked ones, ranked among every item not liked in train.")
   return ("Real MovieLens 100K, lab pipeline (ratings >= 4, users with >= 20 positives, 10 test "
           f"positives per user), split seeds {', '.join(map(str, split_seeds))}; AUC over all "
           "items not in train, P/R/NDCG@20 averaged over the seeds; train seconds: median over "

@@ -13,6 +13,8 @@ from tripjax.config import TrainConfig
     ("popularity_penalty", 0.05, "tuned, cosine only", "cosine alone"),
     # The exponent's row trains the same settings with uniform negatives.
     ("negative_exponent", 0.5, "tuned, uniform negatives", "drawn uniformly"),
+    # The low ratings' row trains the same settings on the liked ratings alone.
+    ("low_rating_weight", 0.5, "tuned, liked ratings only", "without the ratings below"),
 ])
 def test_tuned_lever_gets_a_row_without_it(data_dir, field, value, extra_row, note):
   tuned = TrainConfig(dataset="ml-100k", epochs=1, batch_size=1024, learning_rate=0.3,
