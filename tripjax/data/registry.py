@@ -168,12 +168,25 @@ def load_low_ratings(config) -> sp.csr_matrix | None:
   """
   if not getattr(config, "low_rating_weight", 0.0):
     return None
-  dataset = _feedback(config.dataset, config.data_dir, config.download, config.data_seed,
-                      config.threshold, config.min_user_positives, keep_ratings=True)
-  if config.cold_item_fraction:
+  return _low_ratings(config.dataset, config.data_dir, config.download, config.data_seed,
+                      config.threshold, config.min_user_positives, config.cold_item_fraction,
+                      config.split_seed, config.low_rating_floor)
+
+
+@functools.lru_cache(maxsize=2)
+def _low_ratings(name, data_dir, download, seed, threshold, min_user_positives,
+                 cold_item_fraction, split_seed, floor) -> sp.csr_matrix:
+  """`load_low_ratings`' matrix, read-only, made once per process for its settings (a run asks
+  for it when it starts, trains, writes its results and is read back)."""
+  dataset = _feedback(name, data_dir, download, seed, threshold, min_user_positives,
+                      keep_ratings=True)
+  if cold_item_fraction:
     dataset = dataclasses.replace(dataset, cold_items=cold_items_lib.hold_out_items(
-        dataset.matrix, config.cold_item_fraction, seed=config.split_seed)[1])
-  return low_ratings(dataset, config.threshold, config.low_rating_floor)
+        dataset.matrix, cold_item_fraction, seed=split_seed)[1])
+  low = low_ratings(dataset, threshold, floor)
+  for array in (low.data, low.indices, low.indptr):
+    array.flags.writeable = False
+  return low
 
 
 def load_features(config) -> dict:

@@ -136,7 +136,8 @@ class EpochSampler:
   Attributes:
     negative_exponent: e, the popularity exponent of the negatives (0: uniform).
     negative_weights: int64[I], the integer weights of the weighted draw; None when uniform.
-    num_positives: P, triplets per epoch.
+    num_positives: P, triplets per epoch (weak positives included).
+    num_weak: how many of them are weak positives (0 without).
     num_batches: ceil(P / batch_size), batches per epoch.
     num_chunks: C, chunks of `batches_per_chunk` batches per epoch (the last one padded).
     search_kernel: whether the negatives' searches run in the CPU kernel.
@@ -251,12 +252,11 @@ class EpochSampler:
     users = np.repeat(np.arange(num_users, dtype=np.int32), counts)
     items = train.indices.astype(np.int32)
     ranks = np.arange(train.nnz, dtype=np.int64) - indptr[users]
-    self._users = jnp.asarray(np.repeat(np.arange(num_users, dtype=np.int32),
-                                        np.diff(triplets.indptr)))
+    self._users = jnp.asarray(users if weak is None else np.repeat(
+        np.arange(num_users, dtype=np.int32), np.diff(triplets.indptr)))
     self._items = jnp.asarray(triplets.indices.astype(np.int32))
     self._entry_weights = (None if weak is None else jnp.asarray(
         np.where(triplets.data == 1, 1.0, weak_weight).astype(np.float32)))
-    self.weak_weight = None if weak is None else float(weak_weight)
     self.num_weak = 0 if weak is None else int(weak.nnz)
     self._v = jnp.asarray((items - ranks).astype(np.int32))
     self._indptr = jnp.asarray(indptr.astype(np.int32))

@@ -161,17 +161,13 @@ def search(base: TrainConfig, space: Space, objective: Callable[[TrainConfig], d
       config = dataclasses.replace(base, **values)
     except errors.InvalidInput as e:  # a combination of values the config refuses
       logging.warning("trial %d refused: %s", len(trials), e)
-      config, metrics = None, {"auc": float("nan"), metric: float("nan"), "refused": str(e)}
-    try:
-      if config is None:
-        pass
-      elif _key(values) in cache:
-        metrics = cache[_key(values)]
-      else:
-        metrics = objective(config)
-    except loop.TrainingDiverged as e:
-      logging.warning("trial %d diverged: %s", len(trials), e)
-      metrics = {"auc": float("nan"), metric: float("nan"), "diverged": str(e)}
+      metrics = {"auc": float("nan"), metric: float("nan"), "refused": str(e)}
+    else:
+      try:
+        metrics = cache[_key(values)] if _key(values) in cache else objective(config)
+      except loop.TrainingDiverged as e:
+        logging.warning("trial %d diverged: %s", len(trials), e)
+        metrics = {"auc": float("nan"), metric: float("nan"), "diverged": str(e)}
     seen[point] = metrics[metric]
     trials.append({"trial": len(trials), "stage": stage, "values": values, "metrics": metrics})
     logging.info("trial %d (%s) %s %.4f  %s", len(trials) - 1, stage, metric, metrics[metric],
