@@ -278,3 +278,102 @@ def test_an_epochs_statistics_count_every_triplet_and_weigh_the_loss(monkeypatch
   assert stats["triplets_per_sec"] * stats["epoch_seconds"] == pytest.approx(
       train.nnz + low.nnz)
   assert 0.0 < stats["active_fraction"] <= 1.0 and 0.0 < stats["loss"] < 2.0
+
+
+def _one_step(optimizer, weak_item_grad, weights=(1.0, 0.3, 0.3)):
+  """One batch of three triplets (a liked one, two weak ones, every row its own) trained from
+  the same start: (tables before, tables after, metrics)."""
+  from tripjax import train_step  # pylint: disable=g-import-not-at-top
+  state = train_step.init_state(jax.random.key(0), optimizer, 3, 9, 4, scale=1.0)
+  before = jax.tree.map(np.array, state.params)
+  batch = sampling.Batches(
+      users=np.arange(3, dtype=np.int32)[None], pos=np.array([[0, 1, 2]], np.int32),
+      neg=np.array([[[3, 4], [5, 6], [7, 8]]], np.int32),
+      weights=np.array([weights], np.float32))
+  step = train_step.make_train_step(optimizer, margin=2.0, negative_temperature=0.5,
+                                    weak_weight=0.3, weak_item_grad=weak_item_grad)
+  state, metrics = step(state, batch)
+  return before, jax.tree.map(np.array, state.params), metrics
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+@pytest.mark.parametrize("optimizer", ["sparse_sgd", "sgd"])
+def test_a_low_ratings_item_gets_its_share_of_the_gradient(optimizer, share):
+  # Plain SGD moves a row by its gradient: a weak triplet's positive moves `share` as far as
+  # with the whole gradient; every other row (the liked triplet's positive, the users, the
+  # negatives) and the loss are as with the whole gradient.
+  import optax  # pylint: disable=g-import-not-at-top
+  from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
+  opt = sparse_optim.sparse_sgd(1.0) if optimizer == "sparse_sgd" else optax.sgd(1.0)
+  start, whole, whole_metrics = _one_step(opt, 1.0)
+  _, part, metrics = _one_step(opt, share)
+  moved = lambda tables, rows: tables["item"][rows] - start["item"][rows]
+  assert np.abs(moved(whole, [1, 2])).min() > 1e-3, moved(whole, [1, 2])
+  np.testing.assert_allclose(moved(part, [1, 2]), share * moved(whole, [1, 2]), atol=2e-6)
+  np.testing.assert_allclose(part["item"][[0, 3, 4, 5, 6, 7, 8]],
+                             whole["item"][[0, 3, 4, 5, 6, 7, 8]], atol=1e-6)
+  np.testing.assert_allclose(part["user"], whole["user"], atol=1e-6)
+  assert float(metrics["loss"]) == pytest.approx(float(whole_metrics["loss"]), rel=1e-6)
+
+
+def test_the_share_tells_weak_triplets_by_their_weight():
+  # Weights other than the weak one (a liked triplet's 1) keep their whole gradient.
+  from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
+  opt = sparse_optim.sparse_sgd(1.0)
+  start, whole, _ = _one_step(opt, 1.0, weights=(1.0, 1.0, 0.3))
+  _, part, _ = _one_step(opt, 0.0, weights=(1.0, 1.0, 0.3))
+  np.testing.assert_allclose(part["item"][[0, 1]], whole["item"][[0, 1]], atol=1e-6)
+  np.testing.assert_allclose(part["item"][2], start["item"][2], atol=1e-7)
+  assert np.abs(whole["item"][2] - start["item"][2]).min() > 1e-3
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(weak_weight=1.0, weak_item_grad=0.5), "weak_weight=1.0"),
+    (dict(weak_weight=0.0, weak_item_grad=0.5), "weak_weight=0.0"),
+    (dict(weak_weight=0.3, weak_item_grad=1.5), "must be in \\[0, 1\\]"),
+    (dict(weak_weight=0.3, weak_item_grad=0.5, fused_cpu=True), "--fused_cpu_step"),
+])
+def test_the_step_refuses_a_share_it_cannot_apply(settings, message):
+  from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
+  from tripjax import train_step  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.InvalidInput, match=message):
+    train_step.make_train_step(sparse_optim.sparse_sgd(0.1), **settings)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(low_rating_weight=0.2, low_rating_item_grad=1.5), "must be <= 1"),
+    (dict(low_rating_weight=0.2, low_rating_item_grad=-0.5), "must be >= 0"),
+    (dict(low_rating_weight=1.0, low_rating_item_grad=0.5), "choose another weight"),
+    (dict(low_rating_weight=0.2, low_rating_item_grad=0.5, optimizer="sparse_sgd",
+          fused_cpu_step=True), "drop one of them"),
+    (dict(model="ease", low_rating_item_grad=0.5), "low_rating_item_grad"),
+])
+def test_the_config_refuses_a_share_it_cannot_train(settings, message):
+  with pytest.raises(errors.InvalidInput, match=message):
+    TrainConfig(**settings)
+  # Unused without a weight: an ablation can turn the weight off alone.
+  TrainConfig(low_rating_weight=0.0, low_rating_item_grad=0.5)
+
+
+def test_a_run_passes_the_share_to_its_step(monkeypatch):
+  # loop.fit hands the step the weak weight and the share when it trains on low ratings, and
+  # neither without them (the share is unused there).
+  train, _, low = _watched_groups(num_users=40, num_items=40)
+  monkeypatch.setattr(registry, "load_low_ratings",
+                      lambda config: low if config.low_rating_weight else None)
+  made = []
+  real = loop.make_train_step
+  monkeypatch.setattr(loop, "make_train_step", lambda *a: made.append(a[-2:]) or real(*a))
+  base = TrainConfig(dim=4, epochs=1, batch_size=64, learning_rate=0.05, low_rating_item_grad=0.5)
+  loop.fit(dataclasses.replace(base, low_rating_weight=0.3), train)
+  loop.fit(base, train)
+  assert made == [(0.3, 0.5), (0.0, 1.0)]
+
+
+def test_describe_names_the_share_below_one():
+  from tripjax import models  # pylint: disable=g-import-not-at-top
+  describe = models.get("triplet").describe
+  low = TrainConfig(low_rating_weight=0.2, low_rating_floor=3)
+  assert "gradient" not in describe(low)
+  assert describe(dataclasses.replace(low, low_rating_item_grad=0.0)).endswith(
+      "weight 0.2 (0 of their gradient to their items)")

@@ -42,15 +42,17 @@ SEED_LIMIT = 2**32  # seeds are in [0, 2**32): numpy's and JAX's seeds alike
 
 def _field(default, help_text: str, *, choices: Sequence[str] | None = None,
            positive: bool = False, minimum: float | None = None,
-           below: float | None = None, model: str | None = None):
+           below: float | None = None, maximum: float | None = None,
+           model: str | None = None):
   """A config field with what its flag needs: help, allowed values, bounds (checked once).
 
-  `below` is an exclusive upper bound; `model` names the model the field is a setting of
-  (setting it for another model is refused).
+  `below` is an exclusive upper bound, `maximum` an inclusive one; `model` names the model the
+  field is a setting of (setting it for another model is refused).
   """
   return dataclasses.field(default=default, metadata={
       "help": help_text, "choices": tuple(choices) if choices else None,
-      "positive": positive, "minimum": minimum, "below": below, "model": model})
+      "positive": positive, "minimum": minimum, "below": below, "maximum": maximum,
+      "model": model})
 
 
 def _number(bound: float) -> str:
@@ -69,6 +71,8 @@ def check_field(name: str, value) -> str | None:
     return f"must be positive, got {value!r}"
   if meta["minimum"] is not None and not value >= meta["minimum"]:
     return f"must be >= {_number(meta['minimum'])}, got {value!r}"
+  if meta["maximum"] is not None and not value <= meta["maximum"]:
+    return f"must be <= {_number(meta['maximum'])}, got {value!r}"
   if meta["below"] is not None and not value < meta["below"]:
     return f"must be < {_number(meta['below'])}, got {value!r}"
   return None
@@ -99,6 +103,13 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values.get("low_rating_weight") and values.get("low_rating_floor", 0.0) >= values["threshold"]:
     return (f"--low_rating_floor={values['low_rating_floor']:g} leaves no rating below "
             f"--threshold={values['threshold']:g} to train on: lower it")
+  if values.get("low_rating_weight") and values.get("low_rating_item_grad", 1.0) < 1.0:
+    if values["fused_cpu_step"]:
+      return ("--low_rating_item_grad scales part of a triplet's gradient; the fused CPU step "
+              "(--fused_cpu_step) takes it whole: drop one of them")
+    if values["low_rating_weight"] == 1.0:
+      return ("--low_rating_item_grad tells a low rating's triplet by its weight, and "
+              "--low_rating_weight=1 is a liked rating's: choose another weight")
   for flag, known in (("item_features", features.ITEM_FEATURES),
                       ("user_features", features.USER_FEATURES)):
     if values.get(flag):
@@ -169,6 +180,9 @@ class TrainConfig:
     low_rating_floor: only the ratings in [low_rating_floor, threshold) are low ratings (e.g.
       3: the lukewarm ones, not the dislikes); 0: every rating below the threshold. Unused
       while `low_rating_weight` is 0 (so that an ablation can turn the weight off alone).
+    low_rating_item_grad: the share of a low rating's gradient that reaches its item's row
+      (1: all of it; 0: the low rating moves its user and its negatives, and its item stays
+      where the liked ratings put it). Unused while `low_rating_weight` is 0.
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
       mean of its features' embeddings); they need a dense optimizer.
@@ -233,6 +247,10 @@ class TrainConfig:
       0.0, "Only ratings >= this (and below --threshold) count for --low_rating_weight (unused "
       "without it); 0: all.",
       minimum=0.0, model="triplet")
+  low_rating_item_grad: float = _field(
+      1.0, "Share of a low rating's gradient that moves its item (1: all; 0: the rating moves "
+      "its user and negatives only); unused without --low_rating_weight.",
+      minimum=0.0, maximum=1.0, model="triplet")
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",
                               model="triplet")

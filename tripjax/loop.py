@@ -146,8 +146,11 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
                    jax.process_index(), jax.process_count(), columns[0], columns[-1],
                    sampler.batch_size)
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
+  weak = sampler.num_weak > 0
   step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step,
-                            config.negative_temperature, config.warp, config.adaptive_margin)
+                            config.negative_temperature, config.warp, config.adaptive_margin,
+                            config.low_rating_weight if weak else 0.0,
+                            config.low_rating_item_grad if weak else 1.0)
   compile_seconds = 0.0
   if compile_ahead and start.epoch < last:
     started = time.perf_counter()

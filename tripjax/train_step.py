@@ -58,7 +58,8 @@ def batch_denominator(weights: jax.Array) -> jax.Array:
 
 def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
                weights: jax.Array, margin: float, l2: float, temperature: float = 0.0,
-               scale: jax.Array | None = None, adaptive_margin: bool = False):
+               scale: jax.Array | None = None, adaptive_margin: bool = False,
+               pos_grad: jax.Array | None = None):
   """The batch objective as a function of the gathered rows.
 
   Args:
@@ -77,10 +78,15 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
       weights, `sampling.warp_negatives`); the denominator and the l2 term keep `weights`.
     adaptive_margin: each triplet's margin is `margin * (1 - cos(p, n)) / 2` (no gradient
       through it): a negative much like the positive needs less separating from it.
+    pos_grad: optional float32[B], the share of each triplet's gradient that reaches its
+      positive's row (the objective's value is unchanged).
 
   Returns:
     (objective float32[], per-triplet hinge losses float32[B], unscaled).
   """
+  if pos_grad is not None:  # the same value; d/d pos_rows scaled by pos_grad
+    fixed = jax.lax.stop_gradient(pos_rows)
+    pos_rows = fixed + pos_grad[:, None] * (pos_rows - fixed)
   if adaptive_margin:  # [B] or [B, n]
     alike = losses.cosine(pos_rows if neg_rows.ndim == 2 else pos_rows[:, None], neg_rows)
     margin = margin * jax.lax.stop_gradient((1.0 - alike) / 2.0)
@@ -117,8 +123,12 @@ def _check_fused_cpu(optimizer) -> None:
 
 
 def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperature: float = 0.0,
-                adaptive_margin: bool = False):
+                adaptive_margin: bool = False, weak_weight: float = 0.0,
+                weak_item_grad: float = 1.0):
   """The update of one batch for this optimizer kind, chosen once (not inside traced code).
+
+  Triplets of weight `weak_weight` pass `weak_item_grad` of their gradient to their positive's
+  row (`batch_loss`'s pos_grad) when it is below 1.
 
   Returns:
     `apply(state, users, pos, neg, weights, scale) -> (state, (loss_sum, active_sum))` with
@@ -128,6 +138,13 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
   # weights and its optional per-triplet scale.
   loss = functools.partial(batch_loss, margin=margin, l2=l2, temperature=temperature,
                            adaptive_margin=adaptive_margin)
+  if weak_item_grad < 1.0:
+    weighted_loss = loss
+
+    def loss(user_rows, pos_rows, neg_rows, weights, scale=None):
+      pos_grad = jnp.where(weights == weak_weight, jnp.float32(weak_item_grad), 1.0)
+      return weighted_loss(user_rows, pos_rows, neg_rows, weights, scale=scale,
+                           pos_grad=pos_grad)
   if fused_cpu:
     _check_fused_cpu(optimizer)
     update_rows = _fused_update(optimizer, margin, l2)
@@ -199,7 +216,8 @@ def _dense_update(optimizer, loss):
 @functools.lru_cache(maxsize=32)
 def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False,
                     negative_temperature: float = 0.0, warp: bool = False,
-                    adaptive_margin: bool = False
+                    adaptive_margin: bool = False, weak_weight: float = 0.0,
+                    weak_item_grad: float = 1.0
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
 
@@ -222,6 +240,10 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
       hardest; not with a temperature.
     adaptive_margin: each triplet's margin scaled by (1 - cos(p, n)) / 2 (`batch_loss`); not
       with the fused kernel, whose margin is one number.
+    weak_weight: the weight of the sampler's weak positives (`--low_rating_weight`).
+    weak_item_grad: the share of a weak triplet's gradient that reaches its positive's row
+      (`--low_rating_item_grad`); below 1 it needs a `weak_weight` other than 1 (a liked
+      triplet's) and no fused kernel.
 
   Returns:
     `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
@@ -245,7 +267,17 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
   if negative_temperature and warp:
     raise errors.InvalidInput("--warp trains on one candidate negative and "
                               "--negative_temperature on all of them: drop one of them.")
-  apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature, adaptive_margin)
+  if not 0.0 <= weak_item_grad <= 1.0:
+    raise errors.InvalidInput(f"weak_item_grad must be in [0, 1], got {weak_item_grad!r}.")
+  if weak_item_grad < 1.0 and fused_cpu:
+    raise errors.InvalidInput("the fused CPU step takes each triplet's gradient whole; drop "
+                              "--low_rating_item_grad or --fused_cpu_step.")
+  if weak_item_grad < 1.0 and not (weak_weight > 0 and weak_weight != 1.0):
+    raise errors.InvalidInput("--low_rating_item_grad tells a low rating's triplet by its "
+                              "weight, which must be > 0 and other than a liked triplet's 1; "
+                              f"got weak_weight={weak_weight!r}.")
+  apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature, adaptive_margin,
+                      weak_weight, weak_item_grad)
 
   def skip(state, *unused):
     del unused

@@ -52,6 +52,8 @@ def describe(config) -> str:
   if getattr(config, "low_rating_weight", 0.0):
     low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as positives of "
            f"weight {config.low_rating_weight:g}")
+    if getattr(config, "low_rating_item_grad", 1.0) < 1.0:
+      low += f" ({config.low_rating_item_grad:g} of their gradient to their items)"
   return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
           f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})"
           + (f", features {features}" if features else "") + low)
