@@ -27,3 +27,20 @@ def test_tuned_lever_gets_a_row_without_it(data_dir, field, value, extra_row, no
   assert rows["tuned"]["seeds"][0]["auc"] != rows["plain"]["seeds"][0]["auc"]
   table = accuracy_table.markdown(rows, [0], "cmd")
   assert f"| {extra_row} |" in table and note in table
+
+
+def test_the_later_rounds_get_a_row_of_the_issues_starting_settings(data_dir):
+  # A temperature and low ratings together: a row trained as ml100k.cfg was before them (the
+  # hardest of 2, liked ratings only), the same model as that config trained on its own.
+  tuned = TrainConfig(dataset="ml-100k", epochs=1, batch_size=1024, learning_rate=0.3,
+                      num_negatives=4, negative_temperature=0.2, low_rating_weight=0.2,
+                      low_rating_floor=3)
+  before = dataclasses.replace(tuned, num_negatives=2, negative_temperature=0.0,
+                               low_rating_weight=0.0)
+  rows = accuracy_table.run_models({"tuned": tuned, "before": before}, str(data_dir), [0])
+  extra = "tuned, hardest of 2, liked ratings only"
+  assert set(rows) == {"popularity", "tuned", "before", "tuned, liked ratings only", extra}
+  assert rows[extra]["seeds"][0]["auc"] == rows["before"]["seeds"][0]["auc"]
+  assert rows[extra]["seeds"][0]["auc"] != rows["tuned, liked ratings only"]["seeds"][0]["auc"]
+  table = accuracy_table.markdown(rows, [0], "cmd")
+  assert f"| {extra} |" in table and "as issue 14 began" in table
