@@ -165,12 +165,13 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
              "uniformly instead of with probability ~ (1 + item's train positives) ** "
              "negative_exponent (`--negative_exponent`, chosen on validation by "
              "`experiments.tune`).")
-  if any(name.endswith(", liked ratings only") for name in rows):
+  if any(name.endswith(", liked ratings only") and not name.endswith(hardest_liked_name(""))
+         for name in rows):
     note += ("\n\n`liked ratings only`: the same settings trained without the ratings below "
              "the threshold (`--low_rating_weight=0`); the row above also trains on them, as "
              "positives of weight `--low_rating_weight`. Every row is evaluated alike: the "
              "test items are liked ones, ranked among every item not liked in train.")
-  if any(name.endswith(", hardest of 2, liked ratings only") for name in rows):
+  if any(name.endswith(hardest_liked_name("")) for name in rows):
     note += ("\n\n`hardest of 2, liked ratings only`: the same settings trained on the hardest "
              "of 2 candidate negatives (`--num_negatives=2 --negative_temperature=0`) and the "
              "liked ratings alone: `ml100k.cfg` as issue 14 began, whose training time that "

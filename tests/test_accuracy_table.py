@@ -44,3 +44,14 @@ def test_the_later_rounds_get_a_row_of_the_issues_starting_settings(data_dir):
   assert rows[extra]["seeds"][0]["auc"] != rows["tuned, liked ratings only"]["seeds"][0]["auc"]
   table = accuracy_table.markdown(rows, [0], "cmd")
   assert f"| {extra} |" in table and "as issue 14 began" in table
+
+
+@pytest.mark.parametrize("extra, note, other", [
+    ("tuned, liked ratings only", "without the ratings below", "as issue 14 began"),
+    ("tuned, hardest of 2, liked ratings only", "as issue 14 began", "without the ratings below"),
+])
+def test_each_extra_row_brings_its_own_note_only(extra, note, other):
+  metrics = {k: 0.5 for k in accuracy_table.COLUMNS}
+  row = {"mean": metrics, "seeds": {0: metrics}, "median_train_seconds": 1.0}
+  table = accuracy_table.markdown({"tuned": row, extra: row}, [0], "cmd")
+  assert note in table and other not in table

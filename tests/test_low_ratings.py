@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import inspect
 
 import jax
 import numpy as np
@@ -280,7 +281,7 @@ def test_an_epochs_statistics_count_every_triplet_and_weigh_the_loss(monkeypatch
   assert 0.0 < stats["active_fraction"] <= 1.0 and 0.0 < stats["loss"] < 2.0
 
 
-def _one_step(optimizer, weak_item_grad, weights=(1.0, 0.3, 0.3)):
+def _one_step(optimizer, weak_item_grad, weights=(1.0, 0.3, 0.3), l2=0.0):
   """One batch of three triplets (a liked one, two weak ones, every row its own) trained from
   the same start: (tables before, tables after, metrics)."""
   from tripjax import train_step  # pylint: disable=g-import-not-at-top
@@ -290,7 +291,7 @@ def _one_step(optimizer, weak_item_grad, weights=(1.0, 0.3, 0.3)):
       users=np.arange(3, dtype=np.int32)[None], pos=np.array([[0, 1, 2]], np.int32),
       neg=np.array([[[3, 4], [5, 6], [7, 8]]], np.int32),
       weights=np.array([weights], np.float32))
-  step = train_step.make_train_step(optimizer, margin=2.0, negative_temperature=0.5,
+  step = train_step.make_train_step(optimizer, margin=2.0, l2=l2, negative_temperature=0.5,
                                     weak_weight=0.3, weak_item_grad=weak_item_grad)
   state, metrics = step(state, batch)
   return before, jax.tree.map(np.array, state.params), metrics
@@ -316,6 +317,21 @@ def test_a_low_ratings_item_gets_its_share_of_the_gradient(optimizer, share):
   assert float(metrics["loss"]) == pytest.approx(float(whole_metrics["loss"]), rel=1e-6)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_the_share_leaves_the_l2_gradient_whole(share):
+  # With plain SGD at rate 1 the l2 term moves a weak positive's row by
+  # -2 * l2 * weight * row / sum(weights), whatever the share; the share scales the rest.
+  import optax  # pylint: disable=g-import-not-at-top
+  l2 = 0.1
+  start, whole, _ = _one_step(optax.sgd(1.0), 1.0, l2=l2)
+  _, part, _ = _one_step(optax.sgd(1.0), share, l2=l2)
+  by_l2 = -2.0 * l2 * 0.3 * start["item"][[1, 2]] / 1.6
+  by_hinge = whole["item"][[1, 2]] - start["item"][[1, 2]] - by_l2
+  assert np.abs(by_hinge).min() > 1e-3 and np.abs(by_l2).min() > 1e-4
+  np.testing.assert_allclose(part["item"][[1, 2]] - start["item"][[1, 2]],
+                             by_l2 + share * by_hinge, atol=2e-6)
+
+
 def test_the_share_tells_weak_triplets_by_their_weight():
   # Weights other than the weak one (a liked triplet's 1) keep their whole gradient.
   from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
@@ -329,6 +345,8 @@ def test_the_share_tells_weak_triplets_by_their_weight():
 
 @pytest.mark.parametrize("settings, message", [
     (dict(weak_weight=1.0, weak_item_grad=0.5), "weak_weight=1.0"),
+    (dict(weak_weight=0.99999999, weak_item_grad=0.5), "weak_weight=0.99999999"),
+    (dict(weak_weight=1e-50, weak_item_grad=0.5), "weak_weight=1e-50"),
     (dict(weak_weight=0.0, weak_item_grad=0.5), "weak_weight=0.0"),
     (dict(weak_weight=0.3, weak_item_grad=1.5), "must be in \\[0, 1\\]"),
     (dict(weak_weight=0.3, weak_item_grad=0.5, fused_cpu=True), "--fused_cpu_step"),
@@ -344,6 +362,8 @@ def test_the_step_refuses_a_share_it_cannot_apply(settings, message):
     (dict(low_rating_weight=0.2, low_rating_item_grad=1.5), "must be <= 1"),
     (dict(low_rating_weight=0.2, low_rating_item_grad=-0.5), "must be >= 0"),
     (dict(low_rating_weight=1.0, low_rating_item_grad=0.5), "choose another weight"),
+    (dict(low_rating_weight=0.99999999, low_rating_item_grad=0.5), "1 in float32"),
+    (dict(low_rating_weight=1e-50), "is 0 in float32"),
     (dict(low_rating_weight=0.2, low_rating_item_grad=0.5, optimizer="sparse_sgd",
           fused_cpu_step=True), "drop one of them"),
     (dict(model="ease", low_rating_item_grad=0.5), "low_rating_item_grad"),
@@ -363,7 +383,11 @@ def test_a_run_passes_the_share_to_its_step(monkeypatch):
                       lambda config: low if config.low_rating_weight else None)
   made = []
   real = loop.make_train_step
-  monkeypatch.setattr(loop, "make_train_step", lambda *a: made.append(a[-2:]) or real(*a))
+  def spy(*args, **kwargs):
+    bound = inspect.signature(real).bind(*args, **kwargs).arguments
+    made.append((bound.get("weak_weight", 0.0), bound.get("weak_item_grad", 1.0)))
+    return real(*args, **kwargs)
+  monkeypatch.setattr(loop, "make_train_step", spy)
   base = TrainConfig(dim=4, epochs=1, batch_size=64, learning_rate=0.05, low_rating_item_grad=0.5)
   loop.fit(dataclasses.replace(base, low_rating_weight=0.3), train)
   loop.fit(base, train)

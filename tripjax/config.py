@@ -13,6 +13,8 @@ import os
 import pathlib
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from tripjax import errors
 from tripjax import models
 from tripjax import sharding
@@ -100,6 +102,9 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values["fused_cpu_step"] and values.get("negative_temperature"):
     return ("--negative_temperature trains on every candidate negative; the fused CPU step "
             "(--fused_cpu_step) on the hardest only: drop one of them")
+  if values.get("low_rating_weight") and not np.float32(values["low_rating_weight"]) > 0:
+    return (f"--low_rating_weight={values['low_rating_weight']!r} is 0 in float32, the weight "
+            "every triplet is trained with: raise it, or 0 to train on liked ratings only")
   if values.get("low_rating_weight") and values.get("low_rating_floor", 0.0) >= values["threshold"]:
     return (f"--low_rating_floor={values['low_rating_floor']:g} leaves no rating below "
             f"--threshold={values['threshold']:g} to train on: lower it")
@@ -107,9 +112,10 @@ def check_together(values: Mapping[str, object]) -> str | None:
     if values["fused_cpu_step"]:
       return ("--low_rating_item_grad scales part of a triplet's gradient; the fused CPU step "
               "(--fused_cpu_step) takes it whole: drop one of them")
-    if values["low_rating_weight"] == 1.0:
+    if np.float32(values["low_rating_weight"]) == np.float32(1.0):  # as the step compares
       return ("--low_rating_item_grad tells a low rating's triplet by its weight, and "
-              "--low_rating_weight=1 is a liked rating's: choose another weight")
+              f"--low_rating_weight={values['low_rating_weight']!r} is a liked rating's 1 in "
+              "float32: choose another weight")
   for flag, known in (("item_features", features.ITEM_FEATURES),
                       ("user_features", features.USER_FEATURES)):
     if values.get(flag):
@@ -180,9 +186,11 @@ class TrainConfig:
     low_rating_floor: only the ratings in [low_rating_floor, threshold) are low ratings (e.g.
       3: the lukewarm ones, not the dislikes); 0: every rating below the threshold. Unused
       while `low_rating_weight` is 0 (so that an ablation can turn the weight off alone).
-    low_rating_item_grad: the share of a low rating's gradient that reaches its item's row
-      (1: all of it; 0: the low rating moves its user and its negatives, and its item stays
-      where the liked ratings put it). Unused while `low_rating_weight` is 0.
+    low_rating_item_grad: the share of a low rating's hinge gradient that reaches its item's
+      row (1: all of it; 0: the low rating moves its user and its negatives, and its item stays
+      where the liked ratings put it; the `l2` term's gradient reaches the row whole). With
+      plain SGD the item moves that share as far; with Adam it sets the low ratings' share of
+      the item's gradient against the liked ratings'. Unused while `low_rating_weight` is 0.
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
       mean of its features' embeddings); they need a dense optimizer.

@@ -78,13 +78,15 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
       weights, `sampling.warp_negatives`); the denominator and the l2 term keep `weights`.
     adaptive_margin: each triplet's margin is `margin * (1 - cos(p, n)) / 2` (no gradient
       through it): a negative much like the positive needs less separating from it.
-    pos_grad: optional float32[B], the share of each triplet's gradient that reaches its
-      positive's row (the objective's value is unchanged).
+    pos_grad: optional float32[B], the share of each triplet's hinge gradient that reaches
+      its positive's row (the objective's value is unchanged; the l2 term's gradient reaches
+      the row whole).
 
   Returns:
     (objective float32[], per-triplet hinge losses float32[B], unscaled).
   """
-  if pos_grad is not None:  # the same value; d/d pos_rows scaled by pos_grad
+  rows = (user_rows, pos_rows)  # the l2 term's
+  if pos_grad is not None:  # the same value; d(hinge)/d pos_rows scaled by pos_grad
     fixed = jax.lax.stop_gradient(pos_rows)
     pos_rows = fixed + pos_grad[:, None] * (pos_rows - fixed)
   if adaptive_margin:  # [B] or [B, n]
@@ -103,7 +105,7 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
   scaled = per_triplet if scale is None else scale * per_triplet
   objective = jnp.sum(weights * scaled) / denom
   if l2:
-    squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in (user_rows, pos_rows))
+    squares = sum(jnp.sum(jnp.square(r), axis=-1) for r in rows)
     squares += jnp.sum(jnp.square(neg_rows), axis=-1).reshape(neg_rows.shape[0], -1).mean(-1)
     objective += l2 * jnp.sum(weights * squares) / denom
   return objective, per_triplet
@@ -272,7 +274,8 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
   if weak_item_grad < 1.0 and fused_cpu:
     raise errors.InvalidInput("the fused CPU step takes each triplet's gradient whole; drop "
                               "--low_rating_item_grad or --fused_cpu_step.")
-  if weak_item_grad < 1.0 and not (weak_weight > 0 and weak_weight != 1.0):
+  # The step tells weak triplets by their float32 weight: compare as it will.
+  if weak_item_grad < 1.0 and not 0 < np.float32(weak_weight) != np.float32(1.0):
     raise errors.InvalidInput("--low_rating_item_grad tells a low rating's triplet by its "
                               "weight, which must be > 0 and other than a liked triplet's 1; "
                               f"got weak_weight={weak_weight!r}.")
