@@ -55,7 +55,9 @@ DATA_FIELDS = ("dataset", "threshold", "min_user_positives", "test_per_user", "d
 
 
 def default_configs(config_dir: str | pathlib.Path = _REPO / CONFIG_DIR) -> list[str]:
-  """`ml100k.cfg` and every `ml100k_<model>.cfg` in `config_dir`, `<model>` in `models.NAMES`.
+  """`ml100k.cfg` and every `ml100k_<model>.cfg` and `ml100k_<model>_<variant>.cfg` in
+  `config_dir`, `<model>` in `models.NAMES` (a variant: the same model with other settings,
+  e.g. `ml100k_ials_low.cfg`).
 
   Returns:
     The paths, as named from the repository root when inside it, `ml100k.cfg` first, then the
@@ -64,8 +66,14 @@ def default_configs(config_dir: str | pathlib.Path = _REPO / CONFIG_DIR) -> list
   config_dir = pathlib.Path(config_dir)
   found = [config_dir / "ml100k.cfg"]
   found += sorted(p for p in config_dir.glob("ml100k_*.cfg")
-                  if p.stem.removeprefix("ml100k_") in models.NAMES)
+                  if p.stem.removeprefix("ml100k_").split("_")[0] in models.NAMES)
   return [_shown(p) for p in found]
+
+
+def _canonical(path, model_name: str) -> bool:
+  """Whether `path` is the model's own ML-100K flagfile (`ml100k.cfg` for the triplet model)."""
+  name = pathlib.Path(path).name
+  return name == (f"ml100k_{model_name}.cfg" if model_name != "triplet" else "ml100k.cfg")
 
 
 def _shown(path) -> str:
@@ -78,7 +86,7 @@ def _shown(path) -> str:
 
 def read_configs(paths: Sequence[str]) -> dict[str, tuple[str, TrainConfig]]:
   """Row name -> (flagfile, its TrainConfig): rows are named by model, by model and file when
-  two flagfiles name the same model."""
+  two flagfiles name the same model (the model's own file, `_canonical`, keeps the bare name)."""
   configs = [(str(p), TrainConfig.from_flagfile(p, ignore=DRIVER_FLAGS)) for p in paths]
   counts = {}
   for _, config in configs:
@@ -86,7 +94,7 @@ def read_configs(paths: Sequence[str]) -> dict[str, tuple[str, TrainConfig]]:
   named = {}
   for path, config in configs:
     name = config.model
-    if counts[config.model] > 1:
+    if counts[config.model] > 1 and not _canonical(path, config.model):
       name = f"{config.model} ({pathlib.Path(path).name})"
     if name in named:
       raise ValueError(f"flagfile {path} is given twice.")

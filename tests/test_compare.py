@@ -104,7 +104,22 @@ def test_errors_and_defaults(configs):
                         SEEDS, reference="ease")
   paths = compare.default_configs()
   assert paths[0] == "experiments/configs/ml100k.cfg"
-  assert all(p.removeprefix("experiments/configs/ml100k_").removesuffix(".cfg") in models.NAMES
-             for p in paths[1:])
+  assert all(p.removeprefix("experiments/configs/ml100k_").removesuffix(".cfg").split("_")[0]
+             in models.NAMES for p in paths[1:])
   assert compare._OUT_JSON.default == outputs.default_output("compare_ml100k.json")
   assert compare._OUT_MD.default.startswith("runs/benchmarks/")
+
+
+def test_a_models_variants_are_found_and_named_by_file(tmp_path):
+  for name, body in (("ml100k.cfg", "--dim=8\n"), ("ml100k_ials.cfg", "--model=ials\n"),
+                     ("ml100k_ials_low.cfg", "--model=ials\n--low_rating_weight=0.5\n"),
+                     ("ml100k_notes.cfg", "--dim=8\n"), ("other.cfg", "--model=ials\n")):
+    (tmp_path / name).write_text(body)
+  paths = compare.default_configs(tmp_path)
+  assert [p.rsplit("/", 1)[-1] for p in paths] == [
+      "ml100k.cfg", "ml100k_ials.cfg", "ml100k_ials_low.cfg"]
+  # The model's own file keeps the bare name; another file of the same model is named by file.
+  assert set(compare.read_configs(paths)) == {"triplet", "ials", "ials (ml100k_ials_low.cfg)"}
+  both_other = [str(tmp_path / "ml100k_ials_low.cfg"), str(tmp_path / "other.cfg")]
+  assert set(compare.read_configs(both_other)) == {"ials (ml100k_ials_low.cfg)",
+                                                   "ials (other.cfg)"}

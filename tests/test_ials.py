@@ -31,14 +31,25 @@ def _random_train(num_users=23, num_items=17, density=0.25, seed=0):
 
 
 def _dense_solve(other, dense, alpha, reg):
-  """float64 reference: rows' exact solves with the dense confidence matrix, one by one."""
+  """float64 reference: rows' exact solves with the dense confidence matrix, one by one.
+
+  `dense` holds each observation's value r: confidence 1 + alpha r, preference 1 where r > 0.
+  """
   other = np.asarray(other, np.float64)
   conf = 1.0 + alpha * dense
   out = np.zeros((dense.shape[0], other.shape[1]))
   for r in range(dense.shape[0]):
     a = other.T @ (conf[r][:, None] * other) + reg * np.eye(other.shape[1])
-    out[r] = np.linalg.solve(a, other.T @ (conf[r] * dense[r]))
+    out[r] = np.linalg.solve(a, other.T @ (conf[r] * (dense[r] > 0)))
   return out
+
+
+def _weighted_train(seed=0):
+  """`_random_train`'s pattern with a third of its entries at value 0.3 (low ratings)."""
+  train = sp.csr_matrix(_random_train(seed=seed), dtype=np.float32)
+  rng = np.random.default_rng(seed + 1)
+  train.data[rng.random(train.nnz) < 1 / 3] = 0.3
+  return train
 
 
 def _dense_loss(params, dense, alpha, reg):
@@ -72,7 +83,7 @@ def _dense_cg(other, dense, start, alpha, reg, steps):
   for r in range(dense.shape[0]):
     a = other.T @ ((1.0 + alpha * dense[r])[:, None] * other) + reg * np.eye(other.shape[1])
     x = out[r]
-    res = other.T @ ((1.0 + alpha) * dense[r]) - a @ x
+    res = other.T @ ((1.0 + alpha * dense[r]) * (dense[r] > 0)) - a @ x
     p, rr = res.copy(), res @ res
     for _ in range(steps):
       if rr < 1e-20:
@@ -104,6 +115,46 @@ def test_cg_sweep_matches_reference_cg(steps):
   many = ials.sweep(params["item"], ials.buckets(train), start, params["alpha"], params["reg"],
                     cg_steps=12)
   np.testing.assert_allclose(many, exact, rtol=1e-3, atol=1e-4)  # ...2 D steps are.
+
+
+@pytest.mark.parametrize("cg_steps", [0, 2])
+def test_sweeps_weigh_each_observation_by_its_value(cg_steps):
+  # Observations of value r (low ratings) get confidence 1 + alpha r and preference 1; the
+  # same sweep with every value 1 is a different solve.
+  train = _weighted_train()
+  dense = train.toarray().astype(np.float64)
+  params = ials.init(_config(), *train.shape, jax.random.key(1))
+  other, start = params["item"] * 30, params["user"] * 30
+  for matrix in (train, train.T.tocsr()):
+    got = ials.sweep(other, ials.buckets(matrix), start, params["alpha"], params["reg"],
+                     cg_steps=cg_steps)
+    want = (_dense_cg(other, matrix.toarray().astype(np.float64), start, 10.0, 0.1, cg_steps)
+            if cg_steps else _dense_solve(other, matrix.toarray().astype(np.float64), 10.0, 0.1))
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
+    flat = _dense_solve(other, (matrix.toarray() > 0).astype(np.float64), 10.0, 0.1)
+    assert not np.allclose(got, flat, atol=1e-2)
+    other, start = got, params["item"] * 30
+  rows, cols = train.nonzero()
+  values = np.asarray(train[rows, cols]).ravel().astype(np.float32)
+  np.testing.assert_allclose(float(ials.loss(params, rows, cols, values)),
+                             _dense_loss_weighted(params, dense, 10.0, 0.1), rtol=1e-5)
+
+
+def _dense_loss_weighted(params, dense, alpha, reg):
+  x, y = (np.asarray(params[k], np.float64) for k in ("user", "item"))
+  conf = 1.0 + alpha * dense
+  return np.sum(conf * ((dense > 0) - x @ y.T) ** 2) + reg * (np.sum(x * x) + np.sum(y * y))
+
+
+def test_observations_put_low_ratings_at_their_weight():
+  train = _random_train()
+  low = sp.csr_matrix(~train.toarray() & (np.arange(17)[None, :] % 4 == 0))
+  both = ials.observations(train, low, 0.25)
+  np.testing.assert_array_equal(both.toarray(), train.toarray() + 0.25 * low.toarray())
+  assert ials.observations(train, None, 0.25) is not None
+  np.testing.assert_array_equal(ials.observations(train, low, 0.0).toarray(), train.toarray())
+  with pytest.raises(ValueError, match="overlap"):
+    ials.observations(train, train, 0.25)
 
 
 def test_cg_fit_reaches_the_exact_fit_loss():

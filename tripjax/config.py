@@ -45,16 +45,16 @@ SEED_LIMIT = 2**32  # seeds are in [0, 2**32): numpy's and JAX's seeds alike
 def _field(default, help_text: str, *, choices: Sequence[str] | None = None,
            positive: bool = False, minimum: float | None = None,
            below: float | None = None, maximum: float | None = None,
-           model: str | None = None):
+           model: str | tuple[str, ...] | None = None):
   """A config field with what its flag needs: help, allowed values, bounds (checked once).
 
-  `below` is an exclusive upper bound, `maximum` an inclusive one; `model` names the model the
-  field is a setting of (setting it for another model is refused).
+  `below` is an exclusive upper bound, `maximum` an inclusive one; `model` names the model (or
+  models) the field is a setting of (setting it for another model is refused).
   """
   return dataclasses.field(default=default, metadata={
       "help": help_text, "choices": tuple(choices) if choices else None,
       "positive": positive, "minimum": minimum, "below": below, "maximum": maximum,
-      "model": model})
+      "model": (model,) if isinstance(model, str) else model})
 
 
 def _number(bound: float) -> str:
@@ -128,11 +128,11 @@ def check_together(values: Mapping[str, object]) -> str | None:
                 f"--optimizer={values['optimizer']} updates gathered table rows only")
   model = values.get("model", "triplet")
   for field in dataclasses.fields(TrainConfig):
-    owner = field.metadata["model"]
-    if (owner and owner != model and field.name in values
+    owners = field.metadata["model"]
+    if (owners and model not in owners and field.name in values
         and values[field.name] != field.default):
-      return (f"--{field.name} is a setting of --model={owner}, not of --model={model}; "
-              "drop it or change --model")
+      return (f"--{field.name} is a setting of --model={' or '.join(owners)}, not of "
+              f"--model={model}; drop it or change --model")
   return None
 
 
@@ -182,7 +182,8 @@ class TrainConfig:
       weight w in each batch's weighted mean (`registry.load_low_ratings`,
       `sampling.EpochSampler`'s weak positives); their negatives, like every other, are drawn
       among the items not liked. Evaluation is unchanged (the test positives are liked items;
-      the low-rated items stay among the candidates). 0: the liked positives alone.
+      the low-rated items stay among the candidates). 0: the liked positives alone. iALS
+      (`--model=ials`) takes them as observations of value w (confidence 1 + alpha w).
     low_rating_floor: only the ratings in [low_rating_floor, threshold) are low ratings (e.g.
       3: the lukewarm ones, not the dislikes); 0: every rating below the threshold. Unused
       while `low_rating_weight` is 0 (so that an ablation can turn the weight off alone).
@@ -250,11 +251,12 @@ class TrainConfig:
   l2: float = _field(0.0, "L2 weight on gathered embeddings.", minimum=0.0)
   low_rating_weight: float = _field(
       0.0, "Ratings below --threshold (watched, not liked) also train as positives of this "
-      "weight, never as test items; 0: positives only.", minimum=0.0, model="triplet")
+      "weight, never as test items (iALS: observations of this value); 0: positives only.",
+      minimum=0.0, model=("triplet", "ials"))
   low_rating_floor: float = _field(
       0.0, "Only ratings >= this (and below --threshold) count for --low_rating_weight (unused "
       "without it); 0: all.",
-      minimum=0.0, model="triplet")
+      minimum=0.0, model=("triplet", "ials"))
   low_rating_item_grad: float = _field(
       1.0, "Share of a low rating's gradient that moves its item (1: all; 0: the rating moves "
       "its user and negatives only); unused without --low_rating_weight.",

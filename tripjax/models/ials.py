@@ -4,11 +4,15 @@ Minimises, over user factors X: [U, D] and item factors Y: [I, D],
 
   sum_{u, i} c_ui (p_ui - x_u . y_i)^2 + lambda (|X|^2 + |Y|^2),
 
-with p_ui = 1 for a training positive (else 0) and confidence c_ui = 1 + alpha (else 1). Each
-sweep solves every user exactly given Y, then every item exactly given X. With the Gramian trick
-a user's normal equations only touch her own items:
+with p_ui = 1 for a training positive (else 0) and confidence c_ui = 1 + alpha r_ui (else 1),
+r_ui the observation's value: 1 for a liked rating, `--low_rating_weight` for a low one (Hu et
+al.'s confidence of a weaker observation; `registry.load_low_ratings`). Each sweep solves every
+user exactly given Y, then every item exactly given X. With the Gramian trick a user's normal
+equations only touch her own items:
 
-  A_u = Y^T Y + alpha Y_u^T Y_u + lambda I,   b_u = (1 + alpha) Y_u^T 1,
+  A_u = Y^T Y + alpha Y_u^T R_u Y_u + lambda I,   b_u = Y_u^T (1 + alpha r_u),
+
+R_u = diag(r_u) (the identity when every observation is a liked rating).
 
 Two solvers (`--ials_solver`):
 
@@ -42,6 +46,7 @@ import scipy.sparse as sp
 
 from tripjax import errors
 from tripjax import retrieval
+from tripjax.data import registry
 from tripjax.models import base
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -53,7 +58,8 @@ _SLOTS_PER_BLOCK = 1 << 14
 _MAX_ROWS_PER_BLOCK = 2048  # B: [B, D, D] systems per block.
 
 # One block of rows of equal padded length: (rows int32[B], items int32[B, L], mask
-# float32[B, L]); padding slots have mask 0.
+# float32[B, L]); the mask holds each observation's value r (1 for a liked rating), padding
+# slots 0.
 Block = tuple[jax.Array, jax.Array, jax.Array]
 
 
@@ -67,11 +73,12 @@ def buckets(matrix: sp.csr_matrix) -> tuple[Block, ...]:
   (dropped when written), so each width compiles once.
 
   Args:
-    matrix: CSR [R, C] (only its pattern is used).
+    matrix: CSR [R, C]: bool, or float with values in (0, 1] (the observations' r).
 
   Returns:
     Blocks (rows int32[B], items int32[B, L], mask float32[B, L]), in increasing L; every row
-    is in exactly one block; padding rows are R, with mask 0.
+    is in exactly one block; the mask holds the entries' values (1.0 for a bool matrix),
+    padding rows are R, with mask 0.
   """
   matrix = sp.csr_matrix(matrix)
   lengths = np.diff(matrix.indptr)
@@ -91,8 +98,9 @@ def buckets(matrix: sp.csr_matrix) -> tuple[Block, ...]:
       starts = np.concatenate([matrix.indptr[rows[:real]], np.zeros(block - real, np.int64)])
       pos = np.minimum(starts[:, None] + slots, max(matrix.nnz - 1, 0))
       items = np.where(valid, matrix.indices[pos] if matrix.nnz else 0, 0)
+      values = np.where(valid, matrix.data[pos].astype(np.float32) if matrix.nnz else 0.0, 0.0)
       out.append((jnp.asarray(rows, jnp.int32), jnp.asarray(items, jnp.int32),
-                  jnp.asarray(valid, jnp.float32)))
+                  jnp.asarray(values, jnp.float32)))
   return tuple(out)
 
 
@@ -104,18 +112,18 @@ def _solve_block(gram: jax.Array, other: jax.Array, items: jax.Array, mask: jax.
     gram: float32[D, D], `other.T @ other`.
     other: float32[C, D], the fixed factors.
     items: int32[B, L], each row's positives (padded).
-    mask: float32[B, L], 1 for real positives, 0 for padding.
+    mask: float32[B, L], each positive's value r (1 for a liked rating), 0 for padding.
     alpha: float32[], confidence weight.
     reg: float32[], lambda.
 
   Returns:
     float32[B, D], the rows' new factors.
   """
-  y = other[items] * mask[..., None]  # [B, L, D], padding rows zero.
+  y = other[items] * (mask > 0)[..., None]  # [B, L, D], padding rows zero.
   dim = other.shape[1]
   a = (gram + reg * jnp.eye(dim, dtype=gram.dtype))[None] + alpha * jnp.einsum(
-      "bld,ble->bde", y, y, precision=_HIGHEST)
-  b = (1.0 + alpha) * jnp.sum(y, axis=1)
+      "bld,ble->bde", y * mask[..., None], y, precision=_HIGHEST)
+  b = jnp.sum((1.0 + alpha * mask)[..., None] * y, axis=1)
   return jax.vmap(lambda a_, b_: jax.scipy.linalg.cho_solve(
       jax.scipy.linalg.cho_factor(a_), b_))(a, b)
 
@@ -132,16 +140,16 @@ def _cg_block(gram: jax.Array, other: jax.Array, items: jax.Array, mask: jax.Arr
   Returns:
     float32[B, D].
   """
-  y = other[items] * mask[..., None]  # [B, L, D], padding rows zero.
+  y = other[items] * (mask > 0)[..., None]  # [B, L, D], padding rows zero.
   regularized = gram + reg * jnp.eye(other.shape[1], dtype=gram.dtype)
 
   def apply(p):  # A p for every row: [B, D] -> [B, D].
-    along = jnp.einsum("bld,bd->bl", y, p, precision=_HIGHEST)
+    along = mask * jnp.einsum("bld,bd->bl", y, p, precision=_HIGHEST)
     return (jnp.matmul(p, regularized, precision=_HIGHEST)
             + alpha * jnp.einsum("bl,bld->bd", along, y, precision=_HIGHEST))
 
   x = start
-  r = (1.0 + alpha) * jnp.sum(y, axis=1) - apply(x)
+  r = jnp.sum((1.0 + alpha * mask)[..., None] * y, axis=1) - apply(x)
   p, rr = r, jnp.sum(r * r, axis=-1)
   for _ in range(steps):
     live = rr > 1e-20  # as implicit: a converged row is left alone (no 0 / 0).
@@ -219,7 +227,9 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
 
   Args:
     config: a `TrainConfig` (`ials_factors`, `ials_alpha`, `ials_reg`, `ials_iterations`,
-      `ials_solver`, `ials_cg_steps`, and `seed` when no key is given).
+      `ials_solver`, `ials_cg_steps`, `seed` when no key is given, and `low_rating_weight`:
+      when > 0 the run's low ratings, `registry.load_low_ratings`, are observations of that
+      value, `observations`).
     train: bool CSR [U, I].
     key: PRNG key of the initial tables (default `jax.random.key(config.seed)`).
     params: optional starting params (e.g. `init(...)`), instead of drawing them from `key`.
@@ -227,7 +237,8 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   Returns:
     {"user": float32[U, D], "item": float32[I, D], "alpha": float32[], "reg": float32[]}.
   """
-  train = sp.csr_matrix(train)
+  train = observations(train, registry.load_low_ratings(config),
+                       getattr(config, "low_rating_weight", 0.0))
   params = init(config, *train.shape, key) if params is None else params
   user_buckets, item_buckets = buckets(train), buckets(train.T.tocsr())
   user, item = params["user"], params["item"]
@@ -238,13 +249,38 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   return {**params, "user": user, "item": item}
 
 
+def observations(train: sp.csr_matrix, low: sp.csr_matrix | None,
+                 weight: float) -> sp.csr_matrix:
+  """The matrix iALS fits: the liked ratings at value 1, the low ones at `weight`.
+
+  Args:
+    train: bool CSR [U, I], the liked training ratings.
+    low: bool CSR [U, I] or None, the low ratings (disjoint from train: below the threshold).
+    weight: their value r > 0 (confidence 1 + alpha r).
+
+  Returns:
+    float32 CSR [U, I] with sorted indices; `train` itself (as CSR) when there is no `low`.
+  """
+  train = sp.csr_matrix(train)
+  if low is None or not weight:
+    return train
+  low = sp.csr_matrix(low, dtype=np.float32)
+  if train.multiply(low).nnz:
+    raise ValueError("the low ratings overlap the liked training ratings.")
+  both = sp.csr_matrix(train, dtype=np.float32) + np.float32(weight) * low
+  both.sort_indices()
+  return both
+
+
 @jax.jit
-def loss(params: dict, rows: jax.Array, cols: jax.Array) -> jax.Array:
+def loss(params: dict, rows: jax.Array, cols: jax.Array,
+         values: jax.Array | None = None) -> jax.Array:
   """The training objective (weighted squared error plus L2), without forming [U, I].
 
   Args:
     params: iALS params.
     rows, cols: int32[nnz], the training positives (`train.nonzero()`).
+    values: optional float32[nnz], their values r (default 1: liked ratings).
 
   Returns:
     float32[]: sum_ui c_ui (p_ui - x_u.y_i)^2 + reg (|X|^2 + |Y|^2).
@@ -252,7 +288,8 @@ def loss(params: dict, rows: jax.Array, cols: jax.Array) -> jax.Array:
   x, y, alpha = params["user"], params["item"], params["alpha"]
   every = jnp.sum(jnp.matmul(x.T, x, precision=_HIGHEST) * jnp.matmul(y.T, y, precision=_HIGHEST))
   s = jnp.sum(x[rows] * y[cols], axis=-1)
-  observed = jnp.sum((1.0 + alpha) * (1.0 - s) ** 2 - s ** 2)
+  r = 1.0 if values is None else values
+  observed = jnp.sum((1.0 + alpha * r) * (1.0 - s) ** 2 - s ** 2)
   return every + observed + params["reg"] * (jnp.sum(x * x) + jnp.sum(y * y))
 
 
@@ -295,8 +332,12 @@ def params_like(config, train) -> dict:
 def describe(config) -> str:
   solver = (f"{config.ials_cg_steps} CG steps" if config.ials_solver == "cg"
             else "exact solves")
+  low = ""
+  if getattr(config, "low_rating_weight", 0.0):
+    low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as observations "
+           f"of value {config.low_rating_weight:g}")
   return (f"iALS, {config.ials_factors} factors, alpha {config.ials_alpha:g}, reg "
-          f"{config.ials_reg:g}, {config.ials_iterations} iterations ({solver})")
+          f"{config.ials_reg:g}, {config.ials_iterations} iterations ({solver}){low}")
 
 
 MODEL = base.Model(name="ials", fit=fit, score=score, params_like=params_like,
