@@ -168,3 +168,27 @@ def test_trains_and_beats_popularity_on_synthetic_tiny(against_popularity):
   want = train.toarray()[users].astype(np.float64) @ _reference(train, 500.0)
   np.testing.assert_allclose(np.asarray(ease.MODEL.score_fn(params)(users)), want, rtol=0,
                              atol=1e-4 * np.abs(want).max())
+
+
+def test_low_ratings_are_entries_of_their_weight_in_the_fit_and_the_scores(monkeypatch):
+  train = _train(6)
+  rng = np.random.default_rng(7)
+  low = sp.csr_matrix(~train.toarray() & (rng.random(train.shape) < 0.15))
+  monkeypatch.setattr(registry, "load_low_ratings",
+                      lambda config: low if getattr(config, "low_rating_weight", 0.0) else None)
+  config = types.SimpleNamespace(ease_lambda=3.0, low_rating_weight=0.4)
+  params = ease.fit(config, train)
+  x = sp.csr_matrix(train.toarray() + 0.4 * low.toarray())
+  want_b = _reference(x, 3.0)
+  np.testing.assert_allclose(np.asarray(params["B"]), want_b, rtol=0,
+                             atol=2e-5 * np.abs(want_b).max())
+  assert not np.allclose(want_b, _reference(train, 3.0), atol=1e-3)
+  users = np.array([0, 12, 36, 3], np.int32)
+  want = x.toarray()[users] @ want_b
+  tol = dict(rtol=0, atol=1e-4 * np.abs(want).max())
+  np.testing.assert_allclose(np.asarray(jax.jit(ease.score)(params, users)), want, **tol)
+  np.testing.assert_allclose(np.asarray(ease.MODEL.score_fn(params)(users)), want, **tol)
+  like = ease.params_like(config, train)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), params) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), like)
+  assert like["values"].shape == (train.nnz + low.nnz,)

@@ -146,17 +146,6 @@ def _dense_loss_weighted(params, dense, alpha, reg):
   return np.sum(conf * ((dense > 0) - x @ y.T) ** 2) + reg * (np.sum(x * x) + np.sum(y * y))
 
 
-def test_observations_put_low_ratings_at_their_weight():
-  train = _random_train()
-  low = sp.csr_matrix(~train.toarray() & (np.arange(17)[None, :] % 4 == 0))
-  both = ials.observations(train, low, 0.25)
-  np.testing.assert_array_equal(both.toarray(), train.toarray() + 0.25 * low.toarray())
-  assert ials.observations(train, None, 0.25) is not None
-  np.testing.assert_array_equal(ials.observations(train, low, 0.0).toarray(), train.toarray())
-  with pytest.raises(ValueError, match="overlap"):
-    ials.observations(train, train, 0.25)
-
-
 def test_cg_fit_reaches_the_exact_fit_loss():
   train = _random_train()
   rows, cols = train.nonzero()

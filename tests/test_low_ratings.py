@@ -173,9 +173,10 @@ def test_the_fingerprint_covers_the_low_ratings_only_when_trained_on():
   assert workdir_lib.data_fingerprint(train, test, other)["sha256"] != with_low["sha256"]
 
 
-def test_the_setting_belongs_to_the_triplet_model_and_ials():
-  with pytest.raises(errors.InvalidInput, match="setting of --model=triplet or ials"):
-    TrainConfig(model="ease", low_rating_weight=0.5)
+def test_the_setting_belongs_to_the_triplet_model_ials_and_ease():
+  with pytest.raises(errors.InvalidInput, match="setting of --model=triplet or ials or ease"):
+    TrainConfig(model="rp3beta", low_rating_weight=0.5)
+  TrainConfig(model="ease", low_rating_weight=0.5, low_rating_floor=3)
   with pytest.raises(errors.InvalidInput, match="low_rating_weight"):
     TrainConfig(low_rating_weight=-0.5)
   TrainConfig(model="ials", low_rating_weight=0.5, low_rating_floor=3)
@@ -218,22 +219,38 @@ def test_the_model_learns_what_the_low_ratings_say(monkeypatch):
   assert aucs[0.0] < 0.6 and aucs[1.0] > 0.72, aucs
 
 
-def test_ials_learns_what_the_low_ratings_say(monkeypatch):
-  # As the triplet model above: iALS fitted with the low ratings as observations of value 0.5
-  # ranks each user's held-out items above the other group's; on the liked ratings alone not.
-  from tripjax.models import ials  # pylint: disable=g-import-not-at-top
+def test_observations_put_low_ratings_at_their_weight():
+  train = sp.csr_matrix(np.random.default_rng(0).random((23, 17)) < 0.25)
+  low = sp.csr_matrix(~train.toarray() & (np.arange(17)[None, :] % 4 == 0))
+  both = registry.observations(train, low, 0.25)
+  np.testing.assert_array_equal(both.toarray(), train.toarray() + 0.25 * low.toarray())
+  np.testing.assert_array_equal(registry.observations(train, None, 0.25).toarray(),
+                                train.toarray())
+  np.testing.assert_array_equal(registry.observations(train, low, 0.0).toarray(), train.toarray())
+  with pytest.raises(ValueError, match="overlap"):
+    registry.observations(train, train, 0.25)
+
+
+@pytest.mark.parametrize("settings, bar", [
+    (dict(model="ials", ials_factors=4, ials_alpha=10.0, ials_reg=1.0, ials_iterations=10), 0.72),
+    # EASE scores a user's row, where the 3 random liked items weigh twice a low rating.
+    (dict(model="ease", ease_lambda=200.0), 0.65),
+])
+def test_ials_and_ease_learn_what_the_low_ratings_say(monkeypatch, settings, bar):
+  # As the triplet model above: fitted with the low ratings as observations of value 0.5 they
+  # rank each user's held-out items above the other group's; on the liked ratings alone not.
+  from tripjax import models  # pylint: disable=g-import-not-at-top
   train, test, low = _watched_groups()
   monkeypatch.setattr(registry, "load_low_ratings",
                       lambda config: low if config.low_rating_weight else None)
-  base = TrainConfig(model="ials", ials_factors=4, ials_alpha=10.0, ials_reg=1.0,
-                     ials_iterations=10, low_rating_floor=3)
+  base = TrainConfig(low_rating_floor=3, **settings)
+  spec = models.get(base.model)
   seen = (train + low).astype(bool).tocsr()
   aucs = {}
   for weight in (0.0, 0.5):
-    params = ials.fit(dataclasses.replace(base, low_rating_weight=weight), train)
-    score = lambda users, params=params: ials.score(params, users)
-    aucs[weight] = train_lib.evaluate(score, seen, test, 1024)["auc"]
-  assert aucs[0.0] < 0.6 and aucs[0.5] > 0.72, aucs
+    params = spec.fit(dataclasses.replace(base, low_rating_weight=weight), train)
+    aucs[weight] = train_lib.evaluate(spec.score_fn(params), seen, test, 1024)["auc"]
+  assert aucs[0.0] < 0.6 and aucs[0.5] > bar, aucs
 
 
 def test_describe_names_the_low_ratings_only_when_trained_on():
@@ -246,6 +263,10 @@ def test_describe_names_the_low_ratings_only_when_trained_on():
   assert "ratings" not in ials.describe(TrainConfig(model="ials"))
   assert ials.describe(TrainConfig(model="ials", low_rating_weight=0.5, low_rating_floor=3)
                        ).endswith("ratings in [3, 4) as observations of value 0.5")
+  ease = models.get("ease")
+  assert "ratings" not in ease.describe(TrainConfig(model="ease"))
+  assert ease.describe(TrainConfig(model="ease", low_rating_weight=0.5, low_rating_floor=3)
+                       ).endswith("ratings in [3, 4) as entries of value 0.5")
 
 
 def test_a_floor_needs_room_below_the_threshold_when_used():

@@ -183,7 +183,8 @@ class TrainConfig:
       `sampling.EpochSampler`'s weak positives); their negatives, like every other, are drawn
       among the items not liked. Evaluation is unchanged (the test positives are liked items;
       the low-rated items stay among the candidates). 0: the liked positives alone. iALS
-      (`--model=ials`) takes them as observations of value w (confidence 1 + alpha w).
+      (`--model=ials`) and EASE take them as observations of value w (iALS: confidence
+      1 + alpha w; EASE: entries of X, in its Gram matrix and in the users' rows it scores).
     low_rating_floor: only the ratings in [low_rating_floor, threshold) are low ratings (e.g.
       3: the lukewarm ones, not the dislikes); 0: every rating below the threshold. Unused
       while `low_rating_weight` is 0 (so that an ablation can turn the weight off alone).
@@ -251,12 +252,12 @@ class TrainConfig:
   l2: float = _field(0.0, "L2 weight on gathered embeddings.", minimum=0.0)
   low_rating_weight: float = _field(
       0.0, "Ratings below --threshold (watched, not liked) also train as positives of this "
-      "weight, never as test items (iALS: observations of this value); 0: positives only.",
-      minimum=0.0, model=("triplet", "ials"))
+      "weight, never as test items (iALS, EASE: entries of this value); 0: positives only.",
+      minimum=0.0, model=("triplet", "ials", "ease"))
   low_rating_floor: float = _field(
       0.0, "Only ratings >= this (and below --threshold) count for --low_rating_weight (unused "
       "without it); 0: all.",
-      minimum=0.0, model=("triplet", "ials"))
+      minimum=0.0, model=("triplet", "ials", "ease"))
   low_rating_item_grad: float = _field(
       1.0, "Share of a low rating's gradient that moves its item (1: all; 0: the rating moves "
       "its user and negatives only); unused without --low_rating_weight.",

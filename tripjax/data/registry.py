@@ -173,6 +173,37 @@ def load_low_ratings(config) -> sp.csr_matrix | None:
                       config.split_seed, config.low_rating_floor)
 
 
+def observations(train: sp.csr_matrix, low: sp.csr_matrix | None,
+                 weight: float) -> sp.csr_matrix:
+  """The liked training ratings at value 1 and the low ones at `weight`, as models that take
+  observations of several values (iALS, EASE) fit them.
+
+  Args:
+    train: bool CSR [U, I], the liked training ratings.
+    low: bool CSR [U, I] or None, the low ratings (disjoint from train: below the threshold).
+    weight: their value r > 0 (iALS: confidence 1 + alpha r; EASE: X's entry).
+
+  Returns:
+    float32 CSR [U, I] with sorted indices; `train` itself (as CSR) when there is no `low`.
+  """
+  train = sp.csr_matrix(train)
+  if low is None or not weight:
+    return train
+  low = sp.csr_matrix(low, dtype=np.float32)
+  if train.multiply(low).nnz:
+    raise ValueError("the low ratings overlap the liked training ratings.")
+  both = sp.csr_matrix(train, dtype=np.float32) + np.float32(weight) * low
+  both.sort_indices()
+  return both
+
+
+def with_low_ratings(config, train: sp.csr_matrix) -> sp.csr_matrix:
+  """`observations(train, load_low_ratings(config), config.low_rating_weight)`: the run's
+  training matrix with its low ratings at value `low_rating_weight` when it asks for them,
+  else `train` (as CSR)."""
+  return observations(train, load_low_ratings(config), getattr(config, "low_rating_weight", 0.0))
+
+
 @functools.lru_cache(maxsize=2)
 def _low_ratings(name, data_dir, download, seed, threshold, min_user_positives,
                  cold_item_fraction, split_seed, floor) -> sp.csr_matrix:

@@ -1,6 +1,7 @@
 """EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): one regularised Gram inverse.
 
-With X the 0/1 training matrix [U, I] and lambda = `config.ease_lambda`:
+With X the 0/1 training matrix [U, I] (with `--low_rating_weight=w` the low ratings are entries
+of value w, `registry.with_low_ratings`) and lambda = `config.ease_lambda`:
   G = X^T X + lambda Id,  P = G^-1,  B = -P / diag(P) (column j divided by P_jj), diag(B) = 0,
 and a user scores the items by her training row times B. The params keep B and the training
 rows (`user_rows.csr_params`), which the scores need.
@@ -34,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tripjax import errors
+from tripjax.data import registry
 from tripjax.models import base
 from tripjax.models import item_item
 from tripjax.models import user_rows
@@ -88,7 +90,7 @@ def gram_row_blocks(train: sp.csr_matrix,
   block's items, of their users' training counts, so all blocks together cost sum_u n_u^2.
 
   Args:
-    train: bool CSR [U, I], the training matrix X.
+    train: CSR [U, I], the training matrix X (bool, or float: its values).
     block_items: rows per block; default about `GRAM_BLOCK_ELEMENTS` entries.
 
   Yields:
@@ -134,12 +136,14 @@ def fit(config, train, *, key=None) -> dict:
   """The closed-form item-item weights.
 
   Args:
-    config: a `TrainConfig`; `ease_lambda` is read.
+    config: a `TrainConfig`; `ease_lambda` is read, and `low_rating_weight`: when > 0 the
+      run's low ratings are entries of X of that value (`registry.with_low_ratings`).
     train: bool CSR [U, I].
     key: unused (the fit is deterministic).
 
   Returns:
-    {"B": float32[I, I], "indptr": int32[U + 1], "indices": int32[nnz]}.
+    {"B": float32[I, I], "indptr": int32[U + 1], "indices": int32[nnz]}, and "values":
+    float32[nnz] with low ratings (X's rows, which the scores need; nnz counts them too).
 
   Raises:
     errors.ResourceExhausted: the [I, I] matrices would not fit (`check_memory`).
@@ -148,6 +152,7 @@ def fit(config, train, *, key=None) -> dict:
   """
   del key
   check_memory(train.shape[1])
+  train = registry.with_low_ratings(config, train)
   weights = _closed_form(device_gram(train), jnp.float32(config.ease_lambda))
   if not bool(jnp.isfinite(weights).all()):
     raise errors.InvalidInput(
@@ -161,7 +166,8 @@ def _score_rows(params: dict, users: jax.Array, max_length: int) -> jax.Array:
   num_items = params["B"].shape[0]
   if not params["indices"].shape[0]:  # no training entries: every row is empty, every count 0
     return jnp.zeros((users.shape[0], num_items), jnp.float32)
-  rows = user_rows.dense_rows(params["indptr"], params["indices"], users, num_items, max_length)
+  rows = user_rows.dense_rows(params["indptr"], params["indices"], users, num_items, max_length,
+                              params.get("values"))
   scores = jnp.matmul(rows, params["B"], precision=_HIGHEST)
   return item_item.popularity_fallback(scores, params["indptr"], params["indices"], users)
 
@@ -206,21 +212,30 @@ def make_score_fn(params: dict, item_offset: np.ndarray | None = None):
 def params_like(config, train) -> dict:
   """The params' abstract shapes (a checkpoint's restore target).
 
-  Takes the training matrix, not only (U, I): the stored rows' length is its nnz.
+  Takes the training matrix, not only (U, I): the stored rows' length is its nnz (with the
+  run's low ratings when it trains on them).
 
   Args:
-    config: unused.
+    config: a `TrainConfig` (its low ratings' settings).
     train: bool CSR [U, I], the run's training matrix.
 
   Returns:
-    {"B": float32[I, I], "indptr": int32[U + 1], "indices": int32[nnz]} as ShapeDtypeStructs.
+    `fit`'s params as ShapeDtypeStructs.
   """
-  del config
+  train = registry.with_low_ratings(config, train)
   num_users, num_items = train.shape
   return {"B": jax.ShapeDtypeStruct((num_items, num_items), jnp.float32),
-          **user_rows.csr_like(num_users, train.nnz)}
+          **user_rows.csr_like(num_users, train.nnz, valued=train.dtype != bool)}
+
+
+def describe(config) -> str:
+  low = ""
+  if getattr(config, "low_rating_weight", 0.0):
+    low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as entries "
+           f"of value {config.low_rating_weight:g}")
+  return f"lambda {config.ease_lambda:g}{low}"
 
 
 MODEL = base.Model(name="ease", fit=fit, score=score, params_like=params_like,
-                   describe=lambda config: f"lambda {config.ease_lambda:g}",
+                   describe=describe,
                    make_score_fn=make_score_fn)

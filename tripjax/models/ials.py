@@ -228,8 +228,8 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   Args:
     config: a `TrainConfig` (`ials_factors`, `ials_alpha`, `ials_reg`, `ials_iterations`,
       `ials_solver`, `ials_cg_steps`, `seed` when no key is given, and `low_rating_weight`:
-      when > 0 the run's low ratings, `registry.load_low_ratings`, are observations of that
-      value, `observations`).
+      when > 0 the run's low ratings are observations of that value,
+      `registry.with_low_ratings`).
     train: bool CSR [U, I].
     key: PRNG key of the initial tables (default `jax.random.key(config.seed)`).
     params: optional starting params (e.g. `init(...)`), instead of drawing them from `key`.
@@ -237,8 +237,7 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   Returns:
     {"user": float32[U, D], "item": float32[I, D], "alpha": float32[], "reg": float32[]}.
   """
-  train = observations(train, registry.load_low_ratings(config),
-                       getattr(config, "low_rating_weight", 0.0))
+  train = registry.with_low_ratings(config, train)
   params = init(config, *train.shape, key) if params is None else params
   user_buckets, item_buckets = buckets(train), buckets(train.T.tocsr())
   user, item = params["user"], params["item"]
@@ -247,29 +246,6 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
     user = sweep(item, user_buckets, user, params["alpha"], params["reg"], cg_steps)
     item = sweep(user, item_buckets, item, params["alpha"], params["reg"], cg_steps)
   return {**params, "user": user, "item": item}
-
-
-def observations(train: sp.csr_matrix, low: sp.csr_matrix | None,
-                 weight: float) -> sp.csr_matrix:
-  """The matrix iALS fits: the liked ratings at value 1, the low ones at `weight`.
-
-  Args:
-    train: bool CSR [U, I], the liked training ratings.
-    low: bool CSR [U, I] or None, the low ratings (disjoint from train: below the threshold).
-    weight: their value r > 0 (confidence 1 + alpha r).
-
-  Returns:
-    float32 CSR [U, I] with sorted indices; `train` itself (as CSR) when there is no `low`.
-  """
-  train = sp.csr_matrix(train)
-  if low is None or not weight:
-    return train
-  low = sp.csr_matrix(low, dtype=np.float32)
-  if train.multiply(low).nnz:
-    raise ValueError("the low ratings overlap the liked training ratings.")
-  both = sp.csr_matrix(train, dtype=np.float32) + np.float32(weight) * low
-  both.sort_indices()
-  return both
 
 
 @jax.jit

@@ -2,7 +2,8 @@
 
 Item-item models (EASE, RP3beta, item-kNN) and graph walks score a user from the items in her
 training row: `scores = rows @ W`. The rows live in the params as the CSR arrays of the training
-matrix, and `dense_rows` expands a block of them into a float32[B, I] matrix inside jit.
+matrix (with its values when they are not all 1: EASE on the low ratings too), and `dense_rows`
+expands a block of them into a float32[B, I] matrix inside jit.
 """
 
 from __future__ import annotations
@@ -14,15 +15,23 @@ import scipy.sparse as sp
 
 
 def csr_params(train: sp.csr_matrix) -> dict:
-  """The training matrix as params: {"indptr": int32[U + 1], "indices": int32[nnz]}."""
-  return {"indptr": jnp.asarray(train.indptr, jnp.int32),
-          "indices": jnp.asarray(train.indices, jnp.int32)}
+  """The training matrix as params: {"indptr": int32[U + 1], "indices": int32[nnz]}, and
+  "values": float32[nnz] when the matrix is not bool (its entries' values)."""
+  params = {"indptr": jnp.asarray(train.indptr, jnp.int32),
+            "indices": jnp.asarray(train.indices, jnp.int32)}
+  if train.dtype != bool:
+    params["values"] = jnp.asarray(train.data, jnp.float32)
+  return params
 
 
-def csr_like(num_users: int, nnz: int) -> dict:
-  """The abstract shapes of `csr_params` (a checkpoint's restore target)."""
-  return {"indptr": jax.ShapeDtypeStruct((num_users + 1,), jnp.int32),
+def csr_like(num_users: int, nnz: int, valued: bool = False) -> dict:
+  """The abstract shapes of `csr_params` (a checkpoint's restore target); `valued`: with
+  "values" (a matrix that is not bool)."""
+  like = {"indptr": jax.ShapeDtypeStruct((num_users + 1,), jnp.int32),
           "indices": jax.ShapeDtypeStruct((nnz,), jnp.int32)}
+  if valued:
+    like["values"] = jax.ShapeDtypeStruct((nnz,), jnp.float32)
+  return like
 
 
 def max_row_length(indptr) -> int:
@@ -32,8 +41,8 @@ def max_row_length(indptr) -> int:
 
 
 def dense_rows(indptr: jax.Array, indices: jax.Array, users: jax.Array, num_items: int,
-               max_length: int) -> jax.Array:
-  """The training rows of `users` as a 0/1 matrix.
+               max_length: int, values: jax.Array | None = None) -> jax.Array:
+  """The training rows of `users` as a dense matrix: 0/1, or the entries' `values`.
 
   Args:
     indptr: int32[U + 1], the CSR row pointers.
@@ -41,14 +50,18 @@ def dense_rows(indptr: jax.Array, indices: jax.Array, users: jax.Array, num_item
     users: int32[B], row indices.
     num_items: I (static).
     max_length: the longest row, `max_row_length(indptr)` (static).
+    values: optional float32[nnz], the entries' values (default 1).
 
   Returns:
-    float32[B, I], 1 where the user has the item in training.
+    float32[B, I], the entry's value (1 without `values`) where the user has the item in
+    training, else 0.
   """
   start, stop = indptr[users], indptr[users + 1]
   slots = start[:, None] + jnp.arange(max(max_length, 1), dtype=jnp.int32)[None, :]
   valid = slots < stop[:, None]
-  items = jnp.where(valid, indices[jnp.minimum(slots, indices.shape[0] - 1)], num_items)
+  clipped = jnp.minimum(slots, indices.shape[0] - 1)
+  items = jnp.where(valid, indices[clipped], num_items)
   rows = jnp.zeros((users.shape[0], num_items + 1), jnp.float32)
-  rows = rows.at[jnp.arange(users.shape[0])[:, None], items].set(1.0)
+  rows = rows.at[jnp.arange(users.shape[0])[:, None], items].set(
+      1.0 if values is None else values[clipped])
   return rows[:, :num_items]
