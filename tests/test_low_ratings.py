@@ -315,6 +315,26 @@ def test_a_run_with_low_ratings_records_them_and_resumes_exactly(tmp_path):
   assert resumed["model"] == whole["model"]
 
 
+@pytest.mark.parametrize("settings", [dict(model="ease", ease_lambda=10.0),
+                                      dict(model="ials", ials_factors=4, ials_iterations=3)])
+def test_an_ease_or_ials_run_on_low_ratings_restores_what_it_scored(tmp_path, settings):
+  from tripjax import models  # pylint: disable=g-import-not-at-top
+  config = TrainConfig(dataset="synthetic-tiny", low_rating_weight=0.5, low_rating_floor=3,
+                       **settings)
+  results = train_lib.train_and_evaluate(config, tmp_path / "run")
+  run = train_lib.restore_run(tmp_path / "run")
+  low = registry.load_low_ratings(config)
+  if config.model == "ease":  # the scored rows hold the low ratings at their weight
+    values = np.asarray(run.params["values"])
+    assert values.shape == (run.train.nnz + low.nnz,) and sorted(set(values)) == [0.5, 1.0]
+  score_fn = models.get(config.model).score_fn(run.params)
+  again = train_lib.evaluate(score_fn, run.train, run.test, 1024)
+  assert again["auc"] == pytest.approx(results["model"]["auc"], abs=1e-6)
+  plain = train_lib.train_and_evaluate(dataclasses.replace(config, low_rating_weight=0.0),
+                                       tmp_path / "plain")
+  assert plain["model"]["auc"] != pytest.approx(results["model"]["auc"], abs=1e-4)
+
+
 def test_an_epochs_statistics_count_every_triplet_and_weigh_the_loss(monkeypatch):
   train, _, low = _watched_groups()
   monkeypatch.setattr(registry, "load_low_ratings", lambda config: low)

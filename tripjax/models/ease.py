@@ -17,7 +17,8 @@ Cholesky solve.
 
 A user without training items would score 0 everywhere (her row is empty); she is scored by
 popularity instead (`item_item.popularity_fallback`): her scores are the items' training counts,
-the `popularity` model's scores, so her top-k lists are the most popular items.
+the `popularity` model's scores, so her top-k lists are the most popular items (with low ratings
+they are entries too: a user with only those is scored from them, and the counts include them).
 
 The fit holds a few float32[I, I] matrices at once (`FIT_MATRICES`), so it is refused
 (`ResourceExhausted`, before allocating anything) when they do not fit in the device's free
@@ -158,7 +159,7 @@ def fit(config, train, *, key=None) -> dict:
     raise errors.InvalidInput(
         f"--ease_lambda={config.ease_lambda:g} leaves X^T X + lambda I too close to singular "
         "for float32 (the weights are not finite); raise it (ml100k_ease.cfg uses 1000).")
-  return {"B": weights, **user_rows.csr_params(train)}
+  return {"B": weights, **user_rows.csr_params(train, valued=_valued(config))}
 
 
 def _score_rows(params: dict, users: jax.Array, max_length: int) -> jax.Array:
@@ -225,7 +226,12 @@ def params_like(config, train) -> dict:
   train = registry.with_low_ratings(config, train)
   num_users, num_items = train.shape
   return {"B": jax.ShapeDtypeStruct((num_items, num_items), jnp.float32),
-          **user_rows.csr_like(num_users, train.nnz, valued=train.dtype != bool)}
+          **user_rows.csr_like(num_users, train.nnz, valued=_valued(config))}
+
+
+def _valued(config) -> bool:
+  """Whether the params keep X's values: a run on the low ratings (X not 0/1)."""
+  return bool(getattr(config, "low_rating_weight", 0.0))
 
 
 def describe(config) -> str:

@@ -14,19 +14,18 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def csr_params(train: sp.csr_matrix) -> dict:
+def csr_params(train: sp.csr_matrix, valued: bool = False) -> dict:
   """The training matrix as params: {"indptr": int32[U + 1], "indices": int32[nnz]}, and
-  "values": float32[nnz] when the matrix is not bool (its entries' values)."""
+  with `valued` "values": float32[nnz], its entries' values (EASE on the low ratings)."""
   params = {"indptr": jnp.asarray(train.indptr, jnp.int32),
             "indices": jnp.asarray(train.indices, jnp.int32)}
-  if train.dtype != bool:
+  if valued:
     params["values"] = jnp.asarray(train.data, jnp.float32)
   return params
 
 
 def csr_like(num_users: int, nnz: int, valued: bool = False) -> dict:
-  """The abstract shapes of `csr_params` (a checkpoint's restore target); `valued`: with
-  "values" (a matrix that is not bool)."""
+  """The abstract shapes of `csr_params(train, valued)` (a checkpoint's restore target)."""
   like = {"indptr": jax.ShapeDtypeStruct((num_users + 1,), jnp.int32),
           "indices": jax.ShapeDtypeStruct((nnz,), jnp.int32)}
   if valued:
