@@ -116,6 +116,18 @@ def check_together(values: Mapping[str, object]) -> str | None:
       return ("--low_rating_item_grad tells a low rating's triplet by its weight, and "
               f"--low_rating_weight={values['low_rating_weight']!r} is a liked rating's 1 in "
               "float32: choose another weight")
+  high = values.get("high_rating_weight", 1.0)
+  if np.float32(high) != np.float32(1.0):
+    if not np.float32(high) > 0:
+      return (f"--high_rating_weight={high!r} is 0 in float32, the weight every triplet is "
+              "trained with: raise it (1: as every liked rating)")
+    if values.get("high_rating_floor", 5.0) < values["threshold"]:
+      return (f"--high_rating_floor={values['high_rating_floor']:g} is below --threshold="
+              f"{values['threshold']:g}: the high ratings are liked ones; raise it")
+    if (values.get("low_rating_weight") and values.get("low_rating_item_grad", 1.0) < 1.0
+        and np.float32(high) == np.float32(values["low_rating_weight"])):
+      return ("--high_rating_weight equals --low_rating_weight, by which --low_rating_item_grad "
+              "tells a low rating's triplet: choose another weight")
   for flag, known in (("item_features", features.ITEM_FEATURES),
                       ("user_features", features.USER_FEATURES)):
     if values.get(flag):
@@ -193,6 +205,10 @@ class TrainConfig:
       where the liked ratings put it; the `l2` term's gradient reaches the row whole). With
       plain SGD the item moves that share as far; with Adam it sets the low ratings' share of
       the item's gradient against the liked ratings'. Unused while `low_rating_weight` is 0.
+    high_rating_weight: the liked training ratings >= `high_rating_floor` weigh this in each
+      batch's weighted mean instead of 1 (`registry.load_high_ratings`, the sampler's strong
+      positives): a rating of 5 says more than a 4. 1: every liked rating alike.
+    high_rating_floor: the lowest rating `high_rating_weight` applies to (>= `threshold`).
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
       mean of its features' embeddings); they need a dense optimizer.
@@ -262,6 +278,12 @@ class TrainConfig:
       1.0, "Share of a low rating's gradient that moves its item (1: all; 0: the rating moves "
       "its user and negatives only); unused without --low_rating_weight.",
       minimum=0.0, maximum=1.0, model="triplet")
+  high_rating_weight: float = _field(
+      1.0, "Liked ratings >= --high_rating_floor weigh this in each batch's weighted mean; 1: "
+      "as every liked rating.", positive=True, model="triplet")
+  high_rating_floor: float = _field(
+      5.0, "The lowest rating --high_rating_weight applies to (at least --threshold).",
+      minimum=0.0, model="triplet")
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",
                               model="triplet")

@@ -61,7 +61,9 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
 
   The run's side features and cold items (`registry.load_features`) shape the params; cold
   items are never drawn as negatives. With `config.low_rating_weight` the run's ratings below
-  its threshold (`registry.load_low_ratings`) are the sampler's weak positives.
+  its threshold (`registry.load_low_ratings`) are the sampler's weak positives; with
+  `config.high_rating_weight` its liked training ratings >= `high_rating_floor`
+  (`registry.load_high_ratings`) are its strong ones.
 
   Args:
     config: the run's settings.
@@ -76,13 +78,16 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
   """
   side = registry.load_features(config) if side is None else side
   weak = registry.load_low_ratings(config)
+  high = registry.load_high_ratings(config)
+  strong = None if high is None else sp.csr_matrix(train.multiply(high), dtype=bool)
   sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
                                   config.num_negatives, seed=config.seed, shuffle_on=shuffle_on,
                                   negative_exponent=config.negative_exponent,
                                   draw_order=draw_order, excluded_items=side.get("zero_items"),
                                   weak_positives=weak,
                                   weak_weight=config.low_rating_weight if weak is not None
-                                  else 1.0)
+                                  else 1.0, strong_positives=strong,
+                                  strong_weight=config.high_rating_weight)
   optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
   state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
                      config.dim, config.init_scale, **side)

@@ -173,6 +173,41 @@ def load_low_ratings(config) -> sp.csr_matrix | None:
                       config.split_seed, config.low_rating_floor)
 
 
+def load_high_ratings(config) -> sp.csr_matrix | None:
+  """A run's liked ratings >= `high_rating_floor` (and the threshold), when
+  `config.high_rating_weight` is not 1 (the triplet model's strong positives); None otherwise.
+
+  Covers every liked rating of the run's users and items, test ones included: intersect it
+  with the training matrix (`loop.prepare_training` does).
+
+  Args:
+    config: a `TrainConfig` (its data fields and the high ratings' settings).
+
+  Returns:
+    bool CSR [U, I] (sorted indices, read-only) or None.
+  """
+  if np.float32(getattr(config, "high_rating_weight", 1.0)) == np.float32(1.0):
+    return None
+  return _high_ratings(config.dataset, config.data_dir, config.download, config.data_seed,
+                       config.threshold, config.min_user_positives,
+                       max(config.high_rating_floor, config.threshold))
+
+
+@functools.lru_cache(maxsize=2)
+def _high_ratings(name, data_dir, download, seed, threshold, min_user_positives,
+                  floor) -> sp.csr_matrix:
+  """`load_high_ratings`' matrix, made once per process for its settings."""
+  ratings = _feedback(name, data_dir, download, seed, threshold, min_user_positives,
+                      keep_ratings=True).ratings
+  high = sp.csr_matrix((ratings.data >= floor, ratings.indices.copy(), ratings.indptr.copy()),
+                       shape=ratings.shape)
+  high.eliminate_zeros()
+  high.sort_indices()
+  for array in (high.data, high.indices, high.indptr):
+    array.flags.writeable = False
+  return high
+
+
 def observations(train: sp.csr_matrix, low: sp.csr_matrix | None,
                  weight: float) -> sp.csr_matrix:
   """The liked training ratings at value 1 and the low ones at `weight`, as models that take

@@ -54,9 +54,13 @@ def describe(config) -> str:
            f"weight {config.low_rating_weight:g}")
     if getattr(config, "low_rating_item_grad", 1.0) < 1.0:
       low += f" ({config.low_rating_item_grad:g} of their gradient to their items)"
+  high = ""
+  if getattr(config, "high_rating_weight", 1.0) != 1.0:
+    high = (f", liked ratings >= {max(config.high_rating_floor, config.threshold):g} of weight "
+            f"{config.high_rating_weight:g}")
   return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
           f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})"
-          + (f", features {features}" if features else "") + low)
+          + (f", features {features}" if features else "") + high + low)
 
 
 MODEL = base.Model(

@@ -147,7 +147,8 @@ class EpochSampler:
                num_negatives: int = 1, seed: int = 0, shuffle_on: str | None = None,
                negative_exponent: float = 0.0, draw_order: str = "rows",
                excluded_items: np.ndarray | None = None, search_kernel: bool | None = None,
-               weak_positives: sp.csr_matrix | None = None, weak_weight: float = 1.0):
+               weak_positives: sp.csr_matrix | None = None, weak_weight: float = 1.0,
+               strong_positives: sp.csr_matrix | None = None, strong_weight: float = 1.0):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -187,6 +188,10 @@ class EpochSampler:
         a weak triplet may draw its own item as a candidate (with probability about
         1 / (I - n_u) each), whose hinge is then the margin, with no gradient.
       weak_weight: the weak positives' weight, > 0.
+      strong_positives: optional bool CSR [U, I], a subset of `train` whose entries weigh
+        `strong_weight` instead of 1 (e.g. the liked ratings of 5:
+        `registry.load_high_ratings`); the draw is unchanged.
+      strong_weight: their weight, > 0.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -202,8 +207,16 @@ class EpochSampler:
     weak = None if weak_positives is None else _canonical(weak_positives)
     if weak is not None:
       _check_weak(weak, weak_weight, train, draw_order)
-    triplets = train if weak is None else (  # data 1: a positive, 2: a weak one
-        train.astype(bool).astype(np.int8) + 2 * weak.astype(bool).astype(np.int8)).tocsr()
+    strong = None if strong_positives is None else _canonical(strong_positives)
+    if strong is not None:
+      _check_strong(strong, strong_weight, train, draw_order)
+    triplets = train
+    if weak is not None or strong is not None:  # data 1: a positive, 2: a weak one, 3: strong
+      triplets = train.astype(bool).astype(np.int8)
+      for extra in (weak, strong):
+        if extra is not None:
+          triplets = triplets + 2 * extra.astype(bool).astype(np.int8)
+      triplets = triplets.tocsr()
     triplets.sort_indices()
     excludes = excluded_items is not None and len(excluded_items) > 0
     check_epoch_memory(triplets.nnz, num_negatives, is_weighted(negative_exponent, excludes))
@@ -255,8 +268,11 @@ class EpochSampler:
     self._users = jnp.asarray(users if weak is None else np.repeat(
         np.arange(num_users, dtype=np.int32), np.diff(triplets.indptr)))
     self._items = jnp.asarray(triplets.indices.astype(np.int32))
-    self._entry_weights = (None if weak is None else jnp.asarray(
-        np.where(triplets.data == 1, 1.0, weak_weight).astype(np.float32)))
+    self._entry_weights = None
+    if weak is not None or strong is not None:
+      self._entry_weights = jnp.asarray(np.select(
+          [triplets.data == 1, triplets.data == 2], [1.0, weak_weight],
+          strong_weight).astype(np.float32))
     self.num_weak = 0 if weak is None else int(weak.nnz)
     self._v = jnp.asarray((items - ranks).astype(np.int32))
     self._indptr = jnp.asarray(indptr.astype(np.int32))
@@ -404,6 +420,23 @@ def _check_weak(weak: sp.csr_matrix, weight: float, train: sp.csr_matrix,
                               f"{weight!r}.")
   if draw_order != "rows":
     raise errors.InvalidInput("EpochSampler: weak positives need draw_order='rows'.")
+
+
+def _check_strong(strong: sp.csr_matrix, weight: float, train: sp.csr_matrix,
+                  draw_order: str) -> None:
+  """Refuses strong positives `EpochSampler` cannot weigh: another shape, entries outside
+  `train`, a weight that is not a finite number > 0, or the draw of older runs."""
+  if strong.shape != train.shape:
+    raise errors.InvalidInput(f"EpochSampler: strong_positives has shape {strong.shape}, the "
+                              f"training matrix {train.shape}.")
+  if strong.multiply(train).nnz != strong.nnz:
+    raise errors.InvalidInput("EpochSampler: strong_positives holds entries that are not "
+                              "training positives; it reweighs some of them.")
+  if not (np.isfinite(weight) and weight > 0):
+    raise errors.InvalidInput(f"EpochSampler: strong_weight must be a finite number > 0, got "
+                              f"{weight!r}.")
+  if draw_order != "rows":
+    raise errors.InvalidInput("EpochSampler: strong positives need draw_order='rows'.")
 
 
 def _use_kernel(requested: bool | None, draw_order: str, num_searches: int) -> bool:

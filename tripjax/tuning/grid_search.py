@@ -30,7 +30,7 @@ SEARCHABLE = {
     "ials_iterations": int, "rp3_alpha": float, "rp3_beta": float, "rp3_top_k": int,
     "knn_k": int, "knn_shrink": float, "pagerank_restart": float, "pagerank_popularity": float,
     "low_rating_weight": float, "low_rating_floor": float,
-    "low_rating_item_grad": float,
+    "low_rating_item_grad": float, "high_rating_weight": float, "high_rating_floor": float,
 }
 
 Space = Mapping[str, Sequence[Any]]  # field name -> candidate values (a grid axis)

@@ -1,0 +1,121 @@
+"""Liked ratings of 5 weighed more in the triplet model (`--high_rating_weight`)."""
+
+import collections
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from tripjax import errors
+from tripjax import loop
+from tripjax import models
+from tripjax import sampling
+from tripjax.config import TrainConfig
+from tripjax.data import registry
+
+
+def _groups(num_users=30, num_items=50, seed=0):
+  """(train, strong, weak): random bool CSR [U, I]; strong a subset of train, weak disjoint."""
+  rng = np.random.default_rng(seed)
+  cells = rng.random((num_users, num_items))
+  train = sp.csr_matrix(cells < 0.2)
+  strong = sp.csr_matrix(cells < 0.08)
+  weak = sp.csr_matrix((cells >= 0.2) & (cells < 0.3))
+  return train, strong, weak
+
+
+def _real(batches):
+  """Host arrays of the real triplets: users[T], pos[T], weights[T]."""
+  w = np.asarray(batches.weights).ravel()
+  real = w > 0
+  return np.asarray(batches.users).ravel()[real], np.asarray(batches.pos).ravel()[real], w[real]
+
+
+@pytest.mark.parametrize("with_weak", [False, True])
+@pytest.mark.parametrize("shuffle_on", ["host", "kernel"])
+def test_every_strong_positive_trains_once_an_epoch_with_its_weight(shuffle_on, with_weak):
+  train, strong, weak = _groups()
+  extra = dict(weak_positives=weak, weak_weight=0.5) if with_weak else {}
+  sampler = sampling.EpochSampler(train, 16, 3, 2, seed=1, shuffle_on=shuffle_on,
+                                  strong_positives=strong, strong_weight=1.5, **extra)
+  assert sampler.num_positives == train.nnz + (weak.nnz if with_weak else 0)
+  users, pos, weights = _real(sampler.epoch(2))
+  got = collections.Counter(zip(users.tolist(), pos.tolist(), weights.tolist()))
+  want = collections.Counter()
+  plain = sp.csr_matrix(train.toarray() & ~strong.toarray())
+  for matrix, weight in ((plain, 1.0), (strong, 1.5)) + (((weak, 0.5),) if with_weak else ()):
+    rows, cols = matrix.nonzero()
+    want.update(zip(rows.tolist(), cols.tolist(), [weight] * matrix.nnz))
+  assert got == want
+  # The draw is the one without weights: the same triplets in the same order.
+  same = sampling.EpochSampler(train, 16, 3, 2, seed=1, shuffle_on=shuffle_on, **extra)
+  np.testing.assert_array_equal(np.asarray(sampler.epoch(2).neg), np.asarray(same.epoch(2).neg))
+  np.testing.assert_array_equal(np.asarray(sampler.epoch(2).pos), np.asarray(same.epoch(2).pos))
+
+
+@pytest.mark.parametrize("which, change, message", [
+    ("outside", {}, "not training positives"),
+    ("narrow", {}, "shape"),
+    ("strong", dict(strong_weight=0.0), "strong_weight"),
+    ("strong", dict(strong_weight=float("nan")), "strong_weight"),
+    ("strong", dict(draw_order="shuffled"), "draw_order='rows'"),
+])
+def test_rejects_strong_positives_it_cannot_weigh(which, change, message):
+  train, strong, weak = _groups()
+  matrix = {"outside": weak, "narrow": strong[:, :-1], "strong": strong}[which]
+  with pytest.raises(errors.InvalidInput, match=message):
+    sampling.EpochSampler(train, 8, **(dict(strong_positives=matrix, strong_weight=1.5) | change))
+
+
+def test_high_ratings_are_the_liked_ratings_at_the_floor_or_above():
+  config = TrainConfig(dataset="synthetic-tiny", threshold=4, min_user_positives=5)
+  assert registry.load_high_ratings(config) is None
+  high = registry.load_high_ratings(dataclasses.replace(config, high_rating_weight=1.5))
+  ratings = registry._feedback(  # pylint: disable=protected-access
+      "synthetic-tiny", None, False, config.data_seed, 4, 5, keep_ratings=True).ratings
+  want = sp.csr_matrix(ratings.multiply(ratings >= 5), dtype=bool)
+  assert high.nnz > 0 and (high != want).nnz == 0
+  _, train, test = registry.load_split(config)
+  liked = (train + test).astype(bool)
+  assert high.multiply(liked).nnz == high.nnz < liked.nnz
+  # A floor below the threshold is the threshold: every liked rating.
+  every = registry.load_high_ratings(dataclasses.replace(config, high_rating_weight=1.5,
+                                                         high_rating_floor=4))
+  assert every.nnz == liked.nnz
+
+
+def test_a_run_weighs_its_training_high_ratings(monkeypatch):
+  # prepare_training gives the sampler the high ratings that are training positives.
+  train, strong, weak = _groups()
+  high = (strong + weak).astype(bool).tocsr()  # weak entries are not in train: left out
+  monkeypatch.setattr(registry, "load_high_ratings",
+                      lambda config: high if config.high_rating_weight != 1 else None)
+  config = TrainConfig(dim=4, epochs=1, batch_size=64, high_rating_weight=2.0)
+  sampler, _, _ = loop.prepare_training(config, train)
+  weights = np.asarray(sampler.epoch(0).weights)
+  assert weights.sum() == pytest.approx(train.nnz + strong.nnz)
+  plain, _, _ = loop.prepare_training(dataclasses.replace(config, high_rating_weight=1.0), train)
+  assert np.asarray(plain.epoch(0).weights).sum() == pytest.approx(train.nnz)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(high_rating_weight=1.5, high_rating_floor=3), "below --threshold=4"),
+    (dict(high_rating_weight=1e-50), "is 0 in float32"),
+    (dict(high_rating_weight=-1.0), "must be positive"),
+    (dict(high_rating_weight=0.5, low_rating_weight=0.5, low_rating_item_grad=0.5),
+     "equals --low_rating_weight"),
+    (dict(model="ials", high_rating_weight=1.5), "setting of --model=triplet"),
+])
+def test_the_config_refuses_weights_it_cannot_train(settings, message):
+  with pytest.raises(errors.InvalidInput, match=message):
+    TrainConfig(**settings)
+  TrainConfig(high_rating_weight=1.5, low_rating_weight=0.5, low_rating_item_grad=0.5)
+  TrainConfig(high_rating_floor=3)  # unused at weight 1
+
+
+def test_describe_names_the_weight_only_when_not_one():
+  describe = models.get("triplet").describe
+  assert "liked ratings" not in describe(TrainConfig())
+  assert describe(TrainConfig(high_rating_weight=1.5)).endswith(
+      "liked ratings >= 5 of weight 1.5")
