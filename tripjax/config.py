@@ -280,10 +280,11 @@ class TrainConfig:
       minimum=0.0, maximum=1.0, model="triplet")
   high_rating_weight: float = _field(
       1.0, "Liked ratings >= --high_rating_floor weigh this in each batch's weighted mean; 1: "
-      "as every liked rating.", positive=True, model="triplet")
+      "as every liked rating (iALS, EASE: observations of this value).", positive=True,
+      model=("triplet", "ials", "ease"))
   high_rating_floor: float = _field(
       5.0, "The lowest rating --high_rating_weight applies to (at least --threshold).",
-      minimum=0.0, model="triplet")
+      minimum=0.0, model=("triplet", "ials", "ease"))
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",
                               model="triplet")

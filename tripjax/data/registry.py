@@ -175,7 +175,8 @@ def load_low_ratings(config) -> sp.csr_matrix | None:
 
 def load_high_ratings(config) -> sp.csr_matrix | None:
   """A run's liked ratings >= `high_rating_floor` (and the threshold), when
-  `config.high_rating_weight` is not 1 (the triplet model's strong positives); None otherwise.
+  `config.high_rating_weight` is not 1 (the triplet model's strong positives; iALS's and
+  EASE's observations of that value); None otherwise.
 
   Covers every liked rating of the run's users and items, test ones included: intersect it
   with the training matrix (`loop.prepare_training` does).
@@ -208,35 +209,48 @@ def _high_ratings(name, data_dir, download, seed, threshold, min_user_positives,
   return high
 
 
-def observations(train: sp.csr_matrix, low: sp.csr_matrix | None,
-                 weight: float) -> sp.csr_matrix:
-  """The liked training ratings at value 1 and the low ones at `weight`, as models that take
-  observations of several values (iALS, EASE) fit them.
+def observations(train: sp.csr_matrix, low: sp.csr_matrix | None, weight: float,
+                 high: sp.csr_matrix | None = None, high_weight: float = 1.0) -> sp.csr_matrix:
+  """The liked training ratings at value 1 (those in `high` at `high_weight`) and the low ones
+  at `weight`, as models that take observations of several values (iALS, EASE) fit them.
 
   Args:
     train: bool CSR [U, I], the liked training ratings.
     low: bool CSR [U, I] or None, the low ratings (disjoint from train: below the threshold).
     weight: their value r > 0 (iALS: confidence 1 + alpha r; EASE: X's entry).
+    high: bool CSR [U, I] or None, the high liked ratings; only those in `train` count (it may
+      cover test ratings too, as `load_high_ratings`' does).
+    high_weight: their value (1: as every liked rating).
 
   Returns:
-    float32 CSR [U, I] with sorted indices; `train` itself (as CSR) when there is no `low`.
+    float32 CSR [U, I] with sorted indices; `train` itself (as CSR) when there is no `low`
+    and no `high` of a weight other than 1.
   """
   train = sp.csr_matrix(train)
-  if low is None or not weight:
+  use_low = low is not None and bool(weight)
+  use_high = high is not None and np.float32(high_weight) != np.float32(1.0)
+  if not (use_low or use_high):
     return train
-  low = sp.csr_matrix(low, dtype=np.float32)
-  if train.multiply(low).nnz:
-    raise ValueError("the low ratings overlap the liked training ratings.")
-  both = sp.csr_matrix(train, dtype=np.float32) + np.float32(weight) * low
+  both = sp.csr_matrix(train, dtype=np.float32)
+  if use_high:
+    strong = both.multiply(sp.csr_matrix(high, dtype=np.float32)).tocsr()
+    both = both + np.float32(high_weight - 1.0) * strong
+  if use_low:
+    low = sp.csr_matrix(low, dtype=np.float32)
+    if train.multiply(low).nnz:
+      raise ValueError("the low ratings overlap the liked training ratings.")
+    both = both + np.float32(weight) * low
+  both = sp.csr_matrix(both, dtype=np.float32)
   both.sort_indices()
   return both
 
 
-def with_low_ratings(config, train: sp.csr_matrix) -> sp.csr_matrix:
-  """`observations(train, load_low_ratings(config), config.low_rating_weight)`: the run's
-  training matrix with its low ratings at value `low_rating_weight` when it asks for them,
-  else `train` (as CSR)."""
-  return observations(train, load_low_ratings(config), getattr(config, "low_rating_weight", 0.0))
+def observed(config, train: sp.csr_matrix) -> sp.csr_matrix:
+  """`observations` of the run's training matrix with its low ratings
+  (`load_low_ratings`, at `low_rating_weight`) and its high ones (`load_high_ratings`, at
+  `high_rating_weight`) when it asks for them, else `train` (as CSR)."""
+  return observations(train, load_low_ratings(config), getattr(config, "low_rating_weight", 0.0),
+                      load_high_ratings(config), getattr(config, "high_rating_weight", 1.0))
 
 
 @functools.lru_cache(maxsize=2)

@@ -120,3 +120,18 @@ class Model:
       raise errors.InvalidInput(f"{flag}: the {self.name} model cannot fold in a new user "
                                 "(train a model that can, e.g. --model=triplet).")
     return self.fold_in(params, liked, key, steps=steps, margin=margin)
+
+
+def describe_ratings(config, kind: str, measure: str) -> str:
+  """What a model's `describe` says of the ratings it weighs: "" when none, else e.g.
+  ", liked ratings >= 5 as observations of value 1.5, ratings in [3, 4) as observations of
+  value 0.5" (`kind` "observations", `measure` "value")."""
+  text = ""
+  if np.float32(getattr(config, "high_rating_weight", 1.0)) != np.float32(1.0):
+    text += (f", liked ratings >= {max(config.high_rating_floor, config.threshold):g} as {kind} "
+             f"of {measure} {config.high_rating_weight:g}")
+  if getattr(config, "low_rating_weight", 0.0):
+    text += (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as {kind} of "
+             f"{measure} {config.low_rating_weight:g}")
+  return text
+

@@ -1,7 +1,8 @@
 """EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): one regularised Gram inverse.
 
 With X the 0/1 training matrix [U, I] (with `--low_rating_weight=w` the low ratings are entries
-of value w, `registry.with_low_ratings`) and lambda = `config.ease_lambda`:
+of value w, with `--high_rating_weight=h` the liked ratings >= `--high_rating_floor` entries of
+value h: `registry.observed`) and lambda = `config.ease_lambda`:
   G = X^T X + lambda Id,  P = G^-1,  B = -P / diag(P) (column j divided by P_jj), diag(B) = 0,
 and a user scores the items by her training row times B. The params keep B and the training
 rows (`user_rows.csr_params`), which the scores need.
@@ -138,7 +139,8 @@ def fit(config, train, *, key=None) -> dict:
 
   Args:
     config: a `TrainConfig`; `ease_lambda` is read, and `low_rating_weight`: when > 0 the
-      run's low ratings are entries of X of that value (`registry.with_low_ratings`).
+      run's low ratings are entries of X of that value, and `high_rating_weight` its high
+      ones' (`registry.observed`).
     train: bool CSR [U, I].
     key: unused (the fit is deterministic).
 
@@ -153,7 +155,7 @@ def fit(config, train, *, key=None) -> dict:
   """
   del key
   check_memory(train.shape[1])
-  train = registry.with_low_ratings(config, train)
+  train = registry.observed(config, train)
   weights = _closed_form(device_gram(train), jnp.float32(config.ease_lambda))
   if not bool(jnp.isfinite(weights).all()):
     raise errors.InvalidInput(
@@ -223,23 +225,20 @@ def params_like(config, train) -> dict:
   Returns:
     `fit`'s params as ShapeDtypeStructs.
   """
-  train = registry.with_low_ratings(config, train)
+  train = registry.observed(config, train)
   num_users, num_items = train.shape
   return {"B": jax.ShapeDtypeStruct((num_items, num_items), jnp.float32),
           **user_rows.csr_like(num_users, train.nnz, valued=_valued(config))}
 
 
 def _valued(config) -> bool:
-  """Whether the params keep X's values: a run on the low ratings (X not 0/1)."""
-  return bool(getattr(config, "low_rating_weight", 0.0))
+  """Whether the params keep X's values: a run on the low or high ratings (X not 0/1)."""
+  return (bool(getattr(config, "low_rating_weight", 0.0))
+          or np.float32(getattr(config, "high_rating_weight", 1.0)) != np.float32(1.0))
 
 
 def describe(config) -> str:
-  low = ""
-  if getattr(config, "low_rating_weight", 0.0):
-    low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as entries "
-           f"of value {config.low_rating_weight:g}")
-  return f"lambda {config.ease_lambda:g}{low}"
+  return f"lambda {config.ease_lambda:g}" + base.describe_ratings(config, "entries", "value")
 
 
 MODEL = base.Model(name="ease", fit=fit, score=score, params_like=params_like,

@@ -6,7 +6,8 @@ Minimises, over user factors X: [U, D] and item factors Y: [I, D],
 
 with p_ui = 1 for a training positive (else 0) and confidence c_ui = 1 + alpha r_ui (else 1),
 r_ui the observation's value: 1 for a liked rating, `--low_rating_weight` for a low one (Hu et
-al.'s confidence of a weaker observation; `registry.load_low_ratings`). Each sweep solves every
+al.'s confidence of a weaker observation; `registry.load_low_ratings`), `--high_rating_weight`
+for a liked rating >= `--high_rating_floor` (`registry.observed`). Each sweep solves every
 user exactly given Y, then every item exactly given X. With the Gramian trick a user's normal
 equations only touch her own items:
 
@@ -228,8 +229,8 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   Args:
     config: a `TrainConfig` (`ials_factors`, `ials_alpha`, `ials_reg`, `ials_iterations`,
       `ials_solver`, `ials_cg_steps`, `seed` when no key is given, and `low_rating_weight`:
-      when > 0 the run's low ratings are observations of that value,
-      `registry.with_low_ratings`).
+      when > 0 the run's low ratings are observations of that value, as its high ones are of
+      `high_rating_weight`'s, `registry.observed`).
     train: bool CSR [U, I].
     key: PRNG key of the initial tables (default `jax.random.key(config.seed)`).
     params: optional starting params (e.g. `init(...)`), instead of drawing them from `key`.
@@ -237,7 +238,7 @@ def fit(config, train, *, key: jax.Array | None = None, params: dict | None = No
   Returns:
     {"user": float32[U, D], "item": float32[I, D], "alpha": float32[], "reg": float32[]}.
   """
-  train = registry.with_low_ratings(config, train)
+  train = registry.observed(config, train)
   params = init(config, *train.shape, key) if params is None else params
   user_buckets, item_buckets = buckets(train), buckets(train.T.tocsr())
   user, item = params["user"], params["item"]
@@ -308,12 +309,9 @@ def params_like(config, train) -> dict:
 def describe(config) -> str:
   solver = (f"{config.ials_cg_steps} CG steps" if config.ials_solver == "cg"
             else "exact solves")
-  low = ""
-  if getattr(config, "low_rating_weight", 0.0):
-    low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as observations "
-           f"of value {config.low_rating_weight:g}")
   return (f"iALS, {config.ials_factors} factors, alpha {config.ials_alpha:g}, reg "
-          f"{config.ials_reg:g}, {config.ials_iterations} iterations ({solver}){low}")
+          f"{config.ials_reg:g}, {config.ials_iterations} iterations ({solver})"
+          + base.describe_ratings(config, "observations", "value"))
 
 
 MODEL = base.Model(name="ials", fit=fit, score=score, params_like=params_like,

@@ -48,19 +48,13 @@ def fold_in(params: model.Params, liked, key, **settings):
 
 def describe(config) -> str:
   features = ", ".join(f for f in (config.item_features, config.user_features) if f)
-  low = ""
-  if getattr(config, "low_rating_weight", 0.0):
-    low = (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as positives of "
-           f"weight {config.low_rating_weight:g}")
-    if getattr(config, "low_rating_item_grad", 1.0) < 1.0:
-      low += f" ({config.low_rating_item_grad:g} of their gradient to their items)"
-  high = ""
-  if getattr(config, "high_rating_weight", 1.0) != 1.0:
-    high = (f", liked ratings >= {max(config.high_rating_floor, config.threshold):g} of weight "
-            f"{config.high_rating_weight:g}")
+  ratings = base.describe_ratings(config, "positives", "weight")
+  if (getattr(config, "low_rating_weight", 0.0)
+      and getattr(config, "low_rating_item_grad", 1.0) < 1.0):
+    ratings += f" ({config.low_rating_item_grad:g} of their gradient to their items)"
   return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
           f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})"
-          + (f", features {features}" if features else "") + high + low)
+          + (f", features {features}" if features else "") + ratings)
 
 
 MODEL = base.Model(
