@@ -140,6 +140,7 @@ def test_observations_put_high_ratings_at_their_weight():
       registry.observations(train, None, 0.0, beyond, 2.5).toarray(), 2.5 * train.toarray())
   np.testing.assert_allclose(registry.observations(train, weak, 0.25, strong, 2.5).toarray(),
                              want + 0.25 * weak.toarray())
+  assert registry.observations(train, None, 0.0, strong, 2.5).dtype == np.float32
   assert registry.observations(train, None, 0.0, strong, 1.0).dtype == bool
 
 
@@ -193,3 +194,4 @@ def test_ials_fits_the_high_ratings_at_their_confidence(monkeypatch):
   for name in ("user", "item"):
     np.testing.assert_allclose(weighted[name], valued[name], rtol=1e-5, atol=1e-6)
   assert not np.allclose(weighted["item"], spec.fit(plain, train)["item"], atol=1e-3)
+

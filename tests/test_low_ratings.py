@@ -315,23 +315,31 @@ def test_a_run_with_low_ratings_records_them_and_resumes_exactly(tmp_path):
   assert resumed["model"] == whole["model"]
 
 
+@pytest.mark.parametrize("ratings", [dict(low_rating_weight=0.5, low_rating_floor=3),
+                                     dict(high_rating_weight=2.0)])
 @pytest.mark.parametrize("settings", [dict(model="ease", ease_lambda=10.0),
                                       dict(model="ials", ials_factors=4, ials_iterations=3)])
-def test_an_ease_or_ials_run_on_low_ratings_restores_what_it_scored(tmp_path, settings):
+def test_an_ease_or_ials_run_on_low_or_high_ratings_restores_what_it_scored(tmp_path, settings,
+                                                                             ratings):
   from tripjax import models  # pylint: disable=g-import-not-at-top
-  config = TrainConfig(dataset="synthetic-tiny", low_rating_weight=0.5, low_rating_floor=3,
-                       **settings)
+  config = TrainConfig(dataset="synthetic-tiny", **ratings, **settings)
   results = train_lib.train_and_evaluate(config, tmp_path / "run")
   run = train_lib.restore_run(tmp_path / "run")
-  low = registry.load_low_ratings(config)
-  if config.model == "ease":  # the scored rows hold the low ratings at their weight
+  low, high = registry.load_low_ratings(config), registry.load_high_ratings(config)
+  strong = 0 if high is None else run.train.multiply(high).nnz  # the 5s in train
+  assert results["dataset"].get("high_ratings", 0) == strong
+  if config.model == "ease":  # the scored rows hold the ratings at their values
     values = np.asarray(run.params["values"])
-    assert values.shape == (run.train.nnz + low.nnz,) and sorted(set(values)) == [0.5, 1.0]
+    assert values.shape == (run.train.nnz + (0 if low is None else low.nnz),)
+    assert sorted(set(values)) == ([0.5, 1.0] if low is not None else [1.0, 2.0])
+    assert (values == 2.0).sum() == strong
   score_fn = models.get(config.model).score_fn(run.params)
   again = train_lib.evaluate(score_fn, run.train, run.test, 1024)
   assert again["auc"] == pytest.approx(results["model"]["auc"], abs=1e-6)
-  plain = train_lib.train_and_evaluate(dataclasses.replace(config, low_rating_weight=0.0),
-                                       tmp_path / "plain")
+  plain = train_lib.train_and_evaluate(
+      dataclasses.replace(config, low_rating_weight=0.0, high_rating_weight=1.0),
+      tmp_path / "plain")
+  assert "high_ratings" not in plain["dataset"] and "low_ratings" not in plain["dataset"]
   assert plain["model"]["auc"] != pytest.approx(results["model"]["auc"], abs=1e-4)
 
 

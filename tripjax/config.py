@@ -119,8 +119,8 @@ def check_together(values: Mapping[str, object]) -> str | None:
   high = values.get("high_rating_weight", 1.0)
   if np.float32(high) != np.float32(1.0):
     if not np.float32(high) > 0:
-      return (f"--high_rating_weight={high!r} is 0 in float32, the weight every triplet is "
-              "trained with: raise it (1: as every liked rating)")
+      return (f"--high_rating_weight={high!r} is 0 in float32, the weight (or value) the "
+              "high ratings are trained with: raise it (1: as every liked rating)")
     if values.get("high_rating_floor", 5.0) < values["threshold"]:
       return (f"--high_rating_floor={values['high_rating_floor']:g} is below --threshold="
               f"{values['threshold']:g}: the high ratings are liked ones; raise it")
@@ -207,7 +207,9 @@ class TrainConfig:
       the item's gradient against the liked ratings'. Unused while `low_rating_weight` is 0.
     high_rating_weight: the liked training ratings >= `high_rating_floor` weigh this in each
       batch's weighted mean instead of 1 (`registry.load_high_ratings`, the sampler's strong
-      positives): a rating of 5 says more than a 4. 1: every liked rating alike.
+      positives): a rating of 5 says more than a 4. 1: every liked rating alike. iALS and
+      EASE: those ratings are observations of value h (confidence 1 + alpha h; X's entries),
+      `registry.observed`.
     high_rating_floor: the lowest rating `high_rating_weight` applies to (>= `threshold`).
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the

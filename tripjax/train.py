@@ -85,6 +85,9 @@ def _dataset_summary(config, dataset, train, test) -> dict:
   low = registry.load_low_ratings(config)
   if low is not None:  # trained on too, with weight --low_rating_weight
     summary["low_ratings"] = int(low.nnz)
+  high = registry.load_high_ratings(config)
+  if high is not None:  # the training ones weigh --high_rating_weight
+    summary["high_ratings"] = int(train.multiply(high).nnz)
   return summary
 
 

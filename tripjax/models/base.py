@@ -134,4 +134,3 @@ def describe_ratings(config, kind: str, measure: str) -> str:
     text += (f", ratings in [{config.low_rating_floor:g}, {config.threshold:g}) as {kind} of "
              f"{measure} {config.low_rating_weight:g}")
   return text
-

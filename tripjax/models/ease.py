@@ -146,7 +146,8 @@ def fit(config, train, *, key=None) -> dict:
 
   Returns:
     {"B": float32[I, I], "indptr": int32[U + 1], "indices": int32[nnz]}, and "values":
-    float32[nnz] with low ratings (X's rows, which the scores need; nnz counts them too).
+    float32[nnz] with low or high ratings (X's rows, which the scores need; nnz counts the low
+    ones too).
 
   Raises:
     errors.ResourceExhausted: the [I, I] matrices would not fit (`check_memory`).
@@ -216,10 +217,10 @@ def params_like(config, train) -> dict:
   """The params' abstract shapes (a checkpoint's restore target).
 
   Takes the training matrix, not only (U, I): the stored rows' length is its nnz (with the
-  run's low ratings when it trains on them).
+  run's low ratings when it trains on them; "values" with low or high ratings).
 
   Args:
-    config: a `TrainConfig` (its low ratings' settings).
+    config: a `TrainConfig` (its low and high ratings' settings).
     train: bool CSR [U, I], the run's training matrix.
 
   Returns:

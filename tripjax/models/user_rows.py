@@ -2,7 +2,7 @@
 
 Item-item models (EASE, RP3beta, item-kNN) and graph walks score a user from the items in her
 training row: `scores = rows @ W`. The rows live in the params as the CSR arrays of the training
-matrix (with its values when they are not all 1: EASE on the low ratings too), and `dense_rows`
+matrix (with its values when they are not all 1: EASE on the low or high ratings), and `dense_rows`
 expands a block of them into a float32[B, I] matrix inside jit.
 """
 
@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 def csr_params(train: sp.csr_matrix, valued: bool = False) -> dict:
   """The training matrix as params: {"indptr": int32[U + 1], "indices": int32[nnz]}, and
-  with `valued` "values": float32[nnz], its entries' values (EASE on the low ratings)."""
+  with `valued` "values": float32[nnz], its entries' values (EASE on the low or high
+  ratings)."""
   params = {"indptr": jnp.asarray(train.indptr, jnp.int32),
             "indices": jnp.asarray(train.indices, jnp.int32)}
   if valued:

@@ -56,8 +56,8 @@ def fit(config: TrainConfig, matrix: sp.csr_matrix) -> tuple[Any, float]:
 
   Args:
     config: the run's settings (the data is `matrix`; its data fields choose only the side
-      features and low ratings the model also trains on, `registry.load_features` and
-      `registry.load_low_ratings`).
+      features and low and high ratings the model also trains on, `registry.load_features`,
+      `registry.load_low_ratings` and `registry.load_high_ratings`).
     matrix: bool CSR [U, I], the positives to train on.
 
   Returns:
