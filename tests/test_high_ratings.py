@@ -195,3 +195,38 @@ def test_ials_fits_the_high_ratings_at_their_confidence(monkeypatch):
     np.testing.assert_allclose(weighted[name], valued[name], rtol=1e-5, atol=1e-6)
   assert not np.allclose(weighted["item"], spec.fit(plain, train)["item"], atol=1e-3)
 
+
+
+def test_the_fingerprint_covers_the_high_ratings_only_when_weighed():
+  from tripjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  train, strong, weak = _groups()
+  test = sp.csr_matrix(train.shape, dtype=bool)
+  plain = workdir_lib.data_fingerprint(train, test)
+  with_high = workdir_lib.data_fingerprint(train, test, None, strong)
+  assert "high_ratings" not in plain and with_high["high_ratings"] == strong.nnz
+  assert with_high["sha256"] != plain["sha256"]
+  # The same cells as low ratings or as high ones are different runs.
+  assert workdir_lib.data_fingerprint(train, test, strong)["sha256"] != with_high["sha256"]
+  fewer = strong.tolil()
+  fewer[strong.nonzero()[0][0], strong.nonzero()[1][0]] = False
+  fewer = sp.csr_matrix(fewer)
+  fewer.eliminate_zeros()
+  assert workdir_lib.data_fingerprint(train, test, None, fewer)["sha256"] != with_high["sha256"]
+  assert workdir_lib.data_fingerprint(train, test, weak, strong)["sha256"] not in {
+      with_high["sha256"], workdir_lib.data_fingerprint(train, test, weak)["sha256"]}
+
+
+def test_resuming_on_other_high_ratings_is_refused(tmp_path, monkeypatch):
+  from tripjax import train as train_lib  # pylint: disable=g-import-not-at-top
+  config = TrainConfig(dataset="synthetic-tiny", dim=8, batch_size=64, epochs=2,
+                       num_negatives=2, steps_per_dispatch=8, high_rating_weight=2.0)
+  assert train_lib.train_and_evaluate(config, tmp_path / "run", stop_after_epoch=1) == {
+      "finished": False, "epoch": 1}
+  high = registry.load_high_ratings(config).tolil()
+  row, col = registry.training_high_ratings(config, registry.load_split(config)[1]).nonzero()
+  high[row[0], col[0]] = False  # a 5 of the training data became a 4
+  high = sp.csr_matrix(high)
+  high.eliminate_zeros()
+  monkeypatch.setattr(registry, "load_high_ratings", lambda config: high)
+  with pytest.raises(errors.WorkdirError, match="changed since it trained.*high_ratings"):
+    train_lib.train_and_evaluate(config, tmp_path / "run")

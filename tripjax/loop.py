@@ -63,7 +63,7 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
   items are never drawn as negatives. With `config.low_rating_weight` the run's ratings below
   its threshold (`registry.load_low_ratings`) are the sampler's weak positives; with
   `config.high_rating_weight` its liked training ratings >= `high_rating_floor`
-  (`registry.load_high_ratings`) are its strong ones.
+  (`registry.training_high_ratings`) are its strong ones.
 
   Args:
     config: the run's settings.
@@ -78,8 +78,7 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
   """
   side = registry.load_features(config) if side is None else side
   weak = registry.load_low_ratings(config)
-  high = registry.load_high_ratings(config)
-  strong = None if high is None else sp.csr_matrix(train.multiply(high), dtype=bool)
+  strong = registry.training_high_ratings(config, train)
   sampler = sampling.EpochSampler(train, config.batch_size, config.steps_per_dispatch,
                                   config.num_negatives, seed=config.seed, shuffle_on=shuffle_on,
                                   negative_exponent=config.negative_exponent,

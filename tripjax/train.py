@@ -85,9 +85,9 @@ def _dataset_summary(config, dataset, train, test) -> dict:
   low = registry.load_low_ratings(config)
   if low is not None:  # trained on too, with weight --low_rating_weight
     summary["low_ratings"] = int(low.nnz)
-  high = registry.load_high_ratings(config)
-  if high is not None:  # the training ones weigh --high_rating_weight
-    summary["high_ratings"] = int(train.multiply(high).nnz)
+  high = registry.training_high_ratings(config, train)
+  if high is not None:  # they weigh --high_rating_weight
+    summary["high_ratings"] = int(high.nnz)
   return summary
 
 
@@ -181,7 +181,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       sampling.check_epoch_memory(
           train.nnz + (0 if low is None else low.nnz), config.num_negatives,
           sampling.is_weighted(config.negative_exponent, config.cold_item_fraction > 0))
-    fingerprint = workdir_lib.data_fingerprint(train, test, low)
+    fingerprint = workdir_lib.data_fingerprint(
+        train, test, low, registry.training_high_ratings(config, train))
     distributed.on_writer(  # resuming on changed data: refused
         lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),
         f"check the data of the run in {workdir}")
@@ -417,7 +418,8 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   if workdir_lib.holds_checkpoints(workdir):
     dataset, train, test = registry.load_split(config)
     workdir_lib.check_data(workdir, workdir_lib.data_fingerprint(
-        train, test, registry.load_low_ratings(config)))
+        train, test, registry.load_low_ratings(config),
+        registry.training_high_ratings(config, train)))
     like = models.get(config.model).params_like(config, train)
     ckpts = checkpoint.Checkpoints(ckpt_dir, read_only=True)  # training may be saving
     try:

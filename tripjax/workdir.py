@@ -198,13 +198,17 @@ def write_config(config: TrainConfig, workdir: pathlib.Path) -> None:
   files.write_atomic(workdir / FLAGS_FILE, flagfile_text(config))
 
 
-def data_fingerprint(train, test, low_ratings=None) -> dict:
+def data_fingerprint(train, test, low_ratings=None, high_ratings=None) -> dict:
   """What a run trains and is evaluated on: the split's shape, its counts and a SHA-256 of
-  both matrices' positives (train, test: bool CSR [U, I] with sorted indices), and of the low
-  ratings it also trains on (`registry.load_low_ratings`; None: none, the fingerprint of runs
-  without them is unchanged)."""
+  both matrices' positives (train, test: bool CSR [U, I] with sorted indices), of the low
+  ratings it also trains on (`registry.load_low_ratings`) and of the training ratings it
+  weighs more (`registry.training_high_ratings`); None: none, and the fingerprint of runs
+  without them is unchanged."""
   digest = hashlib.sha256()
-  matrices = (train, test) if low_ratings is None else (train, test, low_ratings)
+  matrices = [m for m in (train, test, low_ratings) if m is not None]
+  if high_ratings is not None:  # after a None low_ratings too: the two cannot be confused
+    digest.update(b"high")
+    matrices.append(high_ratings)
   for matrix in matrices:
     for part in (matrix.shape, matrix.indptr, matrix.indices):
       digest.update(np.ascontiguousarray(part, np.int64).tobytes())
@@ -212,6 +216,8 @@ def data_fingerprint(train, test, low_ratings=None) -> dict:
             "train_positives": int(train.nnz), "test_positives": int(test.nnz)}
   if low_ratings is not None:
     counts["low_ratings"] = int(low_ratings.nnz)
+  if high_ratings is not None:
+    counts["high_ratings"] = int(high_ratings.nnz)
   return {**counts, "sha256": digest.hexdigest()}
 
 

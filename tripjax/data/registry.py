@@ -194,6 +194,18 @@ def load_high_ratings(config) -> sp.csr_matrix | None:
                        max(config.high_rating_floor, config.threshold))
 
 
+def training_high_ratings(config, train: sp.csr_matrix) -> sp.csr_matrix | None:
+  """The run's high ratings (`load_high_ratings`) among `train`'s cells: bool CSR [U, I] with
+  sorted indices, or None when the run does not weigh them."""
+  high = load_high_ratings(config)
+  if high is None:
+    return None
+  strong = sp.csr_matrix(sp.csr_matrix(train).multiply(high), dtype=bool)
+  strong.eliminate_zeros()
+  strong.sort_indices()
+  return strong
+
+
 @functools.lru_cache(maxsize=2)
 def _high_ratings(name, data_dir, download, seed, threshold, min_user_positives,
                   floor) -> sp.csr_matrix:
