@@ -230,3 +230,25 @@ def test_resuming_on_other_high_ratings_is_refused(tmp_path, monkeypatch):
   monkeypatch.setattr(registry, "load_high_ratings", lambda config: high)
   with pytest.raises(errors.WorkdirError, match="changed since it trained.*high_ratings"):
     train_lib.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_a_run_recorded_before_the_fingerprint_covered_high_ratings_resumes(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from tripjax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from tripjax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = TrainConfig(dataset="synthetic-tiny", dim=8, batch_size=64, epochs=2,
+                       num_negatives=2, steps_per_dispatch=8, high_rating_weight=2.0)
+  whole = train_lib.train_and_evaluate(config, tmp_path / "whole")
+  train_lib.train_and_evaluate(config, tmp_path / "run", stop_after_epoch=1)
+  data_file = tmp_path / "run" / workdir_lib.DATA_FILE
+  recorded = json.loads(data_file.read_text())
+  _, train, test = registry.load_split(config)
+  older = workdir_lib.data_fingerprint(train, test)  # what such a run wrote
+  assert recorded["high_ratings"] > 0 and older != recorded
+  data_file.write_text(json.dumps(older))
+  assert train_lib.train_and_evaluate(config, tmp_path / "run")["model"] == whole["model"]
+  # Only its own data: an older record of other positives is still refused.
+  other = dict(older, sha256="0" * 64)
+  data_file.write_text(json.dumps(other))
+  with pytest.raises(errors.WorkdirError, match="changed since it trained"):
+    train_lib.restore_run(tmp_path / "run")

@@ -181,10 +181,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       sampling.check_epoch_memory(
           train.nnz + (0 if low is None else low.nnz), config.num_negatives,
           sampling.is_weighted(config.negative_exponent, config.cold_item_fraction > 0))
-    fingerprint = workdir_lib.data_fingerprint(
+    fingerprint, older = workdir_lib.run_fingerprints(
         train, test, low, registry.training_high_ratings(config, train))
     distributed.on_writer(  # resuming on changed data: refused
-        lambda: None if replace else workdir_lib.check_data(workdir, fingerprint),
+        lambda: None if replace else workdir_lib.check_data(workdir, fingerprint, older),
         f"check the data of the run in {workdir}")
     phases = {"data": time.perf_counter() - data_started}
     fresh = writer and (replace or not workdir_lib.holds_run_files(workdir))
@@ -417,7 +417,7 @@ def restore_run(workdir: str | os.PathLike) -> Run:
   restored = None
   if workdir_lib.holds_checkpoints(workdir):
     dataset, train, test = registry.load_split(config)
-    workdir_lib.check_data(workdir, workdir_lib.data_fingerprint(
+    workdir_lib.check_data(workdir, *workdir_lib.run_fingerprints(
         train, test, registry.load_low_ratings(config),
         registry.training_high_ratings(config, train)))
     like = models.get(config.model).params_like(config, train)

@@ -221,9 +221,11 @@ def data_fingerprint(train, test, low_ratings=None, high_ratings=None) -> dict:
   return {**counts, "sha256": digest.hexdigest()}
 
 
-def check_data(workdir: pathlib.Path, fingerprint: dict) -> None:
+def check_data(workdir: pathlib.Path, fingerprint: dict, older: dict | None = None) -> None:
   """Raises WorkdirError when the run in `workdir` trained on other data than `fingerprint`
-  (its data.json; runs written before data.json existed are not checked)."""
+  (its data.json; runs written before data.json existed are not checked). `older`: the same
+  data as runs written before data.json covered the high ratings recorded it (accepted from
+  a data.json without "high_ratings")."""
   path = workdir / DATA_FILE
   if not path.exists():
     return
@@ -234,6 +236,8 @@ def check_data(workdir: pathlib.Path, fingerprint: dict) -> None:
                               "to train anew.") from e
   if not isinstance(recorded, dict):
     recorded = {}
+  if older is not None and "high_ratings" not in recorded and recorded == older:
+    return
   if recorded != fingerprint:
     changed = [f"{k} {recorded.get(k)} -> {v}" for k, v in fingerprint.items()
                if recorded.get(k) != v and k != "sha256"] or ["the same counts, other positives"]
@@ -241,6 +245,14 @@ def check_data(workdir: pathlib.Path, fingerprint: dict) -> None:
         f"the data of the run in {workdir} changed since it trained ({'; '.join(changed)}; "
         f"{path}): its checkpoints describe other rows. Restore the data it trained on, or move "
         f"{workdir} aside to train anew.")
+
+
+def run_fingerprints(train, test, low_ratings, high_ratings) -> tuple[dict, dict | None]:
+  """(`data_fingerprint` of a run's data, and the one runs written before it covered the high
+  ratings recorded: None when the run weighs none), `check_data`'s arguments."""
+  fingerprint = data_fingerprint(train, test, low_ratings, high_ratings)
+  return fingerprint, (None if high_ratings is None
+                       else data_fingerprint(train, test, low_ratings))
 
 
 def write_data(workdir: pathlib.Path, fingerprint: dict) -> None:
