@@ -162,7 +162,7 @@ def fit(config, train, *, key=None) -> dict:
     raise errors.InvalidInput(
         f"--ease_lambda={config.ease_lambda:g} leaves X^T X + lambda I too close to singular "
         "for float32 (the weights are not finite); raise it (ml100k_ease.cfg uses 1000).")
-  return {"B": weights, **user_rows.csr_params(train, valued=_valued(config))}
+  return {"B": weights, **user_rows.csr_params(train, valued=train.dtype != bool)}
 
 
 def _score_rows(params: dict, users: jax.Array, max_length: int) -> jax.Array:
@@ -229,13 +229,7 @@ def params_like(config, train) -> dict:
   train = registry.observed(config, train)
   num_users, num_items = train.shape
   return {"B": jax.ShapeDtypeStruct((num_items, num_items), jnp.float32),
-          **user_rows.csr_like(num_users, train.nnz, valued=_valued(config))}
-
-
-def _valued(config) -> bool:
-  """Whether the params keep X's values: a run on the low or high ratings (X not 0/1)."""
-  return (bool(getattr(config, "low_rating_weight", 0.0))
-          or np.float32(getattr(config, "high_rating_weight", 1.0)) != np.float32(1.0))
+          **user_rows.csr_like(num_users, train.nnz, valued=train.dtype != bool)}
 
 
 def describe(config) -> str:

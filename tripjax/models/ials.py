@@ -74,7 +74,7 @@ def buckets(matrix: sp.csr_matrix) -> tuple[Block, ...]:
   (dropped when written), so each width compiles once.
 
   Args:
-    matrix: CSR [R, C]: bool, or float with values in (0, 1] (the observations' r).
+    matrix: CSR [R, C]: bool, or float with values > 0 (the observations' r).
 
   Returns:
     Blocks (rows int32[B], items int32[B, L], mask float32[B, L]), in increasing L; every row

@@ -206,10 +206,10 @@ class EpochSampler:
     train = _canonical(train)
     weak = None if weak_positives is None else _canonical(weak_positives)
     if weak is not None:
-      _check_weak(weak, weak_weight, train, draw_order)
+      _check_extra("weak", weak, weak_weight, train, draw_order, within_train=False)
     strong = None if strong_positives is None else _canonical(strong_positives)
     if strong is not None:
-      _check_strong(strong, strong_weight, train, draw_order)
+      _check_extra("strong", strong, strong_weight, train, draw_order, within_train=True)
     triplets = train
     if weak is not None or strong is not None:  # data 1: a positive, 2: a weak one, 3: strong
       triplets = train.astype(bool).astype(np.int8)
@@ -405,38 +405,27 @@ def _canonical(matrix: sp.csr_matrix) -> sp.csr_matrix:
   return matrix
 
 
-def _check_weak(weak: sp.csr_matrix, weight: float, train: sp.csr_matrix,
-                draw_order: str) -> None:
-  """Refuses weak positives `EpochSampler` cannot train: another shape, overlapping `train`,
-  a weight that is not a finite number > 0, or the draw of older runs (which had none)."""
-  if weak.shape != train.shape:
-    raise errors.InvalidInput(f"EpochSampler: weak_positives has shape {weak.shape}, the "
+def _check_extra(kind: str, extra: sp.csr_matrix, weight: float, train: sp.csr_matrix,
+                 draw_order: str, within_train: bool) -> None:
+  """Refuses `kind` ("weak" or "strong") positives `EpochSampler` cannot train: another shape,
+  entries on the wrong side of `train` (strong ones, `within_train`, reweigh training
+  positives; weak ones are disjoint from them), a weight that is not a finite number > 0, or
+  the draw of older runs (which had none)."""
+  if extra.shape != train.shape:
+    raise errors.InvalidInput(f"EpochSampler: {kind}_positives has shape {extra.shape}, the "
                               f"training matrix {train.shape}.")
-  if weak.multiply(train).nnz:
-    raise errors.InvalidInput("EpochSampler: weak_positives overlaps the training positives; "
-                              "an entry is one or the other.")
-  if not (np.isfinite(weight) and weight > 0):
-    raise errors.InvalidInput(f"EpochSampler: weak_weight must be a finite number > 0, got "
-                              f"{weight!r}.")
-  if draw_order != "rows":
-    raise errors.InvalidInput("EpochSampler: weak positives need draw_order='rows'.")
-
-
-def _check_strong(strong: sp.csr_matrix, weight: float, train: sp.csr_matrix,
-                  draw_order: str) -> None:
-  """Refuses strong positives `EpochSampler` cannot weigh: another shape, entries outside
-  `train`, a weight that is not a finite number > 0, or the draw of older runs."""
-  if strong.shape != train.shape:
-    raise errors.InvalidInput(f"EpochSampler: strong_positives has shape {strong.shape}, the "
-                              f"training matrix {train.shape}.")
-  if strong.multiply(train).nnz != strong.nnz:
-    raise errors.InvalidInput("EpochSampler: strong_positives holds entries that are not "
+  shared = extra.multiply(train).nnz
+  if within_train and shared != extra.nnz:
+    raise errors.InvalidInput(f"EpochSampler: {kind}_positives holds entries that are not "
                               "training positives; it reweighs some of them.")
+  if not within_train and shared:
+    raise errors.InvalidInput(f"EpochSampler: {kind}_positives overlaps the training "
+                              "positives; an entry is one or the other.")
   if not (np.isfinite(weight) and weight > 0):
-    raise errors.InvalidInput(f"EpochSampler: strong_weight must be a finite number > 0, got "
+    raise errors.InvalidInput(f"EpochSampler: {kind}_weight must be a finite number > 0, got "
                               f"{weight!r}.")
   if draw_order != "rows":
-    raise errors.InvalidInput("EpochSampler: strong positives need draw_order='rows'.")
+    raise errors.InvalidInput(f"EpochSampler: {kind} positives need draw_order='rows'.")
 
 
 def _use_kernel(requested: bool | None, draw_order: str, num_searches: int) -> bool:
