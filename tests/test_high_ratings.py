@@ -103,14 +103,14 @@ def test_a_run_weighs_its_training_high_ratings(monkeypatch):
     (dict(high_rating_weight=1.5, high_rating_floor=3), "below --threshold=4"),
     (dict(high_rating_weight=1e-50), "is 0 in float32"),
     (dict(high_rating_weight=-1.0), "must be positive"),
-    (dict(high_rating_weight=0.5, low_rating_weight=0.5, low_rating_item_grad=0.5),
-     "equals --low_rating_weight"),
     (dict(model="rp3beta", high_rating_weight=1.5), "setting of --model=triplet or ials or ease"),
 ])
 def test_the_config_refuses_weights_it_cannot_train(settings, message):
   with pytest.raises(errors.InvalidInput, match=message):
     TrainConfig(**settings)
   TrainConfig(high_rating_weight=1.5, low_rating_weight=0.5, low_rating_item_grad=0.5)
+  # The step tells low ratings by the sampler's mark, not by weight: equal weights are fine.
+  TrainConfig(high_rating_weight=0.5, low_rating_weight=0.5, low_rating_item_grad=0.5)
   TrainConfig(high_rating_floor=3)  # unused at weight 1
   TrainConfig(model="ials", high_rating_weight=1.5)
   TrainConfig(model="ease", high_rating_weight=1.5, low_rating_weight=0.5, low_rating_floor=3)

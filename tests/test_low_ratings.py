@@ -89,8 +89,9 @@ def test_a_share_of_the_columns_keeps_the_weak_weights(shuffle_on):
                                   weak_positives=weak, weak_weight=0.3)
   whole = sampler.epoch(1)
   share = sampler.epoch(1, columns=np.array([1, 5, 9]))
-  for all_of_it, part in zip(whole, share):
-    np.testing.assert_array_equal(np.asarray(all_of_it)[:, :, [1, 5, 9]], part)
+  jax.tree.map(  # the same fields, None (no weak positives) in both or neither
+      lambda all_of_it, part: np.testing.assert_array_equal(
+          np.asarray(all_of_it)[:, :, [1, 5, 9]], part), whole, share)
   assert np.isclose(np.asarray(share.weights), 0.3).any()
 
 
@@ -355,18 +356,19 @@ def test_an_epochs_statistics_count_every_triplet_and_weigh_the_loss(monkeypatch
   assert 0.0 < stats["active_fraction"] <= 1.0 and 0.0 < stats["loss"] < 2.0
 
 
-def _one_step(optimizer, weak_item_grad, weights=(1.0, 0.3, 0.3), l2=0.0):
-  """One batch of three triplets (a liked one, two weak ones, every row its own) trained from
-  the same start: (tables before, tables after, metrics)."""
+def _one_step(optimizer, weak_item_grad, weak=(False, True, True), l2=0.0):
+  """One batch of three triplets (a liked one of weight 1, two of weight 0.3, by default the
+  two weak ones; every row its own) trained from the same start: (tables before, tables after,
+  metrics)."""
   from tripjax import train_step  # pylint: disable=g-import-not-at-top
   state = train_step.init_state(jax.random.key(0), optimizer, 3, 9, 4, scale=1.0)
   before = jax.tree.map(np.array, state.params)
   batch = sampling.Batches(
       users=np.arange(3, dtype=np.int32)[None], pos=np.array([[0, 1, 2]], np.int32),
       neg=np.array([[[3, 4], [5, 6], [7, 8]]], np.int32),
-      weights=np.array([weights], np.float32))
+      weights=np.array([[1.0, 0.3, 0.3]], np.float32), weak=np.array([weak]))
   step = train_step.make_train_step(optimizer, margin=2.0, l2=l2, negative_temperature=0.5,
-                                    weak_weight=0.3, weak_item_grad=weak_item_grad)
+                                    weak_item_grad=weak_item_grad)
   state, metrics = step(state, batch)
   return before, jax.tree.map(np.array, state.params), metrics
 
@@ -406,24 +408,22 @@ def test_the_share_leaves_the_l2_gradient_whole(share):
                              by_l2 + share * by_hinge, atol=2e-6)
 
 
-def test_the_share_tells_weak_triplets_by_their_weight():
-  # Weights other than the weak one (a liked triplet's 1) keep their whole gradient.
+def test_the_share_goes_by_the_samplers_mark_not_by_weight():
+  # Triplet 1 weighs what a weak one does but is not marked weak: its item keeps its whole
+  # gradient (per-user weights make weights no guide to a triplet's kind).
   from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
   opt = sparse_optim.sparse_sgd(1.0)
-  start, whole, _ = _one_step(opt, 1.0, weights=(1.0, 1.0, 0.3))
-  _, part, _ = _one_step(opt, 0.0, weights=(1.0, 1.0, 0.3))
+  start, whole, _ = _one_step(opt, 1.0, weak=(False, False, True))
+  _, part, _ = _one_step(opt, 0.0, weak=(False, False, True))
   np.testing.assert_allclose(part["item"][[0, 1]], whole["item"][[0, 1]], atol=1e-6)
   np.testing.assert_allclose(part["item"][2], start["item"][2], atol=1e-7)
   assert np.abs(whole["item"][2] - start["item"][2]).min() > 1e-3
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(weak_weight=1.0, weak_item_grad=0.5), "weak_weight=1.0"),
-    (dict(weak_weight=0.99999999, weak_item_grad=0.5), "weak_weight=0.99999999"),
-    (dict(weak_weight=1e-50, weak_item_grad=0.5), "weak_weight=1e-50"),
-    (dict(weak_weight=0.0, weak_item_grad=0.5), "weak_weight=0.0"),
-    (dict(weak_weight=0.3, weak_item_grad=1.5), "must be in \\[0, 1\\]"),
-    (dict(weak_weight=0.3, weak_item_grad=0.5, fused_cpu=True), "--fused_cpu_step"),
+    (dict(weak_item_grad=1.5), "must be in \\[0, 1\\]"),
+    (dict(weak_item_grad=-0.5), "must be in \\[0, 1\\]"),
+    (dict(weak_item_grad=0.5, fused_cpu=True), "--fused_cpu_step"),
 ])
 def test_the_step_refuses_a_share_it_cannot_apply(settings, message):
   from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
@@ -435,8 +435,6 @@ def test_the_step_refuses_a_share_it_cannot_apply(settings, message):
 @pytest.mark.parametrize("settings, message", [
     (dict(low_rating_weight=0.2, low_rating_item_grad=1.5), "must be <= 1"),
     (dict(low_rating_weight=0.2, low_rating_item_grad=-0.5), "must be >= 0"),
-    (dict(low_rating_weight=1.0, low_rating_item_grad=0.5), "choose another weight"),
-    (dict(low_rating_weight=0.99999999, low_rating_item_grad=0.5), "1 in float32"),
     (dict(low_rating_weight=1e-50), "is 0 in float32"),
     (dict(low_rating_weight=0.2, low_rating_item_grad=0.5, optimizer="sparse_sgd",
           fused_cpu_step=True), "drop one of them"),
@@ -447,11 +445,13 @@ def test_the_config_refuses_a_share_it_cannot_train(settings, message):
     TrainConfig(**settings)
   # Unused without a weight: an ablation can turn the weight off alone.
   TrainConfig(low_rating_weight=0.0, low_rating_item_grad=0.5)
+  # A low rating as heavy as a liked one keeps its share (the sampler marks it).
+  TrainConfig(low_rating_weight=1.0, low_rating_item_grad=0.5)
 
 
 def test_a_run_passes_the_share_to_its_step(monkeypatch):
-  # loop.fit hands the step the weak weight and the share when it trains on low ratings, and
-  # neither without them (the share is unused there).
+  # loop.fit hands the step the share when it trains on low ratings, and 1 without them (the
+  # share is unused there).
   train, _, low = _watched_groups(num_users=40, num_items=40)
   monkeypatch.setattr(registry, "load_low_ratings",
                       lambda config: low if config.low_rating_weight else None)
@@ -459,13 +459,13 @@ def test_a_run_passes_the_share_to_its_step(monkeypatch):
   real = loop.make_train_step
   def spy(*args, **kwargs):
     bound = inspect.signature(real).bind(*args, **kwargs).arguments
-    made.append((bound.get("weak_weight", 0.0), bound.get("weak_item_grad", 1.0)))
+    made.append(bound.get("weak_item_grad", 1.0))
     return real(*args, **kwargs)
   monkeypatch.setattr(loop, "make_train_step", spy)
   base = TrainConfig(dim=4, epochs=1, batch_size=64, learning_rate=0.05, low_rating_item_grad=0.5)
   loop.fit(dataclasses.replace(base, low_rating_weight=0.3), train)
   loop.fit(base, train)
-  assert made == [(0.3, 0.5), (0.0, 1.0)]
+  assert made == [0.5, 1.0]
 
 
 def test_describe_names_the_share_below_one():

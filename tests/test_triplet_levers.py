@@ -84,7 +84,7 @@ def test_a_step_descends_the_rank_weighted_loss_of_the_warp_negatives():
   state = train_step.init_state(jax.random.key(2), optimizer, NUM_USERS, NUM_ITEMS, DIM)
   params = jax.tree.map(np.asarray, state.params)
   chunk = _chunk(0)
-  users, pos, cands, weights = (np.asarray(x)[0] for x in chunk)
+  users, pos, cands, weights = (np.asarray(x)[0] for x in chunk[:4])
   neg, scale = _reference(params["user"][users], params["item"][pos], params["item"][cands],
                           cands, margin, NUM_ITEMS)
   assert (scale > 0).any() and (scale == 0).any()
@@ -164,7 +164,7 @@ def test_a_step_with_an_adaptive_margin_descends_its_loss(optimizer):
   state = train_step.init_state(jax.random.key(5), optimizer, NUM_USERS, NUM_ITEMS, DIM)
   params = jax.tree.map(np.asarray, state.params)
   chunk = _chunk(1, negatives=1)
-  users, pos, neg, weights = (np.asarray(x)[0] for x in chunk)
+  users, pos, neg, weights = (np.asarray(x)[0] for x in chunk[:4])
 
   def objective(p):
     return train_step.batch_loss(p["user"][users], p["item"][pos], p["item"][neg[:, 0]],

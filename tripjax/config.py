@@ -108,14 +108,10 @@ def check_together(values: Mapping[str, object]) -> str | None:
   if values.get("low_rating_weight") and values.get("low_rating_floor", 0.0) >= values["threshold"]:
     return (f"--low_rating_floor={values['low_rating_floor']:g} leaves no rating below "
             f"--threshold={values['threshold']:g} to train on: lower it")
-  if values.get("low_rating_weight") and values.get("low_rating_item_grad", 1.0) < 1.0:
-    if values["fused_cpu_step"]:
-      return ("--low_rating_item_grad scales part of a triplet's gradient; the fused CPU step "
-              "(--fused_cpu_step) takes it whole: drop one of them")
-    if np.float32(values["low_rating_weight"]) == np.float32(1.0):  # as the step compares
-      return ("--low_rating_item_grad tells a low rating's triplet by its weight, and "
-              f"--low_rating_weight={values['low_rating_weight']!r} is a liked rating's 1 in "
-              "float32: choose another weight")
+  if (values.get("low_rating_weight") and values.get("low_rating_item_grad", 1.0) < 1.0
+      and values["fused_cpu_step"]):
+    return ("--low_rating_item_grad scales part of a triplet's gradient; the fused CPU step "
+            "(--fused_cpu_step) takes it whole: drop one of them")
   high = values.get("high_rating_weight", 1.0)
   if np.float32(high) != np.float32(1.0):
     if not np.float32(high) > 0:
@@ -124,10 +120,6 @@ def check_together(values: Mapping[str, object]) -> str | None:
     if values.get("high_rating_floor", 5.0) < values["threshold"]:
       return (f"--high_rating_floor={values['high_rating_floor']:g} is below --threshold="
               f"{values['threshold']:g}: the high ratings are liked ones; raise it")
-    if (values.get("low_rating_weight") and values.get("low_rating_item_grad", 1.0) < 1.0
-        and np.float32(high) == np.float32(values["low_rating_weight"])):
-      return ("--high_rating_weight equals --low_rating_weight, by which --low_rating_item_grad "
-              "tells a low rating's triplet: choose another weight")
   for flag, known in (("item_features", features.ITEM_FEATURES),
                       ("user_features", features.USER_FEATURES)):
     if values.get(flag):
@@ -211,6 +203,10 @@ class TrainConfig:
       EASE: those ratings are observations of value h (confidence 1 + alpha h; X's entries),
       `registry.observed`.
     high_rating_floor: the lowest rating `high_rating_weight` applies to (>= `threshold`).
+    user_weight_exponent: b: each of user u's triplets weighs `t_u ** -b` (scaled to a mean of
+      1 over an epoch's triplets), t_u its triplets per epoch (liked and low ratings), times
+      its kind's weight. The loss's plain mean weighs a user by t_u; the evaluation's mean over
+      users weighs every user alike (b = 1). `sampling.EpochSampler`'s user_weight_exponent.
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
       mean of its features' embeddings); they need a dense optimizer.
@@ -287,6 +283,10 @@ class TrainConfig:
   high_rating_floor: float = _field(
       5.0, "The lowest rating --high_rating_weight applies to (at least --threshold).",
       minimum=0.0, model=("triplet", "ials", "ease"))
+  user_weight_exponent: float = _field(
+      0.0, "Each user's triplets weigh (its triplets per epoch) ** -b, scaled to a mean of 1: "
+      "0 weighs users by their triplets, 1 alike (as the per-user mean of the evaluation).",
+      minimum=0.0, model="triplet")
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",
                               model="triplet")

@@ -86,7 +86,8 @@ def prepare_training(config: TrainConfig, train: sp.csr_matrix, shuffle_on: str 
                                   weak_positives=weak,
                                   weak_weight=config.low_rating_weight if weak is not None
                                   else 1.0, strong_positives=strong,
-                                  strong_weight=config.high_rating_weight)
+                                  strong_weight=config.high_rating_weight,
+                                  user_weight_exponent=config.user_weight_exponent)
   optimizer = make_optimizer(config, config.epochs * sampler.num_batches)
   state = init_state(jax.random.key(config.seed), optimizer, train.shape[0], train.shape[1],
                      config.dim, config.init_scale, **side)
@@ -150,11 +151,9 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
                    jax.process_index(), jax.process_count(), columns[0], columns[-1],
                    sampler.batch_size)
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
-  weak = sampler.num_weak > 0
   step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step,
                             config.negative_temperature, config.warp, config.adaptive_margin,
-                            config.low_rating_weight if weak else 0.0,
-                            config.low_rating_item_grad if weak else 1.0)
+                            config.low_rating_item_grad if sampler.num_weak else 1.0)
   compile_seconds = 0.0
   if compile_ahead and start.epoch < last:
     started = time.perf_counter()

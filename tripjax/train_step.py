@@ -70,7 +70,7 @@ def batch_loss(user_rows: jax.Array, pos_rows: jax.Array, neg_rows: jax.Array,
       through the weights): temperature -> 0 is the hardest candidate, large is their mean.
     weights: float32[B], each triplet's weight in the batch's weighted mean: 1 for a
       positive, `--low_rating_weight` for a low rating (`sampling.EpochSampler`'s weak
-      positives), 0 for padding.
+      positives), times its user's weight (`--user_weight_exponent`); 0 for padding.
     margin: the triplet margin.
     l2: weight of the mean squared norm of the gathered rows.
     temperature: > 0 with [B, n, D] negatives.
@@ -125,28 +125,28 @@ def _check_fused_cpu(optimizer) -> None:
 
 
 def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperature: float = 0.0,
-                adaptive_margin: bool = False, weak_weight: float = 0.0,
-                weak_item_grad: float = 1.0):
+                adaptive_margin: bool = False, weak_item_grad: float = 1.0):
   """The update of one batch for this optimizer kind, chosen once (not inside traced code).
 
-  Triplets of weight `weak_weight` pass `weak_item_grad` of their gradient to their positive's
-  row (`batch_loss`'s pos_grad) when it is below 1.
+  Weak triplets (`sampling.Batches.weak`) pass `weak_item_grad` of their gradient to their
+  positive's row (`batch_loss`'s pos_grad) when it is below 1.
 
   Returns:
-    `apply(state, users, pos, neg, weights, scale) -> (state, (loss_sum, active_sum))` with
-    users/pos/neg int32[B], weights float32[B] and scale float32[B] or None (`batch_loss`).
+    `apply(state, users, pos, neg, weights, scale, weak) -> (state, (loss_sum, active_sum))`
+    with users/pos/neg int32[B], weights float32[B], scale float32[B] or None (`batch_loss`)
+    and weak bool[B] or None.
   """
   # The objective of the non-fused updates as a function of the gathered rows, the batch's
   # weights and its optional per-triplet scale.
-  loss = functools.partial(batch_loss, margin=margin, l2=l2, temperature=temperature,
-                           adaptive_margin=adaptive_margin)
-  if weak_item_grad < 1.0:
-    weighted_loss = loss
+  weighted_loss = functools.partial(batch_loss, margin=margin, l2=l2, temperature=temperature,
+                                    adaptive_margin=adaptive_margin)
 
-    def loss(user_rows, pos_rows, neg_rows, weights, scale=None):
-      pos_grad = jnp.where(weights == weak_weight, jnp.float32(weak_item_grad), 1.0)
-      return weighted_loss(user_rows, pos_rows, neg_rows, weights, scale=scale,
-                           pos_grad=pos_grad)
+  def loss(user_rows, pos_rows, neg_rows, weights, scale=None, weak=None):
+    pos_grad = None
+    if weak is not None and weak_item_grad < 1.0:
+      pos_grad = jnp.where(weak, jnp.float32(weak_item_grad), 1.0)
+    return weighted_loss(user_rows, pos_rows, neg_rows, weights, scale=scale,
+                         pos_grad=pos_grad)
   if fused_cpu:
     _check_fused_cpu(optimizer)
     update_rows = _fused_update(optimizer, margin, l2)
@@ -155,9 +155,9 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
   else:
     update_rows = _dense_update(optimizer, loss)
 
-  def apply(state, users, pos, neg, weights, scale):
+  def apply(state, users, pos, neg, weights, scale, weak):
     params, opt_state, per = update_rows(state.params, state.opt_state, users, pos, neg,
-                                         weights, scale)
+                                         weights, scale, weak)
     sums = (jnp.sum(weights * per), jnp.sum(weights * (per > 0)))
     return TrainState(params, opt_state, state.step + 1), sums
 
@@ -166,7 +166,8 @@ def _make_apply(optimizer, margin: float, l2: float, fused_cpu: bool, temperatur
 
 def _fused_update(optimizer, margin: float, l2: float):
   """Loss, gradient and sparse SGD update of a batch as one custom call (`tripjax.kernels`)."""
-  def update(params, opt_state, users, pos, neg, weights, scale):
+  def update(params, opt_state, users, pos, neg, weights, scale, weak):
+    del weak  # make_train_step refuses a share below 1 with this step
     count = opt_state.count
     cotangent = weights / batch_denominator(weights)  # d batch_loss / d per-triplet loss
     user, item, per = kernels.triplet_sgd_update(  # WARP's scale weighs the hinge, not l2
@@ -182,12 +183,13 @@ def _fused_update(optimizer, margin: float, l2: float):
 def _row_sparse_update(optimizer, loss):
   """Gradient w.r.t. the gathered rows; the row optimizer updates only those rows.
 
-  `loss(user_rows, pos_rows, neg_rows, weights, scale=)`: `batch_loss` with its settings.
+  `loss(user_rows, pos_rows, neg_rows, weights, scale=, weak=)`: `batch_loss` with its
+  settings.
   """
-  def update(params, opt_state, users, pos, neg, weights, scale):
+  def update(params, opt_state, users, pos, neg, weights, scale, weak):
     rows = (params["user"][users], params["item"][pos], params["item"][neg])
     (_, per), (g_user, g_pos, g_neg) = jax.value_and_grad(
-        loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, scale=scale)
+        loss, argnums=(0, 1, 2), has_aux=True)(*rows, weights, scale=scale, weak=weak)
     dim = g_user.shape[-1]
     params, opt_state = optimizer.update(
         {"user": g_user, "item": jnp.concatenate([g_pos, g_neg.reshape(-1, dim)])},
@@ -203,11 +205,11 @@ def _dense_update(optimizer, loss):
 
   `loss` as in `_row_sparse_update`.
   """
-  def update(params, opt_state, users, pos, neg, weights, scale):
+  def update(params, opt_state, users, pos, neg, weights, scale, weak):
     def objective(trained):
       merged = model.merge(trained, params)
       return loss(model.rows(merged, "user", users), model.rows(merged, "item", pos),
-                  model.rows(merged, "item", neg), weights, scale=scale)
+                  model.rows(merged, "item", neg), weights, scale=scale, weak=weak)
     trained = model.trainable(params)
     (_, per), grads = jax.value_and_grad(objective, has_aux=True)(trained)
     updates, opt_state = optimizer.update(grads, opt_state, trained)
@@ -218,8 +220,7 @@ def _dense_update(optimizer, loss):
 @functools.lru_cache(maxsize=32)
 def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: bool = False,
                     negative_temperature: float = 0.0, warp: bool = False,
-                    adaptive_margin: bool = False, weak_weight: float = 0.0,
-                    weak_item_grad: float = 1.0
+                    adaptive_margin: bool = False, weak_item_grad: float = 1.0
                     ) -> Callable[[TrainState, sampling.Batches], tuple[TrainState, dict]]:
   """Builds the jitted, state-donating training step over a chunk of batches.
 
@@ -242,14 +243,14 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
       hardest; not with a temperature.
     adaptive_margin: each triplet's margin scaled by (1 - cos(p, n)) / 2 (`batch_loss`); not
       with the fused kernel, whose margin is one number.
-    weak_weight: the weight of the sampler's weak positives (`--low_rating_weight`).
-    weak_item_grad: the share of a weak triplet's gradient that reaches its positive's row
-      (`--low_rating_item_grad`); below 1 it needs a `weak_weight` other than 1 (a liked
-      triplet's) and no fused kernel.
+    weak_item_grad: the share of a weak triplet's (`sampling.Batches.weak`) gradient that
+      reaches its positive's row (`--low_rating_item_grad`); below 1, not with the fused
+      kernel.
 
   Returns:
     `step(state, batches, skip_empty=True) -> (state, metrics)`, where `batches` is a
-    `sampling.Batches` with users/pos int32[S, B], neg int32[S, B, n], weights float32[S, B].
+    `sampling.Batches` with users/pos int32[S, B], neg int32[S, B, n], weights float32[S, B]
+    and weak bool[S, B] or None.
     With n > 1 each triplet trains on its hardest (highest-cosine) candidate, or on all of them
     (`negative_temperature` > 0). Batches whose
     weights are all 0 (an epoch's padding) leave the state untouched; `skip_empty=False`
@@ -274,20 +275,15 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
   if weak_item_grad < 1.0 and fused_cpu:
     raise errors.InvalidInput("the fused CPU step takes each triplet's gradient whole; drop "
                               "--low_rating_item_grad or --fused_cpu_step.")
-  # The step tells weak triplets by their float32 weight: compare as it will.
-  if weak_item_grad < 1.0 and not 0 < np.float32(weak_weight) != np.float32(1.0):
-    raise errors.InvalidInput("--low_rating_item_grad tells a low rating's triplet by its "
-                              "weight, which must be > 0 and other than a liked triplet's 1; "
-                              f"got weak_weight={weak_weight!r}.")
   apply = _make_apply(optimizer, margin, l2, fused_cpu, negative_temperature, adaptive_margin,
-                      weak_weight, weak_item_grad)
+                      weak_item_grad)
 
   def skip(state, *unused):
     del unused
     return state, (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32))
 
   def one_batch(state, batch, skip_empty):
-    users, pos, neg, weights = batch
+    users, pos, neg, weights, weak = batch
     scale = None
     if warp:
       item = functools.partial(model.rows, state.params, "item")
@@ -303,13 +299,13 @@ def make_train_step(optimizer, margin: float = 0.5, l2: float = 0.0, fused_cpu: 
       neg = neg[:, 0]
     if skip_empty:
       state, (loss_sum, active_sum) = jax.lax.cond(
-          jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights, scale)
+          jnp.any(weights > 0), apply, skip, state, users, pos, neg, weights, scale, weak)
     else:
-      state, (loss_sum, active_sum) = apply(state, users, pos, neg, weights, scale)
+      state, (loss_sum, active_sum) = apply(state, users, pos, neg, weights, scale, weak)
     return state, (loss_sum, active_sum, jnp.sum(weights), jnp.sum(weights > 0))
 
   def step(state: TrainState, batches: sampling.Batches, skip_empty: bool = True):
-    batches = (batches.users, batches.pos, batches.neg, batches.weights)
+    batches = (batches.users, batches.pos, batches.neg, batches.weights, batches.weak)
     state, sums = jax.lax.scan(functools.partial(one_batch, skip_empty=skip_empty), state,
                                batches)
     loss_sum, active_sum, weight, triplets = (jnp.sum(x) for x in sums)

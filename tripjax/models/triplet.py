@@ -52,6 +52,8 @@ def describe(config) -> str:
   if (getattr(config, "low_rating_weight", 0.0)
       and getattr(config, "low_rating_item_grad", 1.0) < 1.0):
     ratings += f" ({config.low_rating_item_grad:g} of their gradient to their items)"
+  if getattr(config, "user_weight_exponent", 0.0):
+    ratings += f", users weighted by their triplets ** -{config.user_weight_exponent:g}"
   return (f"dim {config.dim}, {config.epochs} epochs ({config.optimizer}, lr "
           f"{config.learning_rate:g}, batch {config.batch_size}, margin {config.margin:g})"
           + (f", features {features}" if features else "") + ratings)

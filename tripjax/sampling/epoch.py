@@ -118,6 +118,9 @@ class Batches(NamedTuple):
   pos: jax.Array  # int32[C, S, B]: an item in the user's training row
   neg: jax.Array  # int32[C, S, B, n]: candidates NOT in the user's training row
   weights: jax.Array  # float32[C, S, B]: 1 for a real triplet, 0 for padding
+  # bool[C, S, B]: the triplets of weak positives (low ratings), whose items a step may move
+  # less (`--low_rating_item_grad`); None when the sampler has none.
+  weak: jax.Array | None = None
 
 
 def default_shuffle_on() -> str:
@@ -148,7 +151,8 @@ class EpochSampler:
                negative_exponent: float = 0.0, draw_order: str = "rows",
                excluded_items: np.ndarray | None = None, search_kernel: bool | None = None,
                weak_positives: sp.csr_matrix | None = None, weak_weight: float = 1.0,
-               strong_positives: sp.csr_matrix | None = None, strong_weight: float = 1.0):
+               strong_positives: sp.csr_matrix | None = None, strong_weight: float = 1.0,
+               user_weight_exponent: float = 0.0):
     """Precomputes the per-positive arrays and puts them on the device.
 
     Args:
@@ -192,6 +196,10 @@ class EpochSampler:
         `strong_weight` instead of 1 (e.g. the liked ratings of 5:
         `registry.load_high_ratings`); the draw is unchanged.
       strong_weight: their weight, > 0.
+      user_weight_exponent: b >= 0: each of user u's triplets also weighs `t_u ** -b`, t_u the
+        user's triplets in an epoch (its positives, weak ones included), scaled to a mean of 1
+        over the epoch's triplets. 0 weighs users by their triplets, as the loss's plain mean
+        does; 1 weighs every user alike, as the mean over users of the evaluation does.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -199,6 +207,9 @@ class EpochSampler:
       kernels.Unavailable: `search_kernel=True` or `shuffle_on="kernel"` and the kernels
         cannot be built or loaded.
     """
+    if not (np.isfinite(user_weight_exponent) and user_weight_exponent >= 0):
+      raise errors.InvalidInput("EpochSampler: user_weight_exponent must be a finite number "
+                                f">= 0, got {user_weight_exponent!r}.")
     for name, value in (("batch_size", batch_size), ("batches_per_chunk", batches_per_chunk),
                         ("num_negatives", num_negatives)):
       if int(value) <= 0:
@@ -268,11 +279,10 @@ class EpochSampler:
     self._users = jnp.asarray(users if weak is None else np.repeat(
         np.arange(num_users, dtype=np.int32), np.diff(triplets.indptr)))
     self._items = jnp.asarray(triplets.indices.astype(np.int32))
-    self._entry_weights = None
-    if weak is not None or strong is not None:
-      self._entry_weights = jnp.asarray(np.select(
-          [triplets.data == 1, triplets.data == 2], [1.0, weak_weight],
-          strong_weight).astype(np.float32))
+    self._entries = _entries(triplets, weak is not None or strong is not None, weak_weight,
+                             strong_weight, user_weight_exponent)
+    if self._entries is not None and draw_order != "rows":
+      raise errors.InvalidInput("EpochSampler: weighted triplets need draw_order='rows'.")
     self.num_weak = 0 if weak is None else int(weak.nnz)
     self._v = jnp.asarray((items - ranks).astype(np.int32))
     self._indptr = jnp.asarray(indptr.astype(np.int32))
@@ -350,14 +360,14 @@ class EpochSampler:
         raise errors.InvalidInput(f"EpochSampler: columns must be positions in [0, "
                                   f"{self.batch_size}), got {columns!r}.")
       return _draw_columns(key, words, order, jnp.asarray(columns), self._users, self._items,
-                           self._entry_weights, self._v, self._indptr, self._num_missing,
+                           self._entries, self._v, self._indptr, self._num_missing,
                            self._weighted, **self._sizes)
     if self.shuffle_on == "kernel" and self._scratch is None:
       self._scratch = jnp.zeros(kernels.scratch_size(self.num_positives, self.num_negatives),
                                 jnp.int32)
     scratch, self._scratch = self._scratch, None  # donated: gone if the draw fails
     batches, self._scratch = _draw_epoch(key, words, order, self._users, self._items,
-                                         self._entry_weights, self._v, self._indptr,
+                                         self._entries, self._v, self._indptr,
                                          self._num_missing, self._weighted, scratch,
                                          **self._sizes)
     if batches.weights is None:  # without weak positives, the same every epoch
@@ -403,6 +413,36 @@ def _canonical(matrix: sp.csr_matrix) -> sp.csr_matrix:
   matrix.sum_duplicates()
   matrix.sort_indices()
   return matrix
+
+
+def _entries(triplets: sp.csr_matrix, kinds: bool, weak_weight: float, strong_weight: float,
+             user_weight_exponent: float) -> dict | None:
+  """Each triplet's weight and kind, in `triplets`' entry order, on the device; None when
+  every weight is 1.
+
+  Args:
+    triplets: CSR [U, I] of the epoch's triplets; with `kinds`, int8 data 1 (a positive), 2
+      (a weak one), 3 (a strong one).
+    kinds: whether `triplets`' data tells the kinds (else every entry is a positive).
+    weak_weight, strong_weight, user_weight_exponent: as in `EpochSampler`.
+
+  Returns:
+    {"weights": float32[P]} and, with weak positives, "weak": bool[P].
+  """
+  if not kinds and not user_weight_exponent:
+    return None
+  weights = np.ones(triplets.nnz)
+  if kinds:
+    weights = np.select([triplets.data == 1, triplets.data == 2], [1.0, weak_weight],
+                        strong_weight)
+  if user_weight_exponent:
+    per_user = np.diff(triplets.indptr)
+    by_user = np.repeat(per_user.astype(np.float64) ** -user_weight_exponent, per_user)
+    weights = weights * by_user / by_user.mean()
+  entries = {"weights": jnp.asarray(weights.astype(np.float32))}
+  if kinds and (triplets.data == 2).any():
+    entries["weak"] = jnp.asarray(triplets.data == 2)
+  return entries
 
 
 def _check_extra(kind: str, extra: sp.csr_matrix, weight: float, train: sp.csr_matrix,
@@ -464,15 +504,15 @@ def _permutation(key, size):
                                              "num_negatives", "search_steps", "row_order",
                                              "kernel", "shuffle_kernel"),
                    donate_argnames="scratch")
-def _draw_epoch(neg_key, words, order, users, items, entry_weights, v, indptr, num_missing,
+def _draw_epoch(neg_key, words, order, users, items, entries, v, indptr, num_missing,
                 weighted, scratch, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
                 search_steps, row_order, kernel, shuffle_kernel):
   """One epoch of padded triplets in the given order (jitted; see `EpochSampler.epoch`).
 
   Returns `Batches`, and the kernel shuffle's scratch (None for the other shuffles). Their
-  weights are None (the same every epoch, see `_real_slots`) unless `entry_weights`
-  (float32[P], each triplet's weight, or None) is given: then each slot's weight is its
-  triplet's, 0 for padding.
+  weights are None (the same every epoch, see `_real_slots`) unless `entries` (`_entries`:
+  each triplet's weight and kind, or None) is given: then each slot's weight and kind are its
+  triplet's, weight 0 for padding.
 
   `words`: the negatives' random uint32 words ([P, n], or [2, P, n] when weighted), or None to
   draw them from `neg_key`. `num_missing` and `weighted` as in
@@ -493,16 +533,16 @@ def _draw_epoch(neg_key, words, order, users, items, entry_weights, v, indptr, n
   if shuffle_kernel:
     source, *triplets, scratch = kernels.shuffle(
         order, users, items, neg, scratch, math.prod(batch_shape), batch_size,
-        with_order=entry_weights is not None)
-    return _shaped(*triplets, _slot_weights(entry_weights, source, batch_shape),
+        with_order=entries is not None)
+    return _shaped(*triplets, _slot_entries(entries, source, batch_shape),
                    batch_shape), scratch
-  return _padded_batches(users, items, neg, order, entry_weights, batch_shape), scratch
+  return _padded_batches(users, items, neg, order, entries, batch_shape), scratch
 
 
 @functools.partial(jax.jit, static_argnames=("num_chunks", "batches_per_chunk", "batch_size",
                                              "num_negatives", "search_steps", "row_order",
                                              "kernel", "shuffle_kernel"))
-def _draw_columns(neg_key, words, order, columns, users, items, entry_weights, v, indptr,
+def _draw_columns(neg_key, words, order, columns, users, items, entries, v, indptr,
                   num_missing, weighted, *, num_chunks, batches_per_chunk, batch_size, num_negatives,
                   search_steps, row_order, kernel, shuffle_kernel):
   """`_draw_epoch(...)[..., columns]` (row order only), searching only those triplets'
@@ -518,22 +558,24 @@ def _draw_columns(neg_key, words, order, columns, users, items, entry_weights, v
     order = kernels.shuffle(order, users, items, jnp.zeros((size, 0), jnp.int32),
                             jnp.zeros(kernels.scratch_size(size, 0), jnp.int32), size,
                             batch_size)[0]
-  entries = order[_source(slot, users.shape[0], batch_size)]
-  in_rows = jnp.argsort(entries)
-  sorted_entries = entries[in_rows]
+  held = order[_source(slot, users.shape[0], batch_size)]
+  in_rows = jnp.argsort(held)
+  sorted_entries = held[in_rows]
   drawn = negatives.missing_items_from_words(v, indptr, num_missing, weighted,
                                              users[sorted_entries],
                                              words[..., sorted_entries, :], search_steps,
                                              kernel)
   neg = jnp.zeros_like(drawn).at[in_rows].set(drawn)
   share_shape = batch_shape[:2] + columns.shape
-  weights = (slot < users.shape[0]).astype(jnp.float32)
-  if entry_weights is not None:
-    weights = weights * entry_weights[entries]
-  return Batches(users=users[entries].reshape(share_shape),
-                 pos=items[entries].reshape(share_shape),
+  real = slot < users.shape[0]
+  weights, weak = real.astype(jnp.float32), None
+  if entries is not None:
+    weights = weights * entries["weights"][held]
+    weak = (entries["weak"][held] & real).reshape(share_shape) if "weak" in entries else None
+  return Batches(users=users[held].reshape(share_shape),
+                 pos=items[held].reshape(share_shape),
                  neg=neg.reshape(share_shape + (num_negatives,)),
-                 weights=weights.reshape(share_shape))
+                 weights=weights.reshape(share_shape), weak=weak)
 
 
 def _device_words(neg_key, weighted, num_positives, num_negatives):
@@ -551,9 +593,9 @@ def _source(slot, num_positives, batch_size):
                    last_start + (slot - last_start) % (num_positives - last_start))
 
 
-def _padded_batches(users, pos, neg, order, entry_weights, batch_shape) -> Batches:
+def _padded_batches(users, pos, neg, order, entries, batch_shape) -> Batches:
   """Triplets taken in `order` (None: as given) and padded to `batch_shape` = (C, S, B);
-  weights as `_slot_weights` gives them.
+  weights and kinds as `_slot_entries` gives them.
 
   Padding repeats the last batch's own triplets with weight 0, so a padded batch touches only
   rows its real triplets touch (row-sparse optimizers then see no phantom rows); batches past
@@ -564,25 +606,31 @@ def _padded_batches(users, pos, neg, order, entry_weights, batch_shape) -> Batch
   if order is not None:
     source = order[source]
   return _shaped(users[source], pos[source], neg[source],
-                 _slot_weights(entry_weights, source, batch_shape), batch_shape)
+                 _slot_entries(entries, source, batch_shape), batch_shape)
 
 
-def _slot_weights(entry_weights, source, batch_shape):
-  """float32[T] weights of the padded slots, T = C * S * B: the weight of the triplet each slot
-  holds (`source`: int32[T], its index in `entry_weights`), 0 for the padding slots past the
-  epoch's triplets; None when there are no `entry_weights` (`_real_slots` gives the 1s and 0s)."""
-  if entry_weights is None:
+def _slot_entries(entries, source, batch_shape):
+  """The padded slots' `entries` (`_entries`), T = C * S * B: the weight (float32[T]) and
+  kind (bool[T]) of the triplet each slot holds (`source`: int32[T], its index in `entries`),
+  weight 0 for the padding slots past the epoch's triplets; None when there are no `entries`
+  (`_real_slots` gives the 1s and 0s)."""
+  if entries is None:
     return None
   slot = jnp.arange(math.prod(batch_shape))
-  return jnp.where(slot < entry_weights.shape[0], entry_weights[source], 0.0)
+  real = slot < entries["weights"].shape[0]
+  return {name: jnp.where(real, values[source], jnp.zeros((), values.dtype))
+          for name, values in entries.items()}
 
 
-def _shaped(users, pos, neg, weights, batch_shape) -> Batches:
+def _shaped(users, pos, neg, slots, batch_shape) -> Batches:
   """`Batches` of shape `batch_shape` = (C, S, B) from padded triplets: users int32[T], pos
-  int32[T], neg int32[T, n], weights float32[T] or None (set later), T = C * S * B."""
+  int32[T], neg int32[T, n], T = C * S * B, and `slots` (`_slot_entries`: weights float32[T],
+  optional weak bool[T]) or None (weights set later)."""
+  slots = {} if slots is None else slots
+  shaped = {name: values.reshape(batch_shape) for name, values in slots.items()}
   return Batches(users=users.reshape(batch_shape), pos=pos.reshape(batch_shape),
                  neg=neg.reshape(batch_shape + neg.shape[-1:]),
-                 weights=None if weights is None else weights.reshape(batch_shape))
+                 weights=shaped.get("weights"), weak=shaped.get("weak"))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

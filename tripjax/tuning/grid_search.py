@@ -31,6 +31,7 @@ SEARCHABLE = {
     "knn_k": int, "knn_shrink": float, "pagerank_restart": float, "pagerank_popularity": float,
     "low_rating_weight": float, "low_rating_floor": float,
     "low_rating_item_grad": float, "high_rating_weight": float, "high_rating_floor": float,
+    "user_weight_exponent": float,
 }
 
 Space = Mapping[str, Sequence[Any]]  # field name -> candidate values (a grid axis)
