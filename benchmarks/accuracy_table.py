@@ -82,7 +82,7 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
   `low_rating_weight` a row for the same settings trained on the liked ratings alone
   (`liked_only_name`), so that the share of each in the result stays visible. One that sets
   both `negative_temperature` and `low_rating_weight` also gets a row trained on the hardest
-  of 2 candidates and the liked ratings alone, each weighing 1 (`hardest_liked_name`:
+  of 2 candidates and the liked ratings alone, each triplet weighing 1 (`hardest_liked_name`:
   `ml100k.cfg`'s settings
   as issue 14 began), so that the later rounds' training time is measured against it in the
   same run.
@@ -107,7 +107,7 @@ def run_models(configs: dict[str, TrainConfig], data_dir: str | None, split_seed
                for n, c in configs.items() if c.low_rating_weight}
   variants |= {hardest_liked_name(n): dataclasses.replace(
       c, num_negatives=2, negative_temperature=0.0, low_rating_weight=0.0,
-      high_rating_weight=1.0)
+      high_rating_weight=1.0, user_weight_exponent=0.0)
                 for n, c in configs.items() if c.negative_temperature and c.low_rating_weight}
   names += list(variants)
   rows = {"popularity": {"seeds": {}}} | {name: {"seeds": {}} for name in names}
@@ -176,7 +176,8 @@ def markdown(rows: dict, split_seeds: list[int], command: str) -> str:
   if any(name.endswith(hardest_liked_name("")) for name in rows):
     note += ("\n\n`hardest of 2, liked ratings only`: the same settings trained on the hardest "
              "of 2 candidate negatives (`--num_negatives=2 --negative_temperature=0`) and the "
-             "liked ratings alone, each weighing 1 (`--high_rating_weight=1`): `ml100k.cfg` as "
+             "liked ratings alone, each triplet weighing 1 (`--high_rating_weight=1 "
+             "--user_weight_exponent=0`): `ml100k.cfg` as "
              "issue 14 began, whose training time that "
              "issue's budget (at most twice) is measured against.")
   return ("Real MovieLens 100K, lab pipeline (ratings >= 4, users with >= 20 positives, 10 test "

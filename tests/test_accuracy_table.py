@@ -34,9 +34,10 @@ def test_the_later_rounds_get_a_row_of_the_issues_starting_settings(data_dir):
   # hardest of 2, liked ratings only), the same model as that config trained on its own.
   tuned = TrainConfig(dataset="ml-100k", epochs=1, batch_size=1024, learning_rate=0.3,
                       num_negatives=4, negative_temperature=0.2, low_rating_weight=0.2,
-                      low_rating_floor=3, high_rating_weight=1.5)
+                      low_rating_floor=3, high_rating_weight=1.5, user_weight_exponent=0.5)
   before = dataclasses.replace(tuned, num_negatives=2, negative_temperature=0.0,
-                               low_rating_weight=0.0, high_rating_weight=1.0)
+                               low_rating_weight=0.0, high_rating_weight=1.0,
+                               user_weight_exponent=0.0)
   rows = accuracy_table.run_models({"tuned": tuned, "before": before}, str(data_dir), [0])
   extra = "tuned, hardest of 2, liked ratings only"
   assert set(rows) == {"popularity", "tuned", "before", "tuned, liked ratings only", extra}
