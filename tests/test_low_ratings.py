@@ -356,10 +356,10 @@ def test_an_epochs_statistics_count_every_triplet_and_weigh_the_loss(monkeypatch
   assert 0.0 < stats["active_fraction"] <= 1.0 and 0.0 < stats["loss"] < 2.0
 
 
-def _one_step(optimizer, weak_item_grad, weak=(False, True, True), l2=0.0):
+def _one_step(optimizer, weak_item_grad, weak=(False, True, True), l2=0.0, skip_empty=True):
   """One batch of three triplets (a liked one of weight 1, two of weight 0.3, by default the
   two weak ones; every row its own) trained from the same start: (tables before, tables after,
-  metrics)."""
+  metrics). skip_empty=False: the step's path for full chunks."""
   from tripjax import train_step  # pylint: disable=g-import-not-at-top
   state = train_step.init_state(jax.random.key(0), optimizer, 3, 9, 4, scale=1.0)
   before = jax.tree.map(np.array, state.params)
@@ -369,21 +369,22 @@ def _one_step(optimizer, weak_item_grad, weak=(False, True, True), l2=0.0):
       weights=np.array([[1.0, 0.3, 0.3]], np.float32), weak=np.array([weak]))
   step = train_step.make_train_step(optimizer, margin=2.0, l2=l2, negative_temperature=0.5,
                                     weak_item_grad=weak_item_grad)
-  state, metrics = step(state, batch)
+  state, metrics = step(state, batch, skip_empty=skip_empty)
   return before, jax.tree.map(np.array, state.params), metrics
 
 
+@pytest.mark.parametrize("skip_empty", [True, False])
 @pytest.mark.parametrize("share", [0.0, 0.5])
 @pytest.mark.parametrize("optimizer", ["sparse_sgd", "sgd"])
-def test_a_low_ratings_item_gets_its_share_of_the_gradient(optimizer, share):
+def test_a_low_ratings_item_gets_its_share_of_the_gradient(optimizer, share, skip_empty):
   # Plain SGD moves a row by its gradient: a weak triplet's positive moves `share` as far as
   # with the whole gradient; every other row (the liked triplet's positive, the users, the
   # negatives) and the loss are as with the whole gradient.
   import optax  # pylint: disable=g-import-not-at-top
   from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
   opt = sparse_optim.sparse_sgd(1.0) if optimizer == "sparse_sgd" else optax.sgd(1.0)
-  start, whole, whole_metrics = _one_step(opt, 1.0)
-  _, part, metrics = _one_step(opt, share)
+  start, whole, whole_metrics = _one_step(opt, 1.0, skip_empty=skip_empty)
+  _, part, metrics = _one_step(opt, share, skip_empty=skip_empty)
   moved = lambda tables, rows: tables["item"][rows] - start["item"][rows]
   assert np.abs(moved(whole, [1, 2])).min() > 1e-3, moved(whole, [1, 2])
   np.testing.assert_allclose(moved(part, [1, 2]), share * moved(whole, [1, 2]), atol=2e-6)
@@ -408,13 +409,14 @@ def test_the_share_leaves_the_l2_gradient_whole(share):
                              by_l2 + share * by_hinge, atol=2e-6)
 
 
-def test_the_share_goes_by_the_samplers_mark_not_by_weight():
+@pytest.mark.parametrize("skip_empty", [True, False])
+def test_the_share_goes_by_the_samplers_mark_not_by_weight(skip_empty):
   # Triplet 1 weighs what a weak one does but is not marked weak: its item keeps its whole
   # gradient (per-user weights make weights no guide to a triplet's kind).
   from tripjax import sparse_optim  # pylint: disable=g-import-not-at-top
   opt = sparse_optim.sparse_sgd(1.0)
-  start, whole, _ = _one_step(opt, 1.0, weak=(False, False, True))
-  _, part, _ = _one_step(opt, 0.0, weak=(False, False, True))
+  start, whole, _ = _one_step(opt, 1.0, weak=(False, False, True), skip_empty=skip_empty)
+  _, part, _ = _one_step(opt, 0.0, weak=(False, False, True), skip_empty=skip_empty)
   np.testing.assert_allclose(part["item"][[0, 1]], whole["item"][[0, 1]], atol=1e-6)
   np.testing.assert_allclose(part["item"][2], start["item"][2], atol=1e-7)
   assert np.abs(whole["item"][2] - start["item"][2]).min() > 1e-3

@@ -124,8 +124,20 @@ def test_best_trial_skips_diverged_trials():
   trials = [{"trial": 0, "metrics": {"auc": float("nan")}},
             {"trial": 1, "metrics": {"auc": 0.7}}, {"trial": 2, "metrics": {"auc": 0.7}}]
   assert tuning.best_trial(trials)["trial"] == 1
-  with pytest.raises(ValueError, match="diverged"):
+  with pytest.raises(ValueError, match="diverged; lower the learning rates"):
     tuning.best_trial(trials[:1])
+
+
+def test_a_search_of_refused_settings_says_why_not_that_it_diverged():
+  # A setting the base model does not take (iALS has no triplet weights) refuses every trial.
+  trials = tuning.search(TrainConfig(model="ials"), {"user_weight_exponent": [0.5, 1.0]},
+                         _separable_objective([]), num_trials=2, initial_trials=2, seed=0)
+  assert all("setting of --model=triplet" in t["metrics"]["refused"] for t in trials)
+  with pytest.raises(ValueError, match="every trial was refused; the first: .*--model=triplet"):
+    tuning.best_trial(trials)
+  mixed = trials[:1] + [{"trial": 1, "metrics": {"auc": float("nan"), "diverged": "x"}}]
+  with pytest.raises(ValueError, match=r"diverged or was refused \(1 of 2"):
+    tuning.best_trial(mixed)
 
 
 @pytest.mark.parametrize("space, message", [

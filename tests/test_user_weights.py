@@ -1,6 +1,7 @@
 """Users weighed by their triplets ** -b in the triplet loss (`--user_weight_exponent`)."""
 
 import dataclasses
+import warnings
 
 import jax
 import numpy as np
@@ -90,6 +91,22 @@ def test_the_sampler_refuses_an_exponent_that_is_not_a_number_at_least_0(exponen
     sampling.EpochSampler(train, 8, user_weight_exponent=exponent)
 
 
+def test_large_exponents_weigh_in_logs_and_an_empty_row_weighs_nothing():
+  # Users from 1 to ~30 triplets and one with none: b = 2 gives t ** -2 / mean without a
+  # warning (t ** -b of an empty row divides by 0); b = 300 would leave the heavy users a
+  # float32 weight of 0 (and t ** -300 underflows float64 to NaN weights): refused.
+  train, _, _ = _groups()
+  train = sp.csr_matrix(sp.vstack([train, sp.csr_matrix((1, train.shape[1]), dtype=bool)]))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    sampler = sampling.EpochSampler(train, 16, 3, 2, seed=1, user_weight_exponent=2.0)
+  users, _, weights, _ = _real(sampler.epoch(0))
+  want = np.diff(train.indptr)[users] ** -2.0
+  np.testing.assert_allclose(weights, want / want.mean(), rtol=1e-5)
+  with pytest.raises(errors.InvalidInput, match="smaller --user_weight_exponent"):
+    sampling.EpochSampler(train, 16, 3, 2, seed=1, user_weight_exponent=300.0)
+
+
 def test_the_draw_of_older_runs_has_no_user_weights():
   train, _, _ = _groups()
   with pytest.raises(errors.InvalidInput, match="draw_order='rows'"):
@@ -98,6 +115,7 @@ def test_the_draw_of_older_runs_has_no_user_weights():
 
 @pytest.mark.parametrize("settings, message", [
     (dict(user_weight_exponent=-0.1), "must be >= 0"),
+    (dict(user_weight_exponent=2.5), "must be <= 2"),
     (dict(model="ials", user_weight_exponent=0.5), "setting of --model=triplet"),
 ])
 def test_the_config_refuses_exponents_it_cannot_train(settings, message):

@@ -206,7 +206,8 @@ class TrainConfig:
     user_weight_exponent: b: each of user u's triplets weighs `t_u ** -b` (scaled to a mean of
       1 over an epoch's triplets), t_u its triplets per epoch (liked and low ratings), times
       its kind's weight. The loss's plain mean weighs a user by t_u; the evaluation's mean over
-      users weighs every user alike (b = 1). `sampling.EpochSampler`'s user_weight_exponent.
+      users weighs every user alike (b = 1 gives each user the same total before the kinds'
+      weights); at most 2. `sampling.EpochSampler`'s user_weight_exponent.
     item_features, user_features: comma-separated side features of the triplet model
       (`tripjax.data.features`; LightFM-style: a row's vector is its own embedding plus the
       mean of its features' embeddings); they need a dense optimizer.
@@ -285,8 +286,8 @@ class TrainConfig:
       minimum=0.0, model=("triplet", "ials", "ease"))
   user_weight_exponent: float = _field(
       0.0, "Each user's triplets weigh (its triplets per epoch) ** -b, scaled to a mean of 1: "
-      "0 weighs users by their triplets, 1 alike (as the per-user mean of the evaluation).",
-      minimum=0.0, model="triplet")
+      "0 weighs users by their triplets, 1 alike (as the per-user mean of the evaluation); "
+      "at most 2.", minimum=0.0, maximum=2.0, model="triplet")
   item_features: str = _field("", "Item features in the triplet model, comma-separated: "
                               "genres (an item's vector adds the mean of its features').",
                               model="triplet")

@@ -117,7 +117,9 @@ class Batches(NamedTuple):
   users: jax.Array  # int32[C, S, B] (or [S, B] for one chunk)
   pos: jax.Array  # int32[C, S, B]: an item in the user's training row
   neg: jax.Array  # int32[C, S, B, n]: candidates NOT in the user's training row
-  weights: jax.Array  # float32[C, S, B]: 1 for a real triplet, 0 for padding
+  # float32[C, S, B]: a real triplet's weight (its kind's, times its user's with
+  # user_weight_exponent; 1 by default), 0 for padding.
+  weights: jax.Array
   # bool[C, S, B]: the triplets of weak positives (low ratings), whose items a step may move
   # less (`--low_rating_item_grad`); None when the sampler has none.
   weak: jax.Array | None = None
@@ -199,7 +201,9 @@ class EpochSampler:
       user_weight_exponent: b >= 0: each of user u's triplets also weighs `t_u ** -b`, t_u the
         user's triplets in an epoch (its positives, weak ones included), scaled to a mean of 1
         over the epoch's triplets. 0 weighs users by their triplets, as the loss's plain mean
-        does; 1 weighs every user alike, as the mean over users of the evaluation does.
+        does; 1 gives every user the same total (before the kinds' weights), as the mean over
+        users of the evaluation does. A b so large that some triplets' float32 weights are 0
+        is refused.
 
     Raises:
       ValueError: on bad sizes, an empty matrix, or a user whose row holds every item
@@ -437,9 +441,18 @@ def _entries(triplets: sp.csr_matrix, kinds: bool, weak_weight: float, strong_we
                         strong_weight)
   if user_weight_exponent:
     per_user = np.diff(triplets.indptr)
-    by_user = np.repeat(per_user.astype(np.float64) ** -user_weight_exponent, per_user)
+    # In logs, relative to the lightest user: t ** -b over- or underflows float64 at large b.
+    log_t = np.log(np.maximum(per_user, 1).astype(np.float64))
+    by_user = np.repeat(np.exp(-user_weight_exponent * (log_t - log_t[per_user > 0].min())),
+                        per_user)
     weights = weights * by_user / by_user.mean()
-  entries = {"weights": jnp.asarray(weights.astype(np.float32))}
+  weights = weights.astype(np.float32)
+  if not weights.all():
+    raise errors.InvalidInput(
+        f"EpochSampler: user_weight_exponent={user_weight_exponent:g} leaves some triplets a "
+        "weight of 0 in float32 (their users have too many triplets against the lightest "
+        "user's); use a smaller --user_weight_exponent.")
+  entries = {"weights": jnp.asarray(weights)}
   if kinds and (triplets.data == 2).any():
     entries["weak"] = jnp.asarray(triplets.data == 2)
   return entries
@@ -568,14 +581,13 @@ def _draw_columns(neg_key, words, order, columns, users, items, entries, v, indp
   neg = jnp.zeros_like(drawn).at[in_rows].set(drawn)
   share_shape = batch_shape[:2] + columns.shape
   real = slot < users.shape[0]
-  weights, weak = real.astype(jnp.float32), None
-  if entries is not None:
-    weights = weights * entries["weights"][held]
-    weak = (entries["weak"][held] & real).reshape(share_shape) if "weak" in entries else None
+  slots = ({"weights": real.astype(jnp.float32)} if entries is None
+           else _held_entries(entries, held, real))
+  shaped = {name: values.reshape(share_shape) for name, values in slots.items()}
   return Batches(users=users[held].reshape(share_shape),
                  pos=items[held].reshape(share_shape),
                  neg=neg.reshape(share_shape + (num_negatives,)),
-                 weights=weights.reshape(share_shape), weak=weak)
+                 weights=shaped["weights"], weak=shaped.get("weak"))
 
 
 def _device_words(neg_key, weighted, num_positives, num_negatives):
@@ -617,8 +629,13 @@ def _slot_entries(entries, source, batch_shape):
   if entries is None:
     return None
   slot = jnp.arange(math.prod(batch_shape))
-  real = slot < entries["weights"].shape[0]
-  return {name: jnp.where(real, values[source], jnp.zeros((), values.dtype))
+  return _held_entries(entries, source, slot < entries["weights"].shape[0])
+
+
+def _held_entries(entries, held, real):
+  """`entries`' values of the triplets `held` (int32[T], indices into `entries`) where `real`
+  (bool[T]), zeros (weight 0, not weak) in the other slots."""
+  return {name: jnp.where(real, values[held], jnp.zeros((), values.dtype))
           for name, values in entries.items()}
 
 

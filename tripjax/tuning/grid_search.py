@@ -235,8 +235,15 @@ def ablation(best: TrainConfig, reference: TrainConfig, fields: Sequence[str],
 
 
 def best_trial(trials: Sequence[dict], metric: str = "auc") -> dict:
-  """The trial with the highest validation `metric` (the earliest on ties; diverged ones never)."""
+  """The trial with the highest validation `metric` (the earliest on ties; diverged or refused
+  ones never)."""
   finite = [t for t in trials if not math.isnan(t["metrics"][metric])]
   if not finite:
+    refused = [t["metrics"]["refused"] for t in trials if "refused" in t["metrics"]]
+    if len(refused) == len(trials):
+      raise errors.InvalidInput(f"every trial was refused; the first: {refused[0]}")
+    if refused:
+      raise errors.InvalidInput(f"every trial diverged or was refused ({len(refused)} of "
+                                f"{len(trials)}; the first: {refused[0]})")
     raise errors.InvalidInput("every trial diverged; lower the learning rates of the search space.")
   return max(finite, key=lambda t: (t["metrics"][metric], -t["trial"]))
