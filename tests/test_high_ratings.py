@@ -59,6 +59,7 @@ def test_every_strong_positive_trains_once_an_epoch_with_its_weight(shuffle_on, 
     ("narrow", {}, "shape"),
     ("strong", dict(strong_weight=0.0), "strong_weight"),
     ("strong", dict(strong_weight=float("nan")), "strong_weight"),
+    ("strong", dict(strong_weight=1e-50), "strong_weight must .* not 0 in float32"),
     ("strong", dict(draw_order="shuffled"), "draw_order='rows'"),
 ])
 def test_rejects_strong_positives_it_cannot_weigh(which, change, message):

@@ -105,7 +105,7 @@ def test_rejects_weak_positives_it_cannot_train(change, message):
     sampling.EpochSampler(train, 8, weak_positives=weak, weak_weight=0.5)
 
 
-@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan"), float("inf"), 1e-50])
 def test_rejects_weak_weights_that_are_not_positive_numbers(weight):
   train, weak = _disjoint()
   with pytest.raises(errors.InvalidInput, match="weak_weight"):

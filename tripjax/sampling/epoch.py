@@ -445,14 +445,13 @@ def _entries(triplets: sp.csr_matrix, kinds: bool, weak_weight: float, strong_we
     log_t = np.log(np.maximum(per_user, 1).astype(np.float64))
     by_user = np.repeat(np.exp(-user_weight_exponent * (log_t - log_t[per_user > 0].min())),
                         per_user)
-    weights = weights * by_user / by_user.mean()
-  weights = weights.astype(np.float32)
-  if not weights.all():
-    raise errors.InvalidInput(
-        f"EpochSampler: user_weight_exponent={user_weight_exponent:g} leaves some triplets a "
-        "weight of 0 in float32 (their users have too many triplets against the lightest "
-        "user's); use a smaller --user_weight_exponent.")
-  entries = {"weights": jnp.asarray(weights)}
+    weights = (weights * by_user / by_user.mean()).astype(np.float32)
+    if not weights.all():
+      raise errors.InvalidInput(
+          f"EpochSampler: user_weight_exponent={user_weight_exponent:g} leaves some triplets "
+          "a weight of 0 in float32 (their users have too many triplets against the lightest "
+          "user's); use a smaller --user_weight_exponent.")
+  entries = {"weights": jnp.asarray(weights, np.float32)}
   if kinds and (triplets.data == 2).any():
     entries["weak"] = jnp.asarray(triplets.data == 2)
   return entries
@@ -474,9 +473,9 @@ def _check_extra(kind: str, extra: sp.csr_matrix, weight: float, train: sp.csr_m
   if not within_train and shared:
     raise errors.InvalidInput(f"EpochSampler: {kind}_positives overlaps the training "
                               "positives; an entry is one or the other.")
-  if not (np.isfinite(weight) and weight > 0):
-    raise errors.InvalidInput(f"EpochSampler: {kind}_weight must be a finite number > 0, got "
-                              f"{weight!r}.")
+  if not (np.isfinite(weight) and np.float32(weight) > 0):
+    raise errors.InvalidInput(f"EpochSampler: {kind}_weight must be a finite number > 0 (and "
+                              f"not 0 in float32), got {weight!r}.")
   if draw_order != "rows":
     raise errors.InvalidInput(f"EpochSampler: {kind} positives need draw_order='rows'.")
 
