@@ -32,6 +32,11 @@ def main():
     out[f"{optimizer} {mesh}"] = max(
         float(np.max(np.abs(np.asarray(fitted[k]) - np.asarray(one[k])))) for k in one)
     out[f"{optimizer} {mesh} item spec"] = list(fitted["item"].sharding.spec)
+    # The batches the loop trains on: B split over `data`, each device holding its part.
+    sampler = loop.prepare_training(config, train)[0]
+    users = sharding.place_epoch(sampler, 0, sharding.make_mesh(mesh)).users
+    out[f"{mesh} batch spec"] = [a for a in users.sharding.spec]
+    out[f"{mesh} batch shards"] = sorted({s.data.shape[-1] for s in users.addressable_shards})
   score_fn = model.score_fn(one)
   plain = metrics.evaluate(score_fn, train, test, block_size=16)
   split = metrics.evaluate(score_fn, train, test, block_size=16,
@@ -40,6 +45,14 @@ def main():
                     for k in plain.per_user)
   out["eval users"] = [plain.users_evaluated, split.users_evaluated]
   out["top items equal"] = bool(np.array_equal(plain.top_items, split.top_items))
+  # 63 users in blocks of 15 (rounded up to 16 on data:4): a padded, uneven last block.
+  plain = metrics.evaluate(score_fn, train[:63], test[:63], block_size=15)
+  split = metrics.evaluate(score_fn, train[:63], test[:63], block_size=15,
+                           mesh=sharding.make_mesh("data:4"))
+  out["uneven eval"] = max(float(np.nanmax(np.abs(plain.per_user[k] - split.per_user[k])))
+                           for k in plain.per_user)
+  out["uneven eval users"] = [plain.users_evaluated, split.users_evaluated]
+  out["uneven top items equal"] = bool(np.array_equal(plain.top_items, split.top_items))
   # A checkpoint of tables placed on 4 devices restores on 1 and on a 2-device mesh.
   placed = sharding.place(one, sharding.make_mesh("data:2,model:2"))
   with tempfile.TemporaryDirectory() as folder:

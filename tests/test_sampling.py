@@ -142,6 +142,45 @@ def test_uniform_draws_are_multiply_high_ranks_drawn_in_row_order(shuffle_on):
   np.testing.assert_array_equal(np.asarray(batches.pos).ravel(), cols[order])
 
 
+@pytest.mark.parametrize("shuffle_on", ["host", "device"])
+def test_weighted_draws_are_48_bit_units_of_the_missing_weight_drawn_in_row_order(shuffle_on):
+  # The weighted draw, rebuilt in Python from its definition: two 32-bit words per CSR entry
+  # and negative (host: after the permutation, from the epoch's numpy generator; device: from
+  # the epoch's JAX key) make R = word0 + (word1 mod 2**16) * 2**32; unit floor(M * R / 2**48)
+  # of the row's missing weight M, the row's missing items laid end to end in item order with
+  # their integer weights, names the item. The device draw is the host one with other words:
+  # both are checked exactly, so neither can drift from the weights (a chi-square test cannot
+  # see a bias of a few tenths of a percent).
+  matrix = sp.random(30, 50, density=0.2, format="csr", random_state=1).astype(bool)
+  matrix.sort_indices()
+  seed, epoch, n = 4, 2, 3
+  sampler = sampling.EpochSampler(matrix, matrix.nnz, 1, n, seed=seed, shuffle_on=shuffle_on,
+                                  negative_exponent=0.7)
+  weights = sampler.negative_weights
+  assert sampler.draw_order == "rows" and len(set(weights.tolist())) > 5
+  order_key, neg_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+  if shuffle_on == "host":
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(matrix.nnz)
+    words = rng.integers(0, 2**32, (2, matrix.nnz, n), dtype=np.uint32)
+  else:
+    order = np.asarray(jax.random.permutation(order_key, matrix.nnz))
+    words = np.asarray(jax.random.bits(neg_key, (2, matrix.nnz, n), jnp.uint32))
+  rows, cols = matrix.nonzero()
+  dense = matrix.toarray()
+  drawn = np.zeros((matrix.nnz, n), np.int64)
+  for t, u in enumerate(rows):
+    missing = np.flatnonzero(~dense[u])
+    ends = np.cumsum(weights[missing])
+    for k in range(n):
+      r = int(words[0, t, k]) + (int(words[1, t, k]) % 2**16) * 2**32
+      unit = int(ends[-1]) * r >> 48
+      drawn[t, k] = missing[np.searchsorted(ends, unit, side="right")]
+  batches = sampler.epoch(epoch)
+  np.testing.assert_array_equal(np.asarray(batches.neg).reshape(-1, n), drawn[order])
+  np.testing.assert_array_equal(np.asarray(batches.users).ravel(), rows[order])
+
+
 def test_multiply_high_is_exact():
   rng = np.random.default_rng(1)
   bits = rng.integers(0, 2**32, 5000, dtype=np.uint64)

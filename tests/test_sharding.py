@@ -1,23 +1,20 @@
 """Sharded training, evaluation and checkpoints on 4 simulated CPU devices equal one device."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+import device_runs
 from tripjax import sharding
 from tripjax.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def sharded():
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
-                        + " --xla_force_host_platform_device_count=4"))
   done = subprocess.run([sys.executable, "tests/sharded_check.py"], capture_output=True,
-                        text=True, env=env, timeout=300, check=False)
+                        text=True, env=device_runs.cpu_env(4), timeout=300, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   return json.loads(done.stdout)
 
@@ -33,10 +30,24 @@ def test_tables_stay_split_by_rows_over_model(sharded):
   assert sharded["adam data:4 item spec"] == []  # replicated: model is 1
 
 
+def test_batches_are_split_over_data(sharded):
+  # Batch 64: a quarter on each device of data:4, a half on each of data:2,model:2.
+  assert sharded["data:4 batch spec"] == [None, None, "data"]
+  assert sharded["data:4 batch shards"] == [16]
+  assert sharded["data:2,model:2 batch spec"] == [None, None, "data"]
+  assert sharded["data:2,model:2 batch shards"] == [32]
+
+
 def test_sharded_evaluation_equals_one_device(sharded):
   assert sharded["eval"] < 1e-6
   assert sharded["eval users"][0] == sharded["eval users"][1] > 0
   assert sharded["top items equal"]
+
+
+def test_sharded_evaluation_of_an_uneven_last_block_equals_one_device(sharded):
+  assert sharded["uneven eval"] < 1e-6
+  assert sharded["uneven eval users"][0] == sharded["uneven eval users"][1] > 0
+  assert sharded["uneven top items equal"]
 
 
 def test_a_checkpoint_of_4_devices_restores_on_1_and_2(sharded):

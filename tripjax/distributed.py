@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Callable, Sequence, TypeVar
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -53,6 +54,10 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int,
   check(coordinator_address, num_processes, process_id)
   if process_id > 0:
     wait_for_coordinator(coordinator_address, timeout_s)
+  elif num_processes > 1:
+    logging.info("Process 0 of %d waits up to %g s for the others at %s; if they do not all "
+                 "join, JAX ends this process with its own message.", num_processes,
+                 timeout_s, coordinator_address)
   def failure(reason):
     return (f"--coordinator_address={coordinator_address}: process {process_id} of "
             f"{num_processes} could not join the job within {timeout_s} s ({reason}); start "

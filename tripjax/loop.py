@@ -11,7 +11,6 @@ import functools
 import time
 from typing import Any, Callable, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,11 +144,6 @@ def fit(config: TrainConfig, train: sp.csr_matrix, *, start: Start | None = None
                                                               mesh=mesh)
   if mesh is not None:
     state = sharding.place(state, mesh)
-    if jax.process_count() > 1:
-      columns = sharding.batch_columns(mesh, sampler.batch_size)
-      logging.info("Process %d of %d draws batch positions %d-%d of %d (its devices' share).",
-                   jax.process_index(), jax.process_count(), columns[0], columns[-1],
-                   sampler.batch_size)
   last = config.epochs if stop_epoch is None else min(stop_epoch, config.epochs)
   step_fn = make_train_step(start.optimizer, config.margin, config.l2, config.fused_cpu_step,
                             config.negative_temperature, config.warp, config.adaptive_margin,

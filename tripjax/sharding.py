@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
@@ -121,6 +122,10 @@ def place_epoch(sampler, epoch: int, mesh: Mesh, prefetch_next: bool = False):
     return place_batches(sampler.epoch(epoch, prefetch_next), mesh)
   columns = batch_columns(mesh, batch)
   share = jax.device_get(sampler.epoch(epoch, prefetch_next, columns=columns))
+  logging.log_first_n(logging.INFO, "Process %d of %d draws batch positions %d-%d of %d (%d "
+                      "triplets of every batch: its devices' share).", 1, jax.process_index(),
+                      jax.process_count(), columns[0], columns[-1], batch,
+                      share.users.shape[2])
 
   def assemble(x):
     def shard(index):
