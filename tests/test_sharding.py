@@ -1,6 +1,7 @@
 """Sharded training, evaluation and checkpoints on 4 simulated CPU devices equal one device."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -54,6 +55,27 @@ def test_a_checkpoint_of_4_devices_restores_on_1_and_2(sharded):
   assert sharded["restore 1"] and sharded["restore 2"]
   assert sharded["restore 2 devices"] == 2
   assert "--mesh=data:3" in sharded["bad mesh"] and "4" in sharded["bad mesh"]
+
+
+def test_a_run_stopped_on_4_devices_goes_on_on_2_and_on_1(tmp_path):
+  # The mesh is where a run computes, not what: the same run resumes under another one (its
+  # flags then record the new mesh), tables and optimizer state restored from 4 devices.
+  adam = "--optimizer=sparse_adam"  # row-sparse optimizer state, split over model too
+  straight = device_runs.train(tmp_path / "straight", adam)
+  device_runs.finish([device_runs.train(tmp_path / "on2", adam, "--mesh=data:2,model:2",
+                                        "--stop_after_epoch=1", devices=4)])
+  shutil.copytree(tmp_path / "on2", tmp_path / "on1")
+  resumed = [err for _, err in device_runs.finish([
+      device_runs.train(tmp_path / "on2", adam, "--mesh=data:2", devices=2),
+      device_runs.train(tmp_path / "on1", adam), straight])]
+  one = json.loads((tmp_path / "straight" / "results.json").read_text())["model"]
+  for name, err, mesh in (("on2", resumed[0], "data:2"), ("on1", resumed[1], "")):
+    assert "Resumed from the checkpoint of epoch 1" in err, name
+    results = json.loads((tmp_path / name / "results.json").read_text())
+    assert results["config"]["mesh"] == mesh
+    assert f"--mesh={mesh}\n" in (tmp_path / name / "flags.txt").read_text()
+    for key in ("auc", "ndcg@20", "recall@20"):
+      assert results["model"][key] == pytest.approx(one[key], abs=1e-4), (name, key)
 
 
 @pytest.mark.parametrize("spec,needle", [("data:0", "--mesh=data:0"), ("pipe:2", "pipe"),

@@ -87,6 +87,14 @@ def test_claim_resumes_the_same_flags_and_refuses_others(tmp_path):
   assert (tmp_path / workdir_lib.RESULTS_FILE).exists()  # claim itself deletes nothing
 
 
+def test_claim_resumes_under_another_mesh_but_not_with_other_flags_beside_it(tmp_path):
+  workdir_lib.write_config(_CONFIG, tmp_path)
+  moved = dataclasses.replace(_CONFIG, mesh="data:2")
+  assert workdir_lib.claim(moved, tmp_path, overwrite=False) is False
+  with pytest.raises(workdir_lib.WorkdirConflict, match="margin=0.5 .now 0.25"):
+    workdir_lib.claim(dataclasses.replace(moved, margin=0.25), tmp_path, overwrite=False)
+
+
 def test_outputs_without_flags_are_refused_unless_overwrite(tmp_path):
   (tmp_path / workdir_lib.CHECKPOINT_DIR).mkdir()
   with pytest.raises(workdir_lib.WorkdirConflict, match="no flags.txt"):

@@ -28,6 +28,10 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DRIVER_FLAGS = ("workdir", "overwrite", "checkpoint_every", "stop_after_epoch")
 
 
+# Where a run computes, not what: a run resumes under other values (a checkpoint of 4 devices
+# goes on on 1 or 2; sharded equals unsharded within float32 rounding).
+PLACEMENT_FIELDS = ("mesh",)
+
 # The fields read by the data pipeline (`tripjax.data.registry.load_split`): one set of data
 # flags for every script.
 DATA_FIELDS = ("dataset", "data_dir", "download", "threshold", "min_user_positives",

@@ -32,7 +32,7 @@ import numpy as np
 
 from tripjax import errors
 from tripjax import files
-from tripjax.config import TrainConfig
+from tripjax.config import PLACEMENT_FIELDS, TrainConfig
 
 LOCK_FILE = ".lock"
 FLAGS_FILE = "flags.txt"
@@ -115,6 +115,12 @@ def previous_config(workdir: pathlib.Path) -> TrainConfig | errors.InvalidInput 
     return e
 
 
+def _same_run(previous: TrainConfig, config: TrainConfig) -> bool:
+  """Whether `config` goes on with the run of `previous`: equal but for `PLACEMENT_FIELDS`."""
+  return dataclasses.replace(
+      previous, **{name: getattr(config, name) for name in PLACEMENT_FIELDS}) == config
+
+
 def _differences(previous: TrainConfig, config: TrainConfig) -> str:
   return ", ".join(f"--{f.name}={getattr(previous, f.name)!r} (now {getattr(config, f.name)!r})"
                    for f in dataclasses.fields(config)
@@ -124,7 +130,8 @@ def _differences(previous: TrainConfig, config: TrainConfig) -> str:
 def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
   """Decides whether a run of `config` may use `workdir`; writes nothing.
 
-  The same settings resume (with or without `overwrite`); other settings, or run files without
+  The same settings resume (with or without `overwrite`; `--mesh` may differ, the new one is
+  written); other settings, or run files without
   a flags.txt, are refused unless `overwrite`.
 
   Returns:
@@ -135,7 +142,7 @@ def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
     WorkdirConflict: the folder holds another run and `overwrite` is False.
   """
   previous = previous_config(workdir)
-  if previous == config:
+  if isinstance(previous, TrainConfig) and _same_run(previous, config):
     return False
   if previous is None:
     if not holds_run_files(workdir):
