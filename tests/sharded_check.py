@@ -35,7 +35,7 @@ def main():
     # The batches the loop trains on: B split over `data`, each device holding its part.
     sampler = loop.prepare_training(config, train)[0]
     users = sharding.place_epoch(sampler, 0, sharding.make_mesh(mesh)).users
-    out[f"{mesh} batch spec"] = [a for a in users.sharding.spec]
+    out[f"{mesh} batch spec"] = list(users.sharding.spec)
     out[f"{mesh} batch shards"] = sorted({s.data.shape[-1] for s in users.addressable_shards})
   score_fn = model.score_fn(one)
   plain = metrics.evaluate(score_fn, train, test, block_size=16)

@@ -91,8 +91,19 @@ def test_claim_resumes_under_another_mesh_but_not_with_other_flags_beside_it(tmp
   workdir_lib.write_config(_CONFIG, tmp_path)
   moved = dataclasses.replace(_CONFIG, mesh="data:2")
   assert workdir_lib.claim(moved, tmp_path, overwrite=False) is False
-  with pytest.raises(workdir_lib.WorkdirConflict, match="margin=0.5 .now 0.25"):
+  with pytest.raises(workdir_lib.WorkdirConflict, match="margin=0.5 .now 0.25") as e:
     workdir_lib.claim(dataclasses.replace(moved, margin=0.25), tmp_path, overwrite=False)
+  assert "--mesh" not in str(e.value)  # not a difference that refuses the run
+
+
+def test_claim_of_another_run_under_another_mesh_names_its_flags(tmp_path):
+  # The previous run's flags with the new mesh would be a refused pair (the fused step on two
+  # devices); the claim still names the run's real differences.
+  fused = dataclasses.replace(_CONFIG, optimizer="sparse_sgd", fused_cpu_step=True)
+  workdir_lib.write_config(fused, tmp_path)
+  other = dataclasses.replace(fused, fused_cpu_step=False, mesh="data:2")
+  with pytest.raises(workdir_lib.WorkdirConflict, match="fused_cpu_step=True .now False"):
+    workdir_lib.claim(other, tmp_path, overwrite=False)
 
 
 def test_outputs_without_flags_are_refused_unless_overwrite(tmp_path):

@@ -115,24 +115,22 @@ def previous_config(workdir: pathlib.Path) -> TrainConfig | errors.InvalidInput 
     return e
 
 
-def _same_run(previous: TrainConfig, config: TrainConfig) -> bool:
-  """Whether `config` goes on with the run of `previous`: equal but for `PLACEMENT_FIELDS`."""
-  return dataclasses.replace(
-      previous, **{name: getattr(config, name) for name in PLACEMENT_FIELDS}) == config
+def _changed_fields(previous: TrainConfig, config: TrainConfig) -> list[str]:
+  """The fields that make `config` another run than `previous` (`PLACEMENT_FIELDS` never do)."""
+  return [f.name for f in dataclasses.fields(config) if f.name not in PLACEMENT_FIELDS
+          and getattr(previous, f.name) != getattr(config, f.name)]
 
 
 def _differences(previous: TrainConfig, config: TrainConfig) -> str:
-  return ", ".join(f"--{f.name}={getattr(previous, f.name)!r} (now {getattr(config, f.name)!r})"
-                   for f in dataclasses.fields(config)
-                   if getattr(previous, f.name) != getattr(config, f.name))
+  return ", ".join(f"--{name}={getattr(previous, name)!r} (now {getattr(config, name)!r})"
+                   for name in _changed_fields(previous, config))
 
 
 def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
   """Decides whether a run of `config` may use `workdir`; writes nothing.
 
   The same settings resume (with or without `overwrite`; `--mesh` may differ, the new one is
-  written); other settings, or run files without
-  a flags.txt, are refused unless `overwrite`.
+  written); other settings, or run files without a flags.txt, are refused unless `overwrite`.
 
   Returns:
     True when an older run must be replaced (call `replace_run` once the new run's data has
@@ -142,7 +140,7 @@ def claim(config: TrainConfig, workdir: pathlib.Path, overwrite: bool) -> bool:
     WorkdirConflict: the folder holds another run and `overwrite` is False.
   """
   previous = previous_config(workdir)
-  if isinstance(previous, TrainConfig) and _same_run(previous, config):
+  if isinstance(previous, TrainConfig) and not _changed_fields(previous, config):
     return False
   if previous is None:
     if not holds_run_files(workdir):
